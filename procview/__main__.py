@@ -1,0 +1,3 @@
+from procview.cli import main
+
+main()

@@ -1,0 +1,257 @@
+"""The Cgroup interface and what v1 and v2 share (paths, reads, writes)."""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+from typing import TYPE_CHECKING, Iterator
+
+from ._formats import parse_cpulist
+from ._values import CpuQuota, CpuUsage, IoStat, MemoryLimits, MemoryStat, MemoryUsage
+
+if TYPE_CHECKING:
+    from . import Hierarchies
+
+
+class CgroupError(Exception):
+    """A cgroup could not be created, written or removed."""
+
+    def __init__(self, path: str, value, reason: str):
+        self.path = path
+        self.value = value
+        self.reason = reason
+        where = path if value is None else f"{path} = {value!r}"
+        super().__init__(f"{where}: {reason}")
+
+
+class Cgroup(abc.ABC):
+    """One cgroup, as the views read it and the runtime writes it.
+
+    Read methods return None for "unknown" and never raise. Limits are
+    *effective*: the minimum over this cgroup and every ancestor up to the
+    root of the mounted hierarchy.
+    """
+
+    version: int
+
+    def __init__(self, hierarchies: "Hierarchies"):
+        self.hierarchies = hierarchies
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def key(self) -> tuple:
+        """Hashable identity (the path per hierarchy)."""
+
+    @property
+    @abc.abstractmethod
+    def path(self) -> str:
+        """A display path (the memory controller's path on v1)."""
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Cgroup) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    @abc.abstractmethod
+    def with_path(self, transform) -> "Cgroup":
+        """The same cgroup with each path passed through ``transform``
+        (identity uses it to strip ``/init.scope``)."""
+
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether the cgroup directory exists (it can vanish mid-read)."""
+
+    # -- reading ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def memory_limits(self) -> MemoryLimits:
+        """Effective memory and swap limits (swap alone)."""
+
+    @abc.abstractmethod
+    def memory_usage(self) -> MemoryUsage:
+        ...
+
+    @abc.abstractmethod
+    def memory_stat(self) -> MemoryStat | None:
+        ...
+
+    @abc.abstractmethod
+    def cpu_quota(self):
+        """Effective CFS quota: the tightest ``CpuQuota`` over all levels,
+        UNLIMITED, or None."""
+
+    @abc.abstractmethod
+    def cpuset(self) -> frozenset[int] | None:
+        """CPUs this cgroup may run on (``cpuset.cpus``, else the effective
+        set, else the nearest ancestor's)."""
+
+    @abc.abstractmethod
+    def cpu_usage(self) -> CpuUsage | None:
+        ...
+
+    @abc.abstractmethod
+    def io_stats(self) -> dict[tuple[int, int], IoStat] | None:
+        ...
+
+    @abc.abstractmethod
+    def threads(self) -> list[int] | None:
+        """Every thread id in this cgroup and its descendants."""
+
+    @abc.abstractmethod
+    def processes(self) -> list[int] | None:
+        """Every process id in this cgroup and its descendants."""
+
+    # -- writing (the runtime) -------------------------------------------
+
+    @abc.abstractmethod
+    def create(self) -> None:
+        """Create the cgroup (and missing parents) so processes can join it."""
+
+    @abc.abstractmethod
+    def remove(self) -> None:
+        """Remove the cgroup and any child cgroups; it must hold no process."""
+
+    @abc.abstractmethod
+    def add_process(self, pid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def set_memory_limit(self, limit) -> None:
+        """Bytes or UNLIMITED."""
+
+    @abc.abstractmethod
+    def set_swap_limit(self, limit) -> None:
+        """Swap alone, in bytes, or UNLIMITED (v1 turns it into memory+swap)."""
+
+    @abc.abstractmethod
+    def set_cpu_quota(self, quota: "CpuQuota | object") -> None:
+        """A CpuQuota or UNLIMITED."""
+
+    @abc.abstractmethod
+    def set_cpuset(self, cpus: frozenset[int]) -> None:
+        ...
+
+    @abc.abstractmethod
+    def set_pids_limit(self, limit) -> None:
+        """A number of tasks or UNLIMITED."""
+
+
+# -- helpers shared by the backends ------------------------------------------
+
+
+def read_text(path: str) -> str | None:
+    """A cgroup or proc file's text, None if it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_text(path: str, value: str) -> None:
+    """Write one value to an existing cgroup file (never creates files)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except OSError as exc:
+        raise CgroupError(path, value, exc.strerror or str(exc)) from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as exc:
+        raise CgroupError(path, value, exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+
+
+def cgroup_dir(mountpoint: str, mount_root: str, path: str) -> str | None:
+    """The directory of cgroup ``path`` inside a hierarchy mounted at
+    ``mountpoint`` whose root cgroup is ``mount_root``; None when the cgroup
+    lies outside what the mount can reach."""
+    mount_root = mount_root.rstrip("/")
+    if mount_root and path != mount_root and not path.startswith(mount_root + "/"):
+        return None
+    rel = path[len(mount_root):].lstrip("/")
+    return os.path.join(mountpoint, rel) if rel else mountpoint
+
+
+def levels(directory: str, mountpoint: str) -> Iterator[str]:
+    """``directory`` and each parent directory up to ``mountpoint``."""
+    mountpoint = mountpoint.rstrip("/") or "/"
+    current = directory.rstrip("/") or "/"
+    while True:
+        yield current
+        if current == mountpoint or len(current) <= len(mountpoint):
+            return
+        current = os.path.dirname(current)
+
+
+def read_id_lists(directory: str, filename: str) -> list[int] | None:
+    """Ids listed in ``filename`` in a cgroup directory and all below it."""
+    ids: list[int] = []
+    found_any = False
+    for dirpath, _dirnames, _files in os.walk(directory):
+        text = read_text(os.path.join(dirpath, filename))
+        if text is None:
+            continue
+        found_any = True
+        for line in text.split():
+            try:
+                ids.append(int(line))
+            except ValueError:
+                continue
+    return ids if found_any else None
+
+
+def remove_tree(directory: str) -> None:
+    """rmdir a cgroup and its children, deepest first."""
+    if not os.path.isdir(directory):
+        return
+    for dirpath, dirnames, _files in os.walk(directory, topdown=False):
+        for name in dirnames:
+            _rmdir(os.path.join(dirpath, name))
+    _rmdir(directory)
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise CgroupError(path, None, "still has processes (EBUSY)") from None
+        raise CgroupError(path, None, exc.strerror or str(exc)) from None
+
+
+def effective_cpuset(dirs: Iterator[str], files: tuple[str, ...]) -> frozenset[int] | None:
+    """The first non-empty cpu list found walking up through ``dirs``,
+    trying each of ``files`` at each level (LXCFS ``get_cpuset_cpus``)."""
+    for directory in dirs:
+        for name in files:
+            cpus = parse_cpulist(read_text(os.path.join(directory, name)))
+            if cpus:
+                return cpus
+    return None
+
+
+def tightest_quota(quotas) -> "CpuQuota | object | None":
+    """The quota allowing the fewest CPUs; UNLIMITED if none is set."""
+    from ._values import UNLIMITED
+
+    best = None
+    for quota in quotas:
+        if quota is None:
+            continue
+        if quota is UNLIMITED:
+            if best is None:
+                best = UNLIMITED
+            continue
+        if best is None or best is UNLIMITED or quota.cpus < best.cpus:
+            best = quota
+    return best

@@ -1,0 +1,217 @@
+"""cgroup v2 backend: the unified hierarchy.
+
+v2 facts this module hides from the views:
+- ``memory.swap.max`` is swap alone (no conversion needed, unlike v1).
+- ``memory.stat`` keys are hierarchical already and include slab, kernel
+  stack and page tables, which v1 lacks.
+- ``cpu.stat`` has only totals: no per-CPU split.
+- a controller works in a child only once the parent lists it in
+  ``cgroup.subtree_control``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ._base import (
+    Cgroup,
+    CgroupError,
+    cgroup_dir,
+    effective_cpuset,
+    levels,
+    read_id_lists,
+    read_text,
+    remove_tree,
+    tightest_quota,
+    write_text,
+)
+from ._formats import format_cpulist, parse_cpu_max, parse_flat_keyed, parse_nested_keyed, parse_single_value
+from ._values import (
+    UNLIMITED,
+    CpuQuota,
+    CpuTimes,
+    CpuUsage,
+    IoStat,
+    MemoryLimits,
+    MemoryStat,
+    MemoryUsage,
+    min_limit,
+)
+
+# The controllers the runtime needs enabled for its containers.
+MANAGED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "io")
+
+_MEMORY_STAT_FIELDS = frozenset(MemoryStat._fields)
+
+
+class CgroupV2(Cgroup):
+    version = 2
+
+    def __init__(self, hierarchies, path: str):
+        super().__init__(hierarchies)
+        self._path = path or "/"
+
+    @property
+    def key(self) -> tuple:
+        return (("unified", self._path),)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def with_path(self, transform) -> "CgroupV2":
+        return CgroupV2(self.hierarchies, transform(self._path))
+
+    def _dir(self) -> str | None:
+        mount = self.hierarchies.v2
+        if mount is None:
+            return None
+        directory = cgroup_dir(mount.mountpoint, mount.root, self._path)
+        return None if directory is None else self.hierarchies.host_path(directory)
+
+    def _levels(self):
+        directory = self._dir()
+        # A removed cgroup has no limits; its parent's must not stand in.
+        if directory is None or not os.path.isdir(directory):
+            return iter(())
+        return levels(directory, self.hierarchies.host_path(self.hierarchies.v2.mountpoint))
+
+    def _read(self, name: str) -> str | None:
+        directory = self._dir()
+        return None if directory is None else read_text(os.path.join(directory, name))
+
+    def exists(self) -> bool:
+        directory = self._dir()
+        return directory is not None and os.path.isdir(directory)
+
+    # -- memory -----------------------------------------------------------
+
+    def _min_over_levels(self, name: str):
+        return min_limit(parse_single_value(read_text(os.path.join(d, name))) for d in self._levels())
+
+    def memory_limits(self) -> MemoryLimits:
+        memory = self._min_over_levels("memory.max")
+        swap = self._min_over_levels("memory.swap.max") if self._read("memory.swap.current") is not None else None
+        return MemoryLimits(memory, swap)
+
+    def memory_usage(self) -> MemoryUsage:
+        memory = parse_single_value(self._read("memory.current"))
+        swap = parse_single_value(self._read("memory.swap.current"))
+        return MemoryUsage(memory if isinstance(memory, int) else None, swap if isinstance(swap, int) else None)
+
+    def memory_stat(self) -> MemoryStat | None:
+        raw = parse_flat_keyed(self._read("memory.stat"))
+        if not raw:
+            return None
+        return MemoryStat(**{key: value for key, value in raw.items() if key in _MEMORY_STAT_FIELDS})
+
+    # -- cpu --------------------------------------------------------------
+
+    def cpu_quota(self):
+        quotas = []
+        for directory in self._levels():
+            parsed = parse_cpu_max(read_text(os.path.join(directory, "cpu.max")))
+            if parsed is None:
+                continue
+            quota, period = parsed
+            quotas.append(UNLIMITED if quota is UNLIMITED else CpuQuota(quota, period))
+        return tightest_quota(quotas)
+
+    def cpuset(self) -> frozenset[int] | None:
+        return effective_cpuset(self._levels(), ("cpuset.cpus", "cpuset.cpus.effective"))
+
+    def cpu_usage(self) -> CpuUsage | None:
+        stat = parse_flat_keyed(self._read("cpu.stat"))
+        if not stat or "user_usec" not in stat or "system_usec" not in stat:
+            return None
+        return CpuUsage(CpuTimes(stat["user_usec"] * 1000, stat["system_usec"] * 1000), None)
+
+    # -- io ---------------------------------------------------------------
+
+    def io_stats(self):
+        parsed = parse_nested_keyed(self._read("io.stat"))
+        if parsed is None:
+            return None
+        result = {}
+        for device, fields in parsed.items():
+            major, sep, minor = device.partition(":")
+            try:
+                key = (int(major), int(minor))
+                values = {k: int(v) for k, v in fields.items()}
+            except ValueError:
+                continue
+            result[key] = IoStat(
+                read_ios=values.get("rios", 0),
+                write_ios=values.get("wios", 0),
+                discard_ios=values.get("dios", 0),
+                read_bytes=values.get("rbytes", 0),
+                write_bytes=values.get("wbytes", 0),
+                discard_bytes=values.get("dbytes", 0),
+            )
+        return result
+
+    # -- tasks ------------------------------------------------------------
+
+    def threads(self) -> list[int] | None:
+        directory = self._dir()
+        return None if directory is None else read_id_lists(directory, "cgroup.threads")
+
+    def processes(self) -> list[int] | None:
+        directory = self._dir()
+        return None if directory is None else read_id_lists(directory, "cgroup.procs")
+
+    # -- writing ----------------------------------------------------------
+
+    def create(self) -> None:
+        directory = self._dir()
+        if directory is None:
+            raise CgroupError(self._path, None, "no cgroup2 hierarchy is mounted")
+        mountpoint = self.hierarchies.host_path(self.hierarchies.v2.mountpoint)
+        # Enable the controllers from the top down, creating what is missing.
+        chain = list(levels(directory, mountpoint))[::-1]
+        for parent, child in zip(chain, chain[1:]):
+            self._enable_controllers(parent)
+            try:
+                os.makedirs(child, exist_ok=True)
+            except OSError as exc:
+                raise CgroupError(child, None, exc.strerror or str(exc)) from None
+
+    @staticmethod
+    def _enable_controllers(directory: str) -> None:
+        available = set((read_text(os.path.join(directory, "cgroup.controllers")) or "").split())
+        enabled = set((read_text(os.path.join(directory, "cgroup.subtree_control")) or "").split())
+        wanted = [c for c in MANAGED_CONTROLLERS if c in available and c not in enabled]
+        if wanted:
+            write_text(os.path.join(directory, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
+
+    def remove(self) -> None:
+        directory = self._dir()
+        if directory is not None:
+            remove_tree(directory)
+
+    def add_process(self, pid: int) -> None:
+        self._write("cgroup.procs", str(pid))
+
+    def _write(self, name: str, value: str) -> None:
+        directory = self._dir()
+        if directory is None:
+            raise CgroupError(name, value, "no cgroup2 hierarchy is mounted")
+        write_text(os.path.join(directory, name), value)
+
+    def set_memory_limit(self, limit) -> None:
+        self._write("memory.max", "max" if limit is UNLIMITED else str(int(limit)))
+
+    def set_swap_limit(self, limit) -> None:
+        self._write("memory.swap.max", "max" if limit is UNLIMITED else str(int(limit)))
+
+    def set_cpu_quota(self, quota) -> None:
+        if quota is UNLIMITED:
+            self._write("cpu.max", "max")
+        else:
+            self._write("cpu.max", f"{quota.quota_us} {quota.period_us}")
+
+    def set_cpuset(self, cpus: frozenset[int]) -> None:
+        self._write("cpuset.cpus", format_cpulist(cpus))
+
+    def set_pids_limit(self, limit) -> None:
+        self._write("pids.max", "max" if limit is UNLIMITED else str(int(limit)))
