@@ -1,0 +1,164 @@
+"""The host's own /proc and /sys files: small pure parsers (text in).
+
+Reading happens in ``HostFiles`` (a root you can swap for fixture trees, as
+psutil swaps its procfs path); parsing is pure so views and tests share it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+from procview.cgroups import parse_cpulist
+
+# "Name:   12345 kB" or "HugePages_Total:       0" (no unit).
+_MEMINFO_LINE = re.compile(r"^([^:\s]+):(\s+)(\d+)(.*)$")
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """``/proc/meminfo`` (or a node's meminfo with the ``Node N`` prefix
+    removed) as {name: value}; values are kB for ``kB`` lines, counts for
+    the HugePages_* lines. Unknown or odd lines are skipped."""
+    result: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _MEMINFO_LINE.match(line)
+        if match:
+            result[match.group(1)] = int(match.group(3))
+    return result
+
+
+def replace_meminfo_values(text: str, values: dict[str, int], prefix: str = "") -> str:
+    """Rewrite the numbers of a meminfo-style text, keeping every line, the
+    host's order and column alignment; names not in ``values`` keep their
+    host value. ``prefix`` is stripped before matching (``Node 0 ``)."""
+    out = []
+    for line in text.splitlines():
+        body = line[len(prefix):] if prefix and line.startswith(prefix) else line
+        match = _MEMINFO_LINE.match(body)
+        if match and match.group(1) in values:
+            name, spaces, digits, rest = match.groups()
+            width = len(spaces) + len(digits)
+            number = str(max(0, int(values[name])))
+            # Right-align in the host's column; grow if the number is wider.
+            padding = max(1, width - len(number))
+            line = (prefix if body is not line else "") + f"{name}:{' ' * padding}{number}{rest}"
+        out.append(line)
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+class Uptime(NamedTuple):
+    uptime: float
+    idle: float
+
+
+def parse_uptime(text: str) -> Uptime | None:
+    parts = text.split()
+    try:
+        return Uptime(float(parts[0]), float(parts[1]))
+    except (IndexError, ValueError):
+        return None
+
+
+def parse_btime(stat_text: str) -> int | None:
+    for line in stat_text.splitlines():
+        if line.startswith("btime "):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+class ProcStat(NamedTuple):
+    """The fields of ``/proc/PID/stat`` procview needs (see proc(5))."""
+
+    pid: int
+    state: str
+    ppid: int
+    starttime: int  # clock ticks after (the reader's view of) boot
+
+
+def parse_proc_pid_stat(text: str) -> ProcStat | None:
+    """``/proc/PID/stat``. The command name (field 2) may hold spaces and
+    parentheses, so split after the *last* ``)``, as psutil does."""
+    head, sep, tail = text.rpartition(")")
+    if not sep:
+        return None
+    try:
+        pid = int(head.split("(", 1)[0])
+        fields = tail.split()
+        # tail starts at field 3 (state): starttime is field 22.
+        return ProcStat(pid, fields[0], int(fields[1]), int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+class ProcStatus(NamedTuple):
+    """The fields of ``/proc/PID/status`` procview needs."""
+
+    state: str
+    ppid: int
+    nspid: tuple[int, ...]  # pid in each nested pid namespace, outermost first
+
+
+def parse_proc_status(text: str) -> ProcStatus | None:
+    state, ppid, nspid = "", -1, ()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "State":
+            state = value.strip()[:1]
+        elif key == "PPid":
+            try:
+                ppid = int(value)
+            except ValueError:
+                return None
+        elif key == "NSpid":
+            try:
+                nspid = tuple(int(v) for v in value.split())
+            except ValueError:
+                return None
+    if not state or ppid < 0:
+        return None
+    return ProcStatus(state, ppid, nspid)
+
+
+def parse_timens_boottime_offset(text: str) -> float | None:
+    """``/proc/PID/timens_offsets``: ``boottime <secs> <nanosecs>`` line."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in ("boottime", "7"):  # 7 = CLOCK_BOOTTIME
+            try:
+                return int(parts[1]) + int(parts[2]) / 1e9
+            except ValueError:
+                return None
+    return None
+
+
+class HostFiles:
+    """Reads the host's files below ``root`` (``/`` on a real machine)."""
+
+    def __init__(self, root: str = "/"):
+        self.root = root
+
+    def path(self, path: str) -> str:
+        return path if self.root == "/" else os.path.join(self.root, path.lstrip("/"))
+
+    def read(self, path: str) -> str | None:
+        try:
+            with open(self.path(path)) as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def readlink(self, path: str) -> str | None:
+        try:
+            return os.readlink(self.path(path))
+        except OSError:
+            return None
+
+    def online_cpus(self) -> frozenset[int]:
+        cpus = parse_cpulist(self.read("/sys/devices/system/cpu/online"))
+        if cpus:
+            return cpus
+        return frozenset(range(os.cpu_count() or 1))

@@ -1,0 +1,275 @@
+"""procview.host: pure parsers of the host's /proc files, and HostFiles.
+
+Samples come from the fixture trees (tests/fixtures/{v1,hybrid,v2}, whose
+host files were modelled on a real 6.x kernel) and from inline strings.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from procview.host import (
+    HostFiles,
+    ProcStat,
+    ProcStatus,
+    Uptime,
+    parse_btime,
+    parse_meminfo,
+    parse_proc_pid_stat,
+    parse_proc_status,
+    parse_timens_boottime_offset,
+    parse_uptime,
+    replace_meminfo_values,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+V1 = FIXTURES / "v1"
+
+
+def fixture_text(relpath: str, layout: str = "v1") -> str:
+    return (FIXTURES / layout / relpath).read_text()
+
+
+# -- /proc/meminfo ------------------------------------------------------------------
+
+
+def test_parse_meminfo():
+    values = parse_meminfo(fixture_text("proc/meminfo"))
+    assert values["MemTotal"] == 8142436
+    assert values["MemAvailable"] == 7034516
+    assert values["Active(anon)"] == 602112  # parentheses in the name
+    assert values["SwapTotal"] == 2097148
+    assert values["VmallocTotal"] == 34359738367  # wider than the 8-digit column
+    assert values["HugePages_Total"] == 0  # no unit
+    assert values["Hugepagesize"] == 2048
+    assert len(values) == 55
+
+
+def test_parse_meminfo_skips_odd_lines():
+    text = "MemTotal:        8142436 kB\ngarbage\nFoo:   abc kB\n\nBar 12 kB\nMemFree: 1 kB\n"
+    assert parse_meminfo(text) == {"MemTotal": 8142436, "MemFree": 1}
+
+
+def test_parse_meminfo_of_a_node_after_removing_the_prefix():
+    text = fixture_text("sys/devices/system/node/node0/meminfo")
+    assert parse_meminfo(text) == {}  # "Node 0 MemTotal:" is not a meminfo name
+    stripped = "\n".join(line[len("Node 0 ") :] for line in text.splitlines())
+    values = parse_meminfo(stripped)
+    assert values["MemTotal"] == 8142436
+    assert values["MemUsed"] == 3016704
+    assert values["HugePages_Surp"] == 0
+
+
+HOST_MEMINFO_HEAD = (
+    "MemTotal:        8142436 kB\n"
+    "MemFree:         5125732 kB\n"
+    "Buffers:           84320 kB\n"
+    "VmallocTotal:   34359738367 kB\n"
+    "HugePages_Total:       0\n"
+)
+
+
+def test_replace_meminfo_values_keeps_the_column():
+    out = replace_meminfo_values(HOST_MEMINFO_HEAD, {"MemTotal": 512000, "MemFree": 204800, "HugePages_Total": 4})
+    assert out == (
+        "MemTotal:         512000 kB\n"
+        "MemFree:          204800 kB\n"
+        "Buffers:           84320 kB\n"
+        "VmallocTotal:   34359738367 kB\n"
+        "HugePages_Total:       4\n"
+    )
+    # Every line ends where the host's did.
+    assert [len(line) for line in out.splitlines()] == [len(line) for line in HOST_MEMINFO_HEAD.splitlines()]
+
+
+def test_replace_meminfo_values_wider_numbers_grow_the_line():
+    out = replace_meminfo_values(HOST_MEMINFO_HEAD, {"Buffers": 12345678901234567890, "VmallocTotal": 1234})
+    assert out.splitlines()[2] == "Buffers: 12345678901234567890 kB"  # one space at least
+    assert out.splitlines()[3] == "VmallocTotal:          1234 kB"
+
+
+def test_replace_meminfo_values_never_prints_a_negative_number():
+    out = replace_meminfo_values(HOST_MEMINFO_HEAD, {"MemFree": -4096})
+    assert out.splitlines()[1] == "MemFree:" + " " * 15 + "0 kB"  # same width as the host line
+
+
+def test_replace_meminfo_values_keeps_unknown_names_and_the_final_newline():
+    assert replace_meminfo_values(HOST_MEMINFO_HEAD, {"NoSuchField": 1}) == HOST_MEMINFO_HEAD
+    no_newline = HOST_MEMINFO_HEAD.rstrip("\n")
+    assert replace_meminfo_values(no_newline, {"MemTotal": 1}).endswith("HugePages_Total:       0")
+
+
+def test_replace_meminfo_values_on_the_whole_host_file():
+    host = fixture_text("proc/meminfo")
+    out = replace_meminfo_values(host, {"MemTotal": 512000, "SwapTotal": 262144})
+    assert parse_meminfo(out) == {**parse_meminfo(host), "MemTotal": 512000, "SwapTotal": 262144}
+    assert out.count("\n") == host.count("\n")
+
+
+def test_replace_meminfo_values_node_prefix():
+    host = fixture_text("sys/devices/system/node/node0/meminfo")
+    out = replace_meminfo_values(host, {"MemTotal": 512000, "MemUsed": 307200, "HugePages_Total": 2}, prefix="Node 0 ")
+    lines = out.splitlines()
+    assert lines[0] == "Node 0 MemTotal:         512000 kB"
+    assert lines[1] == "Node 0 MemFree:         5125732 kB"
+    assert lines[2] == "Node 0 MemUsed:          307200 kB"
+    assert "Node 0 HugePages_Total:     2" in lines
+    assert [len(line) for line in lines] == [len(line) for line in host.splitlines()]
+
+
+# -- /proc/uptime and btime ----------------------------------------------------------
+
+
+def test_parse_uptime():
+    assert parse_uptime(fixture_text("proc/uptime")) == Uptime(97320.45, 370112.80)
+    assert parse_uptime("497.58 904.29\n") == Uptime(497.58, 904.29)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "97320.45", "a b", "97320.45 x"])
+def test_parse_uptime_bad_input(text):
+    assert parse_uptime(text) is None
+
+
+def test_parse_btime():
+    assert parse_btime(fixture_text("proc/stat")) == 1732510000
+
+
+@pytest.mark.parametrize("text", ["", "cpu  1 2 3 4\n", "btime\n", "btime soon\n", "xbtime 5\n"])
+def test_parse_btime_bad_input(text):
+    assert parse_btime(text) is None
+
+
+# -- /proc/PID/stat --------------------------------------------------------------------
+
+
+def test_parse_proc_pid_stat():
+    assert parse_proc_pid_stat(fixture_text("proc/200/stat")) == ProcStat(200, "S", 1, 8640012)
+
+
+def test_parse_proc_pid_stat_command_with_parentheses_and_spaces():
+    # pid 301's command name is "worker) (x y": split after the *last* ")".
+    text = fixture_text("proc/301/stat")
+    assert text.startswith("301 (worker) (x y) D 300 ")
+    assert parse_proc_pid_stat(text) == ProcStat(301, "D", 300, 9000420)
+
+
+def test_parse_proc_pid_stat_command_ending_in_parenthesis():
+    text = "1234 ((sd-pam)) S 1233 1233 1233 0 -1 1077936448 52 0 0 0 0 0 0 0 20 0 1 0 2877 26984448 1082 " + " ".join(["0"] * 30)
+    assert parse_proc_pid_stat(text) == ProcStat(1234, "S", 1233, 2877)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "123 (no closing parenthesis S 1",
+        "abc (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5",
+        "1 (init) S 0 0",  # truncated before starttime
+        "1 (init) S x 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5",
+    ],
+)
+def test_parse_proc_pid_stat_bad_input(text):
+    assert parse_proc_pid_stat(text) is None
+
+
+# -- /proc/PID/status ----------------------------------------------------------------------
+
+
+def test_parse_proc_status():
+    assert parse_proc_status(fixture_text("proc/301/status")) == ProcStatus("D", 300, (301, 7))
+    assert parse_proc_status(fixture_text("proc/200/status")) == ProcStatus("S", 1, (200, 1))
+    assert parse_proc_status(fixture_text("proc/1/status")) == ProcStatus("S", 0, (1,))
+
+
+def test_parse_proc_status_before_nspid():
+    # Kernels before 4.1 have no NSpid line.
+    assert parse_proc_status("Name:\tsh\nState:\tZ (zombie)\nTgid:\t7\nPid:\t7\nPPid:\t1\n") == ProcStatus("Z", 1, ())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "Name:\tsh\nState:\tS (sleeping)\n",  # no PPid
+        "State:\tS (sleeping)\nPPid:\tone\n",
+        "State:\tS (sleeping)\nPPid:\t1\nNSpid:\t7\tx\n",
+        "PPid:\t1\nNSpid:\t7\n",  # no State
+    ],
+)
+def test_parse_proc_status_bad_input(text):
+    assert parse_proc_status(text) is None
+
+
+# -- /proc/PID/timens_offsets --------------------------------------------------------------
+
+
+def test_parse_timens_boottime_offset():
+    assert parse_timens_boottime_offset(fixture_text("proc/200/timens_offsets")) == -86400.0
+    assert parse_timens_boottime_offset(fixture_text("proc/1/timens_offsets")) == 0.0
+    # Seconds and nanoseconds add: -86401 s + 0.5 s.
+    assert parse_timens_boottime_offset("monotonic 0 0\nboottime -86401 500000000\n") == -86400.5
+    # The clock may be given by number (7 = CLOCK_BOOTTIME).
+    assert parse_timens_boottime_offset("1 0 0\n7 3600 0\n") == 3600.0
+
+
+@pytest.mark.parametrize("text", ["", "monotonic 5 0\n", "boottime x 0\n", "boottime 5\n"])
+def test_parse_timens_boottime_offset_bad_input(text):
+    assert parse_timens_boottime_offset(text) is None
+
+
+# -- HostFiles ------------------------------------------------------------------------------
+
+
+def test_host_files_reads_below_root():
+    host = HostFiles(str(V1))
+    assert host.read("/proc/uptime") == "97320.45 370112.80\n"
+    assert host.read("/proc/no-such-file") is None
+    assert host.path("/proc/stat") == os.path.join(str(V1), "proc/stat")
+    assert HostFiles("/").path("/proc/stat") == "/proc/stat"
+
+
+def test_host_files_readlink_of_namespace_links():
+    host = HostFiles(str(V1))
+    assert host.readlink("/proc/200/ns/pid") == "pid:[4026532200]"
+    assert host.readlink("/proc/200/ns/time") == "time:[4026532205]"
+    # /proc/self is a link to the daemon's own pid (50), in the host namespaces.
+    assert host.readlink("/proc/self/ns/pid") == "pid:[4026531836]"
+    assert host.readlink("/proc/self/ns/time") == "time:[4026531834]"
+    assert host.readlink("/proc/4242/ns/pid") is None
+
+
+def test_host_files_online_cpus():
+    assert HostFiles(str(V1)).online_cpus() == frozenset({0, 1, 2, 3})
+
+
+def test_host_files_online_cpus_falls_back_to_cpu_count(tmp_path):
+    assert HostFiles(str(tmp_path)).online_cpus() == frozenset(range(os.cpu_count() or 1))
+
+
+# -- the fixture processes agree with themselves ----------------------------------------------
+
+# pid: (state, ppid, NSpid, starttime, pid namespace, time namespace)
+FIXTURE_PROCESSES = {
+    1: ("S", 0, (1,), 11, "pid:[4026531836]", "time:[4026531834]"),
+    50: ("S", 1, (50,), 612, "pid:[4026531836]", "time:[4026531834]"),
+    100: ("S", 1, (100,), 845, "pid:[4026531836]", "time:[4026531834]"),
+    200: ("S", 1, (200, 1), 8640012, "pid:[4026532200]", "time:[4026532205]"),
+    201: ("R", 200, (201, 2), 8640131, "pid:[4026532200]", "time:[4026532205]"),
+    210: ("S", 200, (210, 5), 8652345, "pid:[4026532200]", "time:[4026532205]"),
+    300: ("S", 1, (300, 1), 9000050, "pid:[4026532300]", "time:[4026531834]"),
+    301: ("D", 300, (301, 7), 9000420, "pid:[4026532300]", "time:[4026531834]"),
+}
+
+
+@pytest.mark.parametrize("layout", ["v1", "hybrid", "v2"])
+@pytest.mark.parametrize("pid", sorted(FIXTURE_PROCESSES))
+def test_fixture_processes(layout, pid):
+    state, ppid, nspid, starttime, pid_ns, time_ns = FIXTURE_PROCESSES[pid]
+    host = HostFiles(str(FIXTURES / layout))
+    assert parse_proc_status(host.read(f"/proc/{pid}/status")) == ProcStatus(state, ppid, nspid)
+    assert parse_proc_pid_stat(host.read(f"/proc/{pid}/stat")) == ProcStat(pid, state, ppid, starttime)
+    assert host.readlink(f"/proc/{pid}/ns/pid") == pid_ns
+    assert host.readlink(f"/proc/{pid}/ns/time") == time_ns
+    # Started before "now" (uptime 97320.45 s at 100 ticks/s).
+    assert starttime < 9732045
