@@ -1,0 +1,257 @@
+"""``/proc/loadavg``: a container's own load averages, computed the kernel's way.
+
+How the kernel does it (``kernel/sched/loadavg.c``): every ``LOAD_FREQ``
+(5 s) it counts the *active* tasks, those running (state R) plus those in
+uninterruptible sleep (state D, usually waiting for I/O), and folds that count
+into three exponentially decaying averages::
+
+    avg = (avg * EXP + active * (FIXED_1 - EXP)) / FIXED_1
+
+in fixed point with ``FSHIFT`` = 11 fractional bits (``FIXED_1`` = 2048 is
+1.0). ``EXP_n`` = 2048 / e^(5 s / n min): 1884, 2014 and 2037 for the 1-, 5-
+and 15-minute averages. After one minute of one busy task the 1-minute
+average is about 1 - 1/e = 0.63, not 1.00: it is a moving average.
+
+The kernel keeps one set of averages for the whole machine. A container
+needs its own, so ``LoadTracker`` keeps one set per container, fed with a
+``TaskCensus`` of that container's tasks. It tracks only containers that are
+read (a container nobody asks about costs nothing) and forgets one that has
+not been read for a while (LXCFS instead scans every container's tasks every
+5 s from a thread, which stalls with hundreds of containers).
+
+Time is passed in (monotonic seconds), never read here, so tests can drive
+the clock; all state lives in the ``LoadTracker`` instance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import NamedTuple
+
+from procview.views._inputs import TaskCensus
+
+# The kernel's fixed-point constants (include/linux/sched/loadavg.h).
+FSHIFT = 11
+FIXED_1 = 1 << FSHIFT  # 1.0 in fixed point
+EXP_1 = 1884  # FIXED_1 / exp(5 s / 1 min)
+EXP_5 = 2014  # FIXED_1 / exp(5 s / 5 min)
+EXP_15 = 2037  # FIXED_1 / exp(5 s / 15 min)
+_DECAYS = (EXP_1, EXP_5, EXP_15)
+
+
+class LoadAverage(NamedTuple):
+    """The 1-, 5- and 15-minute load averages (tasks; 1.0 = one busy task).
+
+    Values made by ``LoadTracker`` are exact multiples of 1/2048 (the
+    kernel's fixed point), so they round-trip to fixed point without loss.
+    """
+
+    one: float
+    five: float
+    fifteen: float
+
+
+def calc_load(load: int, exp: int, active: int) -> int:
+    """One 5-second step of one average, exactly as the kernel's
+    ``calc_load``: ``load`` and ``active`` are fixed point (active tasks
+    times FIXED_1), ``exp`` is one of the EXP_* decay factors.
+
+    The kernel rounds up while the load is rising and down while it falls,
+    so a constantly busy container reaches exactly 1.00 and an idle one
+    exactly 0.00 instead of stopping one step short.
+    """
+    new_load = load * exp + active * (FIXED_1 - exp)
+    if active >= load:
+        new_load += FIXED_1 - 1
+    return new_load // FIXED_1
+
+
+def active_tasks(census: TaskCensus) -> int:
+    """Tasks that count towards load: running (R) plus blocked (D), as the
+    kernel counts them; a garbled negative count counts as none."""
+    return max(0, census.running) + max(0, census.blocked)
+
+
+class _Tracked:
+    """What ``LoadTracker`` remembers about one container."""
+
+    __slots__ = ("loads", "next_sample", "last_read")
+
+    def __init__(self, now: float):
+        # Like the kernel at boot: the averages start at 0 and the first
+        # sample is taken one interval after tracking starts.
+        self.loads = (0, 0, 0)  # fixed point: 1-, 5-, 15-minute
+        self.next_sample = now + LoadTracker.INTERVAL
+        self.last_read = now
+
+    def as_average(self) -> LoadAverage:
+        one, five, fifteen = (load / FIXED_1 for load in self.loads)
+        return LoadAverage(one, five, fifteen)
+
+
+class LoadTracker:
+    """Kernel-style exponentially decaying load averages, one per tracked container.
+
+    Only containers that are read are tracked (track on first render); a
+    container not read for ``expire_after`` seconds is dropped.
+
+    Keys are whatever identifies a container to the caller (a cgroup path,
+    say); they only need to be hashable. Who calls what:
+
+    - every read of ``/proc/loadavg`` calls ``averages()`` with a fresh census;
+    - the daemon's periodic task calls ``keys_due()`` and, for each key, takes
+      a census and calls ``sample()``, so the averages keep decaying on time
+      while nobody reads;
+    - the same task calls ``forget_expired()`` now and then.
+
+    A sample due when ``averages()`` is called is taken there and then from
+    its census, so reads never see a stale value even if the periodic task is
+    late. When several intervals were missed (no census for 17 s: three
+    steps), each missed step is applied with the latest census, as if the
+    container's task counts had not changed meanwhile: the approximation the
+    kernel itself makes for CPUs that slept through sample points (its
+    ``calc_load_n``). The remainder of a partial interval is kept, so samples
+    stay on a 5-second grid.
+    """
+
+    INTERVAL = 5.0  # seconds between samples, as the kernel's LOAD_FREQ
+
+    def __init__(self, expire_after: float = 600.0):
+        self.expire_after = expire_after
+        self._tracked: dict[Hashable, _Tracked] = {}
+
+    def averages(self, key, census: TaskCensus, now: float) -> LoadAverage:
+        """Called on every read: starts tracking ``key`` if new, feeds
+        ``census`` as the latest sample and returns the current averages.
+        Costs a dict lookup unless a sample is due."""
+        tracked = self._tracked.get(key)
+        if tracked is None:
+            tracked = self._tracked[key] = _Tracked(now)
+        else:
+            tracked.last_read = max(tracked.last_read, now)
+            self._catch_up(tracked, census, now)
+        return tracked.as_average()
+
+    def keys_due(self, now: float) -> list:
+        """Keys whose next 5-second sample is due (expired keys excluded:
+        nobody reads them, so they are not worth a census)."""
+        return [
+            key
+            for key, tracked in self._tracked.items()
+            if now >= tracked.next_sample and not self._expired(tracked, now)
+        ]
+
+    def sample(self, key, census: TaskCensus, now: float) -> None:
+        """Take the sample(s) due for ``key`` by ``now``: one 5-second step,
+        or several if intervals were missed. Does nothing if no sample is due
+        or ``key`` is not tracked (it may have expired since ``keys_due``)."""
+        tracked = self._tracked.get(key)
+        if tracked is not None:
+            self._catch_up(tracked, census, now)
+
+    def forget_expired(self, now: float) -> list:
+        """Stop tracking containers not read for ``expire_after`` seconds;
+        return the keys dropped."""
+        expired = [key for key, tracked in self._tracked.items() if self._expired(tracked, now)]
+        for key in expired:
+            del self._tracked[key]
+        return expired
+
+    def __len__(self) -> int:
+        return len(self._tracked)
+
+    def __contains__(self, key) -> bool:
+        return key in self._tracked
+
+    # -- internals ---------------------------------------------------------
+
+    def _expired(self, tracked: _Tracked, now: float) -> bool:
+        return now - tracked.last_read >= self.expire_after
+
+    def _catch_up(self, tracked: _Tracked, census: TaskCensus, now: float) -> None:
+        steps = self._steps_due(tracked, now)
+        if steps:
+            tracked.loads = _decay(tracked.loads, active_tasks(census) * FIXED_1, steps)
+            tracked.next_sample += steps * self.INTERVAL
+
+    def _steps_due(self, tracked: _Tracked, now: float) -> int:
+        """Whole sample points passed by ``now`` (0 if none; a clock that
+        went backwards or is not finite takes no step)."""
+        if not math.isfinite(now) or now < tracked.next_sample:
+            return 0
+        return 1 + int((now - tracked.next_sample) // self.INTERVAL)
+
+
+def _decay(loads: tuple[int, int, int], active: int, steps: int) -> tuple[int, int, int]:
+    """Apply ``steps`` kernel steps with the same ``active`` (fixed point).
+
+    With a constant input the kernel's rounding reaches ``active`` exactly and
+    then stays there, so the loop stops early: a long gap costs at most a few
+    thousand steps, never one per missed interval.
+    """
+    for _ in range(steps):
+        if all(load == active for load in loads):
+            break
+        loads = tuple(calc_load(load, exp, active) for load, exp in zip(loads, _DECAYS))
+    return loads
+
+
+# -- rendering ---------------------------------------------------------------
+
+
+def _to_fixed(value: float) -> int:
+    """A load as the kernel's fixed point; nonsense (negative, NaN, inf) is 0."""
+    if not math.isfinite(value) or value <= 0:
+        return 0
+    return round(value * FIXED_1)
+
+
+def format_load(value: float) -> str:
+    """One average as ``/proc/loadavg`` prints it: the kernel's ``LOAD_INT``
+    and ``LOAD_FRAC`` after adding ``FIXED_1/200`` (10, i.e. half of 0.01,
+    so the truncation to 2 decimals rounds)."""
+    fixed = _to_fixed(value) + FIXED_1 // 200
+    whole = fixed >> FSHIFT
+    hundredths = ((fixed & (FIXED_1 - 1)) * 100) >> FSHIFT
+    return f"{whole}.{hundredths:02d}"
+
+
+def render_loadavg(averages: LoadAverage, census: TaskCensus) -> str:
+    """``/proc/loadavg`` for a container, e.g. ``0.52 0.58 0.59 2/143 4321``.
+
+    Fields (the kernel's ``loadavg_proc_show``):
+
+    1-3. the 1-, 5- and 15-minute load averages from ``LoadTracker``, 2
+         decimals rounded the kernel's way (``format_load``);
+    4.   ``running/threads``: the container's tasks in state R, and all its
+         threads, from ``census`` right now, so even the first read (when
+         the averages are still 0) shows real counts, not LXCFS's ``0/1``;
+    5.   the last pid: ``census.last_pid``, a pid of the container's own pid
+         namespace (the kernel also prints the reader's namespace's last
+         pid; LXCFS printed a host pid here).
+
+    Counts below 0 are printed as 0; ``threads`` is at least ``running``
+    (the two are counted a moment apart and a tool may divide one by the
+    other).
+    """
+    running = max(0, census.running)
+    threads = max(running, census.threads)
+    last_pid = max(0, census.last_pid)
+    loads = " ".join(format_load(value) for value in averages)
+    return f"{loads} {running}/{threads} {last_pid}\n"
+
+
+__all__ = [
+    "LoadAverage",
+    "LoadTracker",
+    "calc_load",
+    "active_tasks",
+    "format_load",
+    "render_loadavg",
+    "FSHIFT",
+    "FIXED_1",
+    "EXP_1",
+    "EXP_5",
+    "EXP_15",
+]
