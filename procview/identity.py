@@ -1,0 +1,161 @@
+"""Who is asking: caller pid -> the container it belongs to.
+
+A container is judged by the cgroup of its pid-namespace *init* (LXCFS
+semantics): every process of a container sees the same limits, even one
+that was moved into a child cgroup of the container. A trailing
+``/init.scope`` is stripped, because a systemd container keeps its PID 1 in
+``<container>/init.scope`` while the limits are on ``<container>``. A caller
+in the host's own pid namespace is judged by its own cgroup.
+
+The init is found without forking (LXCFS forks a child that setns()es and
+sends SCM_CREDENTIALS): walk the caller's parent chain while it stays in the
+caller's pid namespace until a process whose innermost ``NSpid`` is 1. A
+process that joined the namespace with setns() (``docker exec``) has a
+parent outside it; then every process is scanned once for the namespace's
+pid 1. The answer is cached per pid-namespace inode and re-checked on every
+use against the init's start time, so a reused pid is never trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import NamedTuple
+
+from procview.cgroups import Cgroup, Hierarchies
+from procview.host import HostFiles, parse_proc_pid_stat, parse_proc_status
+
+log = logging.getLogger(__name__)
+
+INIT_SCOPE = "/init.scope"
+
+# Bound the cache; a host with more live pid namespaces than this just pays
+# the (cheap) parent walk again.
+_MAX_CACHED_NAMESPACES = 8192
+
+
+class Container(NamedTuple):
+    """The container a caller belongs to.
+
+    ``cgroup``: the cgroup whose limits apply (``/init.scope`` stripped).
+    ``init_pid``: host pid of the pid-namespace init (the caller itself
+    for a caller in the host pid namespace). ``init_start``: its start time
+    in clock ticks after boot, None in the host pid namespace (the
+    "container" then started at boot). ``pidns_level``: index into a task's
+    ``NSpid`` of the container's own pid (0 on the host).
+    """
+
+    cgroup: Cgroup
+    caller_pid: int
+    init_pid: int
+    init_start: int | None
+    host_pidns: bool
+    pidns_level: int
+
+    @property
+    def key(self) -> tuple:
+        """Identity for per-container state (stat history, load averages):
+        the cgroup and the init's start, so a new container in a reused
+        cgroup starts afresh."""
+        return (self.cgroup.key, self.init_start)
+
+
+def strip_init_scope(path: str) -> str:
+    if path.endswith(INIT_SCOPE):
+        return path[: -len(INIT_SCOPE)] or "/"
+    return path
+
+
+class _InitRecord(NamedTuple):
+    pid: int
+    start: int
+    level: int
+
+
+class Identity:
+    """Resolves callers to containers, caching per pid namespace."""
+
+    def __init__(self, hierarchies: Hierarchies, host: HostFiles):
+        self.hierarchies = hierarchies
+        self.host = host
+        self.own_pidns = host.readlink("/proc/self/ns/pid")
+        self._inits: dict[str, _InitRecord] = {}
+
+    def pid_namespace(self, pid: int) -> str | None:
+        return self.host.readlink(f"/proc/{pid}/ns/pid")
+
+    def container_of(self, pid: int) -> Container | None:
+        """The caller's container, or None if the caller is gone (or its
+        cgroup cannot be read): the engine then serves the host's file."""
+        pidns = self.pid_namespace(pid)
+        if pidns is None:
+            return None
+        if pidns == self.own_pidns:
+            cgroup = self.hierarchies.cgroup_of(pid)
+            if cgroup is None:
+                return None
+            return Container(cgroup.with_path(strip_init_scope), pid, pid, None, True, 0)
+        init = self._init_of(pid, pidns)
+        if init is None:
+            return None
+        cgroup = self.hierarchies.cgroup_of(init.pid)
+        if cgroup is None:
+            return None
+        return Container(cgroup.with_path(strip_init_scope), pid, init.pid, init.start, False, init.level)
+
+    # -- finding the pid-namespace init --------------------------------------
+
+    def _init_of(self, pid: int, pidns: str) -> _InitRecord | None:
+        cached = self._inits.get(pidns)
+        if cached is not None and self._still_init(cached, pidns):
+            return cached
+        record = self._walk_to_init(pid, pidns) or self._scan_for_init(pidns)
+        if record is None:
+            return None
+        if len(self._inits) >= _MAX_CACHED_NAMESPACES:
+            self._inits.clear()
+        self._inits[pidns] = record
+        return record
+
+    def _start_time(self, pid: int) -> int | None:
+        text = self.host.read(f"/proc/{pid}/stat")
+        parsed = parse_proc_pid_stat(text) if text else None
+        return parsed.starttime if parsed else None
+
+    def _still_init(self, record: _InitRecord, pidns: str) -> bool:
+        # Same start time and same namespace: not a recycled pid.
+        return self._start_time(record.pid) == record.start and self.pid_namespace(record.pid) == pidns
+
+    def _record(self, pid: int, nspid: tuple[int, ...]) -> _InitRecord | None:
+        start = self._start_time(pid)
+        return None if start is None else _InitRecord(pid, start, len(nspid) - 1)
+
+    def _walk_to_init(self, pid: int, pidns: str) -> _InitRecord | None:
+        current = pid
+        for _ in range(4096):  # a parent chain is never this long; guards a loop
+            text = self.host.read(f"/proc/{current}/status")
+            status = parse_proc_status(text) if text else None
+            if status is None or not status.nspid:
+                return None
+            if status.nspid[-1] == 1:
+                return self._record(current, status.nspid)
+            parent = status.ppid
+            if parent <= 0 or self.pid_namespace(parent) != pidns:
+                return None  # joined with setns(): the chain leaves the namespace
+            current = parent
+        return None
+
+    def _scan_for_init(self, pidns: str) -> _InitRecord | None:
+        log.debug("scanning processes for the init of %s", pidns)
+        try:
+            entries = os.listdir(self.host.path("/proc"))
+        except OSError:
+            return None
+        for entry in entries:
+            if not entry.isdigit() or self.pid_namespace(int(entry)) != pidns:
+                continue
+            text = self.host.read(f"/proc/{entry}/status")
+            status = parse_proc_status(text) if text else None
+            if status is not None and status.nspid and status.nspid[-1] == 1:
+                return self._record(int(entry), status.nspid)
+        return None

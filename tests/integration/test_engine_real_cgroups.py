@@ -1,0 +1,153 @@
+"""The view engine against this machine's real cgroups (v1/hybrid here,
+pure v2 in the cgroup2 VM): create a child cgroup with limits, put a
+process in it, render, compare with the limits."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from procview.engine import ViewEngine
+from procview.host import parse_meminfo, parse_uptime
+
+from .conftest import wait_until
+
+MiB = 1024 * 1024
+
+
+def _meminfo(engine, pid):
+    return parse_meminfo(engine.render("proc/meminfo", pid).decode())
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_container_sees_its_memory_limit_and_host_sees_host(sandbox):
+    cg = sandbox.cgroup("mem", memory=256 * MiB)
+    ctr = sandbox.start(cg, ["sleep", "600"], pidns=True)
+    engine = ViewEngine()
+    assert _meminfo(engine, ctr.pid)["MemTotal"] == 256 * 1024
+    host_total = parse_meminfo(open("/proc/meminfo").read())["MemTotal"]
+    assert _meminfo(engine, os.getpid())["MemTotal"] == host_total
+    # The host's file is unchanged.
+    assert parse_meminfo(open("/proc/meminfo").read())["MemTotal"] == host_total
+
+
+def test_limit_on_parent_applies_to_child_cgroup(sandbox):
+    parent = sandbox.cgroup("parent", memory=192 * MiB)
+    child = sandbox.cgroup("parent/ctr", memory=512 * MiB)
+    ctr = sandbox.start(child, ["sleep", "600"], pidns=True)
+    assert _meminfo(ViewEngine(), ctr.pid)["MemTotal"] == 192 * 1024
+    del parent
+
+
+def test_caller_is_judged_by_its_pid_namespace_init(sandbox):
+    """A process moved into a sub-cgroup of the container still sees the
+    container's limits (those of its pid-namespace init)."""
+    outer = sandbox.cgroup("ctr", memory=256 * MiB)
+    inner = sandbox.cgroup("ctr/sub", memory=128 * MiB)
+    ctr = sandbox.start(outer, ["sh", "-c", "sleep 600 & wait"], pidns=True)
+    worker = wait_until(lambda: _children(ctr.pid))[0]
+    inner.add_process(worker)
+    engine = ViewEngine()
+    assert _meminfo(engine, worker)["MemTotal"] == 256 * 1024
+    assert _meminfo(engine, ctr.pid)["MemTotal"] == 256 * 1024
+
+
+def test_cpu_view_from_quota_and_cpuset(sandbox):
+    last_cpu = max(int(c) for c in re.findall(r"^processor\s*:\s*(\d+)", open("/proc/cpuinfo").read(), re.M))
+    cg = sandbox.cgroup("cpu", cpus=0.5, cpuset={last_cpu})
+    ctr = sandbox.start(cg, ["sleep", "600"], pidns=True)
+    engine = ViewEngine()
+    cpuinfo = engine.render("proc/cpuinfo", ctr.pid).decode()
+    assert re.findall(r"^processor\s*:\s*(\d+)", cpuinfo, re.M) == ["0"]
+    stat = engine.render("proc/stat", ctr.pid).decode()
+    assert re.findall(r"^cpu(\d+) ", stat, re.M) == ["0"]
+    for name in ("online", "possible", "present"):
+        assert engine.render(f"sys/devices/system/cpu/{name}", ctr.pid) == b"0\n"
+    assert engine.cpu_view(ctr.pid).cpus == (last_cpu,)
+
+
+def test_quota_alone_limits_the_cpu_count(sandbox):
+    cg = sandbox.cgroup("quota", cpus=1)
+    ctr = sandbox.start(cg, ["sleep", "600"], pidns=True)
+    stat = ViewEngine().render("proc/stat", ctr.pid).decode()
+    assert re.findall(r"^cpu(\d+) ", stat, re.M) == ["0"]
+
+
+def test_uptime_is_the_age_of_the_container(sandbox):
+    before = time.clock_gettime(time.CLOCK_BOOTTIME)
+    cg = sandbox.cgroup("up", memory=256 * MiB)
+    ctr = sandbox.start(cg, ["sleep", "600"], pidns=True)
+    engine = ViewEngine()
+    uptime = parse_uptime(engine.render("proc/uptime", ctr.pid).decode())
+    after = time.clock_gettime(time.CLOCK_BOOTTIME)
+    # Start times have clock-tick (10 ms) resolution; the rendered value has 2 decimals.
+    assert 0 <= uptime.uptime <= after - before + 0.02
+    host_uptime = parse_uptime(open("/proc/uptime").read()).uptime
+    assert uptime.uptime < host_uptime
+    btime = int(re.search(r"^btime (\d+)$", engine.render("proc/stat", ctr.pid).decode(), re.M).group(1))
+    host_btime = int(re.search(r"^btime (\d+)$", open("/proc/stat").read(), re.M).group(1))
+    assert btime > host_btime
+
+
+def test_loadavg_counts_the_container_and_names_its_own_pids(sandbox):
+    cg = sandbox.cgroup("load", memory=256 * MiB)
+    ctr = sandbox.start(cg, ["sh", "-c", "sleep 600 & sleep 600 & wait"], pidns=True)
+    wait_until(lambda: len(_children(ctr.pid)) == 2)
+    text = ViewEngine().render("proc/loadavg", ctr.pid).decode()
+    match = re.fullmatch(r"(\d+\.\d\d) (\d+\.\d\d) (\d+\.\d\d) (\d+)/(\d+) (\d+)\n", text)
+    assert match, text
+    running, threads, last_pid = int(match.group(4)), int(match.group(5)), int(match.group(6))
+    # sh, two sleeps, and the `unshare` that forked the namespace's init
+    # (it joined the cgroup first). The reader (rendered as sh) counts as
+    # running, as the kernel counts a process reading /proc/loadavg.
+    assert threads == 4 and running == 1
+    # pids inside the new namespace are 1, 2, 3: never a host pid.
+    assert last_pid == 3
+
+
+def test_stat_counters_never_decrease_under_a_busy_loop(sandbox):
+    cg = sandbox.cgroup("busy", cpus=0.5)
+    ctr = sandbox.start(cg, ["sh", "-c", "while :; do :; done"], pidns=True)
+    engine = ViewEngine()
+    previous = None
+    for _ in range(20):
+        lines = [l.split()[1:] for l in engine.render("proc/stat", ctr.pid).decode().splitlines() if l.startswith("cpu")]
+        values = [[int(v) for v in line] for line in lines]
+        if previous is not None:
+            for old, new in zip(previous, values):
+                assert all(n >= o for o, n in zip(old, new)), (old, new)
+        previous = values
+        time.sleep(0.05)
+    user, system = previous[0][0], previous[0][2]
+    assert user + system > 0  # the loop's CPU time is the container's
+
+
+def test_vanished_cgroup_falls_back_to_the_host(sandbox):
+    cg = sandbox.cgroup("gone", memory=256 * MiB)
+    ctr = sandbox.start(cg, ["sleep", "600"], pidns=True)
+    engine = ViewEngine()
+    assert _meminfo(engine, ctr.pid)["MemTotal"] == 256 * 1024
+    ctr.popen.kill()
+    ctr.popen.wait()
+    wait_until(lambda: not os.path.exists(f"/proc/{ctr.pid}"))
+    for path in engine.FILES:
+        assert isinstance(engine.render(path, ctr.pid), bytes)
+
+
+def test_show_command_prints_the_view(sandbox):
+    cg = sandbox.cgroup("show", memory=256 * MiB)
+    ctr = sandbox.start(cg, ["sleep", "600"], pidns=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "procview", "show", "/proc/meminfo", "--pid", str(ctr.pid)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    assert parse_meminfo(out)["MemTotal"] == 256 * 1024

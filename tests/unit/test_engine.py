@@ -1,0 +1,169 @@
+"""The engine over the fixture machines (tests/fixtures/README.md draws
+them): who sees what, for every file, on v1, hybrid and v2."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from procview.engine import ViewEngine
+from procview.host import parse_meminfo, parse_uptime
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
+LAYOUTS = ["v1", "hybrid", "v2"]
+
+HOST_UPTIME = 97320.45
+HOST_BTIME = 1732510000
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def boottime(self):
+        return HOST_UPTIME
+
+    def realtime(self):
+        return HOST_BTIME + HOST_UPTIME
+
+    def monotonic(self):
+        return self.now
+
+
+@pytest.fixture(params=LAYOUTS)
+def layout(request):
+    return request.param
+
+
+@pytest.fixture
+def engine(layout):
+    return ViewEngine(root=os.path.join(FIXTURES, layout), clock=FakeClock())
+
+
+def text(engine, path, pid):
+    return engine.render(path, pid).decode()
+
+
+def host_file(layout, path):
+    with open(os.path.join(FIXTURES, layout, path)) as f:
+        return f.read()
+
+
+# -- who is asking ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pid", [200, 201, 210])
+def test_every_process_of_a_container_sees_its_limit(engine, pid):
+    """200 is ctr's pid-namespace init; 201 its child; 210 sits in ctr/sub
+    (400 MiB) but is judged by its init's cgroup, ctr (500 MiB)."""
+    assert parse_meminfo(text(engine, "proc/meminfo", pid))["MemTotal"] == 500 * 1024
+
+
+def test_init_scope_is_stripped_and_an_unlimited_container_sees_the_host(engine, layout):
+    # 301's init (300) is in /sysctr/init.scope; /sysctr has no limits.
+    for path in ("proc/meminfo", "proc/cpuinfo", "proc/uptime", "proc/stat"):
+        assert text(engine, path, 301) == host_file(layout, path)
+    assert engine.identity.container_of(301).cgroup.path == "/sysctr"
+
+
+def test_host_process_is_judged_by_its_own_cgroup(engine, layout):
+    # 100 (cron) has no limit: the host's file. 50 (the daemon's service) has 256 MiB.
+    assert text(engine, "proc/meminfo", 100) == host_file(layout, "proc/meminfo")
+    assert parse_meminfo(text(engine, "proc/meminfo", 50))["MemTotal"] == 256 * 1024
+
+
+def test_a_vanished_caller_gets_the_host_file(engine, layout):
+    for path in engine.FILES:
+        assert text(engine, path, 4242) == host_file(layout, path)
+
+
+def test_unknown_path_is_refused(engine):
+    with pytest.raises(KeyError):
+        engine.render("proc/kcore", 200)
+    assert not engine.is_virtual("proc/kcore")
+    assert engine.is_virtual("sys/devices/system/node/node0/meminfo")
+
+
+# -- the files --------------------------------------------------------------------
+
+
+def test_cpu_files_share_one_view(engine):
+    # quota 1.5 CPUs over cpuset 0-3 (v1) or 0-2 (v2): 2 CPUs, renumbered.
+    assert re.findall(r"^processor\s*:\s*(\d+)", text(engine, "proc/cpuinfo", 200), re.M) == ["0", "1"]
+    assert re.findall(r"^cpu(\d+) ", text(engine, "proc/stat", 200), re.M) == ["0", "1"]
+    for name in ("online", "possible", "present"):
+        assert text(engine, f"sys/devices/system/cpu/{name}", 200) == "0-1\n"
+    view = engine.cpu_view(200)
+    assert view.cpus == (0, 1) and view.capacity == 1.5
+    assert engine.cpu_view(4242).cpus == (0, 1, 2, 3)
+
+
+def test_time_follows_the_callers_time_namespace(engine):
+    """ctr's processes are in a time namespace with a boottime offset of
+    -86400 s: uptime and btime shift by it, as the kernel shifts the start
+    times those processes see."""
+    uptime = parse_uptime(text(engine, "proc/uptime", 201))
+    assert uptime.uptime == pytest.approx(HOST_UPTIME - 86400, abs=0.01)
+    # idle = age x capacity - busy: age = 97320.45 - 86400.12 (init start), 1.5 CPUs, 3 s used.
+    assert uptime.idle == pytest.approx((HOST_UPTIME - 86400.12) * 1.5 - 3.0, abs=0.01)
+    btime = int(re.search(r"^btime (\d+)$", text(engine, "proc/stat", 201), re.M).group(1))
+    assert btime == HOST_BTIME + 86400
+
+
+def test_stat_counts_the_containers_cpu_time_and_tasks(engine):
+    stat = text(engine, "proc/stat", 200)
+    cpu_lines = {l.split()[0]: [int(v) for v in l.split()[1:]] for l in stat.splitlines() if l.startswith("cpu")}
+    # 2.405 s user + 0.595 s system = 240 + 59 ticks (rounded down per CPU on v1).
+    assert 238 <= cpu_lines["cpu"][0] <= 240 and 57 <= cpu_lines["cpu"][2] <= 59
+    assert cpu_lines["cpu"] == [sum(c) for c in zip(cpu_lines["cpu0"], cpu_lines["cpu1"])]
+    assert re.search(r"^procs_running 2$", stat, re.M)  # 201 is R, and the reader (200) runs
+    assert re.search(r"^processes 5$", stat, re.M)  # highest pid in ctr's namespace
+    assert re.search(r"^intr 0( 0)*$", stat, re.M)
+
+
+def test_loadavg_names_the_containers_own_pids(engine):
+    line = text(engine, "proc/loadavg", 201)
+    # threads with a /proc entry: 200, 201, 210 (202 and 211 have none in the
+    # fixture: counted as exited); 201 runs; the highest ns pid is 5.
+    assert re.fullmatch(r"\d+\.\d\d \d+\.\d\d \d+\.\d\d 1/3 5\n", line), line
+
+
+def test_diskstats_shows_only_the_containers_devices(engine):
+    lines = text(engine, "proc/diskstats", 200).splitlines()
+    assert [l.split()[2] for l in lines] == ["vda", "vdb"]
+    vda = lines[0].split()
+    assert vda[3] == "1200" and vda[5] == str(49152000 // 512)
+
+
+def test_swaps_and_node_meminfo_agree_with_meminfo(engine):
+    meminfo = parse_meminfo(text(engine, "proc/meminfo", 200))
+    assert meminfo["SwapTotal"] == 256 * 1024
+    swaps = text(engine, "proc/swaps", 200).splitlines()
+    assert swaps[1].split()[:3] == ["none", "virtual", str(256 * 1024)]
+    node = text(engine, "sys/devices/system/node/node0/meminfo", 200)
+    assert re.search(r"^Node 0 MemTotal:\s+512000 kB$", node, re.M)
+
+
+# -- state ---------------------------------------------------------------------
+
+
+def test_stat_never_goes_backwards_and_state_is_forgotten(engine):
+    first = text(engine, "proc/stat", 200)
+    assert text(engine, "proc/stat", 200) == first
+    key = engine.identity.container_of(200).key
+    assert key in engine._seen
+    engine.clock.now += ViewEngine.FORGET_AFTER + 1
+    engine.maintain()
+    assert key not in engine._seen
+
+
+def test_a_failing_renderer_serves_the_host_file(engine, layout, monkeypatch, caplog):
+    def boom(*args):
+        raise RuntimeError("renderer bug")
+
+    monkeypatch.setattr(ViewEngine, "_meminfo", boom)
+    assert text(engine, "proc/meminfo", 200) == host_file(layout, "proc/meminfo")
+    assert text(engine, "proc/meminfo", 200) == host_file(layout, "proc/meminfo")
+    assert sum("rendering proc/meminfo" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == 1
