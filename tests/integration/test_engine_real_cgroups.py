@@ -50,10 +50,13 @@ def test_limit_on_parent_applies_to_child_cgroup(sandbox):
 
 def test_caller_is_judged_by_its_pid_namespace_init(sandbox):
     """A process moved into a sub-cgroup of the container still sees the
-    container's limits (those of its pid-namespace init)."""
-    outer = sandbox.cgroup("ctr", memory=256 * MiB)
+    container's limits: those of its pid-namespace init, whose cgroup is
+    ``ctr/init.scope`` (systemd style; cgroup v2 keeps processes in leaves)
+    with ``/init.scope`` stripped."""
+    sandbox.cgroup("ctr", memory=256 * MiB)
+    init_scope = sandbox.cgroup("ctr/init.scope")
     inner = sandbox.cgroup("ctr/sub", memory=128 * MiB)
-    ctr = sandbox.start(outer, ["sh", "-c", "sleep 600 & wait"], pidns=True)
+    ctr = sandbox.start(init_scope, ["sh", "-c", "sleep 600 & wait"], pidns=True)
     worker = wait_until(lambda: _children(ctr.pid))[0]
     inner.add_process(worker)
     engine = ViewEngine()

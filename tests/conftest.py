@@ -1,0 +1,119 @@
+"""Test-suite rules shared by every test directory.
+
+1. Every test under ``tests/integration/`` is marked ``integration``
+   automatically (no need to repeat ``@pytest.mark.integration``).
+
+2. The skip guard. Integration tests need root and a real kernel; on a
+   developer's laptop they may skip, but in CI a skipped integration test
+   is a test that silently did not run. So when ``CI=true`` or
+   ``PROCVIEW_REQUIRE_INTEGRATION=1`` is set, the session fails (with a
+   summary line naming the tests) if
+
+   - any ``integration`` test was skipped, or
+   - the run selected integration tests (``-m integration``) and none ran.
+
+   In the second case, when pytest itself found nothing to run it already
+   exits 5 ("no tests collected"); the guard keeps that code so a wrapper
+   (dev/test) can tell "no integration tests exist yet" from a failure.
+   An xfail counts as run, not as skipped. To leave a test out on purpose,
+   deselect it (``-m "integration and not ..."``) where the run is defined,
+   so the omission is visible there; do not skip it.
+
+3. ``requires_root``: a skip marker, with its reason text in
+   ``REQUIRES_ROOT``, for tests that need root:
+   ``from conftest import requires_root`` then ``@requires_root``.
+   (In CI everything runs as root, so the guard never sees it fire.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+REQUIRES_ROOT = "needs root (run: sudo ./dev/test)"
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason=REQUIRES_ROOT)
+
+# What the session saw of integration tests (reset in pytest_configure):
+# "ids": node ids of the collected integration tests, "skipped":
+# [(nodeid, reason)], "ran": how many reached their test body.
+_seen: dict = {"ids": set(), "skipped": [], "ran": 0}
+
+
+def guard_enabled() -> bool:
+    """True in CI, or when a developer asks for CI's strictness."""
+    ci = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+    return ci or os.environ.get("PROCVIEW_REQUIRE_INTEGRATION", "").strip() == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: needs root and the real kernel; must run (not skip) in CI"
+    )
+    _seen.update(ids=set(), skipped=[], ran=0)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("integration"):
+            _seen["ids"].add(item.nodeid)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.nodeid not in _seen["ids"]:
+        return
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _seen["skipped"].append((report.nodeid, _skip_reason(report)))
+    elif report.when == "call":
+        _seen["ran"] += 1
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    # longrepr of a skip is (file, line, "Skipped: reason").
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
+def _selects_integration(config: pytest.Config) -> bool:
+    expr = config.getoption("markexpr", "") or ""
+    return bool(re.search(r"\bintegration\b", expr)) and not re.search(
+        r"\bnot\s+integration\b", expr
+    )
+
+
+def _guard_problems(config: pytest.Config) -> list[str]:
+    if not guard_enabled():
+        return []
+    problems = [f"{nodeid} skipped ({reason})" for nodeid, reason in _seen["skipped"]]
+    if _selects_integration(config) and _seen["ran"] == 0:
+        problems.append("-m integration selected, but no integration test ran")
+    return problems
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _guard_problems(session.config) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    problems = _guard_problems(config)
+    if not problems:
+        return
+    terminalreporter.section("procview skip guard", sep="=", red=True, bold=True)
+    for problem in problems:
+        terminalreporter.write_line(f"  {problem}")
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        verdict = "pytest's exit 5 (no tests collected) stands"
+    else:
+        verdict = "integration tests must run, not skip, when CI=true or PROCVIEW_REQUIRE_INTEGRATION=1"
+    terminalreporter.write_line(
+        f"SKIP GUARD FAILED: {len(problems)} problem(s): {verdict}", red=True, bold=True
+    )
