@@ -32,6 +32,27 @@ def main() -> None:
 
 
 @main.command()
+@click.argument("mountpoint", default="/var/lib/procview")
+@click.option("--pidfile", default=None, help="Write the daemon's pid here once the mount answers.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
+def serve(mountpoint: str, pidfile: str | None, log_level: str) -> None:
+    """Mount the view at MOUNTPOINT (FUSE) and serve it in the foreground.
+
+    Containers bind-mount its files over their own, as with LXCFS:
+    MOUNTPOINT/proc/meminfo over /proc/meminfo, and so on. Stops, unmounting,
+    on SIGTERM or SIGINT.
+    """
+    from procview.cgroups import CgroupError
+    from procview.daemon import ServeError, serve as run_daemon
+
+    _setup_logging(log_level)
+    try:
+        run_daemon(mountpoint, pidfile)
+    except (ServeError, CgroupError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
 @click.argument("path")
 @click.option("--pid", type=int, default=None, help="Render as this process would see it (default: this process).")
 @click.option("--root", default="/", show_default=True, hidden=True, help="Machine root to read from (tests).")

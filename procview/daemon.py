@@ -1,0 +1,162 @@
+"""``procview serve``: mount the view and keep it answering.
+
+One trio nursery holds the whole daemon: pyfuse3's request loop, the
+periodic maintenance (load-average samples, forgetting containers nobody
+reads), and the signal watcher. The mount point is prepared first: created
+if missing, a dead procview mount (its daemon was killed: ENOTCONN) is
+detached, and a live one is left alone with a clear refusal. Readiness
+(pidfile, systemd's ``READY=1``) is announced only once the mount answers a
+real read. SIGTERM or SIGINT unmounts and exits 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+
+import pyfuse3
+import trio
+
+from procview.engine import ViewEngine
+from procview.fs import ProcviewFS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MOUNTPOINT = "/var/lib/procview"
+FSNAME = "procview"
+MAINTAIN_EVERY = 1.0  # seconds; load samples are due every 5 s per container
+
+
+class ServeError(Exception):
+    """The daemon cannot start (one line for the user)."""
+
+
+def _mounts_at(path: str) -> list[str]:
+    """The filesystem types mounted at ``path`` (top of the stack last)."""
+    types = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) > 4 and fields[4].replace("\\040", " ") == path:
+                    types.append(right.split()[0])
+    except OSError:
+        pass
+    return types
+
+
+def prepare_mountpoint(path: str, linux=None) -> None:
+    """Make ``path`` ready for a new mount, or raise ServeError."""
+    os.makedirs(path, exist_ok=True)
+    mounted = _mounts_at(path)
+    if not mounted:
+        return
+    try:
+        os.stat(path)
+        alive = True
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise ServeError(f"{path}: {exc.strerror}") from None
+        alive = False
+    if alive:
+        kind = mounted[-1]
+        if kind == f"fuse.{FSNAME}":
+            raise ServeError(f"{path}: a live procview is already mounted there (stop it first)")
+        raise ServeError(f"{path}: something else is mounted there ({kind})")
+    # A daemon that died leaves its mount "Transport endpoint is not connected".
+    log.warning("%s: detaching a dead FUSE mount (its daemon is gone)", path)
+    if linux is None:
+        from runtime.linux import Linux
+
+        linux = Linux()
+    from runtime.linux import MNT_DETACH
+
+    linux.umount2(path, MNT_DETACH)
+
+
+def notify_systemd(message: str) -> None:
+    """Send ``message`` to systemd's notification socket, if there is one."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError as exc:
+            log.warning("could not notify systemd: %s", exc)
+
+
+def serve(mountpoint: str = DEFAULT_MOUNTPOINT, pidfile: str | None = None, engine: ViewEngine | None = None) -> None:
+    """Mount the view at ``mountpoint`` and serve until SIGTERM/SIGINT."""
+    mountpoint = os.path.abspath(mountpoint)
+    prepare_mountpoint(mountpoint)
+    engine = engine or ViewEngine()
+    options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
+    options |= {f"fsname={FSNAME}", f"subtype={FSNAME}", "allow_other"}
+    try:
+        pyfuse3.init(ProcviewFS(engine), mountpoint, options)
+    except RuntimeError as exc:
+        raise ServeError(f"{mountpoint}: cannot mount: {exc}") from None
+    log.info("mounted at %s", mountpoint)
+    try:
+        trio.run(_run, mountpoint, pidfile, engine)
+    finally:
+        pyfuse3.close(unmount=True)
+        if pidfile:
+            _remove(pidfile)
+        log.info("unmounted %s", mountpoint)
+
+
+async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pyfuse3.main)
+            nursery.start_soon(_maintain, engine)
+            await _wait_until_answering(mountpoint)
+            if pidfile:
+                _write_atomically(pidfile, f"{os.getpid()}\n")
+            notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
+            log.info("ready")
+            async for signum in signals:
+                log.info("%s: unmounting", signal.Signals(signum).name)
+                notify_systemd("STOPPING=1")
+                break
+            nursery.cancel_scope.cancel()
+
+
+async def _maintain(engine: ViewEngine) -> None:
+    while True:
+        await trio.sleep(MAINTAIN_EVERY)
+        engine.maintain()
+
+
+async def _wait_until_answering(mountpoint: str) -> None:
+    # Read a file through the mount from another thread: the request loop
+    # runs in this one and must answer it.
+    probe = os.path.join(mountpoint, "proc", "uptime")
+    await trio.to_thread.run_sync(_read, probe)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
