@@ -24,6 +24,11 @@ def _meminfo(engine, pid):
     return parse_meminfo(engine.render("proc/meminfo", pid).decode())
 
 
+def _state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
 def _children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
@@ -104,7 +109,8 @@ def test_uptime_is_the_age_of_the_container(sandbox):
 def test_loadavg_counts_the_container_and_names_its_own_pids(sandbox):
     cg = sandbox.cgroup("load", memory=256 * MiB)
     ctr = sandbox.start(cg, ["sh", "-c", "sleep 600 & sleep 600 & wait"], pidns=True)
-    wait_until(lambda: len(_children(ctr.pid)) == 2)
+    # Wait until both sleeps (and sh, in wait) are asleep, not still starting.
+    wait_until(lambda: len(_children(ctr.pid)) == 2 and all(_state(p) == "S" for p in [ctr.pid, *_children(ctr.pid)]))
     text = ViewEngine().render("proc/loadavg", ctr.pid).decode()
     match = re.fullmatch(r"(\d+\.\d\d) (\d+\.\d\d) (\d+\.\d\d) (\d+)/(\d+) (\d+)\n", text)
     assert match, text
