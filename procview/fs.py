@@ -83,6 +83,8 @@ class Entry(NamedTuple):
 
 
 def _join(parent: str, name: str) -> str:
+    if not name:
+        return parent
     return f"{parent}/{name}" if parent else name
 
 
