@@ -56,7 +56,9 @@ def prepare_mountpoint(path: str, linux=None) -> None:
     if not mounted:
         return
     try:
-        os.stat(path)
+        # statvfs reaches the daemon; stat may be answered from the kernel's
+        # attribute cache for a while after the daemon died.
+        os.statvfs(path)
         alive = True
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:

@@ -384,6 +384,7 @@ class ProcviewFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ELOOP)
         fh = next(self._next_fh)
         self._open_files[fh] = data
+        _announce_size(inode, data)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     async def read(self, fh, off, size):
@@ -445,6 +446,27 @@ _NO_VIEW = CpuView((), 0.0, False)
 
 def _needs_view(vpath: str) -> bool:
     return vpath.startswith((CPU_DIR + "/", NODE_DIR + "/"))
+
+
+def _announce_size(inode: int, data: bytes) -> None:
+    """Make the kernel's idea of the file's size at least ``len(data)``.
+
+    read() on a direct_io file ignores the size, but sendfile() and
+    splice() (busybox ``cat`` uses sendfile) go through the page cache,
+    which stops at the inode's size: with a size of 0 they read nothing.
+    Storing the snapshot's last byte at its offset grows the size (the
+    kernel drops the stored page when the open completes, since we do not
+    keep the cache); a short read shrinks it back to the real end. The size
+    is per inode, not per open: a sendfile reader racing another
+    container's open of the same file can see the other's length (see
+    docs/serve.md).
+    """
+    if not data:
+        return
+    try:
+        pyfuse3.notify_store(inode, len(data) - 1, data[-1:])
+    except OSError as exc:
+        log.debug("notify_store(%d) failed: %s", inode, exc)
 
 
 def _read_host_file(path: str) -> bytes:

@@ -118,6 +118,17 @@ class Cgroup(abc.ABC):
     def remove(self) -> None:
         """Remove the cgroup and any child cgroups; it must hold no process."""
 
+    def remove_if_empty(self) -> None:
+        """Remove this cgroup only if it has no child cgroup and no process
+        (CgroupError otherwise): for shared parents such as /procview."""
+        for directory in self._own_dirs():
+            if os.path.isdir(directory):
+                _rmdir(directory)
+
+    @abc.abstractmethod
+    def _own_dirs(self) -> list[str]:
+        """This cgroup's directories (one per v1 hierarchy, one on v2)."""
+
     @abc.abstractmethod
     def add_process(self, pid: int) -> None:
         ...

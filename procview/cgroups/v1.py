@@ -295,6 +295,9 @@ class CgroupV1(Cgroup):
                 if controller == "cpuset":
                     _inherit_cpuset(level)
 
+    def _own_dirs(self) -> list[str]:
+        return [directory for _controller, directory in self._managed_dirs()]
+
     def remove(self) -> None:
         for _controller, directory in self._managed_dirs():
             remove_tree(directory)

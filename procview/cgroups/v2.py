@@ -184,6 +184,10 @@ class CgroupV2(Cgroup):
         if wanted:
             write_text(os.path.join(directory, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
 
+    def _own_dirs(self) -> list[str]:
+        directory = self._dir()
+        return [] if directory is None else [directory]
+
     def remove(self) -> None:
         directory = self._dir()
         if directory is not None:
