@@ -24,7 +24,25 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), format="procview: %(levelname)s: %(message)s", stream=sys.stderr)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Command groups that live in other packages, imported only when used
+    (so ``procview run`` never pays for ``procview image``'s imports)."""
+
+    lazy = {"image": ("runtime.images.commands", "image")}
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            import importlib
+
+            module, attribute = self.lazy[name]
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="procview")
 def main() -> None:
     """Container resource views: /proc and /sys files that tell a
@@ -80,3 +98,105 @@ def show(path: str, pid: int | None, root: str, log_level: str) -> None:
     if not os.path.exists(engine.host.path(f"/proc/{target}")):
         raise click.ClickException(f"no process with pid {target}")
     sys.stdout.write(engine.render(path, target).decode())
+
+
+class _DockerExitCodes(click.Command):
+    """A command whose usage errors exit 125, as ``docker run``'s do (its
+    2 would be indistinguishable from a container that exits 2)."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            click.echo(f"procview: error: {exc.format_message()} (see 'procview {self.name} --help')", err=True)
+            ctx.exit(125)
+
+
+@main.command(cls=_DockerExitCodes, context_settings={"allow_interspersed_args": False})
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("-m", "--memory", help="Memory limit (e.g. 512M, 1g).")
+@click.option("--memory-swap", help="Memory plus swap (-1: unlimited swap). Default: as much swap as memory.")
+@click.option("--cpus", help="CPUs' worth of time (CFS quota); also pins to the first ceil(N) CPUs unless --cpuset-cpus.")
+@click.option("--cpu-period", type=int, help="CFS period in µs (default 100000).")
+@click.option("--cpu-quota", type=int, help="CFS quota in µs per period.")
+@click.option("--cpuset-cpus", help="CPUs the container may use (e.g. 0-1,3).")
+@click.option("--pids-limit", type=int, help="Maximum number of tasks (0 or -1: unlimited).")
+@click.option("-e", "--env", multiple=True, help="Set KEY=VALUE (or pass KEY from this environment).")
+@click.option("--env-file", multiple=True, type=click.Path(dir_okay=False), help="Read KEY=VALUE lines from a file.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("-u", "--user", help="UID[:GID] or NAME[:GROUP].")
+@click.option("--hostname", help="Container host name (default: the first 12 characters of its id).")
+@click.option("--name", help="A name for the container.")
+@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits (procview run always does, for now).")
+@click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CONTAINER[:ro].")
+@click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a terminal.")
+@click.option("--net", "--network", "network", default="private", show_default=True,
+              type=click.Choice(["private", "host"]), help="private: only loopback; host: the host's network.")
+@click.option("--init/--no-init", "use_init", default=True, show_default=True,
+              help="Run a tiny init as pid 1 that reaps zombies and forwards signals.")
+@click.option("--view", "view", help="procview mount to bind into the container (default /var/lib/procview).")
+@click.option("--no-view", is_flag=True, help="Do not bind the procview view into the container.")
+@click.option("--root", envvar="PROCVIEW_ROOT", default="/var/lib/procview-runtime", show_default=True,
+              help="State root (images, containers); also $PROCVIEW_ROOT.")
+def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset_cpus, pids_limit, env, env_file,
+        workdir, user, hostname, name, remove, volume, read_only, interactive, tty, network, use_init, view, no_view,
+        root):
+    """Run COMMAND in a new container from IMAGE (busybox is built in).
+
+    The container gets its own namespaces, an overlay root filesystem, the
+    limits asked for, and the procview view bound over its /proc and /sys
+    files, so free, nproc, top and uptime show its limits. Exit status: the
+    command's; 125 if procview failed; 126 if the command cannot be run;
+    127 if it was not found; 128+n if it was killed by signal n.
+    """
+    import os
+
+    from runtime.container import ContainerConfig, RunError, run as run_container
+    from runtime.limits import LimitError, parse_limits
+    from runtime.rootfs import Volume
+
+    def fail(message: str, code: int = 125):
+        click.echo(f"procview: error: {message}", err=True)
+        sys.exit(code)
+
+    if os.geteuid() != 0:
+        fail("procview run needs root (it creates namespaces, mounts and cgroups)")
+    try:
+        from procview.host import HostFiles
+
+        limits = parse_limits(
+            HostFiles().online_cpus(), memory=memory, memory_swap=memory_swap, cpus=cpus, cpu_period=cpu_period,
+            cpu_quota=cpu_quota, cpuset_cpus=cpuset_cpus, pids_limit=pids_limit,
+        )
+    except LimitError as exc:
+        fail(str(exc))
+    env_items = []
+    for path in env_file:
+        try:
+            with open(path) as f:
+                env_items += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+        except OSError as exc:
+            fail(f"--env-file {path}: {exc.strerror}")
+    env_items += list(env)
+    volumes = []
+    for spec in volume:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            fail(f"invalid volume {spec!r}: expected HOST:CONTAINER[:ro]")
+        source = os.path.abspath(parts[0])
+        if not os.path.exists(source):
+            fail(f"invalid volume {spec!r}: {source} does not exist")
+        volumes.append(Volume(source, parts[1], len(parts) == 3 and parts[2] == "ro"))
+    config = ContainerConfig(
+        image=image, command=tuple(command), env=tuple(env_items), workdir=workdir, user=user, hostname=hostname,
+        name=name, volumes=tuple(volumes), read_only=read_only, interactive=interactive, tty=tty,
+        net_host=network == "host", limits=limits, view=view, use_view=not no_view, init=use_init,
+    )
+    try:
+        code = run_container(config, root)
+    except RunError as exc:
+        fail(str(exc), exc.exit_code)
+    sys.exit(code)

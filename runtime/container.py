@@ -1,0 +1,490 @@
+"""``procview run``: one container, from image to exit, in runc's order.
+
+The whole life of a container reads top to bottom in ``run``:
+
+1. clean up after any earlier ``procview run`` that was killed;
+2. the image (the built-in ``busybox`` is made on first use);
+3. the bundle: init layer, upper and work dirs, generated /etc files;
+4. the cgroup, with its limits;
+5. new pid and time namespaces for pid 1, then fork it;
+6. pid 1: the other namespaces, the root filesystem, pivot_root, the view,
+   hostname, loopback, user, then the init and the command;
+7. wait, forwarding signals (and relaying the terminal with ``-t``);
+8. undo everything, in reverse, whatever happened.
+
+Every step that creates something registers its undo first, so a failure
+at any step, or a signal, leaves nothing behind. If ``procview run`` itself
+is killed (SIGKILL), its container dies with it (``PR_SET_PDEATHSIG``), the
+kernel drops the mounts with the last process of the mount namespace, and
+the next ``procview`` command removes the directory and cgroup left over
+(``cleanup_stale``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from procview.cgroups import CgroupError, Layout, discover
+from runtime import namespaces, process
+from runtime.limits import Limits, apply_limits
+from runtime.linux import PR_SET_PDEATHSIG, Linux
+from runtime.rootfs import MountPlan, RootfsError, Volume, hosts_file, mount_rootfs, pivot_into, prepare_bundle, resolv_conf
+
+DEFAULT_ROOT = "/var/lib/procview-runtime"
+DEFAULT_VIEW = "/var/lib/procview"
+CGROUP_PARENT = "/procview"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class RunError(Exception):
+    """procview could not run the container (exit 125, one line)."""
+
+    exit_code = process.EXIT_PROCVIEW_FAILED
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """What the user asked for (``procview run`` options, parsed)."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # "KEY=VALUE", later ones win
+    workdir: str | None = None
+    user: str | None = None  # "UID[:GID]" or a name from the image's /etc/passwd
+    hostname: str | None = None
+    name: str | None = None
+    volumes: tuple[Volume, ...] = ()
+    read_only: bool = False
+    interactive: bool = False
+    tty: bool = False
+    net_host: bool = False
+    limits: Limits = field(default_factory=Limits)
+    view: str | None = None  # a procview mount point; None: the default one
+    use_view: bool = True
+    init: bool = True
+
+
+def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None) -> int:
+    """Run one container to completion; return its exit code (Docker's
+    convention). Raises RunError before the command starts."""
+    linux = linux or Linux()
+    warn = warn or _warn
+    hierarchies = discover()
+    containers_dir = os.path.join(root, "containers")
+    os.makedirs(containers_dir, exist_ok=True)
+    cleanup_stale(containers_dir, hierarchies)
+
+    store, image = _image(root, config.image)
+    argv = _command(image.config, config.command)
+    container_id = secrets.token_hex(32)
+    hostname = config.hostname or (socket.gethostname() if config.net_host else container_id[:12])
+    env = _environment(image.config, config, hostname)
+
+    with contextlib.ExitStack() as undo:
+        # The image's layers are the overlay's lower dirs: keep them while we run.
+        undo.callback(_hold_layers(store, image).close)
+        bundle_path = os.path.join(containers_dir, container_id)
+        undo.callback(_remove_tree, bundle_path)
+        host_resolv = _read("/etc/resolv.conf")
+        bundle = prepare_bundle(
+            bundle_path, hostname, hosts_file(hostname, config.net_host), resolv_conf(host_resolv, config.net_host)
+        )
+        lock = _hold_lock(bundle.file("lock"))
+        undo.callback(os.close, lock)
+
+        cgroup = hierarchies.cgroup(f"{CGROUP_PARENT}/{container_id[:12]}")
+        _write(bundle.file("cgroup"), cgroup.path)
+        undo.callback(_remove_cgroup, cgroup)
+        try:
+            cgroup.create()
+            for message in apply_limits(cgroup, config.limits):
+                warn(message)
+        except CgroupError as exc:
+            raise RunError(f"cgroup: {exc}") from None
+
+        plan = MountPlan(
+            bundle=bundle,
+            layers=image.layers,
+            view=_find_view(config, warn),
+            volumes=config.volumes,
+            read_only=config.read_only,
+            cgroup2=hierarchies.layout is Layout.V2,
+            workdir=image.config.get("WorkingDir") or "/",
+        )
+        return _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2)
+
+
+# -- the two sides of the fork ---------------------------------------------------
+
+
+def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns) -> int:
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    tty_parent = tty_child = None
+    if config.tty:
+        tty_parent, tty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    time_ns = namespaces.time_namespaces_supported()
+    try:
+        linux.unshare(namespaces.for_children(time_ns))
+        if time_ns:
+            namespaces.set_boottime_offset(namespaces.boottime_offset_line())
+    except OSError as exc:
+        raise RunError(f"namespaces: {exc.strerror or exc}") from None
+
+    pid = os.fork()
+    if pid == 0:  # [1:INIT]
+        try:
+            os.close(report_r)
+            os.close(go_w)
+            if tty_parent is not None:
+                tty_parent.close()
+            _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child)
+        except BaseException as exc:  # noqa: BLE001 - pid 1 must report, never unwind into the caller's code
+            process.report(report_w, "init", str(exc) or type(exc).__name__, process.EXIT_PROCVIEW_FAILED)
+        os._exit(process.EXIT_PROCVIEW_FAILED)
+
+    # procview run, in the host's namespaces.
+    os.close(report_w)
+    os.close(go_r)
+    if tty_child is not None:
+        tty_child.close()
+    forwarder = _SignalForwarder(pid)
+    try:
+        try:
+            cgroup.add_process(pid)  # before pid 1 does anything
+        except CgroupError as exc:
+            os.close(go_w)  # pid 1 sees EOF and exits
+            _wait(pid)
+            raise RunError(f"cgroup: {exc}") from None
+        os.write(go_w, b"g")
+        os.close(go_w)
+        failure = process.read_report(report_r)
+        os.close(report_r)
+        if failure is not None:
+            _wait(pid)
+            if failure["code"] == process.EXIT_PROCVIEW_FAILED:
+                raise RunError(failure["message"])
+            raise _ExecFailed(failure)
+        if tty_parent is not None:
+            master = process.receive_fd(tty_parent)
+            tty_parent.close()
+            if master is not None:
+                relay = process.TerminalRelay(master)
+                forwarder.on_resize = relay.resize
+                with relay:
+                    relay.pump(stdin_open=config.interactive)
+                os.close(master)
+        return process.exit_code_of(_wait(pid))
+    finally:
+        forwarder.restore()
+
+
+class _ExecFailed(RunError):
+    """The command could not be executed (126) or found (127)."""
+
+    def __init__(self, failure: dict):
+        super().__init__(failure["message"])
+        self.exit_code = failure["code"]
+
+
+def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock) -> None:
+    """pid 1 of the container. Never returns."""
+    linux.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with procview run
+    if os.read(go_r, 1) != b"g":
+        os._exit(process.EXIT_PROCVIEW_FAILED)  # procview run is gone
+    os.close(go_r)
+    stage = "namespaces"
+    try:
+        linux.unshare(namespaces.for_init(config.net_host, cgroupns))
+        linux.sethostname(hostname)
+        if not config.net_host:
+            stage = "loopback"
+            linux.interface_up("lo")
+        stage = "rootfs"
+        mount_rootfs(linux, plan)
+        pivot_into(linux, plan.bundle.merged, read_only=False)
+        stage = "workdir"
+        workdir = config.workdir or plan.workdir
+        os.makedirs(workdir, exist_ok=True)
+        if config.read_only:
+            stage = "read-only root"
+            from runtime.linux import MS_BIND, MS_RDONLY, MS_REMOUNT
+
+            linux.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        stage = "user"
+        uid, gid, groups = resolve_user(config.user)
+        slave = None
+        if tty_sock is not None:
+            stage = "terminal"
+            master, slave = process.open_pty_pair()
+            process.send_fd(tty_sock, master)
+            os.close(master)
+            tty_sock.close()
+    except (OSError, RootfsError, ValueError) as exc:
+        process.report(report_w, stage, f"{stage}: {getattr(exc, 'strerror', None) or exc}", process.EXIT_PROCVIEW_FAILED)
+        os._exit(process.EXIT_PROCVIEW_FAILED)
+
+    def become_command():
+        if slave is not None:
+            process.make_controlling_terminal(slave)
+        elif not config.interactive:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+        os.chdir(workdir)
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+        process.exec_command(list(argv), env, report_w)
+
+    if not config.init:
+        become_command()
+    child = os.fork()
+    if child == 0:
+        become_command()
+    os.close(report_w)
+    if slave is not None:
+        os.close(slave)
+    process.run_init(child)
+
+
+def resolve_user(user: str | None) -> tuple[int, int, list[int]]:
+    """``UID[:GID]`` or ``NAME[:GROUP]``, names looked up in the container's
+    own /etc/passwd and /etc/group (read after pivot_root). A numeric uid
+    missing from /etc/passwd gets gid 0, as in Docker."""
+    if not user:
+        return 0, 0, []
+    name, _, group = user.partition(":")
+    passwd = list(_entries("/etc/passwd"))
+    if name.isdigit():
+        uid = int(name)
+        entry = next((fields for fields in passwd if fields[2] == name), None)
+        gid = int(entry[3]) if entry else 0
+    else:
+        entry = next((fields for fields in passwd if fields[0] == name), None)
+        if entry is None:
+            raise ValueError(f"unable to find user {name}: no matching entries in passwd file")
+        uid, gid = int(entry[2]), int(entry[3])
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            entry = next((fields for fields in _entries("/etc/group") if fields[0] == group), None)
+            if entry is None:
+                raise ValueError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(entry[2])
+    return uid, gid, []
+
+
+def _entries(path: str):
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 3 and fields[2].isdigit():
+                    yield fields
+    except OSError:
+        return
+
+
+# -- helpers on the host side ------------------------------------------------------
+
+
+class _SignalForwarder:
+    """Passes the signals procview run receives on to the container's pid 1."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.on_resize = None
+        self._previous = {}
+        for signum in process.FORWARDED_SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._forward)
+            except (OSError, ValueError):
+                pass
+
+    def _forward(self, signum, _frame):
+        if signum == signal.SIGWINCH and self.on_resize is not None:
+            self.on_resize()
+            return
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return status
+        except ChildProcessError:
+            return 0
+
+
+def _image(root: str, reference: str):
+    """The image store and the image (``busybox`` is built on first use)."""
+    from runtime.images import ImageError, ImageNotFound, ImageStore
+
+    store = ImageStore(root)
+    try:
+        try:
+            return store, store.get(reference)
+        except ImageNotFound:
+            if reference in ("busybox", "busybox:latest"):
+                return store, store.ensure_busybox()  # the built-in image, made on first use
+            raise
+    except ImageError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _hold_layers(store, image):
+    from runtime.images import ImageError
+
+    try:
+        return store.hold(image)
+    except ImageError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _command(image_config: dict, command: tuple[str, ...]) -> list[str]:
+    entrypoint = list(image_config.get("Entrypoint") or [])
+    cmd = list(command) or list(image_config.get("Cmd") or [])
+    argv = entrypoint + cmd
+    if not argv:
+        raise RunError("no command specified")
+    return argv
+
+
+def _environment(image_config: dict, config: ContainerConfig, hostname: str) -> dict[str, str]:
+    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    for item in list(image_config.get("Env") or []) + list(config.env):
+        key, sep, value = item.partition("=")
+        if key:
+            env[key] = value if sep else os.environ.get(key, "")
+    if config.tty:
+        env.setdefault("TERM", "xterm")
+    env.setdefault("HOME", "/root")
+    return env
+
+
+def _find_view(config: ContainerConfig, warn) -> str | None:
+    if not config.use_view:
+        return None
+    path = os.path.abspath(config.view or DEFAULT_VIEW)
+    if _is_live_procview(path):
+        return path
+    warn(f"no procview view at {path}: the container sees the host's /proc (start 'procview serve {path}')")
+    return None
+
+
+def _is_live_procview(path: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounted = any(" - fuse.procview " in line and line.split()[4] == path for line in f)
+    except OSError:
+        return False
+    return mounted and os.path.exists(os.path.join(path, "proc", "meminfo"))
+
+
+def _hold_lock(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def cleanup_stale(containers_dir: str, hierarchies) -> None:
+    """Remove what a killed ``procview run`` left: a container directory
+    whose lock nobody holds, and its cgroup."""
+    try:
+        entries = os.listdir(containers_dir)
+    except OSError:
+        return
+    for entry in entries:
+        path = os.path.join(containers_dir, entry)
+        try:
+            fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None  # died before taking the lock: stale too
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a live procview run owns it
+        cgroup_path = _read(os.path.join(path, "cgroup")).strip()
+        if cgroup_path:
+            _remove_cgroup(hierarchies.cgroup(cgroup_path), kill=True)
+        _remove_tree(path)
+        if fd is not None:
+            os.close(fd)
+
+
+def _remove_cgroup(cgroup, kill: bool = False, timeout: float = 10.0) -> None:
+    # After pid 1 exits the kernel kills the rest of the pid namespace, and
+    # the cgroup empties a moment later.
+    deadline = time.monotonic() + timeout
+    while True:
+        if kill:
+            for pid in cgroup.processes() or []:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        try:
+            cgroup.remove()
+            _remove_parent_if_empty(cgroup)
+            return
+        except CgroupError:
+            if time.monotonic() > deadline:
+                _warn(f"could not remove cgroup {cgroup.path}: still busy")
+                return
+            time.sleep(0.01)
+
+
+def _remove_parent_if_empty(cgroup) -> None:
+    """Remove /procview itself once no container uses it (another run may
+    still: then rmdir fails and that is fine)."""
+    parent = cgroup.with_path(lambda path: path.rsplit("/", 1)[0] or "/")
+    if parent.path == CGROUP_PARENT:
+        with contextlib.suppress(CgroupError):
+            parent.remove_if_empty()
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _warn(message: str) -> None:
+    print(f"procview: warning: {message}", file=sys.stderr)
+
+
+__all__ = ["ContainerConfig", "RunError", "run", "cleanup_stale", "DEFAULT_ROOT"]

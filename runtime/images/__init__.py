@@ -1,0 +1,22 @@
+"""Images for ``procview run``: a content-addressed layer store, importers
+for ``docker save`` archives, OCI image layouts and root file system tars,
+safe layer extraction with overlayfs whiteouts, and the built-in busybox.
+
+Modules, in the order to read them: ``extract`` (one layer tar -> one
+directory, safely), ``importers`` (which images an archive holds and where
+their layer blobs are), ``store`` (layout on disk, verification, records,
+removal), ``busybox`` (the built-in image's layer), ``commands`` (the
+``procview image`` commands). See docs/images.md.
+"""
+
+from runtime.images.store import (
+    DEFAULT_ROOT as DEFAULT_ROOT,
+    Image as Image,
+    ImageError as ImageError,
+    ImageNotFound as ImageNotFound,
+    ImageStore as ImageStore,
+    LayerHold as LayerHold,
+    normalize_reference as normalize_reference,
+)
+
+__all__ = ["DEFAULT_ROOT", "Image", "ImageError", "ImageNotFound", "ImageStore", "LayerHold", "normalize_reference"]

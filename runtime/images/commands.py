@@ -1,0 +1,144 @@
+"""``procview image``: import, list and remove the images of ``procview run``.
+
+    procview image import PATH [--name NAME:TAG] [--root DIR]
+    procview image ls [--root DIR]
+    procview image rm NAME... [--root DIR]
+
+``--root`` defaults to ``$PROCVIEW_ROOT``, else ``/var/lib/procview-runtime``.
+A failure prints one line, ``procview: error: ...``, on stderr and exits 125
+(Docker's code for the tool itself failing); bad usage exits 2 (click's).
+The store is imported inside each command, so attaching the group to
+``procview`` costs nothing until it is used.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+EXIT_IMAGE_ERROR = 125
+ROOT_DEFAULT = "/var/lib/procview-runtime"
+# Show a progress bar once an import has run this long, or at once for an
+# archive this large.
+PROGRESS_AFTER_S = 0.5
+PROGRESS_LARGE = 20 << 20
+
+
+class ImageCommandError(click.ClickException):
+    exit_code = EXIT_IMAGE_ERROR
+
+    def show(self, file=None) -> None:
+        message = " ".join(self.format_message().split())  # always one line
+        click.echo(f"procview: error: {message}", err=True)
+
+
+_root_option = click.option(
+    "--root", envvar="PROCVIEW_ROOT", default=ROOT_DEFAULT, show_default=True,
+    help="State root of procview run (also $PROCVIEW_ROOT).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def image() -> None:
+    """Manage the images of procview run (busybox is built in)."""
+
+
+@image.command("import")
+@click.argument("path")
+@click.option("--name", help="Store the image as NAME[:TAG] (default: the names in the archive, else the file name).")
+@_root_option
+def import_(path: str, name: str | None, root: str) -> None:
+    """Import an image from PATH: a docker save archive, an OCI image layout
+    (directory or tar), or a root file system tar (gzip, bzip2 or xz
+    compressed archives too)."""
+    from runtime.images.store import ImageError, ImageStore
+
+    bar = _ProgressBar()
+    try:
+        images = ImageStore(root).import_archive(path, name=name, progress=bar)
+    except ImageError as exc:
+        raise ImageCommandError(str(exc)) from None
+    except OSError as exc:
+        raise ImageCommandError(f"{path}: {exc}") from None
+    finally:
+        bar.close()
+    for img in images:
+        click.echo(f"Loaded image: {img.name} ({_short_id(img.id)})")
+
+
+@image.command("ls")
+@_root_option
+def ls(root: str) -> None:
+    """List images: NAME, ID, LAYERS, SIZE."""
+    from runtime.images.store import ImageError, ImageStore
+
+    store = ImageStore(root)
+    try:
+        images = store.list()
+    except (ImageError, OSError) as exc:
+        raise ImageCommandError(str(exc)) from None
+    rows = [("NAME", "ID", "LAYERS", "SIZE")]
+    for img in images:
+        size = sum(store.layer_size(layer) for layer in img.layers)
+        rows.append((img.name, _short_id(img.id), str(len(img.layers)), human_size(size)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@image.command("rm")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@_root_option
+def rm(names: tuple[str, ...], root: str) -> None:
+    """Remove images (by NAME[:TAG] or ID), and the layers no other image uses."""
+    from runtime.images.store import ImageError, ImageStore
+
+    store = ImageStore(root)
+    for name in names:
+        try:
+            store.remove(name)
+        except (ImageError, OSError) as exc:
+            raise ImageCommandError(str(exc)) from None
+        click.echo(f"Deleted: {name}")
+
+
+def human_size(n: int) -> str:
+    """Docker's style: decimal units, three significant digits (``4.26MB``)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 999.5 or unit == "TB":
+            return f"{value:.3g}{unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _short_id(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+class _ProgressBar:
+    """A ``progress`` callable for ``ImageStore.import_archive`` that shows a
+    click progress bar on stderr only when the import is slow or large."""
+
+    def __init__(self, after: float = PROGRESS_AFTER_S, large: int = PROGRESS_LARGE):
+        self._start = time.monotonic()
+        self._after = after
+        self._large = large
+        self._bar = None
+        self._shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            if total < self._large and time.monotonic() - self._start < self._after:
+                return
+            self._bar = click.progressbar(length=total, label="Importing", file=sys.stderr, show_eta=True)
+            self._bar.__enter__()
+        self._bar.update(done - self._shown)
+        self._shown = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None

@@ -1,0 +1,683 @@
+"""The image store of ``procview run``: content-addressed layers and named images.
+
+Layout under the state root (``$PROCVIEW_ROOT``, default
+``/var/lib/procview-runtime``)::
+
+    .lock                         flock(2): held (exclusive) by every change
+    layers/<hex>/diff/            a layer's unpacked content: an overlayfs lowerdir
+    layers/<hex>/.complete        {"diff_id", "size"}; written before the layer
+                                  is renamed into place, so a layer directory
+                                  always has it (one without is garbage)
+    images/<escaped name>.json    {"name", "id", "diff_ids", "config"}
+    tmp/                          work in progress and things being deleted
+
+``<hex>`` is the layer's diff_id: the sha256 of its *uncompressed* tar. So a
+layer is unpacked once and shared by every image that has it, whatever the
+archive or compression it came in. An image record names its layers bottom
+first; ``<escaped name>`` is the reference (``busybox:latest``) percent-encoded
+(``quote(name, safe="")``), and the record itself holds the real name.
+
+Changes are crash-safe without a journal: an import unpacks and verifies
+every layer inside ``tmp/<random>/``, then renames the new layers into
+``layers/`` and writes each record to ``tmp/`` and renames it into
+``images/`` (atomic). A killed import leaves only ``tmp/*``, which the next
+store operation that can take the lock removes, together with any layer no
+record names. Removing a layer renames it into ``tmp/`` first, so it
+vanishes at once.
+
+Layers in use: a running container's overlay mount needs its layers to stay.
+``hold(image)`` takes a shared flock on each layer's ``.complete`` for as
+long as the container lives; the store never deletes a layer it cannot lock
+exclusively (it is left for a later sweep).
+
+Errors: ``ImageError`` (one line for the user; ``procview`` maps it to exit
+125) and its subclass ``ImageNotFound``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "/var/lib/procview-runtime"
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")
+
+Progress = Callable[[int, int], None]
+
+
+class ImageError(Exception):
+    """An image operation failed; the message is one line for the user."""
+
+
+class ImageNotFound(ImageError):
+    """No image has that name (or ID)."""
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # "busybox:latest"
+    id: str  # "sha256:<hex>" of the image config
+    layers: tuple[str, ...]  # absolute layer directories, bottom layer first
+    config: dict = field(hash=False)  # Env, Cmd, Entrypoint, WorkingDir, User (each optional)
+
+
+# -- references ----------------------------------------------------------------------
+
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_ID = re.compile(r"(?:sha256:)?([0-9a-f]{4,64})")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NAME_USAGE = "use NAME[:TAG], e.g. busybox:latest or registry.example:5000/team/app:1.0"
+
+
+def normalize_reference(reference: str) -> str:
+    """``NAME:TAG`` in Docker's familiar form: the tag defaults to
+    ``latest``; ``docker.io/`` and ``library/`` are dropped. Raises
+    ``ImageError`` for an invalid reference or a digest reference."""
+    if "@" in reference:
+        raise ImageError(f"{reference}: references by digest are not supported; {_NAME_USAGE}")
+    name, tag = reference, "latest"
+    colon = reference.rfind(":")
+    if colon > reference.rfind("/"):
+        name, tag = reference[:colon], reference[colon + 1 :]
+    parts = name.split("/")
+    domain = None
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        domain = parts.pop(0)
+    valid = (
+        _TAG.fullmatch(tag)
+        and (domain is None or _DOMAIN.fullmatch(domain))
+        and parts
+        and all(_COMPONENT.fullmatch(p) for p in parts)
+    )
+    if not valid:
+        raise ImageError(f"invalid image name {reference!r}: {_NAME_USAGE}")
+    if domain in ("docker.io", "index.docker.io"):
+        domain = None
+    if domain is None and len(parts) == 2 and parts[0] == "library":
+        parts = parts[1:]
+    full = "/".join(([domain] if domain else []) + parts)
+    if len(full) > 255:
+        raise ImageError(f"invalid image name {reference!r}: longer than 255 characters")
+    return f"{full}:{tag}"
+
+
+def derived_name(path: str, tag: str | None = None) -> str:
+    """An image name from an archive's file name (``alpine-3.19.tar.gz`` ->
+    ``alpine-3.19:latest``), for archives that carry none."""
+    base = os.path.basename(os.path.normpath(path)).lower()
+    while True:
+        stem, ext = os.path.splitext(base)
+        if ext not in (".tar", ".tgz", ".gz", ".xz", ".txz", ".bz2", ".tbz2", ".zst", ".oci") or not stem:
+            break
+        base = stem
+    base = re.sub(r"[^a-z0-9._-]+", "-", base)
+    base = re.sub(r"[._-]{2,}", "-", base).strip("._-")
+    try:
+        return normalize_reference(f"{base}:{tag or 'latest'}")
+    except ImageError:
+        raise ImageError(f"{path}: the archive names no image and its file name gives none: use --name NAME:TAG") from None
+
+
+def _record_file(name: str) -> str:
+    return urllib.parse.quote(name, safe="") + ".json"
+
+
+# -- progress ------------------------------------------------------------------------
+
+
+class _Meter:
+    """Turns the bytes read in each stage of an import into one
+    (done, total) progress for the caller."""
+
+    def __init__(self, callback: Progress | None, total: int):
+        self._callback = callback
+        self.total = max(total, 1)
+        self._base = 0.0
+        self._span = 0.0
+        self._size = 1
+        self._done = 0
+        self._last = -1
+
+    def stage(self, share: float, size: int) -> None:
+        self._base = self._now()
+        self._span = min(share * self.total, self.total - self._base)
+        self._size, self._done = max(size, 1), 0
+
+    def add(self, n: int) -> None:
+        self._done += n
+        self._report()
+
+    def set(self, done: int, _total: int = 0) -> None:
+        self._done = done
+        self._report()
+
+    def finish(self) -> None:
+        self._base, self._span = float(self.total), 0.0
+        self._report()
+
+    def _now(self) -> float:
+        return self._base + self._span * min(1.0, self._done / self._size)
+
+    def _report(self) -> None:
+        now = int(self._now())
+        if self._callback is not None and now != self._last:
+            self._last = now
+            self._callback(now, self.total)
+
+
+# -- layer holds ---------------------------------------------------------------------
+
+
+class LayerHold:
+    """Shared locks on an image's layers (see ``ImageStore.hold``)."""
+
+    def __init__(self, fds: list[int]):
+        self._fds = fds
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+
+    def __enter__(self) -> LayerHold:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- the store -----------------------------------------------------------------------
+
+
+@dataclass
+class _Staged:
+    diff_id: str
+    size: int
+    path: str | None  # unpacked in the work directory; None: already stored
+
+
+class ImageStore:
+    """Images and layers under ``root`` (see the module docstring)."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self._layers = os.path.join(self.root, "layers")
+        self._images = os.path.join(self.root, "images")
+        self._tmp = os.path.join(self.root, "tmp")
+        self._lockfile = os.path.join(self.root, ".lock")
+
+    # -- reading ----------------------------------------------------------------
+
+    def get(self, reference: str) -> Image:
+        """The image named ``reference`` (``busybox`` is ``busybox:latest``),
+        or with that ID (``sha256:<hex>``, or 4+ leading hex digits)."""
+        self._tidy()
+        _, record = self._find(reference)
+        image = self._image(record)
+        for diff in image.layers:
+            if not os.path.isfile(os.path.join(os.path.dirname(diff), ".complete")):
+                raise ImageError(f"image {image.name}: layer {os.path.basename(os.path.dirname(diff))[:12]} is missing; remove the image and import it again")
+        return image
+
+    def list(self) -> list[Image]:
+        """Every image, sorted by name (damaged records are skipped)."""
+        self._tidy()
+        images = []
+        for path, record in self._records():
+            if record is None:
+                log.warning("%s: damaged image record skipped", path)
+                continue
+            images.append(self._image(record))
+        return sorted(images, key=lambda image: image.name)
+
+    def layer_size(self, layer: str) -> int:
+        """Bytes of file content in a layer directory (``Image.layers``
+        entry), as counted when it was unpacked; 0 when unknown."""
+        try:
+            with open(os.path.join(os.path.dirname(layer), ".complete")) as f:
+                return int(json.load(f).get("size", 0))
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    def hold(self, image: Image) -> LayerHold:
+        """Keep ``image``'s layers from being deleted (by ``remove``, or a
+        re-import that moves its name) until the returned hold is closed.
+        For a running container's overlay mount. Raises ``ImageNotFound``
+        when a layer was removed meanwhile."""
+        fds: list[int] = []
+        try:
+            for diff in dict.fromkeys(image.layers):
+                marker = os.path.join(os.path.dirname(diff), ".complete")
+                try:
+                    fd = os.open(marker, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    raise ImageNotFound(f"image {image.name} was removed") from None
+                fds.append(fd)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                try:
+                    if not os.path.samestat(os.fstat(fd), os.stat(marker)):
+                        raise FileNotFoundError(marker)
+                except FileNotFoundError:
+                    raise ImageNotFound(f"image {image.name} was removed") from None
+        except BaseException:
+            LayerHold(fds).close()
+            raise
+        return LayerHold(fds)
+
+    # -- changing ---------------------------------------------------------------
+
+    def import_path(self, path: str, name: str | None = None, progress: Progress | None = None) -> Image:
+        """Import the archive at ``path`` (docker save, OCI layout or root
+        file system tar; see ``importers``) and return its (first) image."""
+        return self.import_archive(path, name, progress)[0]
+
+    def import_archive(self, path: str, name: str | None = None, progress: Progress | None = None) -> list[Image]:
+        """Import every image of the archive at ``path``; ``name`` renames a
+        single-image archive. ``progress(done_bytes, total_bytes)`` is called
+        as the archive is read. Nothing is stored unless all of it verifies."""
+        if name is not None:
+            name = normalize_reference(name)
+        with self._locked():
+            return self._import(path, [name] if name else None, progress)
+
+    def remove(self, reference: str) -> None:
+        """Remove the image's record, then the layers no other image uses
+        (and no container holds)."""
+        with self._locked():
+            path, record = self._find(reference, for_removal=True)
+            os.unlink(path)
+            self._fsync_dir(self._images)
+            self._sweep()
+
+    def ensure_busybox(self) -> Image:
+        """The built-in ``busybox:latest``, made on first use from the host's
+        static busybox (see ``busybox.py``)."""
+        from runtime.images import busybox
+
+        try:
+            return self.get(busybox.NAME)
+        except ImageNotFound:
+            pass
+        binary = busybox.find_static_busybox()
+        if binary is None:
+            raise ImageError(busybox.MISSING)
+        with self._locked():
+            try:
+                return self.get(busybox.NAME)
+            except ImageNotFound:
+                pass
+            work = tempfile.mkdtemp(prefix="busybox-", dir=self._tmp)
+            try:
+                tar = os.path.join(work, "busybox.tar")
+                try:
+                    with open(tar, "wb") as out:
+                        busybox.write_layer(binary, out)
+                except (OSError, ValueError) as exc:
+                    raise ImageError(f"cannot build the busybox image from {binary}: {exc}") from None
+                return self._import(tar, [busybox.NAME], None, config=busybox.CONFIG)[0]
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    # -- import -----------------------------------------------------------------
+
+    def _import(self, path: str, names: list[str] | None, progress: Progress | None, config: dict | None = None) -> list[Image]:
+        """Import with the lock held; ``config`` replaces the image config
+        (the built-in busybox's)."""
+        from runtime.images import importers
+
+        work = tempfile.mkdtemp(prefix="import-", dir=self._tmp)
+        try:
+            try:
+                size = os.path.getsize(path) if os.path.isfile(path) else 0
+                meter = _Meter(progress, size)
+                meter.stage(0.5, size)
+                with importers.open_archive(path, work, on_decompress=meter.set) as archive:
+                    sources = archive.images()
+                    if not sources:
+                        raise importers.ArchiveError("holds no image for this machine")
+                    plans = self._plan(path, sources, names)
+                    total = sum(blob.size for source in sources for blob in source.layers)
+                    if not size:
+                        meter = _Meter(progress, total)
+                    meter.stage(1.0, total)
+                    staged = self._stage_all(path, sources, work, meter)
+            except importers.CorruptArchive as exc:
+                raise ImageError(f"{path}: corrupt or truncated archive ({exc})") from None
+            except importers.ArchiveError as exc:
+                raise ImageError(f"{path}: {exc}") from None
+            except OSError as exc:
+                raise ImageError(f"{path}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename and exc.filename != path else "")) from None
+            records = []
+            for source, image_names, layers in zip(sources, plans, staged):
+                diff_ids = [layer.diff_id for layer in layers]
+                runtime_config = _runtime_config(source.config, path) if config is None else json.loads(json.dumps(config))
+                if source.config_bytes is not None:
+                    image_id = "sha256:" + hashlib.sha256(source.config_bytes).hexdigest()
+                else:
+                    image_id = _synthetic_id(runtime_config, diff_ids)
+                for image_name in image_names:
+                    records.append({"name": image_name, "id": image_id, "diff_ids": diff_ids, "config": runtime_config})
+            try:
+                self._commit([layer for layers in staged for layer in layers], records)
+            except OSError as exc:  # what got in place is swept by the next operation
+                raise ImageError(f"{path}: cannot store the image under {self.root}: {exc}") from None
+            meter.finish()
+            return [self._image(record) for record in records]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _plan(self, path: str, sources: list, names: list[str] | None) -> list[list[str]]:
+        """The names each image of the archive is stored under."""
+        if names is not None:
+            if len(sources) != 1:
+                raise ImageError(f"{path}: the archive holds {len(sources)} images; --name needs a single-image archive")
+            return [names]
+        plans = []
+        for source in sources:
+            found = [normalize_reference(n) for n in source.names if n and n != "<none>:<none>"]
+            if not found:
+                if len(sources) > 1:
+                    raise ImageError(f"{path}: an image of the archive has no name; import a single-image archive with --name")
+                found = [derived_name(path, source.tag)]
+            plans.append(list(dict.fromkeys(found)))
+        return plans
+
+    def _stage_all(self, path: str, sources: list, work: str, meter: _Meter) -> list[list[_Staged]]:
+        """Read, unpack and verify every layer into ``work``; a layer already
+        stored (or seen earlier in this archive) is only verified."""
+        by_diff: dict[str, _Staged] = {}
+        result = []
+        count = 0
+        for source in sources:
+            if not source.layers:
+                raise ImageError(f"{path}: an image of the archive has no layers")
+            layers = []
+            for blob in source.layers:
+                layers.append(self._stage(path, blob, os.path.join(work, f"layer-{count}"), meter, by_diff))
+                count += 1
+            result.append(layers)
+        return result
+
+    def _stage(self, path: str, blob, dest: str, meter: _Meter, by_diff: dict[str, _Staged]) -> _Staged:
+        """Unpack one layer blob into ``dest`` (or only hash it, when its
+        diff_id is already stored) and check its digests."""
+        from runtime.images import extract, importers
+
+        known = blob.diff_id
+        reuse = known is not None and (known in by_diff or self._complete(known))
+        size = 0
+        try:
+            with blob.open() as stream:
+                raw = importers.Digesting(stream, meter.add)
+                tar = importers.Digesting(importers.decompressed(raw))
+                if reuse:
+                    tar.drain()
+                else:
+                    os.mkdir(dest, 0o700)
+                    size = extract.extract_layer(tar, os.path.join(dest, "diff")).size
+                    tar.drain()
+                raw.drain()
+        except extract.CorruptLayer as exc:
+            raise ImageError(f"{path}: corrupt or truncated archive ({blob.label}: {exc})") from None
+        except extract.LayerError as exc:
+            raise ImageError(f"{path}: {blob.label}: {exc}") from None
+        except importers.CorruptArchive as exc:
+            raise ImageError(f"{path}: corrupt or truncated archive ({blob.label}: {exc})") from None
+        except importers.ArchiveError as exc:
+            raise ImageError(f"{path}: {blob.label}: {exc}") from None
+        except OSError as exc:
+            raise ImageError(f"{path}: {blob.label}: cannot unpack: {exc}") from None
+        if blob.digest is not None and raw.digest != blob.digest:
+            raise ImageError(f"{path}: {blob.label}: content does not match its digest {blob.digest} (got {raw.digest})")
+        if known is not None and tar.digest != known:
+            raise ImageError(f"{path}: {blob.label}: uncompressed content does not match its diff_id {known} (got {tar.digest})")
+        diff_id = tar.digest
+        if diff_id in by_diff or self._complete(diff_id):
+            if not reuse:
+                shutil.rmtree(dest)
+            staged = by_diff.get(diff_id) or _Staged(diff_id, 0, None)
+        else:
+            staged = _Staged(diff_id, size, dest)
+        by_diff[diff_id] = staged
+        return staged
+
+    def _commit(self, staged: list[_Staged], records: list[dict]) -> None:
+        """Move the new layers into place, then write the records."""
+        for layer in staged:
+            if layer.path is None or not os.path.isdir(layer.path):
+                continue
+            _write_file(os.path.join(layer.path, ".complete"), json.dumps({"diff_id": layer.diff_id, "size": layer.size}).encode())
+            target = self._layer_dir(layer.diff_id)
+            if os.path.lexists(target):  # an incomplete leftover
+                self._delete_layer(os.path.basename(target))
+            os.rename(layer.path, target)
+        self._fsync_dir(self._layers)
+        for record in records:
+            tmp = os.path.join(self._tmp, f"record-{os.urandom(8).hex()}.json")
+            _write_file(tmp, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
+            os.rename(tmp, os.path.join(self._images, _record_file(record["name"])))
+        self._fsync_dir(self._images)
+        self._sweep()  # a moved name may have left an older image's layers unused
+
+    # -- records ----------------------------------------------------------------
+
+    def _layer_dir(self, diff_id: str) -> str:
+        return os.path.join(self._layers, diff_id.removeprefix("sha256:"))
+
+    def _complete(self, diff_id: str) -> bool:
+        return os.path.isfile(os.path.join(self._layer_dir(diff_id), ".complete"))
+
+    def _image(self, record: dict) -> Image:
+        layers = tuple(os.path.join(self._layer_dir(d), "diff") for d in record["diff_ids"])
+        return Image(name=record["name"], id=record["id"], layers=layers, config=dict(record["config"]))
+
+    def _records(self) -> Iterator[tuple[str, dict | None]]:
+        """(path, record) of every image record; record None when damaged."""
+        try:
+            files = sorted(os.listdir(self._images))
+        except FileNotFoundError:
+            return
+        for entry in files:
+            if entry.endswith(".json"):
+                path = os.path.join(self._images, entry)
+                yield path, _load_record(path)
+
+    def _find(self, reference: str, for_removal: bool = False) -> tuple[str, dict]:
+        if not reference.startswith("sha256:"):
+            try:
+                name = normalize_reference(reference)
+            except ImageError:
+                name = None
+                if not _ID.fullmatch(reference):
+                    raise
+            if name is not None:
+                path = os.path.join(self._images, _record_file(name))
+                if os.path.exists(path):
+                    record = _load_record(path)
+                    if record is None:
+                        raise ImageError(f"image record {path} is damaged; delete it and import the image again")
+                    return path, record
+        m = _ID.fullmatch(reference)
+        if m:
+            matches = [(p, r) for p, r in self._records() if r is not None and r["id"].removeprefix("sha256:").startswith(m.group(1))]
+            ids = {r["id"] for _, r in matches}
+            if len(ids) > 1:
+                raise ImageError(f"{reference}: ambiguous image ID prefix (matches {len(ids)} images)")
+            if matches:
+                if for_removal and len(matches) > 1:
+                    names = ", ".join(r["name"] for _, r in matches)
+                    raise ImageError(f"image {reference} has several names ({names}): remove them by name")
+                return matches[0]
+        raise ImageNotFound(f"no such image: {reference}")
+
+    # -- housekeeping -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            for d in (self.root, self._layers, self._images, self._tmp):
+                os.makedirs(d, mode=0o700, exist_ok=True)
+            fd = os.open(self._lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ImageError(f"cannot use the image store {self.root}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._recover()
+            yield
+        finally:
+            os.close(fd)
+
+    def _tidy(self) -> None:
+        """Remove a killed import's leftovers, if no other store operation runs."""
+        try:
+            fd = os.open(self._lockfile, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._recover()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _recover(self) -> None:
+        """After a killed operation (lock held): empty tmp/, then delete the
+        layers it may have left without a record."""
+        entries = os.listdir(self._tmp)
+        if not entries:
+            return
+        log.info("%s: removing what an interrupted operation left in tmp/", self.root)
+        for entry in entries:
+            path = os.path.join(self._tmp, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Delete layers no record names and nobody holds (lock held)."""
+        used = set()
+        for path, record in self._records():
+            if record is None:
+                log.warning("%s: damaged image record: not deleting unused layers", path)
+                return
+            used.update(d.removeprefix("sha256:") for d in record["diff_ids"])
+        try:
+            entries = os.listdir(self._layers)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry not in used:
+                self._delete_layer(entry)
+
+    def _delete_layer(self, entry: str) -> None:
+        path = os.path.join(self._layers, entry)
+        fd = None
+        try:
+            fd = os.open(os.path.join(path, ".complete"), os.O_RDONLY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("layer %s is in use: kept until it is released", entry[:12])
+            os.close(fd)
+            return
+        except FileNotFoundError:
+            pass  # no marker: not a complete layer
+        try:
+            doomed = os.path.join(self._tmp, f"deleted-{entry[:12]}-{os.urandom(4).hex()}")
+            os.rename(path, doomed)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    @staticmethod
+    def _fsync_dir(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_record(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ok = (
+        isinstance(record, dict)
+        and isinstance(record.get("name"), str)
+        and isinstance(record.get("id"), str)
+        and isinstance(record.get("config"), dict)
+        and isinstance(record.get("diff_ids"), list)
+        and all(isinstance(d, str) and _HEX64.fullmatch(d.removeprefix("sha256:")) for d in record["diff_ids"])
+    )
+    return record if ok else None
+
+
+def _runtime_config(config: dict, path: str) -> dict:
+    """The part of an image config ``procview run`` uses (``CONFIG_KEYS``)."""
+    section = config.get("config") or {}
+    if not isinstance(section, dict):
+        raise ImageError(f"{path}: the image config's \"config\" is not an object")
+    out = {}
+    for key in CONFIG_KEYS:
+        value = section.get(key)
+        if value is None:
+            continue
+        if key in ("WorkingDir", "User"):
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not ok:
+            kind = "a string" if key in ("WorkingDir", "User") else "a list of strings"
+            raise ImageError(f"{path}: the image config's {key} must be {kind}")
+        if value != "":
+            out[key] = value
+    return out
+
+
+def _synthetic_id(config: dict, diff_ids: list[str]) -> str:
+    """The ID of an image made from a root file system tar: the digest of
+    the config it would have."""
+    from runtime.images.importers import runtime_platform
+
+    doc = {
+        "architecture": runtime_platform()[0],
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -1,0 +1,234 @@
+"""The container's processes: the exec, the tiny init, the terminal, exit codes.
+
+Process tree of ``procview run``::
+
+    procview run            (host namespaces; forwards signals, relays the
+     |                       terminal, waits, cleans up)
+     `- [1:INIT]            pid 1 of the container: builds the rootfs, then
+         |                  reaps every orphan and forwards signals (like
+         |                  tini); exits with the command's status
+         `- CMD             the user's command (execve)
+
+With ``--init=false`` pid 1 execs the command itself (which then must reap
+its own children and handle SIGTERM, as in Docker without ``--init``).
+
+Exit codes follow Docker: the command's own; 128+n when it was killed by
+signal n; 125 when procview failed; 126 when the command cannot be
+executed (EACCES, EISDIR, ENOEXEC); 127 when it was not found.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import termios
+import tty
+
+EXIT_PROCVIEW_FAILED = 125
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+# Signals the parent and the init pass on to the command; SIGCHLD is the
+# init's own business and SIGKILL/SIGSTOP cannot be caught.
+FORWARDED_SIGNALS = tuple(
+    s for s in (
+        signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
+        signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGALRM,
+        signal.SIGPIPE,
+    )
+)
+
+
+def exit_code_of(status: int) -> int:
+    """A wait status as Docker reports it: the exit code, or 128+signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def exec_exit_code(err: int) -> int:
+    """The exit code for a failed execve."""
+    return EXIT_NOT_FOUND if err in (errno.ENOENT, errno.ENOTDIR) else EXIT_CANNOT_EXECUTE
+
+
+# -- reports from the container to procview run -------------------------------
+#
+# One JSON line on a close-on-exec pipe. EOF without a line means the
+# command was executed: execve closed the pipe.
+
+
+def report(fd: int, stage: str, message: str, code: int) -> None:
+    line = json.dumps({"stage": stage, "message": message, "code": code}) + "\n"
+    try:
+        os.write(fd, line.encode())
+    except OSError:
+        pass
+
+
+def read_report(fd: int) -> dict | None:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+    text = b"".join(chunks).decode(errors="replace").strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text.splitlines()[0])
+    except ValueError:
+        return {"stage": "unknown", "message": text, "code": EXIT_PROCVIEW_FAILED}
+
+
+def exec_command(argv: list[str], env: dict[str, str], report_fd: int) -> None:
+    """execve the command (PATH searched in the container's environment);
+    on failure report the errno and exit with Docker's code. Never returns."""
+    name = argv[0]
+    try:
+        os.execvpe(name, argv, env)
+    except OSError as exc:
+        err = exc.errno or errno.ENOENT
+        if err == errno.ENOENT and "/" not in name:
+            message = f'exec: "{name}": executable file not found in $PATH'
+        elif "/" in name and os.path.isdir(name):
+            err, message = errno.EISDIR, f"exec: {name}: is a directory"
+        else:
+            message = f"exec: {name}: {os.strerror(err).lower()}"
+        report(report_fd, "exec", message, exec_exit_code(err))
+        os._exit(exec_exit_code(err))
+
+
+# -- pid 1 ------------------------------------------------------------------------
+
+
+def run_init(child: int) -> None:
+    """Be the container's pid 1: forward signals to ``child``, reap every
+    process that ends, and exit with ``child``'s status. Never returns.
+
+    The kernel delivers to a pid-namespace init only the signals it has a
+    handler for, so without these handlers ``docker stop``-style SIGTERMs
+    would be dropped.
+    """
+
+    def forward(signum, _frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(EXIT_PROCVIEW_FAILED)
+        if pid == child:
+            os._exit(exit_code_of(status))
+
+
+# -- the terminal -------------------------------------------------------------------
+
+
+# ptmx ioctls (asm-generic/ioctls.h), which the termios module lacks.
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+
+
+def open_pty_pair() -> tuple[int, int]:
+    """A pty from the container's own devpts (so ``tty`` names a device the
+    container can see)."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+    slave = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
+    return master, slave
+
+
+def make_controlling_terminal(slave: int) -> None:
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def send_fd(sock: socket.socket, fd: int) -> None:
+    socket.send_fds(sock, [b"pty"], [fd])
+
+
+def receive_fd(sock: socket.socket) -> int | None:
+    try:
+        _msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 1)
+    except OSError:
+        return None
+    return fds[0] if fds else None
+
+
+def copy_window_size(from_fd: int, to_fd: int) -> None:
+    try:
+        size = fcntl.ioctl(from_fd, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(to_fd, termios.TIOCSWINSZ, size)
+    except OSError:
+        pass
+
+
+class TerminalRelay:
+    """Copies the user's terminal to the container's pty and back, in raw
+    mode, until the container's side closes."""
+
+    def __init__(self, master: int):
+        self.master = master
+        self.stdin = sys.stdin.fileno()
+        self.stdout = sys.stdout.fileno()
+        self._saved = None
+
+    def __enter__(self):
+        if os.isatty(self.stdin):
+            copy_window_size(self.stdin, self.master)
+            self._saved = termios.tcgetattr(self.stdin)
+            tty.setraw(self.stdin)
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            termios.tcsetattr(self.stdin, termios.TCSADRAIN, self._saved)
+
+    def resize(self) -> None:
+        if os.isatty(self.stdin):
+            copy_window_size(self.stdin, self.master)
+
+    def pump(self, stdin_open: bool = True) -> None:
+        """Relay until the pty reports EOF (all container ends closed)."""
+        inputs = [self.master] + ([self.stdin] if stdin_open else [])
+        while True:
+            try:
+                ready, _, _ = select.select(inputs, [], [])
+            except InterruptedError:
+                continue
+            if self.master in ready:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:  # EIO: the slave side is gone
+                    data = b""
+                if not data:
+                    return
+                os.write(self.stdout, data)
+            if self.stdin in ready:
+                data = os.read(self.stdin, 65536)
+                if not data:
+                    inputs.remove(self.stdin)
+                else:
+                    os.write(self.master, data)

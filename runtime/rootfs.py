@@ -1,0 +1,297 @@
+"""The container's root filesystem, in the order runc builds it.
+
+On the host, ``prepare_bundle`` lays out the container's directory under
+the state root::
+
+    containers/<id>/
+        init/      the init layer: empty placeholders for what the runtime
+                   mounts over (/dev, /proc, /sys, /etc/hosts, ...). It sits
+                   between the image and the container's own layer, so a
+                   later commit of ``upper/`` never contains them.
+        upper/     the container's own changes (overlay upperdir)
+        work/      overlay's scratch directory (same filesystem as upper)
+        merged/    where the overlay is mounted (inside the container's
+                   mount namespace only)
+        hosts, hostname, resolv.conf   generated, bind-mounted over /etc
+        lock       held (flock) by the ``procview run`` that owns it
+
+Inside the container's new mount namespace, ``mount_rootfs`` mounts the
+overlay and everything on top of it, then ``pivot_into`` makes it ``/``.
+Because every mount lives in that namespace, the kernel takes them all down
+when the container's last process exits, whatever killed it.
+
+Every mount target inside the image is resolved with ``secure_join``: an
+image whose ``/etc/hosts`` is a symlink to ``/etc/shadow`` must not make us
+mount over the host's file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from typing import NamedTuple
+
+from runtime.linux import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_STRICTATIME,
+)
+
+# Placeholders of the init layer (Docker's initlayer): directories, files.
+INIT_DIRS = ("dev", "dev/pts", "dev/shm", "proc", "sys", "etc", "tmp")
+INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
+
+# The standard devices (runc's defaults): name, major, minor, mode.
+DEVICES = (
+    ("null", 1, 3, 0o666),
+    ("zero", 1, 5, 0o666),
+    ("full", 1, 7, 0o666),
+    ("random", 1, 8, 0o666),
+    ("urandom", 1, 9, 0o666),
+    ("tty", 5, 0, 0o666),
+)
+DEV_SYMLINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
+
+# The view's files, bound over the container's own when a procview mount is found.
+VIEW_PROC_FILES = ("meminfo", "cpuinfo", "stat", "uptime", "loadavg", "swaps", "diskstats")
+VIEW_SYS_DIRS = ("sys/devices/system/cpu", "sys/devices/system/node")
+
+SHM_SIZE = "65536k"  # Docker's default /dev/shm: 64 MiB
+
+
+class RootfsError(Exception):
+    """A step of building the root filesystem failed (says which)."""
+
+
+class Volume(NamedTuple):
+    source: str  # host path (exists)
+    target: str  # absolute path in the container
+    read_only: bool
+
+
+class Bundle(NamedTuple):
+    """The container's directory on the host (see module docstring)."""
+
+    path: str
+
+    @property
+    def init(self) -> str:
+        return os.path.join(self.path, "init")
+
+    @property
+    def upper(self) -> str:
+        return os.path.join(self.path, "upper")
+
+    @property
+    def work(self) -> str:
+        return os.path.join(self.path, "work")
+
+    @property
+    def merged(self) -> str:
+        return os.path.join(self.path, "merged")
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def prepare_bundle(path: str, hostname: str, hosts: str, resolv_conf: str) -> Bundle:
+    """Create the container's directory: init layer, upper, work, merged and
+    the generated /etc files."""
+    bundle = Bundle(path)
+    for directory in (bundle.upper, bundle.work, bundle.merged):
+        os.makedirs(directory, mode=0o755)
+    for directory in INIT_DIRS:
+        os.makedirs(os.path.join(bundle.init, directory), mode=0o755, exist_ok=True)
+    os.chmod(os.path.join(bundle.init, "tmp"), 0o1777)
+    for name in INIT_FILES:
+        open(os.path.join(bundle.init, name), "w").close()
+    os.symlink("/proc/mounts", os.path.join(bundle.init, "etc/mtab"))
+    for name, text in (("hostname", hostname + "\n"), ("hosts", hosts), ("resolv.conf", resolv_conf)):
+        with open(bundle.file(name), "w") as f:
+            f.write(text)
+    return bundle
+
+
+def hosts_file(hostname: str, net_host: bool) -> str:
+    """/etc/hosts: the host's with --net host, else Docker's standard lines."""
+    if net_host:
+        try:
+            with open("/etc/hosts") as f:
+                return f.read()
+        except OSError:
+            pass
+    return (
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "fe00::\tip6-localnet\n"
+        "ff00::\tip6-mcastprefix\n"
+        "ff02::1\tip6-allnodes\n"
+        "ff02::2\tip6-allrouters\n"
+        f"127.0.1.1\t{hostname}\n"
+    )
+
+
+def resolv_conf(host_text: str, net_host: bool) -> str:
+    """/etc/resolv.conf from the host's. A private network namespace cannot
+    reach the host's loopback resolver (127.0.0.53 and friends), so those
+    lines are dropped, as Docker does."""
+    if net_host:
+        return host_text
+    lines = [l for l in host_text.splitlines() if not (l.split()[:1] == ["nameserver"] and l.split()[1:2] and l.split()[1].startswith(("127.", "::1")))]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+# -- inside the container's mount namespace --------------------------------------
+
+
+def secure_join(root: str, path: str) -> str:
+    """``root`` + ``path``, resolving symlinks as if ``root`` were ``/``:
+    the result is always inside ``root``."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            links += 1
+            if links > 40:
+                raise RootfsError(f"{path}: too many levels of symbolic links")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _ensure_target(path: str, like_dir: bool) -> None:
+    if os.path.lexists(path):
+        return
+    if like_dir:
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "a").close()
+
+
+class MountPlan(NamedTuple):
+    """Everything ``mount_rootfs`` needs (plain values)."""
+
+    bundle: Bundle
+    layers: tuple[str, ...]  # image layer dirs, bottom first
+    view: str | None  # a live procview mount point, or None
+    volumes: tuple[Volume, ...]
+    read_only: bool
+    cgroup2: bool  # mount the container's cgroup2 at /sys/fs/cgroup (private cgroupns)
+    workdir: str = "/"  # the image's WorkingDir
+
+
+def mount_rootfs(linux, plan: MountPlan) -> None:
+    """Build the container's tree under ``bundle.merged``; each step names
+    itself in the error if it fails."""
+    root = plan.bundle.merged
+    step = "make mounts private"
+    try:
+        linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
+        step = "mount the overlay"
+        # Uppermost lower layer first: the init layer, then the image's top.
+        lowers = ":".join([plan.bundle.init, *reversed(plan.layers)])
+        linux.mount("overlay", root, "overlay", 0, f"lowerdir={lowers},upperdir={plan.bundle.upper},workdir={plan.bundle.work}")
+        step = "mount /proc"
+        linux.mount("proc", secure_join(root, "proc"), "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
+        step = "mount /sys"
+        linux.mount("sysfs", secure_join(root, "sys"), "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY)
+        if plan.cgroup2:
+            step = "mount /sys/fs/cgroup"
+            linux.mount("cgroup2", secure_join(root, "sys/fs/cgroup"), "cgroup2", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY)
+        step = "mount /dev"
+        _mount_dev(linux, secure_join(root, "dev"))
+        step = "bind /etc/hosts, /etc/hostname, /etc/resolv.conf"
+        for name in ("hosts", "hostname", "resolv.conf"):
+            target = secure_join(root, f"etc/{name}")
+            _ensure_target(target, like_dir=False)
+            linux.mount(plan.bundle.file(name), target, None, MS_BIND)
+        if plan.view:
+            step = "bind the procview view"
+            _bind_view(linux, plan.view, root)
+        for volume in plan.volumes:
+            step = f"mount volume {volume.source}:{volume.target}"
+            _bind_volume(linux, volume, root)
+    except OSError as exc:
+        raise RootfsError(f"{step}: {exc.strerror or exc}") from None
+
+
+def _mount_dev(linux, dev: str) -> None:
+    linux.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    for name, major, minor, mode in DEVICES:
+        path = os.path.join(dev, name)
+        os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
+        os.chmod(path, mode)  # mknod applies the umask
+    for name, target in DEV_SYMLINKS:
+        os.symlink(target, os.path.join(dev, name))
+    for name in ("pts", "shm", "mqueue"):
+        os.mkdir(os.path.join(dev, name))
+    linux.mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    linux.mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, f"mode=1777,size={SHM_SIZE}")
+    linux.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", MS_NOSUID | MS_NOEXEC | MS_NODEV)
+
+
+def _bind_view(linux, view: str, root: str) -> None:
+    for name in VIEW_PROC_FILES:
+        source, target = os.path.join(view, "proc", name), os.path.join(root, "proc", name)
+        if os.path.exists(target):  # as LXCFS's hook: only files the kernel has
+            linux.mount(source, target, None, MS_BIND)
+    for directory in VIEW_SYS_DIRS:
+        source, target = os.path.join(view, directory), os.path.join(root, directory)
+        if os.path.isdir(target):
+            linux.mount(source, target, None, MS_BIND)
+
+
+def _bind_volume(linux, volume: Volume, root: str) -> None:
+    target = secure_join(root, volume.target)
+    source_is_dir = os.path.isdir(volume.source)
+    if os.path.lexists(target) and os.path.isdir(target) != source_is_dir:
+        kind = "a directory" if source_is_dir else "a file"
+        raise OSError(20 if not source_is_dir else 21, f"cannot mount {kind} on {volume.target}")
+    _ensure_target(target, like_dir=source_is_dir)
+    linux.mount(volume.source, target, None, MS_BIND | MS_REC)
+    if volume.read_only:
+        linux.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+
+def pivot_into(linux, root: str, read_only: bool) -> None:
+    """Make ``root`` the container's ``/`` and drop the host's tree."""
+    try:
+        os.chdir(root)
+        # pivot_root(".", "."): the old root ends up stacked under the new
+        # one, and a lazy unmount removes it (runc's trick: no put_old dir).
+        linux.pivot_root(".", ".")
+        linux.umount2(".", MNT_DETACH)
+        os.chdir("/")
+        if read_only:
+            linux.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    except OSError as exc:
+        raise RootfsError(f"pivot_root into {root}: {exc.strerror or exc}") from None

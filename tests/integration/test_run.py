@@ -1,0 +1,193 @@
+"""`procview run` end to end: real containers from the built-in busybox image
+(crun-style: run a container, check what it sees)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from procview import cgroups
+
+PROCVIEW = os.path.join(os.path.dirname(sys.executable), "procview")
+MiB = 1 << 20
+
+
+@pytest.fixture
+def state_root(tmp_path_factory):
+    """A state root on a filesystem overlayfs accepts as upper (tmpfs /tmp in the VM)."""
+    root = tmp_path_factory.mktemp("procview-root")
+    yield str(root)
+    leftovers = os.listdir(os.path.join(root, "containers")) if os.path.isdir(os.path.join(root, "containers")) else []
+    assert leftovers == [], f"container directories left behind: {leftovers}"
+    assert _procview_cgroups() == [], "container cgroups left behind"
+
+
+def _procview_cgroups():
+    found = []
+    for base, _dirs, _files in os.walk("/sys/fs/cgroup"):
+        if os.path.basename(base) == "procview" or "/procview/" in base:
+            found.append(base)
+    return found
+
+
+def run(state_root, *args, timeout=120, **kwargs):
+    return subprocess.run(
+        [PROCVIEW, "run", "--root", state_root, *args], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def test_container_sees_its_own_world(state_root):
+    result = run(state_root, "--no-view", "busybox", "sh", "-c",
+                 "echo pid=$$; hostname; cat /etc/hostname; ls /dev; cat /proc/uptime; grep -c . /proc/mounts; id -u")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "pid=2"  # pid 1 is procview's init
+    assert re.fullmatch(r"[0-9a-f]{12}", lines[1]) and lines[2] == lines[1]
+    for device in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx", "fd"):
+        assert device in lines, (device, result.stdout)
+    uptime = float(next(l for l in lines if re.fullmatch(r"\d+\.\d\d \d+\.\d\d", l)).split()[0])
+    assert uptime < 60  # the time namespace starts the container's clock at 0
+    assert lines[-1] == "0"
+
+
+def test_exit_codes_follow_docker(state_root):
+    assert run(state_root, "--no-view", "busybox", "true").returncode == 0
+    assert run(state_root, "--no-view", "busybox", "sh", "-c", "exit 3").returncode == 3
+    missing = run(state_root, "--no-view", "busybox", "nonexistent-command")
+    assert missing.returncode == 127
+    assert missing.stderr.strip() == 'procview: error: exec: "nonexistent-command": executable file not found in $PATH'
+    directory = run(state_root, "--no-view", "busybox", "/etc")
+    assert directory.returncode == 126 and "is a directory" in directory.stderr
+    killed = run(state_root, "--no-view", "busybox", "sh", "-c", "kill -9 $$")
+    assert killed.returncode == 137
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["no-such-image", "true"], "no such image"),
+        (["--memory", "abc", "busybox", "true"], "--memory"),
+        (["--memory", "0", "busybox", "true"], "minimum"),
+        (["--cpus", "-1", "busybox", "true"], "--cpus"),
+        (["--cpus", "99", "busybox", "true"], "CPUs available"),
+        (["--cpuset-cpus", "64", "busybox", "true"], "this host's CPUs"),
+        (["-v", "/nonexistent-procview-test:/data", "busybox", "true"], "does not exist"),
+        (["--no-such-flag", "busybox", "true"], "no such option"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_125(state_root, args, message):
+    result = run(state_root, "--no-view", *args)
+    assert result.returncode == 125, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.lower() in result.stderr.lower(), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_limits_reach_the_cgroup(state_root):
+    script = "cat /proc/self/cgroup; nproc"
+    result = run(state_root, "--no-view", "--memory", "64M", "--cpus", "0.5", "--pids-limit", "40", "busybox", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "1"  # the cpuset sized to the quota
+
+
+def test_fork_bomb_stops_at_the_pids_limit(state_root):
+    # The bomb runs in a subshell (busybox sh gives up when fork fails); the
+    # count uses only shell builtins, since no fork is left by then.
+    result = run(state_root, "--no-view", "--pids-limit", "20", "busybox", "sh", "-c",
+                 "(for i in $(seq 1 60); do sleep 5 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $#")
+    assert result.returncode == 0, result.stderr
+    assert 15 <= int(result.stdout.split()[-1]) <= 20, result.stdout
+
+
+def test_volumes_and_read_only(state_root, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in").write_text("from the host\n")
+    result = run(state_root, "--no-view", "-v", f"{data}:/data", "-v", f"{data}:/ro:ro", "busybox", "sh", "-c",
+                 "cat /data/in; echo out > /data/out; touch /ro/x 2>&1; echo rc=$?")
+    assert result.returncode == 0, result.stderr
+    assert "from the host" in result.stdout
+    assert (data / "out").read_text() == "out\n"
+    assert "Read-only file system" in result.stdout and "rc=1" in result.stdout
+    assert not (data / "x").exists()
+    readonly = run(state_root, "--no-view", "--read-only", "busybox", "sh", "-c", "touch /x 2>&1; echo rc=$?")
+    assert "Read-only file system" in readonly.stdout
+
+
+def test_environment_workdir_user_hostname(state_root, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFROM_FILE=1\n")
+    result = run(state_root, "--no-view", "-e", "A=b", "--env-file", str(env_file), "-w", "/work/dir", "-u", "65534",
+                 "--hostname", "box", "busybox", "sh", "-c", "echo $A $FROM_FILE; pwd; id -u; hostname")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["b", "1", "/work/dir", "65534", "box"]
+
+
+def test_private_network_has_only_loopback_and_host_network_is_the_hosts(state_root):
+    private = run(state_root, "--no-view", "busybox", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/operstate; cat /sys/class/net/lo/flags")
+    names = private.stdout.split()
+    assert names[0] == "lo" and len([n for n in names if not n.startswith(("0x", "unknown", "up", "down"))]) == 1
+    assert int(names[-1], 16) & 1  # IFF_UP
+    host = run(state_root, "--no-view", "--net", "host", "busybox", "hostname")
+    assert host.stdout.strip() == os.uname().nodename
+
+
+def test_zombies_are_reaped(state_root):
+    result = run(state_root, "--no-view", "busybox", "sh", "-c", "(sleep 0.2 &); sleep 1.5; ps -o stat | grep -c Z")
+    assert result.stdout.strip() == "0", result.stdout
+
+
+def test_sigterm_reaches_the_command(state_root):
+    proc = subprocess.Popen([PROCVIEW, "run", "--root", state_root, "--no-view", "busybox", "sh", "-c", "echo started; exec sleep 100"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    time.sleep(0.2)  # let sh exec sleep
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+
+
+def test_sigkill_of_procview_run_is_cleaned_up_by_the_next_command(state_root):
+    proc = subprocess.Popen([PROCVIEW, "run", "--root", state_root, "--no-view", "busybox", "sh", "-c", "echo started; sleep 100"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    proc.kill()
+    proc.wait()
+    # The container died with it (PR_SET_PDEATHSIG); its directory and cgroup remain until the next command.
+    assert os.listdir(os.path.join(state_root, "containers"))
+    result = run(state_root, "--no-view", "busybox", "true")
+    assert result.returncode == 0, result.stderr
+
+
+def test_terminal_is_a_real_pty_with_the_window_size(state_root):
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(PROCVIEW, [PROCVIEW, "run", "--root", state_root, "--no-view", "-it", "busybox", "sh", "-c", "tty; stty size"])
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    output = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "/dev/pts/0" in text and "33 101" in text, text

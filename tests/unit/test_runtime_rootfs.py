@@ -1,0 +1,73 @@
+"""Pure parts of the runtime: path resolution inside a rootfs, generated
+/etc files, exit codes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+import pytest
+
+from runtime import process
+from runtime.rootfs import hosts_file, prepare_bundle, resolv_conf, secure_join
+
+
+def test_secure_join_keeps_every_path_inside_the_root(tmp_path):
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/etc/shadow", root / "etc/hosts")  # absolute: must resolve inside root
+    os.symlink("../../../../outside", root / "etc/up")
+    os.symlink("loop2", root / "loop1")
+    os.symlink("loop1", root / "loop2")
+    assert secure_join(str(root), "/etc/hosts") == str(root / "etc/shadow")
+    assert secure_join(str(root), "etc/up/x") == str(root / "outside/x")
+    assert secure_join(str(root), "../../x") == str(root / "x")
+    assert secure_join(str(root), "/a/./b/../c") == str(root / "a/c")
+    from runtime.rootfs import RootfsError
+
+    with pytest.raises(RootfsError, match="too many levels"):
+        secure_join(str(root), "loop1/x")
+
+
+def test_resolv_conf_drops_loopback_resolvers_in_a_private_network():
+    host = "search example.org\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\noptions edns0\n"
+    assert resolv_conf(host, net_host=False) == "search example.org\nnameserver 10.0.0.2\noptions edns0\n"
+    assert resolv_conf(host, net_host=True) == host
+
+
+def test_hosts_file_has_dockers_lines_and_the_hostname():
+    text = hosts_file("abc123", net_host=False)
+    assert text.startswith("127.0.0.1\tlocalhost\n")
+    assert "\tabc123\n" in text
+
+
+def test_bundle_has_an_init_layer_of_placeholders(tmp_path):
+    bundle = prepare_bundle(str(tmp_path / "c"), "h", "hosts\n", "resolv\n")
+    for name in ("dev/pts", "dev/shm", "proc", "sys"):
+        assert os.path.isdir(os.path.join(bundle.init, name))
+    for name in ("etc/hosts", "etc/hostname", "etc/resolv.conf"):
+        assert os.path.getsize(os.path.join(bundle.init, name)) == 0
+    assert os.readlink(os.path.join(bundle.init, "etc/mtab")) == "/proc/mounts"
+    assert open(bundle.file("hostname")).read() == "h\n"
+    bundle.remove()
+    assert not os.path.exists(bundle.path)
+
+
+def test_exit_codes_follow_docker():
+    assert process.exit_code_of(3 << 8) == 3
+    assert process.exit_code_of(signal.SIGKILL) == 137
+    assert process.exit_code_of(signal.SIGTERM) == 143
+    assert process.exec_exit_code(errno.ENOENT) == 127
+    assert process.exec_exit_code(errno.EACCES) == 126
+    assert process.exec_exit_code(errno.ENOEXEC) == 126
+
+
+def test_reports_travel_as_one_json_line():
+    r, w = os.pipe()
+    process.report(w, "exec", 'exec: "nope": executable file not found in $PATH', 127)
+    os.close(w)
+    assert process.read_report(r) == {"stage": "exec", "message": 'exec: "nope": executable file not found in $PATH', "code": 127}
+    r, w = os.pipe()
+    os.close(w)
+    assert process.read_report(r) is None
