@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -84,7 +83,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
 
     store, image = _image(root, config.image)
     argv = _command(image.config, config.command)
-    container_id = secrets.token_hex(32)
+    container_id = os.urandom(32).hex()
     hostname = config.hostname or (socket.gethostname() if config.net_host else container_id[:12])
     env = _environment(image.config, config, hostname)
 
