@@ -28,6 +28,7 @@ from procview.host import (
     parse_btime,
     parse_meminfo,
     parse_proc_status,
+    replace_meminfo_values,
     parse_timens_boottime_offset,
     parse_uptime,
 )
@@ -96,6 +97,7 @@ class ViewEngine:
         self._seen: dict[tuple, tuple[Container, float]] = {}
         self._warned: set[str] = set()
         self._boot_epoch: int | None = None
+        self._host_facts: dict[str, tuple[float, object]] = {}
 
     # -- public ---------------------------------------------------------------
 
@@ -114,7 +116,7 @@ class ViewEngine:
             container = self.identity.container_of(pid)
             if container is None:
                 return self._host_content(path, host_text, pid)
-            request = _Request(self, container)
+            request = _Request(self, container, {"/" + path: host_text})
             if not request.is_limited():
                 return self._host_content(path, host_text, pid)
             self._seen[container.key] = (container, self.clock.monotonic())
@@ -130,7 +132,7 @@ class ViewEngine:
 
     def cpu_view(self, pid: int) -> CpuView:
         """The CPU view of ``pid``'s container (the host's for host callers)."""
-        host_cpus = self.host.online_cpus()
+        host_cpus = self.online_cpus()
         container = self.identity.container_of(pid)
         if container is None:
             return compute_cpu_view(host_cpus, None, None)
@@ -165,6 +167,36 @@ class ViewEngine:
 
     # -- host content ----------------------------------------------------------
 
+    # Host facts that change rarely or never, re-read at most this often.
+    HOST_FACTS_TTL = 2.0
+
+    def _host_fact(self, name: str, compute):
+        now = self.clock.monotonic()
+        cached = self._host_facts.get(name)
+        if cached is None or now - cached[0] >= self.HOST_FACTS_TTL:
+            cached = (now, compute())
+            self._host_facts[name] = cached
+        return cached[1]
+
+    def online_cpus(self) -> frozenset[int]:
+        """The host's online CPUs (changes only with CPU hotplug)."""
+        return self._host_fact("online_cpus", self.host.online_cpus)
+
+    def host_memtotal_kb(self) -> int:
+        """The host's MemTotal (changes only with memory hotplug)."""
+        return self._host_fact("memtotal", lambda: parse_meminfo(self.host.read("/proc/meminfo") or "").get("MemTotal", 1 << 62))
+
+    def overcommit_ratio(self) -> int:
+        """``vm.overcommit_ratio`` (a sysctl an administrator rarely changes)."""
+
+        def read() -> int:
+            try:
+                return int((self.host.read("/proc/sys/vm/overcommit_ratio") or "50").strip())
+            except ValueError:
+                return 50
+
+        return self._host_fact("overcommit_ratio", read)
+
     def boot_epoch(self) -> int:
         """The host's boot time (epoch seconds); constant, so read once."""
         if self._boot_epoch is None:
@@ -194,9 +226,9 @@ class ViewEngine:
     # -- renderers: thin glue from a request to the pure views ----------------
 
     def _meminfo(self, request: "_Request", host_text: str) -> str:
-        from procview.views.meminfo import render_meminfo
-
-        return render_meminfo(host_text, request.memory, request.overcommit_ratio)
+        # The same numbers as swaps and node meminfo (render_meminfo's
+        # work, without parsing the host's text a second time).
+        return replace_meminfo_values(host_text, request.meminfo_values)
 
     def _swaps(self, request: "_Request", host_text: str) -> str:
         from procview.views.swaps import render_swaps
@@ -258,34 +290,47 @@ class _Request:
     """What one request knows about one container; each value is read at
     most once, and only if the file being rendered needs it."""
 
-    def __init__(self, engine: ViewEngine, container: Container):
+    def __init__(self, engine: ViewEngine, container: Container, host_texts: dict[str, str | None] | None = None):
         self.engine = engine
         self.container = container
         self.cgroup = container.cgroup
+        self._host_texts = dict(host_texts or {})
+
+    def host_file(self, path: str) -> str:
+        """A host file's text, read at most once per request."""
+        if path not in self._host_texts:
+            self._host_texts[path] = self.engine.host.read(path)
+        return self._host_texts[path] or ""
 
     def is_limited(self) -> bool:
         """False for a container with no limit of any kind: it sees the host."""
         if self.container.host_pidns and self.cgroup.path == "/":
             return False
-        limits = self.memory.limits
-        memory_limited = isinstance(limits.memory, int) and limits.memory // 1024 < self.host_meminfo.get("MemTotal", 1 << 62)
-        return memory_limited or self.cpu_view.limited
+        limits = self.memory_limits
+        if isinstance(limits.memory, int) and limits.memory // 1024 < self.engine.host_memtotal_kb():
+            return True
+        return self.cpu_view.limited
 
     @functools.cached_property
     def host_meminfo(self) -> dict[str, int]:
-        return parse_meminfo(self.engine.host.read("/proc/meminfo") or "")
+        return parse_meminfo(self.host_file("/proc/meminfo"))
+
+    @functools.cached_property
+    def memory_limits(self):
+        return self.cgroup.memory_limits()
 
     @functools.cached_property
     def memory(self) -> ContainerMemory:
         cgroup = self.cgroup
-        return ContainerMemory(cgroup.memory_limits(), cgroup.memory_usage(), cgroup.memory_stat())
+        return ContainerMemory(self.memory_limits, cgroup.memory_usage(), cgroup.memory_stat())
 
     @functools.cached_property
+    def host_memtotal_kb(self) -> int:
+        """The host's MemTotal (changes only with memory hotplug)."""
+        return self._host_fact("memtotal", lambda: parse_meminfo(self.host.read("/proc/meminfo") or "").get("MemTotal", 1 << 62))
+
     def overcommit_ratio(self) -> int:
-        try:
-            return int((self.engine.host.read("/proc/sys/vm/overcommit_ratio") or "50").strip())
-        except ValueError:
-            return 50
+        return self.engine.overcommit_ratio()
 
     @functools.cached_property
     def meminfo_values(self) -> dict[str, int]:
@@ -295,7 +340,7 @@ class _Request:
 
     @functools.cached_property
     def cpu_view(self) -> CpuView:
-        return compute_cpu_view(self.engine.host.online_cpus(), self.cgroup.cpuset(), self.cgroup.cpu_quota())
+        return compute_cpu_view(self.engine.online_cpus(), self.cgroup.cpuset(), self.cgroup.cpu_quota())
 
     @functools.cached_property
     def cpu_usage(self):

@@ -10,6 +10,7 @@ import os
 import re
 from typing import NamedTuple
 
+from procview._io import read_text
 from procview.cgroups import parse_cpulist
 
 # "Name:   12345 kB" or "HugePages_Total:       0" (no unit).
@@ -145,11 +146,7 @@ class HostFiles:
         return path if self.root == "/" else os.path.join(self.root, path.lstrip("/"))
 
     def read(self, path: str) -> str | None:
-        try:
-            with open(self.path(path)) as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError):
-            return None
+        return read_text(self.path(path))
 
     def readlink(self, path: str) -> str | None:
         try:

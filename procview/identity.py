@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import NamedTuple
 
 from procview.cgroups import Cgroup, Hierarchies
@@ -70,6 +71,26 @@ class _InitRecord(NamedTuple):
     pid: int
     start: int
     level: int
+    pidfd: int | None = None  # on a real machine: proves the init is still that process
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def _alive(pidfd: int) -> bool:
+    """Whether the process behind ``pidfd`` still runs (pidfds never
+    follow a reused pid: a dead init's pidfd stays dead)."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return False
 
 
 class Identity:
@@ -107,15 +128,31 @@ class Identity:
 
     def _init_of(self, pid: int, pidns: str) -> _InitRecord | None:
         cached = self._inits.get(pidns)
-        if cached is not None and self._still_init(cached, pidns):
-            return cached
+        if cached is not None:
+            if self._still_init(cached, pidns):
+                return cached
+            self._forget(pidns)
         record = self._walk_to_init(pid, pidns) or self._scan_for_init(pidns)
         if record is None:
             return None
         if len(self._inits) >= _MAX_CACHED_NAMESPACES:
-            self._inits.clear()
+            for namespace in list(self._inits):
+                self._forget(namespace)
+        if self.host.root == "/":
+            pidfd = _open_pidfd(record.pid)
+            # The pidfd is opened after the start time was read: check that
+            # it is still the same process before trusting it.
+            if pidfd is not None and self._start_time(record.pid) != record.start:
+                os.close(pidfd)
+                return None
+            record = record._replace(pidfd=pidfd)
         self._inits[pidns] = record
         return record
+
+    def _forget(self, pidns: str) -> None:
+        record = self._inits.pop(pidns, None)
+        if record is not None and record.pidfd is not None:
+            os.close(record.pidfd)
 
     def _start_time(self, pid: int) -> int | None:
         text = self.host.read(f"/proc/{pid}/stat")
@@ -123,6 +160,8 @@ class Identity:
         return parsed.starttime if parsed else None
 
     def _still_init(self, record: _InitRecord, pidns: str) -> bool:
+        if record.pidfd is not None:
+            return _alive(record.pidfd)  # one syscall, no file to open
         # Same start time and same namespace: not a recycled pid.
         return self._start_time(record.pid) == record.start and self.pid_namespace(record.pid) == pidns
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import enum
 import os
 
+from procview._io import read_text
+
 from ._formats import format_cpulist, parse_cpulist, parse_single_value
 from ._mountinfo import CgroupMount, parse_mountinfo, parse_proc_cgroup
 from ._values import (
@@ -101,11 +103,7 @@ class Hierarchies:
         return os.path.join(self.root, path.lstrip("/"))
 
     def read_proc(self, relpath: str) -> str | None:
-        try:
-            with open(self.host_path("/proc/" + relpath)) as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError):
-            return None
+        return read_text(self.host_path("/proc/" + relpath))
 
     def cgroup(self, path: str | dict[str, str]) -> Cgroup:
         """The cgroup at ``path`` (one path for every controller, or a

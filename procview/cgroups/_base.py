@@ -7,6 +7,8 @@ import errno
 import os
 from typing import TYPE_CHECKING, Iterator
 
+from procview._io import read_text
+
 from ._formats import parse_cpulist
 from ._values import CpuQuota, CpuUsage, IoStat, MemoryLimits, MemoryStat, MemoryUsage
 
@@ -155,15 +157,6 @@ class Cgroup(abc.ABC):
 
 
 # -- helpers shared by the backends ------------------------------------------
-
-
-def read_text(path: str) -> str | None:
-    """A cgroup or proc file's text, None if it cannot be read."""
-    try:
-        with open(path) as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def write_text(path: str, value: str) -> None:

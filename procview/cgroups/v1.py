@@ -138,9 +138,10 @@ class CgroupV1(Cgroup):
 
     def memory_limits(self) -> MemoryLimits:
         memory = self._min_over_levels("memory", "memory.limit_in_bytes")
-        if self._read("memory", "memory.memsw.limit_in_bytes") is None:
-            return MemoryLimits(memory, None)  # no swap accounting (swapaccount=0)
-        memsw = self._min_over_levels("memory", "memory.memsw.limit_in_bytes")
+        memsw_texts = [read_text(os.path.join(d, "memory.memsw.limit_in_bytes")) for d in self._levels("memory")]
+        if not memsw_texts or memsw_texts[0] is None:
+            return MemoryLimits(memory, None)  # no memsw file: no swap accounting (swapaccount=0)
+        memsw = min_limit(parse_single_value(text) for text in memsw_texts)
         if not isinstance(memsw, int):
             return MemoryLimits(memory, memsw)
         # Every page counts against memory+swap, so memsw caps memory too;
