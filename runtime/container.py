@@ -36,6 +36,7 @@ from runtime import namespaces, process
 from runtime.limits import Limits, apply_limits
 from runtime.linux import PR_SET_PDEATHSIG, Linux
 from runtime.rootfs import MountPlan, RootfsError, Volume, hosts_file, mount_rootfs, pivot_into, prepare_bundle, resolv_conf
+from runtime.security import SecurityError, SecurityPlan, apply_paths, confine, confine_init
 
 DEFAULT_ROOT = "/var/lib/procview-runtime"
 DEFAULT_VIEW = "/var/lib/procview"
@@ -69,6 +70,10 @@ class ContainerConfig:
     view: str | None = None  # a procview mount point; None: the default one
     use_view: bool = True
     init: bool = True
+    cap_add: tuple[str, ...] = ()  # capability names, or "ALL"
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    security_opt: tuple[str, ...] = ()  # "seccomp=PROFILE.json", "seccomp=unconfined", "no-new-privileges[=BOOL]"
 
 
 def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None) -> int:
@@ -86,6 +91,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
     container_id = os.urandom(32).hex()
     hostname = config.hostname or (socket.gethostname() if config.net_host else container_id[:12])
     env = _environment(image.config, config, hostname)
+    security = _security(config, root, warn)
 
     with contextlib.ExitStack() as undo:
         # The image's layers are the overlay's lower dirs: keep them while we run.
@@ -108,6 +114,8 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
                 warn(message)
         except CgroupError as exc:
             raise RunError(f"cgroup: {exc}") from None
+        if not config.privileged:
+            _restrict_devices(cgroup, linux)
 
         plan = MountPlan(
             bundle=bundle,
@@ -118,13 +126,37 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
             cgroup2=hierarchies.layout is Layout.V2,
             workdir=image.config.get("WorkingDir") or "/",
         )
-        return _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2)
+        return _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2, security)
 
 
 # -- the two sides of the fork ---------------------------------------------------
 
 
-def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns) -> int:
+def _security(config: ContainerConfig, root: str, warn) -> SecurityPlan:
+    """The container's capabilities, seccomp program and paths, checked
+    (and the program compiled, or taken from the cache) before anything
+    is made."""
+    from runtime.security import plan
+
+    try:
+        return plan(
+            config.cap_add, config.cap_drop, config.privileged, config.security_opt,
+            cache_dir=os.path.join(root, "seccomp"), warn=warn,
+        )
+    except SecurityError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _restrict_devices(cgroup, linux) -> None:
+    from runtime.security import devices
+
+    try:
+        devices.restrict(cgroup, linux)
+    except OSError as exc:
+        raise RunError(f"devices cgroup: {exc.strerror or exc}") from None
+
+
+def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, security) -> int:
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     tty_parent = tty_child = None
@@ -146,7 +178,7 @@ def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns) 
             os.close(go_w)
             if tty_parent is not None:
                 tty_parent.close()
-            _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child)
+            _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child, security)
         except BaseException as exc:  # noqa: BLE001 - pid 1 must report, never unwind into the caller's code
             process.report(report_w, "init", str(exc) or type(exc).__name__, process.EXIT_PROCVIEW_FAILED)
         os._exit(process.EXIT_PROCVIEW_FAILED)
@@ -195,8 +227,13 @@ class _ExecFailed(RunError):
         self.exit_code = failure["code"]
 
 
-def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock) -> None:
-    """pid 1 of the container. Never returns."""
+def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock, security) -> None:
+    """pid 1 of the container. Never returns.
+
+    Security (``runtime/security``): masked and read-only paths here,
+    after pivot_root; no_new_privs, seccomp, capabilities and the user in
+    the command's process right before execve (``confine``, runc's
+    order); then the same confinement for pid 1 itself."""
     linux.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with procview run
     if os.read(go_r, 1) != b"g":
         os._exit(process.EXIT_PROCVIEW_FAILED)  # procview run is gone
@@ -219,6 +256,8 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
             from runtime.linux import MS_BIND, MS_RDONLY, MS_REMOUNT
 
             linux.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        stage = "masked and read-only paths"
+        apply_paths(linux, security)
         stage = "user"
         uid, gid, groups = resolve_user(config.user)
         slave = None
@@ -240,9 +279,12 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
             os.dup2(null, 0)
             os.close(null)
         os.chdir(workdir)
-        os.setgroups(groups)
-        os.setgid(gid)
-        os.setuid(uid)
+        try:
+            confine(linux, security, uid, gid, groups)
+        except OSError as exc:
+            message = f"security: {exc.strerror or exc}"
+            process.report(report_w, "security", message, process.EXIT_PROCVIEW_FAILED)
+            os._exit(process.EXIT_PROCVIEW_FAILED)
         process.exec_command(list(argv), env, report_w)
 
     if not config.init:
@@ -250,6 +292,12 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
     child = os.fork()
     if child == 0:
         become_command()
+    try:
+        confine_init(linux, security, uid, gid, groups)
+    except OSError as exc:
+        os.kill(child, signal.SIGKILL)
+        process.report(report_w, "security", f"security (init): {exc.strerror or exc}", process.EXIT_PROCVIEW_FAILED)
+        os._exit(process.EXIT_PROCVIEW_FAILED)
     os.close(report_w)
     if slave is not None:
         os.close(slave)

@@ -46,15 +46,50 @@ CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_DUMPABLE = 4
+
+# capget/capset (linux/capability.h): version 3 takes two data structs (64 bits).
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# seccomp(2) (linux/seccomp.h)
+SECCOMP_SET_MODE_FILTER = 1
+
+# bpf(2) (linux/bpf.h): what the cgroup v2 device filter needs.
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
 
 # Network interface flags (linux/if.h) and ioctls
 IFF_UP = 0x1
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 
-# pivot_root has no glibc wrapper.
+# Syscalls without a glibc wrapper (or whose wrapper we avoid), by machine.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_SYS_CAPGET = {"x86_64": 125, "aarch64": 90}
+_SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 class Linux:
@@ -100,9 +135,70 @@ class Linux:
         data = name.encode()
         self._check(self._libc.sethostname(data, ctypes.c_size_t(len(data))), "sethostname", name)
 
-    def prctl(self, option: int, arg2: int = 0) -> None:
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
         zero = ctypes.c_ulong(0)
-        self._check(self._libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), zero, zero, zero), "prctl", option)
+        return self._check(
+            self._libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), zero, zero), "prctl", option
+        )
+
+    # -- capabilities and seccomp ---------------------------------------------
+
+    def _syscall(self, table: dict[str, int], *args):
+        return self._libc.syscall(ctypes.c_long(table[os.uname().machine]), *args)
+
+    def capget(self) -> tuple[int, int, int]:
+        """This thread's (effective, permitted, inheritable) sets, as 64-bit masks."""
+        header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        self._check(self._syscall(_SYS_CAPGET, ctypes.byref(header), data), "capget")
+        return tuple(getattr(data[0], f) | (getattr(data[1], f) << 32) for f in ("effective", "permitted", "inheritable"))
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        """capset(2) on this thread, version 3 (two 32-bit words per set)."""
+        header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        for word in (0, 1):
+            shift = 32 * word
+            data[word].effective = (effective >> shift) & 0xFFFFFFFF
+            data[word].permitted = (permitted >> shift) & 0xFFFFFFFF
+            data[word].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+        self._check(self._syscall(_SYS_CAPSET, ctypes.byref(header), data), "capset", hex(effective))
+
+    def seccomp_set_filter(self, program: bytes) -> None:
+        """Install a classic-BPF seccomp program (``struct sock_filter``
+        array, 8 bytes an instruction, as seccomp_export_bpf writes it)."""
+        if len(program) % 8 or not program:
+            raise OSError(22, "seccomp: program is not a sock_filter array")
+        buffer = ctypes.create_string_buffer(program, len(program))
+        fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+        self._check(
+            self._syscall(_SYS_SECCOMP, ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(0), ctypes.byref(fprog)),
+            "seccomp",
+        )
+
+    def bpf_attach_device_filter(self, cgroup_dir: str, instructions: bytes) -> None:
+        """Load ``instructions`` (eBPF, 8 bytes each) as a cgroup device
+        program and attach it to the cgroup v2 directory ``cgroup_dir``."""
+        code = ctypes.create_string_buffer(instructions, len(instructions))
+        license_ = ctypes.create_string_buffer(b"GPL")
+        load = (ctypes.c_uint8 * 128)()
+        struct.pack_into(
+            "=IIQQ", load, 0, BPF_PROG_TYPE_CGROUP_DEVICE, len(instructions) // 8,
+            ctypes.addressof(code), ctypes.addressof(license_),
+        )
+        prog = self._check(self._syscall(_SYS_BPF, ctypes.c_int(BPF_PROG_LOAD), load, ctypes.c_uint(128)), "bpf", "PROG_LOAD")
+        try:
+            directory = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                attach = (ctypes.c_uint8 * 128)()
+                struct.pack_into("=IIII", attach, 0, directory, prog, BPF_CGROUP_DEVICE, 0)
+                self._check(
+                    self._syscall(_SYS_BPF, ctypes.c_int(BPF_PROG_ATTACH), attach, ctypes.c_uint(128)), "bpf", "PROG_ATTACH", cgroup_dir
+                )
+            finally:
+                os.close(directory)
+        finally:
+            os.close(prog)  # the attachment holds its own reference
 
     # -- network -----------------------------------------------------------------
 

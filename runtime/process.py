@@ -124,8 +124,8 @@ def run_init(child: int) -> None:
     def forward(signum, _frame):
         try:
             os.kill(child, signum)
-        except ProcessLookupError:
-            pass
+        except (ProcessLookupError, PermissionError):
+            pass  # gone, or (dropped capabilities) no longer ours to signal
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
