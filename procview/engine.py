@@ -325,10 +325,6 @@ class _Request:
         return ContainerMemory(self.memory_limits, cgroup.memory_usage(), cgroup.memory_stat())
 
     @functools.cached_property
-    def host_memtotal_kb(self) -> int:
-        """The host's MemTotal (changes only with memory hotplug)."""
-        return self._host_fact("memtotal", lambda: parse_meminfo(self.host.read("/proc/meminfo") or "").get("MemTotal", 1 << 62))
-
     def overcommit_ratio(self) -> int:
         return self.engine.overcommit_ratio()
 

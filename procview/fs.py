@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 CPU_DIR = "sys/devices/system/cpu"
 NODE_DIR = "sys/devices/system/node"
 
+# Host directories whose entries the view renames or hides; below them,
+# host directories are passed through by path.
+_MAPPED_DIRS = (CPU_DIR, NODE_DIR, f"{NODE_DIR}/node0")
+
 # Directories of the mount that are ours alone (not the host's).
 _VIRTUAL_DIRS = ("", "proc", "sys", "sys/devices", "sys/devices/system")
 _PROC_FILES = ("meminfo", "cpuinfo", "stat", "uptime", "loadavg", "swaps", "diskstats")
@@ -167,6 +171,16 @@ class ViewTree:
         path = self.host(host_rel)
         return Entry("host", vpath, path) if os.path.lexists(path) else None
 
+    def child(self, parent: Entry, name: str, view: CpuView) -> Entry | None:
+        """The entry ``name`` in directory ``parent``. Below the directories
+        the view maps (cpu/, node/, node0/) a host directory is passed
+        through by its host path: ``cpu0/topology`` is the topology of
+        whichever host CPU ``cpu0`` is for this inode, whoever asks."""
+        if parent.kind == "host" and parent.vpath not in _MAPPED_DIRS:
+            path = os.path.join(parent.host_path, name)
+            return Entry("host", _join(parent.vpath, name), path) if os.path.lexists(path) else None
+        return self.resolve(_join(parent.vpath, name), view)
+
     def list_dir(self, entry: Entry, view: CpuView) -> list[tuple[str, Entry]]:
         """The (name, entry) pairs of directory ``entry``, sorted by name."""
         vpath = entry.vpath
@@ -185,7 +199,7 @@ class ViewTree:
             names = self._host_names(entry, view)
         result = []
         for name in sorted(set(names)):
-            child = self.resolve(_join(vpath, name), view)
+            child = self.child(entry, name, view)
             if child is not None:
                 result.append((name, child))
         return result
@@ -264,8 +278,7 @@ class ProcviewFS(pyfuse3.Operations):
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = inode
         attr.generation = 0
-        caller_dependent = entry.vpath.startswith((CPU_DIR + "/", NODE_DIR + "/"))
-        timeout = _CALLER_DEPENDENT_TIMEOUT if caller_dependent else _STABLE_TIMEOUT
+        timeout = _CALLER_DEPENDENT_TIMEOUT if is_caller_dependent(entry.vpath) else _STABLE_TIMEOUT
         attr.entry_timeout = timeout
         attr.attr_timeout = timeout
         if entry.kind == "host":
@@ -306,7 +319,8 @@ class ProcviewFS(pyfuse3.Operations):
         if "/" in name_str or name_str == "..":
             raise pyfuse3.FUSEError(errno.ENOENT)
         vpath = _join(parent.vpath, name_str)
-        entry = self.tree.resolve(vpath, self._view(ctx.pid) if _needs_view(vpath) else _NO_VIEW)
+        view = self._view(ctx.pid) if is_caller_dependent(vpath) else _NO_VIEW
+        entry = self.tree.child(parent, name_str, view)
         if entry is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         inode = self._inode(entry)
@@ -444,8 +458,17 @@ class ProcviewFS(pyfuse3.Operations):
 _NO_VIEW = CpuView((), 0.0, False)
 
 
-def _needs_view(vpath: str) -> bool:
-    return vpath.startswith((CPU_DIR + "/", NODE_DIR + "/"))
+def is_caller_dependent(vpath: str) -> bool:
+    """Whether the name ``vpath`` means something different to different
+    callers: the ``cpuN`` entries of cpu/ and node0/, and node0's CPU list
+    and mask. The kernel must never cache these (entry timeout 0); every
+    other name of the mount means the same to everyone and is cached."""
+    parent, _, name = vpath.rpartition("/")
+    if parent == CPU_DIR:
+        return _CPU_NAME.match(name) is not None
+    if parent == f"{NODE_DIR}/node0":
+        return _CPU_NAME.match(name) is not None or name in ("cpulist", "cpumap")
+    return False
 
 
 def _announce_size(inode: int, data: bytes) -> None:

@@ -123,6 +123,13 @@ class CgroupV1(Cgroup):
         mountpoint = self.hierarchies.host_path(self.hierarchies.v1[controller].mountpoint)
         return levels(directory, mountpoint)
 
+    def _limit_levels(self, controller: str):
+        """The levels that can hold a limit: all but the hierarchy's root
+        cgroup, which the kernel never limits (saves reads on every view)."""
+        mount = self.hierarchies.v1.get(controller)
+        top = self.hierarchies.host_path(mount.mountpoint).rstrip("/") if mount is not None and mount.root == "/" else None
+        return (d for d in self._levels(controller) if d.rstrip("/") != top)
+
     def _read(self, controller: str, name: str) -> str | None:
         directory = self._dir(controller)
         return None if directory is None else read_text(os.path.join(directory, name))
@@ -134,11 +141,11 @@ class CgroupV1(Cgroup):
     # -- memory -----------------------------------------------------------
 
     def _min_over_levels(self, controller: str, name: str):
-        return min_limit(parse_single_value(read_text(os.path.join(d, name))) for d in self._levels(controller))
+        return min_limit(parse_single_value(read_text(os.path.join(d, name))) for d in self._limit_levels(controller))
 
     def memory_limits(self) -> MemoryLimits:
         memory = self._min_over_levels("memory", "memory.limit_in_bytes")
-        memsw_texts = [read_text(os.path.join(d, "memory.memsw.limit_in_bytes")) for d in self._levels("memory")]
+        memsw_texts = [read_text(os.path.join(d, "memory.memsw.limit_in_bytes")) for d in self._limit_levels("memory")]
         if not memsw_texts or memsw_texts[0] is None:
             return MemoryLimits(memory, None)  # no memsw file: no swap accounting (swapaccount=0)
         memsw = min_limit(parse_single_value(text) for text in memsw_texts)
@@ -174,7 +181,7 @@ class CgroupV1(Cgroup):
 
     def cpu_quota(self):
         quotas = []
-        for directory in self._levels("cpu"):
+        for directory in self._limit_levels("cpu"):
             quota = parse_single_value(read_text(os.path.join(directory, "cpu.cfs_quota_us")))
             period = parse_single_value(read_text(os.path.join(directory, "cpu.cfs_period_us")))
             if quota is UNLIMITED:

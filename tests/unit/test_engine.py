@@ -167,3 +167,10 @@ def test_a_failing_renderer_serves_the_host_file(engine, layout, monkeypatch, ca
     assert text(engine, "proc/meminfo", 200) == host_file(layout, "proc/meminfo")
     assert text(engine, "proc/meminfo", 200) == host_file(layout, "proc/meminfo")
     assert sum("rendering proc/meminfo" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == 1
+
+
+def test_commit_limit_follows_the_hosts_overcommit_ratio(engine, monkeypatch):
+    # CommitLimit = MemTotal x vm.overcommit_ratio / 100 + SwapTotal (no huge pages here).
+    monkeypatch.setattr(engine, "overcommit_ratio", lambda: 80)
+    meminfo = parse_meminfo(text(engine, "proc/meminfo", 200))
+    assert meminfo["CommitLimit"] == 512000 * 80 // 100 + 256 * 1024

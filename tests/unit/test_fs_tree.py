@@ -79,3 +79,22 @@ def test_node_directory_shows_one_node_with_the_views_cpus(tree):
 @pytest.mark.parametrize("count, mask", [(1, "00000001"), (2, "00000003"), (32, "ffffffff"), (33, "00000001,ffffffff")])
 def test_cpumask_is_sysfs_format(count, mask):
     assert _cpumask(count) == mask
+
+
+def test_below_a_cpu_directory_paths_follow_the_host_directory_not_the_name(tree):
+    """One inode serves cpu0 of a pinned container and cpu2 of the host:
+    what lies below it must be cpu2's, whoever looks it up later."""
+    as_container = tree.resolve("sys/devices/system/cpu/cpu0", PINNED)
+    topology = tree.child(as_container, "topology", HOST_VIEW)  # a host caller, same inode
+    assert topology.host_path.endswith("/cpu/cpu2/topology")
+    assert [n for n, _ in tree.list_dir(topology, HOST_VIEW)] == ["core_id"]
+
+
+def test_only_cpu_names_depend_on_the_caller():
+    from procview.fs import is_caller_dependent
+
+    assert is_caller_dependent("sys/devices/system/cpu/cpu0")
+    assert is_caller_dependent("sys/devices/system/node/node0/cpulist")
+    assert not is_caller_dependent("sys/devices/system/cpu/online")
+    assert not is_caller_dependent("sys/devices/system/cpu/cpu0/topology")
+    assert not is_caller_dependent("proc/meminfo")
