@@ -1,0 +1,331 @@
+"""Helpers for bench/read_latency.py (standard library only: the measuring
+workers import this module inside their cgroups and pid namespaces).
+
+- percentiles of a sample list;
+- process and mount housekeeping (daemon CPU time, mount table, unmount);
+- decoding an ``strace -f -y -xx -s 8`` log into syscalls and FUSE requests;
+- the cProfile wrapper the profiled procview daemon runs in;
+- a one-paragraph description of the machine.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- statistics ------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list (p99 of 2000
+    samples is the 1980th smallest)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def median(sorted_values: list[float]) -> float:
+    n = len(sorted_values)
+    if n == 0:
+        return float("nan")
+    mid = n // 2
+    return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2
+
+
+def summarize_ns(samples: list[int]) -> dict:
+    """Median, p99, mean, min and max of nanosecond samples, in µs."""
+    values = sorted(samples)
+    return {
+        "n": len(values),
+        "median_us": median(values) / 1000,
+        "p99_us": percentile(values, 0.99) / 1000,
+        "mean_us": (sum(values) / len(values) / 1000) if values else float("nan"),
+        "min_us": values[0] / 1000 if values else float("nan"),
+        "max_us": values[-1] / 1000 if values else float("nan"),
+    }
+
+
+# -- processes and mounts ----------------------------------------------------------
+
+
+def process_cpu_ticks(pid: int) -> tuple[int, int] | None:
+    """(utime, stime) of a whole process (all its threads, living and dead)
+    from /proc/PID/stat, in clock ticks (1/CLK_TCK s)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return int(fields[11]), int(fields[12])
+
+
+def mounted_types(path: str) -> list[str]:
+    """File system types mounted exactly at ``path`` (top of the stack last)."""
+    types = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) > 4 and _unescape_mount(fields[4]) == path:
+                types.append(right.split()[0])
+    return types
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def unmount(path: str) -> str | None:
+    """Detach whatever FUSE mounts remain at ``path``; returns what was done."""
+    done = None
+    for _ in range(8):  # a mount point can hold a stack of mounts
+        if not mounted_types(path):
+            return done
+        for argv in (["fusermount3", "-u", "-z", path], ["umount", "-l", path]):
+            try:
+                if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10).returncode == 0:
+                    done = " ".join(argv)
+                    break
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+        else:
+            return done
+    return done
+
+
+def tracer_of_all_threads(pid: int) -> set[int]:
+    """TracerPid of every thread of ``pid`` (empty set if it is gone)."""
+    tracers = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return tracers
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("TracerPid:"):
+                        tracers.add(int(line.split()[1]))
+                        break
+        except OSError:
+            continue
+    return tracers
+
+
+# -- strace ---------------------------------------------------------------------
+
+# include/uapi/linux/fuse.h
+FUSE_OPCODES = {
+    1: "LOOKUP", 2: "FORGET", 3: "GETATTR", 4: "SETATTR", 5: "READLINK", 6: "SYMLINK", 8: "MKNOD",
+    9: "MKDIR", 10: "UNLINK", 11: "RMDIR", 12: "RENAME", 13: "LINK", 14: "OPEN", 15: "READ", 16: "WRITE",
+    17: "STATFS", 18: "RELEASE", 20: "FSYNC", 21: "SETXATTR", 22: "GETXATTR", 23: "LISTXATTR",
+    24: "REMOVEXATTR", 25: "FLUSH", 26: "INIT", 27: "OPENDIR", 28: "READDIR", 29: "RELEASEDIR",
+    30: "FSYNCDIR", 31: "GETLK", 32: "SETLK", 33: "SETLKW", 34: "ACCESS", 35: "CREATE", 36: "INTERRUPT",
+    37: "BMAP", 38: "DESTROY", 39: "IOCTL", 40: "POLL", 41: "NOTIFY_REPLY", 42: "BATCH_FORGET",
+    43: "FALLOCATE", 44: "READDIRPLUS", 45: "RENAME2", 46: "LSEEK", 47: "COPY_FILE_RANGE", 52: "STATX",
+}
+
+# The order requests of one open+read+close arrive in (for display).
+FUSE_ORDER = ["LOOKUP", "GETATTR", "OPEN", "READ", "FLUSH", "RELEASE"]
+
+STRACE_ARGS = ["-f", "-qq", "-y", "-xx", "-s", "8"]
+
+# With -xx every string, fd paths included, is printed as \xNN escapes.
+_FUSE_FD = "<" + "".join(f"\\x{b:02x}" for b in b"/dev/fuse")
+_LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. ([\w]+) resumed>(.*)|([\w]+)\((.*))$")
+_HEAD_BYTES = re.compile(r'"((?:\\x[0-9a-f]{2}){8})')
+_RESULT = re.compile(r"\)\s+=\s+(-?\d+)")
+
+
+def parse_strace(path: str) -> dict:
+    """Syscalls and FUSE requests in an ``strace -f -y -xx -s 8 -o`` log.
+
+    Every syscall is counted once, where it starts (an ``<unfinished ...>``
+    line, not its ``resumed`` half). A ``read`` of ``/dev/fuse`` that
+    returned data is one FUSE request; its opcode is bytes 4-7 of the
+    request header (``struct fuse_in_header``), little-endian.
+    """
+    syscalls: collections.Counter = collections.Counter()
+    requests: collections.Counter = collections.Counter()
+    pending_fuse_read: set[str] = set()
+    tasks: set[str] = set()
+    with open(path, errors="replace") as f:
+        for line in f:
+            match = _LINE.match(line.rstrip("\n"))
+            if not match:
+                continue  # signals, exits
+            tid, resumed_name, resumed_rest, name, rest = match.groups()
+            tasks.add(tid)
+            if resumed_name is not None:
+                if resumed_name == "read" and tid in pending_fuse_read:
+                    pending_fuse_read.discard(tid)
+                    _count_request(resumed_rest, requests)
+                continue
+            syscalls[name] += 1
+            if name == "read" and _FUSE_FD in rest.split(",", 1)[0]:
+                if rest.endswith("<unfinished ...>"):
+                    pending_fuse_read.add(tid)
+                else:
+                    _count_request(rest, requests)
+    return {"syscalls": dict(syscalls), "requests": dict(requests), "tasks": len(tasks)}
+
+
+def _count_request(text: str, requests: collections.Counter) -> None:
+    result = _RESULT.search(text)
+    if result is None or int(result.group(1)) <= 0:
+        return  # EAGAIN, EINTR, ENODEV at unmount
+    head = _HEAD_BYTES.search(text)
+    if head is None:
+        requests["?"] += 1
+        return
+    raw = bytes(int(h, 16) for h in head.group(1).split("\\x")[1:])
+    opcode = int.from_bytes(raw[4:8], "little")
+    requests[FUSE_OPCODES.get(opcode, f"op{opcode}")] += 1
+
+
+# -- the profiled procview daemon ---------------------------------------------------
+
+# Run as: python -c PROFILED_DAEMON MOUNTPOINT PIDFILE OUT
+# SIGUSR1 starts a fresh cProfile (and creates OUT.on); SIGUSR2 stops it and
+# writes the stats to OUT. The signal handlers run in the main thread, the one
+# that runs trio and every FUSE request, so the profile sees all request work.
+PROFILED_DAEMON = r"""
+import cProfile, logging, os, signal, sys
+from procview.daemon import serve
+
+mountpoint, pidfile, out = sys.argv[1:4]
+state = {"profile": None}
+
+def start(signum, frame):
+    profile = cProfile.Profile()
+    state["profile"] = profile
+    profile.enable()
+    open(out + ".on", "w").close()
+
+def stop(signum, frame):
+    profile = state.pop("profile", None)
+    state["profile"] = None
+    if profile is None:
+        return
+    profile.disable()
+    profile.dump_stats(out + ".tmp")
+    os.replace(out + ".tmp", out)
+
+signal.signal(signal.SIGUSR1, start)
+signal.signal(signal.SIGUSR2, stop)
+logging.basicConfig(level=logging.WARNING, format="procview(profiled): %(levelname)s: %(message)s")
+serve(mountpoint, pidfile)
+"""
+
+
+def profile_summary(stats_path: str, reads: int, repo: str, top: int = 12) -> dict:
+    """The profile of ``reads`` reads: total self time per read, the
+    functions with the most self time, and procview's functions by
+    cumulative time (µs per read, and share of all profiled time)."""
+    import pstats
+
+    stats = pstats.Stats(stats_path).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    # cProfile times wall clock: the event loop's epoll wait for the next
+    # request is idle time, not work, and is left out of the shares.
+    idle_keys = [k for k in stats if k[0] == "~" and "epoll" in k[2] and "poll" in k[2]]
+    idle = sum(stats[k][2] for k in idle_keys)
+    stats = {k: v for k, v in stats.items() if k not in idle_keys}
+    total = sum(entry[2] for entry in stats.values())
+
+    def label(key):
+        filename, line, name = key
+        if filename == "~":
+            return name
+        for prefix in (repo.rstrip("/") + "/", sys.prefix + "/lib/", sys.base_prefix + "/lib/"):
+            if filename.startswith(prefix):
+                filename = filename[len(prefix):]
+                break
+        return f"{filename}:{line}({name})"
+
+    def row(key, seconds, calls):
+        return {"function": label(key), "us_per_read": seconds / reads * 1e6, "share": seconds / total if total else 0.0,
+                "calls_per_read": calls / reads}
+
+    by_self = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    own = [(k, v) for k, v in stats.items() if "/procview/" in k[0] and "/bench/" not in k[0]]
+    by_cum = sorted(own, key=lambda item: item[1][3], reverse=True)[:top]
+    return {
+        "reads": reads,
+        "profiled_us_per_read": total / reads * 1e6,
+        "idle_us_per_read": idle / reads * 1e6,
+        "self": [row(k, v[2], v[1]) for k, v in by_self],
+        "cumulative": [row(k, v[3], v[1]) for k, v in by_cum],
+    }
+
+
+# -- the machine ---------------------------------------------------------------------
+
+
+def machine_description() -> dict:
+    cpu_model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            mem_kb = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kb = 0
+    os_name = "?"
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    os_name = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return {
+        "os": os_name,
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+    }
+
+
+def load_snapshot() -> dict:
+    """Load average and CPU pressure: how busy the machine was (other
+    work on the same vCPUs shows here)."""
+    snapshot = {"time": time.time()}
+    try:
+        with open("/proc/loadavg") as f:
+            snapshot["loadavg"] = " ".join(f.read().split()[:3])
+    except OSError:
+        pass
+    try:
+        with open("/proc/pressure/cpu") as f:
+            snapshot["cpu_pressure"] = f.readline().strip()
+    except OSError:
+        pass
+    return snapshot
+
+
+def command_output(argv: list[str]) -> str | None:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (result.stdout or result.stderr).strip() if result.returncode == 0 else None

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Start-to-exit time of a container: `procview run` against `runc run`.
+
+    sudo .venv/bin/python bench/run_latency.py [--runs 30] [--json FILE]
+
+Each round runs, in turn (so drift hits all alike):
+
+- ``procview run --rm --no-view busybox true`` (the built-in image);
+- ``runc run`` of an OCI bundle whose rootfs is the *same* busybox layer
+  directory (read-only root, no terminal, ``runc spec`` defaults otherwise);
+- ``python3 -c pass``: the bare interpreter start that every ``procview``
+  command pays before doing anything.
+
+It prints the median, p90 and minimum of each, and procview's median minus
+the interpreter's (the runtime's own work), to compare with runc's whole run.
+Needs root, runc (Debian package ``runc``) and busybox-static.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+PYTHON = sys.executable
+PROCVIEW = os.path.join(os.path.dirname(PYTHON), "procview")
+
+
+def timed(argv: list[str], **kwargs) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.decode().strip()}")
+    return elapsed
+
+
+def runc_bundle(workdir: str, rootfs: str) -> str:
+    bundle = os.path.join(workdir, "bundle")
+    os.makedirs(bundle)
+    subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+    with open(os.path.join(bundle, "config.json")) as f:
+        config = json.load(f)
+    config["root"] = {"path": rootfs, "readonly": True}
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["/bin/true"]
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(config, f)
+    return bundle
+
+
+def summary(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    return {
+        "median_ms": statistics.median(ordered) * 1000,
+        "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1000,
+        "min_ms": ordered[0] * 1000,
+        "n": len(ordered),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--root", help="procview state root (default: a temporary one)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run_latency: must run as root", file=sys.stderr)
+        return 1
+    if shutil.which("runc") is None:
+        print("run_latency: runc is not installed (apt-get install runc)", file=sys.stderr)
+        return 1
+    workdir = tempfile.mkdtemp(prefix="procview-runbench-")
+    try:
+        root = args.root or os.path.join(workdir, "root")
+        from runtime.images import ImageStore
+
+        image = ImageStore(root).ensure_busybox()
+        bundle = runc_bundle(workdir, image.layers[-1])
+        runs = {
+            "procview run --rm --no-view busybox true": [PROCVIEW, "run", "--rm", "--no-view", "--root", root, "busybox", "true"],
+            "runc run (same rootfs)": None,
+            "python3 -c pass": [PYTHON, "-c", "pass"],
+        }
+        for argv in (runs["procview run --rm --no-view busybox true"], runs["python3 -c pass"]):
+            timed(argv)  # warm up: the image exists, bytecode is cached
+        samples = {name: [] for name in runs}
+        for i in range(args.runs + 2):
+            for name, argv in runs.items():
+                if argv is None:
+                    elapsed = timed(["runc", "--root", os.path.join(workdir, "runc-state"), "run", "--bundle", bundle, f"bench-{os.getpid()}-{i}"])
+                else:
+                    elapsed = timed(argv)
+                if i >= 2:  # two warm-up rounds
+                    samples[name].append(elapsed)
+        results = {name: summary(values) for name, values in samples.items()}
+        print(f"| command | median | p90 | min | n |\n|---|---|---|---|---|")
+        for name, r in results.items():
+            print(f"| `{name}` | {r['median_ms']:.1f} ms | {r['p90_ms']:.1f} ms | {r['min_ms']:.1f} ms | {r['n']} |")
+        own = results["procview run --rm --no-view busybox true"]["median_ms"] - results["python3 -c pass"]["median_ms"]
+        print(f"\nprocview's own work (median minus the interpreter's start): {own:.1f} ms; "
+              f"runc's whole run: {results['runc run (same rootfs)']['median_ms']:.1f} ms")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"results": results, "procview_minus_python_ms": own}, f, indent=2)
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
