@@ -96,27 +96,40 @@ def notify_systemd(message: str) -> None:
 
 def serve(mountpoint: str = DEFAULT_MOUNTPOINT, pidfile: str | None = None, engine: ViewEngine | None = None) -> None:
     """Mount the view at ``mountpoint`` and serve until SIGTERM/SIGINT."""
-    mountpoint = os.path.abspath(mountpoint)
+    # The mount table names real paths: a mount point given through a
+    # symlink must be resolved, or a live procview there would go unseen.
+    mountpoint = os.path.realpath(mountpoint)
     prepare_mountpoint(mountpoint)
     engine = engine or ViewEngine()
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     options |= {f"fsname={FSNAME}", f"subtype={FSNAME}", "allow_other"}
+    # Hold SIGTERM/SIGINT from here until the signal watcher runs: one that
+    # arrived between the mount and the watcher would kill us with the
+    # mount left behind.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        pyfuse3.init(ProcviewFS(engine), mountpoint, options)
-    except RuntimeError as exc:
-        raise ServeError(f"{mountpoint}: cannot mount: {exc}") from None
-    log.info("mounted at %s", mountpoint)
-    try:
-        trio.run(_run, mountpoint, pidfile, engine)
+        try:
+            pyfuse3.init(ProcviewFS(engine), mountpoint, options)
+        except RuntimeError as exc:
+            raise ServeError(f"{mountpoint}: cannot mount: {exc}") from None
+        log.info("mounted at %s", mountpoint)
+        try:
+            trio.run(_run, mountpoint, pidfile, engine)
+        finally:
+            pyfuse3.close(unmount=True)
+            if pidfile:
+                _remove(pidfile)
+            log.info("unmounted %s", mountpoint)
     finally:
-        pyfuse3.close(unmount=True)
-        if pidfile:
-            _remove(pidfile)
-        log.info("unmounted %s", mountpoint)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held ones arrive now
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pyfuse3.main)
             nursery.start_soon(_maintain, engine)

@@ -11,9 +11,9 @@ module's globals)::
   it exited 0, unmounted, and removed its pidfile.
 - ``procview_mount``: one daemon on a fresh mount point; yields its
   ``Daemon`` (``.mount`` is the mount path, ``.path(rel)`` a file in it).
-- ``shared_mount``: one daemon for a whole module (same checks at its end).
-- ``public_dir`` / ``public_mount``: a mount below a world-traversable
-  directory, for readers that are not root.
+- ``shared_mount``: one daemon for a whole module (same checks at its
+  end), mounted below a world-traversable directory so that unprivileged
+  readers can reach it.
 - ``no_leftovers`` (autouse where imported): after the test *and* the
   sandbox's cleanup, no procview process or mount the test made and no
   cgroup of its sandbox may remain.
@@ -50,6 +50,11 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 PROCVIEW = str(VENV_BIN / "procview")
 PYTHON = str(VENV_BIN / "python")
+# For helper scripts that need only the standard library: the system's
+# Python without site-packages starts several times faster than the venv's
+# (it matters under emulation), and unprivileged users can run it (the
+# venv's interpreter lives below /root).
+STDLIB_PYTHON = ["/usr/bin/python3", "-I", "-S"] if os.access("/usr/bin/python3", os.X_OK) else [PYTHON, "-I", "-S"]
 
 MiB = 1024 * 1024
 
@@ -331,59 +336,77 @@ def procview_mount(serve_daemons):
 
 
 @pytest.fixture(scope="module")
-def shared_mount(tmp_path_factory):
+def shared_mount():
     """One ``procview serve`` for a whole module (for tests about what the
-    view says, not about the daemon's life); checked like ``serve_daemons``
-    at the end of the module."""
+    view says, not about the daemon's life), checked like ``serve_daemons``
+    at the end of the module. It is mounted below a fresh directory under
+    /tmp that every user may enter (pytest's tmp_path is 0700, so an
+    unprivileged reader could not even reach a mount below it)."""
     if os.geteuid() != 0:
         pytest.skip("needs root (mounts a FUSE file system)")
-    daemons = Daemons(tmp_path_factory.mktemp("shared-mount"))
-    try:
-        yield daemons.start()
-    finally:
-        daemons.close()
-
-
-@pytest.fixture
-def public_dir():
-    """A fresh directory under /tmp that every user may enter (pytest's
-    tmp_path is 0700, so an unprivileged reader could not even reach a
-    mount below it). Removed at the end: its empty subdirectories (mount
-    points) and itself; never recursively into anything still mounted."""
     import tempfile
 
-    path = tempfile.mkdtemp(prefix="procview-pytest-public-", dir="/tmp")
-    os.chmod(path, 0o755)
+    public = tempfile.mkdtemp(prefix="procview-pytest-shared-", dir="/tmp")
+    os.chmod(public, 0o755)
+    work = Path(tempfile.mkdtemp(prefix="procview-pytest-shared-work-", dir="/tmp"))
+    daemons = Daemons(work)
     try:
-        yield path
+        yield daemons.start(os.path.join(public, "mnt"))
     finally:
-        for name in os.listdir(path):
-            os.rmdir(os.path.join(path, name))
-        os.rmdir(path)
-
-
-@pytest.fixture
-def public_mount(public_dir, serve_daemons):
-    """A running ``procview serve`` mounted where every user can reach it
-    (torn down before ``public_dir``, which was set up first)."""
-    return serve_daemons.start(os.path.join(public_dir, "mnt"))
+        try:
+            daemons.close()
+        finally:
+            for name in os.listdir(public):
+                os.rmdir(os.path.join(public, name))  # the mount point: never recursively into a mount
+            os.rmdir(public)
+            for name in os.listdir(work):
+                os.unlink(work / name)
+            os.rmdir(work)
 
 
 # -- containers --------------------------------------------------------------------
 
 # Runs as pid 1 of the new pid namespace, in the new mount namespace:
-# bind-mounts the view over the host's files, then runs the command.
+# bind-mounts the view over the host's files (one `mount -a` over a small
+# fstab: one process instead of nine, which counts under emulation), then
+# runs the command.
 _CONTAINER_SCRIPT = r"""
-set -e
-m=$1; shift
-for f in meminfo cpuinfo stat uptime loadavg swaps diskstats; do
-    mount --bind "$m/proc/$f" "/proc/$f"
-done
-mount --bind "$m/sys/devices/system/cpu" /sys/devices/system/cpu
-mount --bind "$m/sys/devices/system/node" /sys/devices/system/node
-set +e
+mount -a -T "$1" || { echo "container: the bind mounts failed" >&2; exit 125; }
+shift
 "$@"
 """
+
+# What a container bind-mounts from the view (source below the mount -> target).
+BINDS = [(f"proc/{name}", f"/proc/{name}") for name in PROC_FILES] + [
+    (CPU_DIR, f"/{CPU_DIR}"),
+    (NODE_DIR, f"/{NODE_DIR}"),
+]
+
+_fstab_dir: str | None = None
+
+
+def _fstab_escape(path: str) -> str:
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
+
+
+def container_fstab(mount: str) -> str:
+    """An fstab of the bind mounts from ``mount`` (written once per mount,
+    in a private temporary directory removed when the test process exits)."""
+    global _fstab_dir
+    if _fstab_dir is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        _fstab_dir = tempfile.mkdtemp(prefix="procview-pytest-fstab-")
+        atexit.register(shutil.rmtree, _fstab_dir, True)
+    path = os.path.join(_fstab_dir, re.sub(r"[^A-Za-z0-9]", "_", mount) + ".fstab")
+    if not os.path.exists(path):
+        with open(path + ".tmp", "w") as f:
+            for source, target in BINDS:
+                f.write(f"{_fstab_escape(os.path.join(mount, source))} {_fstab_escape(target)} none bind 0 0\n")
+        os.replace(path + ".tmp", path)
+    return path
 
 
 def container_argv(mount: str, argv: list[str], binds: bool = True) -> list[str]:
@@ -392,7 +415,7 @@ def container_argv(mount: str, argv: list[str], binds: bool = True) -> list[str]
     unshare = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--mount-proc"]
     if not binds:
         return unshare + ["sh", "-c", '"$@"', "container"] + list(argv)
-    return unshare + ["sh", "-c", _CONTAINER_SCRIPT, "container", mount] + list(argv)
+    return unshare + ["sh", "-c", _CONTAINER_SCRIPT, "container", container_fstab(mount)] + list(argv)
 
 
 @dataclass
@@ -428,6 +451,15 @@ def run_in_container(sandbox, cg, mount: str, argv: list[str], input: str | None
         out, err = started.popen.communicate()
         raise AssertionError(f"timed out after {timeout:.0f} s\n{ToolRun(list(argv), -9, out, err)}")
     return ToolRun(list(argv), started.popen.returncode, out, err)
+
+
+def enter_root_cgroup() -> None:
+    """preexec_fn: move into the root cgroup, where a host process has no
+    limits (the test runner's own cgroup might have some), so it must see
+    the host's numbers."""
+    from procview import cgroups
+
+    cgroups.discover().cgroup("/").add_process(os.getpid())
 
 
 def run_on_host(argv: list[str], timeout: float = TOOL_TIMEOUT, **kwargs) -> ToolRun:
@@ -492,9 +524,9 @@ class LineProcess:
 
 def start_python_in_container(sandbox, cg, mount: str, code: str, args: list[str] = (), binds: bool = True,
                               **popen_kwargs) -> LineProcess:
-    """Start the venv's Python running ``code`` in a container; talk to it
-    with ``LineProcess.request``."""
-    argv = [PYTHON, "-c", code] + [str(a) for a in args]
+    """Start a stdlib-only Python (``STDLIB_PYTHON``) running ``code`` in a
+    container; talk to it with ``LineProcess.request``."""
+    argv = STDLIB_PYTHON + ["-c", code] + [str(a) for a in args]
     full = container_argv(mount, argv, binds)
     started = sandbox.start(cg, full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=TOOL_ENV, **popen_kwargs)
@@ -570,10 +602,10 @@ def errno_of(call, *args) -> int | None:
 
 
 __all__ = [
-    "MiB", "PROCVIEW", "PYTHON", "PROC_FILES", "CPU_DIR", "NODE_DIR", "TOOL_ENV",
+    "MiB", "PROCVIEW", "PYTHON", "STDLIB_PYTHON", "BINDS", "PROC_FILES", "CPU_DIR", "NODE_DIR", "TOOL_ENV",
     "Daemon", "Daemons", "ToolRun", "LineProcess",
-    "serve_daemons", "procview_mount", "shared_mount", "public_dir", "public_mount", "no_leftovers",
-    "container_argv", "run_in_container", "run_on_host", "start_python_in_container",
+    "serve_daemons", "procview_mount", "shared_mount", "no_leftovers",
+    "container_argv", "container_fstab", "run_in_container", "run_on_host", "enter_root_cgroup", "start_python_in_container",
     "mounts_at", "procview_mounts", "procview_serve_pids", "sandbox_cgroups", "lazy_umount",
     "daemon_fd_count", "daemon_rss_kib",
     "meminfo_kib", "host_meminfo_kib", "cpuinfo_processors", "cpuinfo_blocks", "identifying_fields", "stat_cpu_lines", "host_cpus", "walk_no_follow",
