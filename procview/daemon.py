@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MOUNTPOINT = "/var/lib/procview"
 FSNAME = "procview"
-MAINTAIN_EVERY = 1.0  # seconds; load samples are due every 5 s per container
+MAINTAIN_EVERY = 5.0  # seconds: load samples are due every 5 s per container (LOAD_FREQ)
 
 
 class ServeError(Exception):
