@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from procview.mounts import is_live_procview
+
 SYSTEM_MOUNT = "/var/lib/procview"
 PROCVIEW = os.path.join(os.path.dirname(sys.executable), "procview")
 INSIDE = "echo '$ free -m'; free -m; echo '$ nproc'; nproc; echo '$ head -3 /proc/meminfo'; head -3 /proc/meminfo; echo '$ uptime'; uptime"
@@ -36,15 +38,9 @@ def run_on_host() -> None:
         subprocess.run(argv, check=False)
 
 
-def live_procview(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        mounted = any(line.split()[4] == path and " - fuse.procview " in line for line in f)
-    return mounted and os.path.exists(os.path.join(path, "proc", "meminfo"))
-
-
 def start_view(cleanup: list) -> str:
     """The mount point of a procview that answers (the system's or ours)."""
-    if live_procview(SYSTEM_MOUNT):
+    if is_live_procview(SYSTEM_MOUNT):
         print(f"using the procview already serving {SYSTEM_MOUNT}")
         return SYSTEM_MOUNT
     mountpoint = tempfile.mkdtemp(prefix="procview-demo-")

@@ -22,6 +22,7 @@ import trio
 
 from procview.engine import ViewEngine
 from procview.fs import ProcviewFS
+from procview.mounts import FSTYPE, filesystems_at
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +35,10 @@ class ServeError(Exception):
     """The daemon cannot start (one line for the user)."""
 
 
-def _mounts_at(path: str) -> list[str]:
-    """The filesystem types mounted at ``path`` (top of the stack last)."""
-    types = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                if len(fields) > 4 and fields[4].replace("\\040", " ") == path:
-                    types.append(right.split()[0])
-    except OSError:
-        pass
-    return types
-
-
 def prepare_mountpoint(path: str, linux=None) -> None:
     """Make ``path`` ready for a new mount, or raise ServeError."""
     os.makedirs(path, exist_ok=True)
-    mounted = _mounts_at(path)
+    mounted = filesystems_at(path)
     if not mounted:
         return
     try:
@@ -66,7 +52,7 @@ def prepare_mountpoint(path: str, linux=None) -> None:
         alive = False
     if alive:
         kind = mounted[-1]
-        if kind == f"fuse.{FSNAME}":
+        if kind == FSTYPE:
             raise ServeError(f"{path}: a live procview is already mounted there (stop it first)")
         raise ServeError(f"{path}: something else is mounted there ({kind})")
     # A daemon that died leaves its mount "Transport endpoint is not connected".

@@ -432,19 +432,12 @@ def _find_view(config: ContainerConfig, warn) -> str | None:
     if not config.use_view:
         return None
     path = os.path.abspath(config.view or DEFAULT_VIEW)
-    if _is_live_procview(path):
+    from procview.mounts import is_live_procview
+
+    if is_live_procview(path):
         return path
     warn(f"no procview view at {path}: the container sees the host's /proc (start 'procview serve {path}')")
     return None
-
-
-def _is_live_procview(path: str) -> bool:
-    try:
-        with open("/proc/self/mountinfo") as f:
-            mounted = any(" - fuse.procview " in line and line.split()[4] == path for line in f)
-    except OSError:
-        return False
-    return mounted and os.path.exists(os.path.join(path, "proc", "meminfo"))
 
 
 def _hold_lock(path: str) -> int:
