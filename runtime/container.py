@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from procview._io import read_text
 from procview.cgroups import CgroupError, Layout, discover
 from runtime import namespaces, process
 from runtime.limits import Limits, apply_limits
@@ -98,7 +99,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         undo.callback(_hold_layers(store, image).close)
         bundle_path = os.path.join(containers_dir, container_id)
         undo.callback(_remove_tree, bundle_path)
-        host_resolv = _read("/etc/resolv.conf")
+        host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
             bundle_path, hostname, hosts_file(hostname, config.net_host), resolv_conf(host_resolv, config.net_host)
         )
@@ -467,7 +468,7 @@ def cleanup_stale(containers_dir: str, hierarchies) -> None:
         except BlockingIOError:
             os.close(fd)
             continue  # a live procview run owns it
-        cgroup_path = _read(os.path.join(path, "cgroup")).strip()
+        cgroup_path = (read_text(os.path.join(path, "cgroup")) or "").strip()
         if cgroup_path:
             _remove_cgroup(hierarchies.cgroup(cgroup_path), kill=True)
         _remove_tree(path)
@@ -508,14 +509,6 @@ def _remove_tree(path: str) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _write(path: str, text: str) -> None:

@@ -154,7 +154,11 @@ def resolv_conf(host_text: str, net_host: bool) -> str:
     lines are dropped, as Docker does."""
     if net_host:
         return host_text
-    lines = [l for l in host_text.splitlines() if not (l.split()[:1] == ["nameserver"] and l.split()[1:2] and l.split()[1].startswith(("127.", "::1")))]
+    def loopback_resolver(line: str) -> bool:
+        fields = line.split()
+        return len(fields) >= 2 and fields[0] == "nameserver" and fields[1].startswith(("127.", "::1"))
+
+    lines = [line for line in host_text.splitlines() if not loopback_resolver(line)]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
