@@ -6,10 +6,11 @@
    image with `procview run`, which binds the view over its /proc and /sys.
 3. Run the tools there, next to the host's.
 
-busybox `free` takes its total from sysinfo(2), which no file can change
-(procview's syscall work will), so the container also shows the first
-lines of its /proc/meminfo, which `free` from procps, `top`, psutil and
-every other /proc reader use.
+busybox `free` and `uptime` ask sysinfo(2) and `nproc` asks
+sched_getaffinity(2), which no file can change: procview serve answers
+them for the container (seccomp user notification). The container also
+shows the first lines of its /proc/meminfo, which `free` from procps,
+`top`, psutil and every other /proc reader use: both agree.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from procview.mounts import is_live_procview
 
 SYSTEM_MOUNT = "/var/lib/procview"
+SYSTEM_SECCOMP_SOCKET = "/run/procview/seccomp.sock"
 PROCVIEW = os.path.join(os.path.dirname(sys.executable), "procview")
 INSIDE = "echo '$ free -m'; free -m; echo '$ nproc'; nproc; echo '$ head -3 /proc/meminfo'; head -3 /proc/meminfo; echo '$ uptime'; uptime"
 
@@ -38,14 +40,18 @@ def run_on_host() -> None:
         subprocess.run(argv, check=False)
 
 
-def start_view(cleanup: list) -> str:
-    """The mount point of a procview that answers (the system's or ours)."""
+def start_view(cleanup: list) -> tuple[str, str]:
+    """The mount point and supervisor socket of a procview that answers
+    (the system's or ours)."""
     if is_live_procview(SYSTEM_MOUNT):
         print(f"using the procview already serving {SYSTEM_MOUNT}")
-        return SYSTEM_MOUNT
+        return SYSTEM_MOUNT, SYSTEM_SECCOMP_SOCKET
     mountpoint = tempfile.mkdtemp(prefix="procview-demo-")
     pidfile = mountpoint + ".pid"
-    daemon = subprocess.Popen([PROCVIEW, "serve", mountpoint, "--pidfile", pidfile, "--log-level", "warning"])
+    socket_path = mountpoint + ".sock"
+    daemon = subprocess.Popen(
+        [PROCVIEW, "serve", mountpoint, "--pidfile", pidfile, "--seccomp-socket", socket_path, "--log-level", "warning"]
+    )
 
     def stop():
         daemon.terminate()
@@ -55,8 +61,8 @@ def start_view(cleanup: list) -> str:
     cleanup.append(stop)
     for _ in range(3000):  # the pidfile appears once the mount answers
         if os.path.exists(pidfile):
-            print(f"$ procview serve {mountpoint}")
-            return mountpoint
+            print(f"$ procview serve {mountpoint} --seccomp-socket {socket_path}")
+            return mountpoint, socket_path
         if daemon.poll() is not None:
             raise SystemExit(f"procview serve exited with {daemon.returncode}")
         time.sleep(0.01)
@@ -71,8 +77,9 @@ def main() -> int:
     cleanup: list = []
     try:
         section("view")
-        view = start_view(cleanup)
-        argv = [PROCVIEW, "run", "--rm", "--view", view, "--memory", "512M", "--cpus", "1", "busybox", "sh", "-c", INSIDE]
+        view, socket_path = start_view(cleanup)
+        argv = [PROCVIEW, "run", "--rm", "--view", view, "--seccomp-socket", socket_path, "--memory", "512M", "--cpus", "1",
+                "busybox", "sh", "-c", INSIDE]
         section("container: " + " ".join(["procview"] + argv[1:-1]) + " '...'")
         return subprocess.run(argv).returncode
     finally:

@@ -11,10 +11,18 @@ Layout of the package (read in this order):
   container cgroup, cached per pid namespace.
 - ``procview.views``: one pure renderer per virtual file, plus ``cpuview``,
   the single CPU view every file uses.
-- ``procview.engine``: ties them together: (path, caller pid) -> file text.
+- ``procview.engine``: ties them together: (path, caller pid) -> file text,
+  and the ``sysinfo``/``sched_getaffinity`` answers from the same values.
+- ``procview.fs`` and ``procview.daemon``: the FUSE filesystem and the
+  ``procview serve`` daemon; ``procview.supervisor`` (with the kernel layer
+  ``procview.seccomp_notify``): the syscalls no file can fix.
 
 Pure functions in the middle; file reads at the edges (``cgroups``,
 ``host``, ``identity``, ``engine``).
 """
 
 __version__ = "0.1.0"
+
+# Where ``procview serve``'s seccomp supervisor listens and where runtimes
+# hand it their containers' listeners (procview/supervisor.py).
+DEFAULT_SECCOMP_SOCKET = "/run/procview/seccomp.sock"

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from procview import __version__
+from procview import DEFAULT_SECCOMP_SOCKET as SECCOMP_SOCKET, __version__
 
 EXIT_FAILURE = 1
 
@@ -53,19 +53,25 @@ def main() -> None:
 @click.argument("mountpoint", default="/var/lib/procview")
 @click.option("--pidfile", default=None, help="Write the daemon's pid here once the mount answers.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
-def serve(mountpoint: str, pidfile: str | None, log_level: str) -> None:
+@click.option("--seccomp-socket", envvar="PROCVIEW_SECCOMP_SOCKET", default=SECCOMP_SOCKET, show_default=True,
+              help="Where runtimes hand over seccomp listeners (OCI listenerPath) for sysinfo() and sched_getaffinity().")
+@click.option("--no-seccomp-socket", is_flag=True, help="Serve the files only; answer no syscalls.")
+def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: str, no_seccomp_socket: bool) -> None:
     """Mount the view at MOUNTPOINT (FUSE) and serve it in the foreground.
 
     Containers bind-mount its files over their own, as with LXCFS:
-    MOUNTPOINT/proc/meminfo over /proc/meminfo, and so on. Stops, unmounting,
-    on SIGTERM or SIGINT.
+    MOUNTPOINT/proc/meminfo over /proc/meminfo, and so on. Containers whose
+    runtime hands their seccomp listener to the socket (procview run does;
+    runc and crun with linux.seccomp.listenerPath) also get their own
+    values from sysinfo() and sched_getaffinity(). Stops, unmounting, on
+    SIGTERM or SIGINT.
     """
     from procview.cgroups import CgroupError
     from procview.daemon import ServeError, serve as run_daemon
 
     _setup_logging(log_level)
     try:
-        run_daemon(mountpoint, pidfile)
+        run_daemon(mountpoint, pidfile, seccomp_socket=None if no_seccomp_socket else seccomp_socket)
     except (ServeError, CgroupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -139,6 +145,8 @@ class _DockerExitCodes(click.Command):
               help="Run a tiny init as pid 1 that reaps zombies and forwards signals.")
 @click.option("--view", "view", help="procview mount to bind into the container (default /var/lib/procview).")
 @click.option("--no-view", is_flag=True, help="Do not bind the procview view into the container.")
+@click.option("--seccomp-socket", envvar="PROCVIEW_SECCOMP_SOCKET", default=SECCOMP_SOCKET, show_default=True,
+              help="procview serve's supervisor, which answers sysinfo() and sched_getaffinity() for the container.")
 @click.option("--cap-add", multiple=True, help="Add a capability (e.g. NET_ADMIN, CAP_SYS_PTRACE, ALL).")
 @click.option("--cap-drop", multiple=True, help="Drop a capability (e.g. CHOWN, ALL).")
 @click.option("--privileged", is_flag=True,
@@ -149,7 +157,7 @@ class _DockerExitCodes(click.Command):
               help="State root (images, containers); also $PROCVIEW_ROOT.")
 def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset_cpus, pids_limit, env, env_file,
         workdir, user, hostname, name, remove, volume, read_only, interactive, tty, network, use_init, view, no_view,
-        cap_add, cap_drop, privileged, security_opt, root):
+        cap_add, cap_drop, privileged, security_opt, root, seccomp_socket):
     """Run COMMAND in a new container from IMAGE (busybox is built in).
 
     The container gets its own namespaces, an overlay root filesystem, the
@@ -201,6 +209,7 @@ def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset
         name=name, volumes=tuple(volumes), read_only=read_only, interactive=interactive, tty=tty,
         net_host=network == "host", limits=limits, view=view, use_view=not no_view, init=use_init,
         cap_add=tuple(cap_add), cap_drop=tuple(cap_drop), privileged=privileged, security_opt=tuple(security_opt),
+        seccomp_socket=seccomp_socket,
     )
     try:
         code = run_container(config, root)

@@ -7,6 +7,11 @@ if missing, a dead procview mount (its daemon was killed: ENOTCONN) is
 detached, and a live one is left alone with a clear refusal. Readiness
 (pidfile, systemd's ``READY=1``) is announced only once the mount answers a
 real read. SIGTERM or SIGINT unmounts and exits 0.
+
+The same loop runs the seccomp supervisor (``supervisor.py``), which
+answers containers' ``sysinfo()`` and ``sched_getaffinity()`` from the
+same engine, so syscalls and files agree; its socket exists before
+readiness is announced, so containers started after it get both.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import trio
 from procview.engine import ViewEngine
 from procview.fs import ProcviewFS
 from procview.mounts import FSTYPE, filesystems_at
+from procview.supervisor import DEFAULT_SOCKET, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +86,27 @@ def notify_systemd(message: str) -> None:
             log.warning("could not notify systemd: %s", exc)
 
 
-def serve(mountpoint: str = DEFAULT_MOUNTPOINT, pidfile: str | None = None, engine: ViewEngine | None = None) -> None:
-    """Mount the view at ``mountpoint`` and serve until SIGTERM/SIGINT."""
+def serve(
+    mountpoint: str = DEFAULT_MOUNTPOINT,
+    pidfile: str | None = None,
+    engine: ViewEngine | None = None,
+    seccomp_socket: str | None = DEFAULT_SOCKET,
+) -> None:
+    """Mount the view at ``mountpoint`` and serve until SIGTERM/SIGINT;
+    with ``seccomp_socket``, also answer the sysinfo() and
+    sched_getaffinity() calls of the containers handed over there."""
     # The mount table names real paths: a mount point given through a
     # symlink must be resolved, or a live procview there would go unseen.
     mountpoint = os.path.realpath(mountpoint)
     prepare_mountpoint(mountpoint)
     engine = engine or ViewEngine()
+    supervisor = listening = None
+    if seccomp_socket:
+        supervisor = Supervisor(engine, seccomp_socket)
+        try:
+            listening = supervisor.bind()
+        except SupervisorError as exc:
+            raise ServeError(str(exc)) from None
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     options |= {f"fsname={FSNAME}", f"subtype={FSNAME}", "allow_other"}
     # Hold SIGTERM/SIGINT from here until the signal watcher runs: one that
@@ -97,10 +117,13 @@ def serve(mountpoint: str = DEFAULT_MOUNTPOINT, pidfile: str | None = None, engi
         try:
             pyfuse3.init(ProcviewFS(engine), mountpoint, options)
         except RuntimeError as exc:
+            if listening is not None:
+                listening.close()
+                _remove(seccomp_socket)
             raise ServeError(f"{mountpoint}: cannot mount: {exc}") from None
         log.info("mounted at %s", mountpoint)
         try:
-            trio.run(_run, mountpoint, pidfile, engine)
+            trio.run(_run, mountpoint, pidfile, engine, supervisor, listening)
         finally:
             pyfuse3.close(unmount=True)
             if pidfile:
@@ -113,12 +136,15 @@ def serve(mountpoint: str = DEFAULT_MOUNTPOINT, pidfile: str | None = None, engi
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine) -> None:
+async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, listening) -> None:
     with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held ones arrive now
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pyfuse3.main)
             nursery.start_soon(_maintain, engine)
+            if supervisor is not None:
+                await nursery.start(supervisor.serve, listening)
+                log.info("seccomp supervisor listening at %s", supervisor.socket_path)
             await _wait_until_answering(mountpoint)
             if pidfile:
                 _write_atomically(pidfile, f"{os.getpid()}\n")

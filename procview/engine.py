@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import math
 import re
 import time
 from typing import Callable
@@ -34,6 +35,7 @@ from procview.host import (
 )
 from procview.identity import Container, Identity
 from procview.views._inputs import ContainerMemory, ContainerTime, TaskCensus
+from procview.views.meminfo import sysinfo_memory
 from procview.views.cpuview import CpuView, compute_cpu_view
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,9 @@ class ViewEngine:
         self._warned: set[str] = set()
         self._boot_epoch: int | None = None
         self._host_facts: dict[str, tuple[float, object]] = {}
+        self._limits: dict[tuple, tuple[float, object]] = {}
+        self._sysinfo_answers: dict[tuple, tuple[float, object]] = {}
+        self._timens_offsets: dict[str, tuple[float, float]] = {}
 
     # -- public ---------------------------------------------------------------
 
@@ -130,6 +135,72 @@ class ViewEngine:
             self.warn_once(f"render:{path}", "rendering %s for pid %d failed; serving the host's file", path, pid, exc_info=True)
             return self._host_content(path, host_text, pid)
 
+    def sysinfo(self, pid: int):
+        """What ``sysinfo(2)`` should tell thread ``pid`` (a SysinfoValues),
+        or None when its container has no limit (the kernel's own answer is
+        right then). The same numbers as its meminfo, loadavg and uptime."""
+        container = self.identity.container_of(pid)
+        if container is None:
+            return None
+        now = self.clock.monotonic()
+        # The answer depends on the container and on the caller's time
+        # namespace (uptime), nothing else.
+        key = (container.key, self.host.readlink(f"/proc/{pid}/ns/time"))
+        cached = self._sysinfo_answers.get(key)
+        if cached is None or now - cached[0] >= self.SYSINFO_TTL:
+            cached = (now, self._sysinfo_parts(container))
+            if len(self._sysinfo_answers) >= 4096:
+                self._sysinfo_answers.clear()
+            self._sysinfo_answers[key] = cached
+        read_at, parts = cached
+        if parts is None:
+            return None
+        self._seen[container.key] = (container, now)
+        memory, values = parts
+        # Usage is read on every call: busybox free takes "free" from
+        # sysinfo and "cached" from /proc/meminfo, and a stale free next to
+        # a fresh cache could make its "used" underflow.
+        # (Swap, which busybox takes from sysinfo alone, may be as old as
+        # the rest.)
+        ram = container.cgroup.memory_usage(swap=False).memory
+        usage = memory.usage._replace(memory=ram) if memory.usage else None
+        fresh = sysinfo_memory(self._host_fact("meminfo", self._read_host_meminfo), memory._replace(usage=usage))
+        # Between computations only RAM usage and the clock move (the
+        # kernel rounds a partial second up).
+        return values._replace(uptime=math.ceil(values.uptime + (now - read_at)), freeram=max(0, fresh["MemFree"]) * 1024)
+
+    # The rest of a container's sysinfo answer (limits, shmem, load, thread
+    # count) is computed again at most this often: programs call sysinfo in
+    # bursts (glibc's qsort, a JVM's start: dozens of calls), and computing
+    # it reads memory.stat, the task count and the time namespace.
+    SYSINFO_TTL = 0.1
+
+    def _sysinfo_parts(self, container: Container):
+        """(ContainerMemory, SysinfoValues with an unrounded uptime), or
+        None for a container without limits."""
+        from procview.views.sysinfo import sysinfo_values
+
+        request = _Request(self, container)
+        if not request.is_limited():
+            return None
+        # The six meminfo lines sysinfo reports, by the functions that
+        # compute the file's; the host's meminfo may be 2 s old here (it
+        # only caps the limit and gives the swap device's size).
+        memory = sysinfo_memory(self._host_fact("meminfo", self._read_host_meminfo), request.memory)
+        time_now = request.time
+        values = sysinfo_values(memory, time_now, self._load_averages(request), request.cgroup.task_count() or 0)
+        return request.memory, values._replace(uptime=max(0.0, time_now.uptime))
+
+    def affinity_count(self, pid: int) -> int | None:
+        """How many CPUs ``sched_getaffinity(2)`` may report to thread
+        ``pid``: its CPU view's count, or None outside a CPU-limited
+        container (the kernel's own answer is right then)."""
+        container = self.identity.container_of(pid)
+        if container is None:
+            return None
+        view = _Request(self, container).cpu_view
+        return view.count if view.limited else None
+
     def cpu_view(self, pid: int) -> CpuView:
         """The CPU view of ``pid``'s container (the host's for host callers)."""
         host_cpus = self.online_cpus()
@@ -153,6 +224,12 @@ class ViewEngine:
             if census is not None:
                 self.loads.sample(key, census, now)
         self.loads.forget_expired(now)
+        for cache, ttl in (
+            (self._limits, self.LIMITS_TTL), (self._sysinfo_answers, self.SYSINFO_TTL), (self._timens_offsets, self.LIMITS_TTL)
+        ):
+            for key, entry in list(cache.items()):
+                if now - entry[0] >= ttl:
+                    del cache[key]
         for key, (_container, last_read) in list(self._seen.items()):
             if now - last_read >= self.FORGET_AFTER:
                 del self._seen[key]
@@ -176,6 +253,26 @@ class ViewEngine:
         if cached is None or now - cached[0] >= self.HOST_FACTS_TTL:
             cached = (now, compute())
             self._host_facts[name] = cached
+        return cached[1]
+
+    def _read_host_meminfo(self) -> dict[str, int]:
+        return parse_meminfo(self.host.read("/proc/meminfo") or "")
+
+    # A container's limits, re-read at most this often: they change only
+    # when someone updates the cgroup (docker update), and reading them
+    # means a file per level of the hierarchy and per controller.
+    LIMITS_TTL = 1.0
+
+    def container_limits(self, container: Container, compute):
+        """``compute()`` (the container's memory limits and CPU view), cached
+        per container for LIMITS_TTL."""
+        now = self.clock.monotonic()
+        cached = self._limits.get(container.key)
+        if cached is None or now - cached[0] >= self.LIMITS_TTL:
+            if len(self._limits) >= 4096:
+                self._limits.clear()
+            cached = (now, compute())
+            self._limits[container.key] = cached
         return cached[1]
 
     def online_cpus(self) -> frozenset[int]:
@@ -209,7 +306,16 @@ class ViewEngine:
         timens = self.host.readlink(f"/proc/{pid}/ns/time")
         if timens is None or timens == self.own_timens:
             return 0.0
-        return parse_timens_boottime_offset(self.host.read(f"/proc/{pid}/timens_offsets") or "") or 0.0
+        # A namespace's offsets are fixed once a process has entered it;
+        # the TTL only guards against its inode number being reused.
+        now = self.clock.monotonic()
+        cached = self._timens_offsets.get(timens)
+        if cached is None or now - cached[0] >= self.LIMITS_TTL:
+            if len(self._timens_offsets) >= 4096:
+                self._timens_offsets.clear()
+            offset = parse_timens_boottime_offset(self.host.read(f"/proc/{pid}/timens_offsets") or "") or 0.0
+            cached = self._timens_offsets[timens] = (now, offset)
+        return cached[1]
 
     def _host_content(self, path: str, host_text: str | None, pid: int) -> bytes:
         """The host's file, as the kernel would show it to this caller: a
@@ -276,9 +382,14 @@ class ViewEngine:
         census = request.census
         if census is None:
             raise LookupError("no census of the container's tasks")
-        key = request.container.key
-        averages = self.loads.averages(key, census, self.clock.monotonic())
-        return render_loadavg(averages, census)
+        return render_loadavg(self._load_averages(request), census)
+
+    def _load_averages(self, request: "_Request"):
+        """The container's load averages; a census (every thread's status)
+        is taken only when the request has one or a sample is due."""
+        key, now = request.container.key, self.clock.monotonic()
+        needs_census = "census" in request.__dict__ or self.loads.is_due(key, now)
+        return self.loads.averages(key, request.census if needs_census else None, now)
 
     def _diskstats(self, request: "_Request", host_text: str) -> str:
         from procview.views.diskstats import render_diskstats
@@ -316,8 +427,18 @@ class _Request:
         return parse_meminfo(self.host_file("/proc/meminfo"))
 
     @functools.cached_property
+    def _limits(self):
+        """(memory limits, CPU view): what changes only when the cgroup is
+        updated, shared by the container's requests for a second."""
+        cgroup, engine = self.cgroup, self.engine
+        return engine.container_limits(
+            self.container,
+            lambda: (cgroup.memory_limits(), compute_cpu_view(engine.online_cpus(), cgroup.cpuset(), cgroup.cpu_quota())),
+        )
+
+    @functools.cached_property
     def memory_limits(self):
-        return self.cgroup.memory_limits()
+        return self._limits[0]
 
     @functools.cached_property
     def memory(self) -> ContainerMemory:
@@ -336,7 +457,7 @@ class _Request:
 
     @functools.cached_property
     def cpu_view(self) -> CpuView:
-        return compute_cpu_view(self.engine.online_cpus(), self.cgroup.cpuset(), self.cgroup.cpu_quota())
+        return self._limits[1]
 
     @functools.cached_property
     def cpu_usage(self):

@@ -13,7 +13,9 @@ caller's pid namespace until a process whose innermost ``NSpid`` is 1. A
 process that joined the namespace with setns() (``docker exec``) has a
 parent outside it; then every process is scanned once for the namespace's
 pid 1. The answer is cached per pid-namespace inode and re-checked on every
-use against the init's start time, so a reused pid is never trusted.
+use against the init's start time, so a reused pid is never trusted. The
+init's cgroup is re-read at most once a second (``CGROUP_TTL``): a
+container's init changes cgroup only when an administrator moves it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import NamedTuple
 
 from procview.cgroups import Cgroup, Hierarchies
@@ -33,6 +36,7 @@ INIT_SCOPE = "/init.scope"
 # Bound the cache; a host with more live pid namespaces than this just pays
 # the (cheap) parent walk again.
 _MAX_CACHED_NAMESPACES = 8192
+CGROUP_TTL = 1.0  # seconds a container init's cgroup is trusted without re-reading
 
 
 class Container(NamedTuple):
@@ -101,6 +105,10 @@ class Identity:
         self.host = host
         self.own_pidns = host.readlink("/proc/self/ns/pid")
         self._inits: dict[str, _InitRecord] = {}
+        # pidns -> (when read, the init's cgroup): a container's init moves
+        # between cgroups only if someone moves it, so its cgroup is read
+        # again at most every CGROUP_TTL seconds, not on every request.
+        self._cgroups: dict[str, tuple[float, Cgroup]] = {}
 
     def pid_namespace(self, pid: int) -> str | None:
         return self.host.readlink(f"/proc/{pid}/ns/pid")
@@ -119,10 +127,17 @@ class Identity:
         init = self._init_of(pid, pidns)
         if init is None:
             return None
-        cgroup = self.hierarchies.cgroup_of(init.pid)
-        if cgroup is None:
-            return None
-        return Container(cgroup.with_path(strip_init_scope), pid, init.pid, init.start, False, init.level)
+        now = time.monotonic()
+        cached = self._cgroups.get(pidns)
+        if cached is not None and now - cached[0] < CGROUP_TTL:
+            cgroup = cached[1]
+        else:
+            cgroup = self.hierarchies.cgroup_of(init.pid)
+            if cgroup is None:
+                return None
+            cgroup = cgroup.with_path(strip_init_scope)
+            self._cgroups[pidns] = (now, cgroup)
+        return Container(cgroup, pid, init.pid, init.start, False, init.level)
 
     # -- finding the pid-namespace init --------------------------------------
 
@@ -150,6 +165,7 @@ class Identity:
         return record
 
     def _forget(self, pidns: str) -> None:
+        self._cgroups.pop(pidns, None)
         record = self._inits.pop(pidns, None)
         if record is not None and record.pidfd is not None:
             os.close(record.pidfd)

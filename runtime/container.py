@@ -75,6 +75,7 @@ class ContainerConfig:
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
     security_opt: tuple[str, ...] = ()  # "seccomp=PROFILE.json", "seccomp=unconfined", "no-new-privileges[=BOOL]"
+    seccomp_socket: str | None = None  # procview serve's supervisor socket; None: the default one
 
 
 def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None) -> int:
@@ -118,16 +119,26 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         if not config.privileged:
             _restrict_devices(cgroup, linux)
 
+        view = _find_view(config, warn)
+        agent = None
+        if view is not None:
+            agent = _connect_agent(config, warn)
+            if agent is not None:
+                undo.callback(agent.close)
+                security = _with_view_filter(security, root)
         plan = MountPlan(
             bundle=bundle,
             layers=image.layers,
-            view=_find_view(config, warn),
+            view=view,
             volumes=config.volumes,
             read_only=config.read_only,
             cgroup2=hierarchies.layout is Layout.V2,
             workdir=image.config.get("WorkingDir") or "/",
         )
-        return _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2, security)
+        return _start_and_wait(
+            linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2, security,
+            agent, container_id, warn,
+        )
 
 
 # -- the two sides of the fork ---------------------------------------------------
@@ -148,6 +159,30 @@ def _security(config: ContainerConfig, root: str, warn) -> SecurityPlan:
         raise RunError(str(exc)) from None
 
 
+def _connect_agent(config: ContainerConfig, warn):
+    """A connection to procview serve's seccomp supervisor, or None (with
+    a warning: sysinfo and sched_getaffinity then get the kernel's answers)."""
+    from runtime import syscall_view
+
+    path = config.seccomp_socket or syscall_view.DEFAULT_SOCKET
+    sock = syscall_view.connect(path)
+    if sock is None:
+        warn(f"no seccomp supervisor at {path}: sysinfo() and sched_getaffinity() report the host's values")
+    return sock
+
+
+def _with_view_filter(security: SecurityPlan, root: str) -> SecurityPlan:
+    import dataclasses
+
+    from runtime.security.seccomp import SeccompError, view_program
+
+    try:
+        program = view_program(cache_dir=os.path.join(root, "seccomp"))
+    except (SeccompError, OSError) as exc:
+        raise RunError(f"seccomp view filter: {exc}") from None
+    return dataclasses.replace(security, view_filter=program)
+
+
 def _restrict_devices(cgroup, linux) -> None:
     from runtime.security import devices
 
@@ -157,12 +192,16 @@ def _restrict_devices(cgroup, linux) -> None:
         raise RunError(f"devices cgroup: {exc.strerror or exc}") from None
 
 
-def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, security) -> int:
+def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn) -> int:
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     tty_parent = tty_child = None
     if config.tty:
         tty_parent, tty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The command sends its seccomp listener fd back over this pair.
+    listener_parent = listener_child = None
+    if security.view_filter is not None:
+        listener_parent, listener_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
 
     time_ns = namespaces.time_namespaces_supported()
     try:
@@ -177,9 +216,12 @@ def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, 
         try:
             os.close(report_r)
             os.close(go_w)
-            if tty_parent is not None:
-                tty_parent.close()
-            _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child, security)
+            for parent_end in (tty_parent, listener_parent, agent):
+                if parent_end is not None:
+                    parent_end.close()
+            _container_init(
+                linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child, security, listener_child
+            )
         except BaseException as exc:  # noqa: BLE001 - pid 1 must report, never unwind into the caller's code
             process.report(report_w, "init", str(exc) or type(exc).__name__, process.EXIT_PROCVIEW_FAILED)
         os._exit(process.EXIT_PROCVIEW_FAILED)
@@ -187,9 +229,11 @@ def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, 
     # procview run, in the host's namespaces.
     os.close(report_w)
     os.close(go_r)
-    if tty_child is not None:
-        tty_child.close()
+    for child_end in (tty_child, listener_child):
+        if child_end is not None:
+            child_end.close()
     forwarder = _SignalForwarder(pid)
+    link = None
     try:
         try:
             cgroup.add_process(pid)  # before pid 1 does anything
@@ -206,6 +250,8 @@ def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, 
             if failure["code"] == process.EXIT_PROCVIEW_FAILED:
                 raise RunError(failure["message"])
             raise _ExecFailed(failure)
+        if listener_parent is not None:
+            link = _link_agent(listener_parent, agent, config, container_id, pid, plan.bundle.path, warn)
         if tty_parent is not None:
             master = process.receive_fd(tty_parent)
             tty_parent.close()
@@ -213,11 +259,32 @@ def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, 
                 relay = process.TerminalRelay(master)
                 forwarder.on_resize = relay.resize
                 with relay:
-                    relay.pump(stdin_open=config.interactive)
+                    relay.pump(stdin_open=config.interactive, link=link)
                 os.close(master)
-        return process.exit_code_of(_wait(pid))
+        from runtime.syscall_view import wait_for_exit
+
+        return process.exit_code_of(wait_for_exit(pid, link))
     finally:
         forwarder.restore()
+        if link is not None:
+            link.close()
+        if listener_parent is not None:
+            listener_parent.close()
+
+
+def _link_agent(listener_parent, agent, config, container_id, pid, bundle, warn):
+    """Receive the command's listener fd and hand it to the supervisor."""
+    from runtime import syscall_view
+
+    listener_parent.settimeout(5.0)  # sent before execve, which has happened
+    listener_fd = process.receive_fd(listener_parent)
+    if listener_fd is None:
+        warn("the container's seccomp listener did not arrive: sysinfo() and sched_getaffinity() are not virtualized")
+        return None
+    path = config.seccomp_socket or syscall_view.DEFAULT_SOCKET
+    message = syscall_view.state_message(container_id, pid, bundle)
+    # The link owns the connection from here on (and closes it).
+    return syscall_view.AgentLink(path, agent, listener_fd, message, warn)
 
 
 class _ExecFailed(RunError):
@@ -228,7 +295,7 @@ class _ExecFailed(RunError):
         self.exit_code = failure["code"]
 
 
-def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock, security) -> None:
+def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock, security, listener_sock) -> None:
     """pid 1 of the container. Never returns.
 
     Security (``runtime/security``): masked and read-only paths here,
@@ -281,11 +348,18 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
             os.close(null)
         os.chdir(workdir)
         try:
-            confine(linux, security, uid, gid, groups)
+            listener = confine(linux, security, uid, gid, groups)
+            if listener is not None:
+                # To procview run, which passes it to the supervisor; the
+                # container itself must not keep its own listener.
+                socket.send_fds(listener_sock, [b"seccomp"], [listener])
+                os.close(listener)
         except OSError as exc:
             message = f"security: {exc.strerror or exc}"
             process.report(report_w, "security", message, process.EXIT_PROCVIEW_FAILED)
             os._exit(process.EXIT_PROCVIEW_FAILED)
+        if listener_sock is not None:
+            listener_sock.close()
         process.exec_command(list(argv), env, report_w)
 
     if not config.init:
@@ -302,6 +376,8 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
     os.close(report_w)
     if slave is not None:
         os.close(slave)
+    if listener_sock is not None:
+        listener_sock.close()
     process.run_init(child)
 
 

@@ -60,6 +60,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # seccomp(2) (linux/seccomp.h)
 SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3  # return a user-notification listener fd
 
 # bpf(2) (linux/bpf.h): what the cgroup v2 device filter needs.
 BPF_PROG_LOAD = 5
@@ -164,15 +165,17 @@ class Linux:
             data[word].inheritable = (inheritable >> shift) & 0xFFFFFFFF
         self._check(self._syscall(_SYS_CAPSET, ctypes.byref(header), data), "capset", hex(effective))
 
-    def seccomp_set_filter(self, program: bytes) -> None:
+    def seccomp_set_filter(self, program: bytes, flags: int = 0) -> int:
         """Install a classic-BPF seccomp program (``struct sock_filter``
-        array, 8 bytes an instruction, as seccomp_export_bpf writes it)."""
+        array, 8 bytes an instruction, as seccomp_export_bpf writes it).
+        Returns the syscall's result: the listener fd with
+        ``SECCOMP_FILTER_FLAG_NEW_LISTENER``, else 0."""
         if len(program) % 8 or not program:
             raise OSError(22, "seccomp: program is not a sock_filter array")
         buffer = ctypes.create_string_buffer(program, len(program))
         fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-        self._check(
-            self._syscall(_SYS_SECCOMP, ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(0), ctypes.byref(fprog)),
+        return self._check(
+            self._syscall(_SYS_SECCOMP, ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(fprog)),
             "seccomp",
         )
 

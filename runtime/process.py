@@ -210,14 +210,21 @@ class TerminalRelay:
         if os.isatty(self.stdin):
             copy_window_size(self.stdin, self.master)
 
-    def pump(self, stdin_open: bool = True) -> None:
-        """Relay until the pty reports EOF (all container ends closed)."""
+    def pump(self, stdin_open: bool = True, link=None) -> None:
+        """Relay until the pty reports EOF (all container ends closed),
+        serving ``link`` (a ``syscall_view.AgentLink``) meanwhile."""
         inputs = [self.master] + ([self.stdin] if stdin_open else [])
         while True:
             try:
-                ready, _, _ = select.select(inputs, [], [])
+                watched = inputs + (link.fds() if link else [])
+                ready, _, _ = select.select(watched, [], [], link.timeout() if link else None)
             except InterruptedError:
                 continue
+            if link:
+                for fd in ready:
+                    if fd not in inputs:
+                        link.ready(fd)
+                link.tick()
             if self.master in ready:
                 try:
                     data = os.read(self.master, 65536)

@@ -77,8 +77,9 @@ class Cgroup(abc.ABC):
         """Effective memory and swap limits (swap alone)."""
 
     @abc.abstractmethod
-    def memory_usage(self) -> MemoryUsage:
-        ...
+    def memory_usage(self, swap: bool = True) -> MemoryUsage:
+        """RAM (and, with ``swap``, swap) in use by this cgroup, in bytes;
+        None where unknown. Without ``swap`` one file fewer is read."""
 
     @abc.abstractmethod
     def memory_stat(self) -> MemoryStat | None:
@@ -109,6 +110,19 @@ class Cgroup(abc.ABC):
     @abc.abstractmethod
     def processes(self) -> list[int] | None:
         """Every process id in this cgroup and its descendants."""
+
+    def task_count(self) -> int | None:
+        """How many threads this cgroup and its descendants hold: the pids
+        controller's ``pids.current`` where it is available (one small
+        read), else the length of ``threads()``."""
+        current = self._pids_current()
+        if current is not None:
+            return current
+        threads = self.threads()
+        return None if threads is None else len(threads)
+
+    def _pids_current(self) -> int | None:
+        return None
 
     # -- writing (the runtime) -------------------------------------------
 

@@ -157,9 +157,11 @@ class CgroupV1(Cgroup):
             memory = memsw
         return MemoryLimits(memory, memsw - memory)
 
-    def memory_usage(self) -> MemoryUsage:
+    def memory_usage(self, swap: bool = True) -> MemoryUsage:
         memory = parse_single_value(self._read("memory", "memory.usage_in_bytes"))
         memory = memory if isinstance(memory, int) else None
+        if not swap:
+            return MemoryUsage(memory, None)
         memsw = parse_single_value(self._read("memory", "memory.memsw.usage_in_bytes"))
         swap = max(0, memsw - memory) if isinstance(memsw, int) and memory is not None else None
         return MemoryUsage(memory, swap)
@@ -269,6 +271,10 @@ class CgroupV1(Cgroup):
             if directory is not None:
                 return directory
         return None
+
+    def _pids_current(self) -> int | None:
+        value = parse_single_value(self._read("pids", "pids.current"))
+        return value if isinstance(value, int) else None
 
     def threads(self) -> list[int] | None:
         directory = self._task_dir()

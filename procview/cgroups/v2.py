@@ -94,8 +94,10 @@ class CgroupV2(Cgroup):
         swap = self._min_over_levels("memory.swap.max") if self._read("memory.swap.current") is not None else None
         return MemoryLimits(memory, swap)
 
-    def memory_usage(self) -> MemoryUsage:
+    def memory_usage(self, swap: bool = True) -> MemoryUsage:
         memory = parse_single_value(self._read("memory.current"))
+        if not swap:
+            return MemoryUsage(memory if isinstance(memory, int) else None, None)
         swap = parse_single_value(self._read("memory.swap.current"))
         return MemoryUsage(memory if isinstance(memory, int) else None, swap if isinstance(swap, int) else None)
 
@@ -151,6 +153,10 @@ class CgroupV2(Cgroup):
         return result
 
     # -- tasks ------------------------------------------------------------
+
+    def _pids_current(self) -> int | None:
+        value = parse_single_value(self._read("pids.current"))
+        return value if isinstance(value, int) else None
 
     def threads(self) -> list[int] | None:
         directory = self._dir()

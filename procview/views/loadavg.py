@@ -121,10 +121,12 @@ class LoadTracker:
         self.expire_after = expire_after
         self._tracked: dict[Hashable, _Tracked] = {}
 
-    def averages(self, key, census: TaskCensus, now: float) -> LoadAverage:
+    def averages(self, key, census: TaskCensus | None, now: float) -> LoadAverage:
         """Called on every read: starts tracking ``key`` if new, feeds
         ``census`` as the latest sample and returns the current averages.
-        Costs a dict lookup unless a sample is due."""
+        Costs a dict lookup unless a sample is due. ``census`` may be None
+        when ``is_due`` said no sample is due (a census costs a read of
+        every thread's status, which a frequent caller should not pay)."""
         tracked = self._tracked.get(key)
         if tracked is None:
             tracked = self._tracked[key] = _Tracked(now)
@@ -132,6 +134,11 @@ class LoadTracker:
             tracked.last_read = max(tracked.last_read, now)
             self._catch_up(tracked, census, now)
         return tracked.as_average()
+
+    def is_due(self, key, now: float) -> bool:
+        """Whether ``averages(key, ...)`` at ``now`` needs a census."""
+        tracked = self._tracked.get(key)
+        return tracked is not None and self._steps_due(tracked, now) > 0
 
     def keys_due(self, now: float) -> list:
         """Keys whose next 5-second sample is due (expired keys excluded:
@@ -169,9 +176,9 @@ class LoadTracker:
     def _expired(self, tracked: _Tracked, now: float) -> bool:
         return now - tracked.last_read >= self.expire_after
 
-    def _catch_up(self, tracked: _Tracked, census: TaskCensus, now: float) -> None:
+    def _catch_up(self, tracked: _Tracked, census: TaskCensus | None, now: float) -> None:
         steps = self._steps_due(tracked, now)
-        if steps:
+        if steps and census is not None:
             tracked.loads = _decay(tracked.loads, active_tasks(census) * FIXED_1, steps)
             tracked.next_sample += steps * self.INTERVAL
 

@@ -336,6 +336,27 @@ def meminfo_values(host: dict[str, int], memory: ContainerMemory, overcommit_rat
     return values
 
 
+# The lines ``sysinfo(2)`` reports (totalram, freeram, sharedram, bufferram,
+# totalswap, freeswap).
+SYSINFO_FIELDS = ("MemTotal", "MemFree", "Shmem", "Buffers", "SwapTotal", "SwapFree")
+
+
+def sysinfo_memory(host: dict[str, int], memory: ContainerMemory) -> dict[str, int]:
+    """``SYSINFO_FIELDS`` of ``meminfo_values(host, memory)``, computed by
+    the same functions but without the other fifty lines (sysinfo is
+    called far more often than meminfo is read)."""
+    if "MemTotal" not in host:
+        return {name: max(0, host.get(name, 0)) for name in SYSINFO_FIELDS}
+    limits = memory.limits or MemoryLimits(None, None)
+    usage = memory.usage or MemoryUsage(None, None)
+    total_kb = effective_memory_kb(limits.memory, max(0, host["MemTotal"]))
+    fields = ram_fields(host, total_kb, kib(usage.memory), memory.stat)
+    fields["Shmem"] = min(_stat_sum_kb(memory.stat, STAT_FIELDS["Shmem"]), total_kb)
+    fields["Buffers"] = 0  # as stat_fields: buffers are page cache to a cgroup
+    fields.update(swap_fields(host, limits, usage, memory.stat))
+    return {name: fields[name] for name in SYSINFO_FIELDS}
+
+
 def render_meminfo(host_text: str, memory: ContainerMemory, overcommit_ratio: int = 50) -> str:
     """The container's ``/proc/meminfo``: the host's text with the numbers
     of ``meminfo_values``. Every host line stays, in the host's order and
@@ -348,6 +369,8 @@ def render_meminfo(host_text: str, memory: ContainerMemory, overcommit_ratio: in
 __all__ = [
     "MACHINE_CONSTANTS",
     "STAT_FIELDS",
+    "SYSINFO_FIELDS",
+    "sysinfo_memory",
     "effective_memory_kb",
     "meminfo_values",
     "render_meminfo",

@@ -49,6 +49,7 @@ without CAP_SYS_PTRACE, even one with the same uid and capabilities.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -79,6 +80,9 @@ class SecurityPlan:
     no_new_privs: bool = False
     mask_paths: bool = True  # masked and read-only paths
     privileged: bool = False
+    # The view filter (sysinfo, sched_getaffinity -> procview's supervisor;
+    # runtime/syscall_view.py); None: the kernel answers them.
+    view_filter: bytes | None = None
 
 
 def parse_security_opts(values) -> SecurityOptions:
@@ -143,26 +147,46 @@ def apply_paths(linux, security: SecurityPlan) -> None:
         paths.unmask_sys(linux)
 
 
-def confine(linux, security: SecurityPlan, uid: int, gid: int, groups: list[int]) -> None:
+def confine(linux, security: SecurityPlan, uid: int, gid: int, groups: list[int]) -> int | None:
     """Become the container's user with the container's privileges, in
-    runc's order (see the module docstring). Call right before execve."""
+    runc's order (see the module docstring). Call right before execve.
+
+    Returns the view filter's listener fd (the caller hands it to the
+    supervisor and closes it before execve), or None without one. The
+    view filter goes in before the profile's, so a profile that does not
+    allow ``seccomp(2)`` cannot stop it from loading."""
     if security.no_new_privs:
         linux.prctl(PR_SET_NO_NEW_PRIVS, 1)
-    if security.seccomp is not None and not security.no_new_privs:
-        linux.seccomp_set_filter(security.seccomp)
+    listener = None
+    if not security.no_new_privs:
+        listener = _load_filters(linux, security)
     capabilities.drop_bounding(linux, security.caps)
     os.setgroups(groups)
     os.setgid(gid)
     os.setuid(uid)
     capabilities.set_process_caps(linux, security.caps, root=uid == 0)
-    if security.seccomp is not None and security.no_new_privs:
+    if security.no_new_privs:
+        listener = _load_filters(linux, security)
+    return listener
+
+
+def _load_filters(linux, security: SecurityPlan) -> int | None:
+    from runtime.linux import SECCOMP_FILTER_FLAG_NEW_LISTENER
+
+    listener = None
+    if security.view_filter is not None:
+        listener = linux.seccomp_set_filter(security.view_filter, SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    if security.seccomp is not None:
         linux.seccomp_set_filter(security.seccomp)
+    return listener
 
 
 def confine_init(linux, security: SecurityPlan, uid: int, gid: int, groups: list[int]) -> None:
     """The same for pid 1 after it forked the command, non-dumpable."""
     linux.prctl(PR_SET_DUMPABLE, 0)
-    confine(linux, security, uid, gid, groups)
+    # pid 1 makes no calls worth a view: it gets no view filter (a second
+    # listener nobody would read).
+    confine(linux, dataclasses.replace(security, view_filter=None), uid, gid, groups)
     try:
         linux.prctl(PR_SET_DUMPABLE, 0)  # a uid change resets it to fs.suid_dumpable
     except OSError:

@@ -72,9 +72,11 @@ ACTIONS = {
     "SCMP_ACT_LOG": "log",
     "SCMP_ACT_ALLOW": "allow",
 }
-# Refused with a reason: procview has no seccomp agent to answer it.
+# Refused with a reason: procview's supervisor answers only the calls of
+# its own view filter (below), not whatever a profile sends it.
 REFUSED_ACTIONS = {
-    "SCMP_ACT_NOTIFY": "SCMP_ACT_NOTIFY needs a seccomp agent listening for notifications, and procview has none",
+    "SCMP_ACT_NOTIFY": "SCMP_ACT_NOTIFY in a profile is not supported (procview's own filter sends sysinfo and "
+    "sched_getaffinity to its supervisor)",
 }
 
 OPERATORS = {
@@ -539,6 +541,51 @@ def _export(flt) -> bytes:
         os.close(fd)
 
 
+# -- the view filter: sysinfo and sched_getaffinity go to the supervisor ------------
+#
+# A second, tiny filter next to the profile's, loaded with
+# SECCOMP_FILTER_FLAG_NEW_LISTENER so that the kernel hands back a listener
+# fd (which procview run passes on to ``procview serve``). The kernel runs
+# every filter and takes the strictest answer, so the profile still rules:
+# a profile that denies sysinfo wins over NOTIFY.
+#
+# - ``sysinfo`` is always sent.
+# - ``sched_getaffinity`` only for pid 0 (the calling thread: what nproc,
+#   glibc, Python, Node and the JVM ask). A non-zero pid names a thread in
+#   the caller's pid namespace, which the supervisor cannot see directly;
+#   the kernel answers it, with the real mask (the runtime's cpuset).
+# - Other architectures (x86 and x32 on an x86_64 host) are left alone:
+#   their ``struct sysinfo`` has another layout.
+
+VIEW_FILTER_VERSION = b"procview view filter 1"  # change with build_view_filter (cache key)
+
+
+def build_view_filter() -> bytes:
+    """The view filter as a classic BPF program (bytes)."""
+    import pyseccomp
+
+    flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    flt.set_attr(pyseccomp.Attr.CTL_NNP, 0)  # as for the profile: no_new_privs only when asked
+    flt.add_rule(pyseccomp.NOTIFY, "sysinfo")
+    flt.add_rule(pyseccomp.NOTIFY, "sched_getaffinity", pyseccomp.Arg(0, pyseccomp.EQ, 0))
+    return _export(flt)
+
+
+def view_program(cache_dir: str | None = None) -> bytes:
+    """``build_view_filter()``, built once per machine, kernel and libseccomp."""
+    machine, release = os.uname().machine, os.uname().release
+    key = None
+    if cache_dir is not None:
+        key = cache_key(VIEW_FILTER_VERSION, frozenset(), machine, release)
+        cached = _read_cache(cache_dir, key)
+        if cached is not None:
+            return cached
+    program = build_view_filter()
+    if key is not None:
+        _write_cache(cache_dir, key, program)
+    return program
+
+
 # -- the whole thing, for procview run ---------------------------------------------
 
 
@@ -617,6 +664,6 @@ def _write_cache(cache_dir: str, key: str, program: bytes) -> None:
 
 __all__ = [
     "SeccompError", "Profile", "Entry", "Arg", "Filter", "Rule", "Resolved", "parse_profile", "resolve", "build",
-    "program_for", "read_profile_text", "action_value", "syscall_number", "enosys_numbers", "parse_kernel_version",
+    "program_for", "read_profile_text", "build_view_filter", "view_program", "action_value", "syscall_number", "enosys_numbers", "parse_kernel_version",
     "ACTIONS", "OPERATORS", "ARCHES", "MACHINES", "NEWER_SYSCALLS", "FALLBACK_SYSCALLS", "DEFAULT_PROFILE",
 ]

@@ -158,10 +158,12 @@ def daemon_rss_kib(pid: int) -> int:
 class Daemon:
     """One ``procview serve`` subprocess."""
 
-    def __init__(self, argv: list[str], mount: str, pidfile: str | None, log_path: str, popen: subprocess.Popen):
+    def __init__(self, argv: list[str], mount: str, pidfile: str | None, log_path: str, popen: subprocess.Popen,
+                 seccomp_socket: str | None = None):
         self.argv = argv
         self.mount = mount
         self.pidfile = pidfile
+        self.seccomp_socket = seccomp_socket  # its supervisor's socket (None: --no-seccomp-socket)
         self.log_path = log_path
         self.popen = popen
         self.stopped_by_fixture = False
@@ -231,12 +233,18 @@ class Daemons:
         argv = [PROCVIEW, "serve", mount]
         if pidfile is not None:
             argv += ["--pidfile", str(pidfile)]
+        # Each daemon its own supervisor socket, unless the test names one:
+        # tests run side by side, and the default belongs to the machine.
+        seccomp_socket = _option_value(args, "--seccomp-socket")
+        if seccomp_socket is None and "--no-seccomp-socket" not in args:
+            seccomp_socket = str(self.tmp_path / f"seccomp{self._count}.sock")
+            argv += ["--seccomp-socket", seccomp_socket]
         argv += list(args)
         log_path = str(self.tmp_path / f"procview{self._count}.log")
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      env=env if env is not None else dict(os.environ))
-        daemon = Daemon(argv, mount, None if pidfile is None else str(pidfile), log_path, popen)
+        daemon = Daemon(argv, mount, None if pidfile is None else str(pidfile), log_path, popen, seccomp_socket)
         self.started.append(daemon)
         if wait:
             daemon.wait_ready()
@@ -257,6 +265,8 @@ class Daemons:
                 problems.append(f"SIGTERM: exit code {code}, expected 0\n{daemon.describe()}")
             if daemon.pidfile and os.path.exists(daemon.pidfile):
                 problems.append(f"pidfile {daemon.pidfile} left behind\n{daemon.describe()}")
+            if daemon.seccomp_socket and os.path.exists(daemon.seccomp_socket):
+                problems.append(f"seccomp socket {daemon.seccomp_socket} left behind\n{daemon.describe()}")
         for mount in sorted({d.mount for d in self.started}):
             left = mounts_at(mount)
             if left:
@@ -265,6 +275,16 @@ class Daemons:
                     lazy_umount(mount)
         if problems:
             pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def _option_value(args, name: str) -> str | None:
+    args = list(args)
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 @pytest.fixture(autouse=True)

@@ -426,6 +426,7 @@ def test_memory_limits_v2_without_swap_accounting(tmp_path):
 def test_memory_usage(layout):
     # v1: usage 300 MiB, memsw usage 320 MiB -> 20 MiB of swap.
     assert hierarchies(layout).cgroup("/parent/ctr").memory_usage() == MemoryUsage(300 * MiB, 20 * MiB)
+    assert hierarchies(layout).cgroup("/parent/ctr").memory_usage(swap=False) == MemoryUsage(300 * MiB, None)
 
 
 # ctr's memory.stat as the kernel sums it over ctr and ctr/sub (v1 total_*).

@@ -174,3 +174,66 @@ def test_commit_limit_follows_the_hosts_overcommit_ratio(engine, monkeypatch):
     monkeypatch.setattr(engine, "overcommit_ratio", lambda: 80)
     meminfo = parse_meminfo(text(engine, "proc/meminfo", 200))
     assert meminfo["CommitLimit"] == 512000 * 80 // 100 + 256 * 1024
+
+
+# -- the syscalls: the same numbers as the files -----------------------------------
+
+
+def test_sysinfo_tells_what_the_files_show(engine):
+    from procview.views.sysinfo import SI_LOAD_SHIFT
+
+    meminfo = parse_meminfo(text(engine, "proc/meminfo", 201))
+    values = engine.sysinfo(201)
+    assert values.totalram == meminfo["MemTotal"] * 1024 == 500 * 1024 * 1024
+    assert values.freeram == meminfo["MemFree"] * 1024
+    assert values.sharedram == meminfo["Shmem"] * 1024
+    assert values.totalswap == meminfo["SwapTotal"] * 1024 and values.freeswap == meminfo["SwapFree"] * 1024
+    # Rounded up, as the kernel rounds a partial second; the caller's time namespace applies.
+    uptime = parse_uptime(text(engine, "proc/uptime", 201)).uptime
+    assert values.uptime == int(uptime) + 1
+    # ctr and ctr/sub hold 5 thread ids (202 and 211 included: the kernel counts threads).
+    assert values.procs == 5
+    load = text(engine, "proc/loadavg", 201).split()[:3]
+    assert [round(v / (1 << SI_LOAD_SHIFT), 2) for v in values.loads] == [float(x) for x in load]
+
+
+def test_sysinfo_and_affinity_leave_unlimited_callers_to_the_kernel(engine):
+    for pid in (301, 100, 4242):  # an unlimited container, a host process, a vanished one
+        assert engine.sysinfo(pid) is None
+        assert engine.affinity_count(pid) is None
+    assert engine.affinity_count(200) == 2  # 1.5 CPUs over 0-3 (v1) or 0-2 (v2)
+
+
+def test_sysinfo_load_follows_the_kernels_average_without_a_census_per_call(engine, monkeypatch):
+    """A census reads every thread's status: sysinfo takes one only when a
+    5-second load sample is due (busy callers make thousands of calls)."""
+    import procview.engine
+
+    engine.sysinfo(200)  # starts tracking
+    reads = []
+    real = procview.engine.parse_proc_status
+    monkeypatch.setattr(procview.engine, "parse_proc_status", lambda text: reads.append(1) or real(text))
+    engine.sysinfo(200)
+    assert reads == []
+    engine.clock.now += 5.0
+    engine.sysinfo(200)
+    assert reads
+
+
+def test_sysinfo_reads_ram_usage_on_every_call_and_the_rest_once_per_ttl(tmp_path):
+    """busybox free mixes sysinfo's free with meminfo's cache: free must be
+    fresh. Limits, shmem and thread counts may be SYSINFO_TTL old."""
+    import shutil
+
+    root = tmp_path / "v1"
+    shutil.copytree(os.path.join(FIXTURES, "v1"), root, symlinks=True)
+    engine = ViewEngine(root=str(root), clock=FakeClock())
+    first = engine.sysinfo(201)
+    memory_dir = root / "cg" / "memory" / "parent" / "ctr"
+    (memory_dir / "memory.usage_in_bytes").write_text(str(400 * 1024 * 1024) + "\n")
+    (root / "sys/fs/cgroup/pids/parent/ctr/pids.current").write_text("9\n")
+    second = engine.sysinfo(201)
+    assert second.freeram == 100 * 1024 * 1024 != first.freeram  # 500 MiB limit - 400 MiB used
+    assert second.procs == first.procs == 5  # within the TTL
+    engine.clock.now += ViewEngine.SYSINFO_TTL
+    assert engine.sysinfo(201).procs == 9

@@ -26,8 +26,9 @@ class FakeLinux:
     def capset(self, effective, permitted, inheritable):
         self.calls.append(("capset", effective, permitted, inheritable))
 
-    def seccomp_set_filter(self, program):
-        self.calls.append(("seccomp",))
+    def seccomp_set_filter(self, program, flags=0):
+        self.calls.append(("seccomp", program, flags))
+        return 42 if flags else 0  # the kernel returns the listener fd
 
 
 def test_docker_default_mask():
@@ -95,6 +96,27 @@ def test_confine_order_is_runcs(monkeypatch, nnp):
         assert steps == ["nnp", "bounding", "setgroups", "setgid", "setuid", "capset", "seccomp"]
     else:
         assert steps == ["seccomp", "bounding", "setgroups", "setgid", "setuid", "capset"]
+
+
+@pytest.mark.parametrize("nnp", [False, True])
+def test_the_view_filter_loads_first_with_a_listener_and_never_in_init(monkeypatch, nnp):
+    """The view filter goes in before the profile's (a profile need not
+    allow seccomp(2)), asks the kernel for a listener, and confine returns
+    that fd; pid 1 gets no view filter."""
+    from runtime.linux import SECCOMP_FILTER_FLAG_NEW_LISTENER
+
+    monkeypatch.setattr(caps, "_last_cap", lambda: 40)
+    for name in ("setgroups", "setgid", "setuid"):
+        monkeypatch.setattr(security.os, name, lambda value: None)
+    plan = security.SecurityPlan(caps=caps.DEFAULT, seccomp=b"P" * 8, no_new_privs=nnp, view_filter=b"V" * 8)
+    linux = FakeLinux()
+    assert security.confine(linux, plan, 0, 0, []) == 42
+    loads = [call[1:] for call in linux.calls if call[0] == "seccomp"]
+    assert loads == [(b"V" * 8, SECCOMP_FILTER_FLAG_NEW_LISTENER), (b"P" * 8, 0)]
+    init = FakeLinux()
+    security.confine_init(init, plan, 0, 0, [])
+    assert [call[1:] for call in init.calls if call[0] == "seccomp"] == [(b"P" * 8, 0)]
+    assert security.confine(FakeLinux(), security.SecurityPlan(caps=caps.DEFAULT), 0, 0, []) is None
 
 
 @pytest.mark.parametrize("values, seccomp, nnp", [

@@ -117,6 +117,21 @@ def test_averages_takes_a_due_sample_itself():
     assert fixed(tracker.averages("c1", ONE_BUSY, now=6.0)) == (164, 34, 11)
 
 
+def test_without_a_census_a_due_sample_waits_for_one():
+    """``is_due`` tells a caller when it must pay for a census; a read
+    without one never takes a step it cannot compute."""
+    tracker = LoadTracker()
+    assert not tracker.is_due("c1", 100.0)  # untracked
+    tracker.averages("c1", None, now=0.0)
+    assert not tracker.is_due("c1", 4.9)
+    assert fixed(tracker.averages("c1", None, now=4.9)) == (0, 0, 0)
+    assert tracker.is_due("c1", 5.0)
+    assert fixed(tracker.averages("c1", None, now=5.0)) == (0, 0, 0)
+    assert tracker.is_due("c1", 5.1)
+    assert fixed(tracker.averages("c1", ONE_BUSY, now=5.1)) == (164, 34, 11)
+    assert not tracker.is_due("c1", 5.2)
+
+
 def test_missed_intervals_are_caught_up_with_the_latest_census():
     tracker = LoadTracker()
     tracker.averages("c1", IDLE, now=0.0)

@@ -1,0 +1,235 @@
+"""The seccomp supervisor's decisions, with the kernel layer replaced.
+
+What reaches the real kernel (a real listener, a real container) is in
+tests/integration/test_syscall_view.py; here: which notification gets
+which answer, what is written where, and that bad clients cost nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+
+import pytest
+import trio
+
+from procview.supervisor import Supervisor
+from procview.views.sysinfo import SysinfoValues, mask_cpus, unpack_sysinfo
+
+SYSINFO, GETAFFINITY, OTHER = 99, 204, 0
+NATIVE = 0xC000003E
+VALUES = SysinfoValues(10, (0, 0, 0), 512 << 20, 500 << 20, 0, 0, 0, 0, 3)
+
+
+class FakeNotify:
+    """The seccomp_notify module's interface, recording what was done."""
+
+    def __init__(self):
+        self.writes = []
+        self.write_error = 0
+        self.affinity = (8, bytes([0b1011]) + bytes(7))  # CPUs 0, 1, 3
+
+    @staticmethod
+    def native_arch():
+        return NATIVE
+
+    @staticmethod
+    def syscall_number(name):
+        return {"sysinfo": SYSINFO, "sched_getaffinity": GETAFFINITY}[name]
+
+    def write_target(self, listener, notification, address, data):
+        self.writes.append((notification.pid, address, data))
+        return self.write_error
+
+    def real_sched_getaffinity(self, tid, length):
+        return self.affinity
+
+
+class FakeListener:
+    def __init__(self):
+        self.responses = []
+
+    def respond(self, notification_id, value=0, error=0, continue_=False):
+        self.responses.append((notification_id, value, error, continue_))
+        return True
+
+
+class FakeEngine:
+    def __init__(self, values=VALUES, count=2):
+        self.values, self.count = values, count
+
+    def sysinfo(self, pid):
+        if isinstance(self.values, Exception):
+            raise self.values
+        return self.values
+
+    def affinity_count(self, pid):
+        return self.count
+
+    def warn_once(self, kind, message, *args, **kwargs):
+        import logging
+
+        logging.getLogger("procview.supervisor").warning(message, *args, **kwargs)
+
+
+class Notification:
+    def __init__(self, syscall, args=(0x1000, 0, 0, 0, 0, 0), pid=4321, arch=NATIVE, id=7):
+        self.id, self.pid, self.syscall, self.arch, self.args = id, pid, syscall, arch, tuple(args)
+
+
+@pytest.fixture
+def notify():
+    return FakeNotify()
+
+
+def supervisor(notify, engine=None, tmp_path="/nonexistent"):
+    sup = Supervisor(engine or FakeEngine(), os.path.join(str(tmp_path), "s.sock"), notify=notify)
+    sup.native_arch = NATIVE
+    return sup
+
+
+def test_sysinfo_writes_the_containers_struct_into_the_callers_buffer(notify):
+    listener = FakeListener()
+    supervisor(notify).answer(listener, Notification(SYSINFO, args=(0x7FFF0000, 0, 0, 0, 0, 0)))
+    (pid, address, data), = notify.writes
+    assert (pid, address) == (4321, 0x7FFF0000) and unpack_sysinfo(data) == VALUES
+    assert listener.responses == [(7, 0, 0, False)]
+
+
+def test_a_write_that_fails_becomes_the_callers_errno(notify):
+    notify.write_error = errno.EFAULT
+    listener = FakeListener()
+    supervisor(notify).answer(listener, Notification(SYSINFO))
+    assert listener.responses == [(7, 0, errno.EFAULT, False)]
+
+
+@pytest.mark.parametrize("notification", [
+    Notification(SYSINFO, arch=0x40000003),          # i386 on x86_64: another struct layout
+    Notification(SYSINFO, pid=0),                    # a thread our pid namespace cannot see
+    Notification(OTHER),                             # a profile's other NOTIFY rule (runc)
+    Notification(GETAFFINITY, args=(77, 8, 0x1000, 0, 0, 0)),  # a pid in the caller's namespace
+])
+def test_what_the_view_cannot_answer_runs_the_real_syscall(notify, notification):
+    listener = FakeListener()
+    supervisor(notify).answer(listener, notification)
+    assert notify.writes == [] and listener.responses == [(7, 0, 0, True)]
+
+
+def test_an_unlimited_container_gets_the_kernels_answers(notify):
+    listener = FakeListener()
+    sup = supervisor(notify, FakeEngine(values=None, count=None))
+    sup.answer(listener, Notification(SYSINFO))
+    sup.answer(listener, Notification(GETAFFINITY, args=(0, 8, 0x1000, 0, 0, 0)))
+    assert notify.writes == [] and [r[3] for r in listener.responses] == [True, True]
+
+
+def test_getaffinity_keeps_the_kernels_length_and_the_first_cpus(notify):
+    listener = FakeListener()
+    supervisor(notify, FakeEngine(count=2)).answer(listener, Notification(GETAFFINITY, args=(0, 128, 0x2000, 0, 0, 0)))
+    (_pid, address, data), = notify.writes
+    assert address == 0x2000 and mask_cpus(data) == [0, 1] and len(data) == 8
+    assert listener.responses == [(7, 8, 0, False)]  # the kernel copied 8 bytes: so do we
+
+
+def test_getaffinity_passes_the_kernels_errors_on(notify):
+    notify.affinity = (-errno.EINVAL, b"")
+    listener = FakeListener()
+    supervisor(notify).answer(listener, Notification(GETAFFINITY, args=(0, 3, 0x2000, 0, 0, 0)))
+    assert notify.writes == [] and listener.responses == [(7, 0, errno.EINVAL, False)]
+
+
+def test_a_bug_while_answering_still_answers(notify, caplog):
+    listener = FakeListener()
+    supervisor(notify, FakeEngine(values=RuntimeError("boom"))).answer(listener, Notification(SYSINFO))
+    assert listener.responses == [(7, 0, 0, True)]
+    assert "failed; the kernel answers it" in caplog.text
+
+
+# -- the socket: OCI seccomp-agent messages ------------------------------------------
+
+
+def test_listener_of_reads_the_oci_state(notify, monkeypatch):
+    import procview.supervisor
+
+    sup = supervisor(notify)
+    message = json.dumps({"ociVersion": "1.0.2", "fds": ["other", "seccompFd"], "pid": 12,
+                          "state": {"id": "abcdef0123456789", "pid": 12}}).encode()
+    monkeypatch.setattr(procview.supervisor, "_is_listener", lambda fd: True)
+    name, fd = sup._listener_of(message, [30, 31])
+    assert fd == 31 and name == "container abcdef012345 (pid 12)"
+
+
+@pytest.mark.parametrize("message, fds, reason", [
+    (b"hello", [3], "not an OCI container process state"),
+    (b'{"fds": ["seccompFd"]}', [], "without an fd"),
+    (b'{"fds": ["x"]}', [3], "not an OCI container process state"),
+    (b'{"fds": "seccompFd"}', [3], "not an OCI container process state"),
+    (b'{"fds": ["a", "seccompFd"]}', [3], "names 2 fds but 1 came"),
+    (b"[1, 2]", [3], "not an OCI container process state"),
+])
+def test_listener_of_refuses_bad_messages(notify, message, fds, reason):
+    with pytest.raises(ValueError, match=reason):
+        supervisor(notify)._listener_of(message, fds)
+
+
+def _client_session(tmp_path, send):
+    """Start a supervisor on a real socket, let ``send(sock)`` talk to it,
+    and return what it logged (the connection must end, the server live)."""
+    sup = Supervisor(FakeEngine(), str(tmp_path / "s.sock"))
+
+    async def main():
+        listening = sup.bind()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.serve, listening)
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(sup.socket_path)
+            await trio.to_thread.run_sync(send, client)
+            # The supervisor closes a bad client's connection: EOF.
+            assert await trio.to_thread.run_sync(client.recv, 16) == b""
+            client.close()
+            nursery.cancel_scope.cancel()
+        assert not os.path.exists(sup.socket_path)  # removed on the way out
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("payload, with_fd, logged", [
+    (b"garbage", True, "not an OCI container process state"),
+    (json.dumps({"fds": ["seccompFd"], "pid": 1}).encode(), False, "a message without an fd"),
+    (json.dumps({"fds": ["seccompFd"], "pid": 1, "state": {"id": "x"}}).encode(), True, "is not a seccomp listener"),
+])
+def test_bad_clients_get_a_log_line_and_lose_their_connection(tmp_path, caplog, payload, with_fd, logged):
+    def send(sock):
+        if with_fd:
+            with open("/dev/null") as f:  # an fd that is not a seccomp listener
+                socket.send_fds(sock, [payload], [f.fileno()])
+        else:
+            sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+
+    _client_session(tmp_path, send)
+    assert logged in caplog.text
+
+
+def test_a_silent_client_is_dropped_after_the_timeout(tmp_path, caplog, monkeypatch):
+    import procview.supervisor
+
+    monkeypatch.setattr(procview.supervisor, "HELLO_TIMEOUT", 0.2)
+    _client_session(tmp_path, lambda sock: None)
+    assert "sent nothing" in caplog.text
+
+
+def test_a_second_supervisor_on_the_same_socket_is_refused_and_a_stale_one_replaced(tmp_path):
+    from procview.supervisor import SupervisorError
+
+    first = Supervisor(FakeEngine(), str(tmp_path / "s.sock"))
+    listening = first.bind()
+    with pytest.raises(SupervisorError, match="another supervisor is listening"):
+        Supervisor(FakeEngine(), first.socket_path).bind()
+    listening.close()  # the first "dies": its socket file stays, nobody listens
+    Supervisor(FakeEngine(), first.socket_path).bind().close()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SupervisorError, match="not a socket"):
+        Supervisor(FakeEngine(), str(tmp_path / "file")).bind()
