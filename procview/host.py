@@ -15,37 +15,45 @@ from procview.cgroups import parse_cpulist
 
 # "Name:   12345 kB" or "HugePages_Total:       0" (no unit).
 _MEMINFO_LINE = re.compile(r"^([^:\s]+):(\s+)(\d+)(.*)$")
+# The same, over a whole text at once (one C-level scan instead of a
+# Python loop: meminfo is read on every open and sysinfo computation).
+_MEMINFO_LINES = re.compile(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", re.M)
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
     """``/proc/meminfo`` (or a node's meminfo with the ``Node N`` prefix
     removed) as {name: value}; values are kB for ``kB`` lines, counts for
     the HugePages_* lines. Unknown or odd lines are skipped."""
-    result: dict[str, int] = {}
-    for line in text.splitlines():
-        match = _MEMINFO_LINE.match(line)
-        if match:
-            result[match.group(1)] = int(match.group(3))
-    return result
+    return {name: int(digits) for name, _spaces, digits, _rest in _MEMINFO_LINES.findall(text)}
 
 
 def replace_meminfo_values(text: str, values: dict[str, int], prefix: str = "") -> str:
     """Rewrite the numbers of a meminfo-style text, keeping every line, the
     host's order and column alignment; names not in ``values`` keep their
     host value. ``prefix`` is stripped before matching (``Node 0 ``)."""
+    if not prefix:
+        lines = _MEMINFO_LINES.findall(text)
+        if len(lines) == len(text.splitlines()):  # every line is a meminfo line: the fast way
+            out = [_replaced(name, spaces, digits, rest, values) for name, spaces, digits, rest in lines]
+            return "\n".join(out) + ("\n" if text.endswith("\n") else "")
     out = []
     for line in text.splitlines():
         body = line[len(prefix):] if prefix and line.startswith(prefix) else line
         match = _MEMINFO_LINE.match(body)
         if match and match.group(1) in values:
-            name, spaces, digits, rest = match.groups()
-            width = len(spaces) + len(digits)
-            number = str(max(0, int(values[name])))
-            # Right-align in the host's column; grow if the number is wider.
-            padding = max(1, width - len(number))
-            line = (prefix if body is not line else "") + f"{name}:{' ' * padding}{number}{rest}"
+            line = (prefix if body is not line else "") + _replaced(*match.groups(), values)
         out.append(line)
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def _replaced(name: str, spaces: str, digits: str, rest: str, values: dict[str, int]) -> str:
+    if name not in values:
+        return f"{name}:{spaces}{digits}{rest}"
+    width = len(spaces) + len(digits)
+    number = str(max(0, int(values[name])))
+    # Right-align in the host's column; grow if the number is wider.
+    padding = max(1, width - len(number))
+    return f"{name}:{' ' * padding}{number}{rest}"
 
 
 class Uptime(NamedTuple):
