@@ -35,7 +35,7 @@ from procview.host import (
 )
 from procview.identity import Container, Identity
 from procview.views._inputs import ContainerMemory, ContainerTime, TaskCensus
-from procview.views.meminfo import sysinfo_memory
+from procview.views.meminfo import kib, ram_fields, sysinfo_memory
 from procview.views.cpuview import CpuView, compute_cpu_view
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class ViewEngine:
         self._host_facts: dict[str, tuple[float, object]] = {}
         self._limits: dict[tuple, tuple[float, object]] = {}
         self._sysinfo_answers: dict[tuple, tuple[float, object]] = {}
+        self._callers: dict[int, tuple[float, tuple]] = {}
         self._timens_offsets: dict[str, tuple[float, float]] = {}
 
     # -- public ---------------------------------------------------------------
@@ -139,13 +140,11 @@ class ViewEngine:
         """What ``sysinfo(2)`` should tell thread ``pid`` (a SysinfoValues),
         or None when its container has no limit (the kernel's own answer is
         right then). The same numbers as its meminfo, loadavg and uptime."""
-        container = self.identity.container_of(pid)
-        if container is None:
-            return None
         now = self.clock.monotonic()
-        # The answer depends on the container and on the caller's time
-        # namespace (uptime), nothing else.
-        key = (container.key, self.host.readlink(f"/proc/{pid}/ns/time"))
+        caller = self._caller(pid, now)
+        if caller is None:
+            return None
+        container, key = caller
         cached = self._sysinfo_answers.get(key)
         if cached is None or now - cached[0] >= self.SYSINFO_TTL:
             cached = (now, self._sysinfo_parts(container))
@@ -155,29 +154,47 @@ class ViewEngine:
         read_at, parts = cached
         if parts is None:
             return None
-        self._seen[container.key] = (container, now)
-        memory, values = parts
-        # Usage is read on every call: busybox free takes "free" from
+        self._seen[key[0]] = (container, now)
+        host, stat, values = parts
+        # RAM usage is read on every call: busybox free takes "free" from
         # sysinfo and "cached" from /proc/meminfo, and a stale free next to
-        # a fresh cache could make its "used" underflow.
-        # (Swap, which busybox takes from sysinfo alone, may be as old as
-        # the rest.)
-        ram = container.cgroup.memory_usage(swap=False).memory
-        usage = memory.usage._replace(memory=ram) if memory.usage else None
-        fresh = sysinfo_memory(self._host_fact("meminfo", self._read_host_meminfo), memory._replace(usage=usage))
+        # a fresh cache could make its "used" underflow. MemFree comes from
+        # the function that computes the file's.
+        ram_kb = kib(container.cgroup.memory_usage(swap=False).memory)
+        free_kb = ram_fields(host, values.totalram // 1024, ram_kb, stat)["MemFree"]
         # Between computations only RAM usage and the clock move (the
         # kernel rounds a partial second up).
-        return values._replace(uptime=math.ceil(values.uptime + (now - read_at)), freeram=max(0, fresh["MemFree"]) * 1024)
+        return values._replace(uptime=math.ceil(values.uptime + (now - read_at)), freeram=max(0, free_kb) * 1024)
 
-    # The rest of a container's sysinfo answer (limits, shmem, load, thread
-    # count) is computed again at most this often: programs call sysinfo in
-    # bursts (glibc's qsort, a JVM's start: dozens of calls), and computing
-    # it reads memory.stat, the task count and the time namespace.
+    # The rest of a container's sysinfo answer (limits, shmem, swap, load,
+    # thread count) is computed again at most this often: programs call
+    # sysinfo in bursts (glibc's qsort, a JVM's start: dozens of calls), and
+    # computing it reads memory.stat, the task count and the time namespace.
     SYSINFO_TTL = 0.1
+    # A thread's container and time namespace, as sysinfo found them, are
+    # trusted this long (a thread id is reused only after the kernel has
+    # gone through all of pid_max).
+    CALLER_TTL = 1.0
+
+    def _caller(self, pid: int, now: float):
+        """(container, answer key) of thread ``pid``, or None if it is gone."""
+        cached = self._callers.get(pid)
+        if cached is not None and now - cached[0] < self.CALLER_TTL:
+            return cached[1]
+        container = self.identity.container_of(pid)
+        if container is None:
+            return None
+        # The answer depends on the container and on the caller's time
+        # namespace (uptime), nothing else.
+        caller = (container, (container.key, self.host.readlink(f"/proc/{pid}/ns/time")))
+        if len(self._callers) >= 65536:
+            self._callers.clear()
+        self._callers[pid] = (now, caller)
+        return caller
 
     def _sysinfo_parts(self, container: Container):
-        """(ContainerMemory, SysinfoValues with an unrounded uptime), or
-        None for a container without limits."""
+        """(the host's meminfo, the container's memory.stat, SysinfoValues
+        with an unrounded uptime), or None for a container without limits."""
         from procview.views.sysinfo import sysinfo_values
 
         request = _Request(self, container)
@@ -186,19 +203,20 @@ class ViewEngine:
         # The six meminfo lines sysinfo reports, by the functions that
         # compute the file's; the host's meminfo may be 2 s old here (it
         # only caps the limit and gives the swap device's size).
-        memory = sysinfo_memory(self._host_fact("meminfo", self._read_host_meminfo), request.memory)
+        host = self._host_fact("meminfo", self._read_host_meminfo)
+        memory = sysinfo_memory(host, request.memory)
         time_now = request.time
         values = sysinfo_values(memory, time_now, self._load_averages(request), request.cgroup.task_count() or 0)
-        return request.memory, values._replace(uptime=max(0.0, time_now.uptime))
+        return host, request.memory.stat, values._replace(uptime=max(0.0, time_now.uptime))
 
     def affinity_count(self, pid: int) -> int | None:
         """How many CPUs ``sched_getaffinity(2)`` may report to thread
         ``pid``: its CPU view's count, or None outside a CPU-limited
         container (the kernel's own answer is right then)."""
-        container = self.identity.container_of(pid)
-        if container is None:
+        caller = self._caller(pid, self.clock.monotonic())
+        if caller is None:
             return None
-        view = _Request(self, container).cpu_view
+        view = _Request(self, caller[0]).cpu_view
         return view.count if view.limited else None
 
     def cpu_view(self, pid: int) -> CpuView:
@@ -225,7 +243,8 @@ class ViewEngine:
                 self.loads.sample(key, census, now)
         self.loads.forget_expired(now)
         for cache, ttl in (
-            (self._limits, self.LIMITS_TTL), (self._sysinfo_answers, self.SYSINFO_TTL), (self._timens_offsets, self.LIMITS_TTL)
+            (self._limits, self.LIMITS_TTL), (self._sysinfo_answers, self.SYSINFO_TTL), (self._timens_offsets, self.LIMITS_TTL),
+            (self._callers, self.CALLER_TTL),
         ):
             for key, entry in list(cache.items()):
                 if now - entry[0] >= ttl:
