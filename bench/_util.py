@@ -226,7 +226,7 @@ def stop(signum, frame):
 signal.signal(signal.SIGUSR1, start)
 signal.signal(signal.SIGUSR2, stop)
 logging.basicConfig(level=logging.WARNING, format="procview(profiled): %(levelname)s: %(message)s")
-serve(mountpoint, pidfile)
+serve(mountpoint, pidfile, seccomp_socket=None)
 """
 
 

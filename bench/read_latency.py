@@ -416,7 +416,9 @@ class Bench:
             env["PYTHONPATH"] = os.path.abspath(args.procview_src) + os.pathsep + env.get("PYTHONPATH", "")
         self.daemons: dict[str, Daemon] = {}
         specs = {
-            "procview": ([sys.executable, "-m", "procview", "serve", self.mounts["procview"], "--log-level", "warning"],
+            # Files only: the syscall supervisor is benchmarked by syscall_latency.py.
+            "procview": ([sys.executable, "-m", "procview", "serve", self.mounts["procview"], "--log-level", "warning",
+                          "--no-seccomp-socket"],
                          "fuse.procview", env),
             "lxcfs": ([args.lxcfs, "-f", "-l", "--enable-cfs", "-p", os.path.join(self.tmp, "lxcfs.pid"), self.mounts["lxcfs"]],
                       "fuse.lxcfs", None),
