@@ -28,7 +28,10 @@ class _LazyGroup(click.Group):
     """Command groups that live in other packages, imported only when used
     (so ``procview run`` never pays for ``procview image``'s imports)."""
 
-    lazy = {"image": ("runtime.images.commands", "image")}
+    lazy = {
+        "image": ("runtime.images.commands", "image"),
+        **{name: ("runtime.lifecycle_commands", name) for name in ("ps", "inspect", "logs", "stop", "kill", "rm")},
+    }
 
     def list_commands(self, ctx):
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -134,7 +137,9 @@ class _DockerExitCodes(click.Command):
 @click.option("-u", "--user", help="UID[:GID] or NAME[:GROUP].")
 @click.option("--hostname", help="Container host name (default: the first 12 characters of its id).")
 @click.option("--name", help="A name for the container.")
-@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits (procview run always does, for now).")
+@click.option("--rm", "remove", is_flag=True,
+              help="Remove the container when it exits (a foreground one always is; a detached one is kept for ps -a).")
+@click.option("-d", "--detach", is_flag=True, help="Run in the background under a monitor; print the container's id.")
 @click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CONTAINER[:ro].")
 @click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
 @click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
@@ -156,7 +161,7 @@ class _DockerExitCodes(click.Command):
 @click.option("--root", envvar="PROCVIEW_ROOT", default="/var/lib/procview-runtime", show_default=True,
               help="State root (images, containers); also $PROCVIEW_ROOT.")
 def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset_cpus, pids_limit, env, env_file,
-        workdir, user, hostname, name, remove, volume, read_only, interactive, tty, network, use_init, view, no_view,
+        workdir, user, hostname, name, remove, detach, volume, read_only, interactive, tty, network, use_init, view, no_view,
         cap_add, cap_drop, privileged, security_opt, root, seccomp_socket):
     """Run COMMAND in a new container from IMAGE (busybox is built in).
 
@@ -211,6 +216,19 @@ def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset
         cap_add=tuple(cap_add), cap_drop=tuple(cap_drop), privileged=privileged, security_opt=tuple(security_opt),
         seccomp_socket=seccomp_socket,
     )
+    if detach:
+        if tty or interactive:
+            fail("-d cannot be combined with -i or -t yet (there is no attach)")
+        from runtime.lifecycle import start_detached
+
+        options = {key: value for key, value in click.get_current_context().params.items() if value not in (None, (), False)}
+        try:
+            record = start_detached(config, root, list(command), options, remove=remove)
+        except RunError as exc:
+            fail(str(exc), exc.exit_code)
+        click.echo(record.id)
+        sys.stdout.flush()
+        os._exit(0)
     try:
         code = run_container(config, root)
     except RunError as exc:

@@ -78,9 +78,14 @@ class ContainerConfig:
     seccomp_socket: str | None = None  # procview serve's supervisor socket; None: the default one
 
 
-def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None) -> int:
+def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None,
+        container_id: str | None = None, on_started=None) -> int:
     """Run one container to completion; return its exit code (Docker's
-    convention). Raises RunError before the command starts."""
+    convention). Raises RunError before the command starts.
+
+    ``container_id``: the id to use (a detached container's monitor passes
+    its record's); ``on_started(pid, cgroup_path)`` is called once the
+    command runs, with pid 1's host pid (``runtime/lifecycle.py``)."""
     linux = linux or Linux()
     warn = warn or _warn
     hierarchies = discover()
@@ -90,7 +95,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
 
     store, image = _image(root, config.image)
     argv = _command(image.config, config.command)
-    container_id = os.urandom(32).hex()
+    container_id = container_id or os.urandom(32).hex()
     hostname = config.hostname or (socket.gethostname() if config.net_host else container_id[:12])
     env = _environment(image.config, config, hostname)
     security = _security(config, root, warn)
@@ -100,12 +105,12 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         undo.callback(_hold_layers(store, image).close)
         bundle_path = os.path.join(containers_dir, container_id)
         undo.callback(_remove_tree, bundle_path)
+        lock = _claim_directory(containers_dir, container_id)
+        undo.callback(os.close, lock)
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
             bundle_path, hostname, hosts_file(hostname, config.net_host), resolv_conf(host_resolv, config.net_host)
         )
-        lock = _hold_lock(bundle.file("lock"))
-        undo.callback(os.close, lock)
 
         cgroup = hierarchies.cgroup(f"{CGROUP_PARENT}/{container_id[:12]}")
         _write(bundle.file("cgroup"), cgroup.path)
@@ -137,7 +142,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         )
         return _start_and_wait(
             linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2, security,
-            agent, container_id, warn,
+            agent, container_id, warn, on_started,
         )
 
 
@@ -192,7 +197,9 @@ def _restrict_devices(cgroup, linux) -> None:
         raise RunError(f"devices cgroup: {exc.strerror or exc}") from None
 
 
-def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn) -> int:
+def _start_and_wait(
+    linux, config, plan, cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn, on_started=None
+) -> int:
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     tty_parent = tty_child = None
@@ -252,6 +259,8 @@ def _start_and_wait(linux, config, plan, cgroup, argv, env, hostname, cgroupns, 
             raise _ExecFailed(failure)
         if listener_parent is not None:
             link = _link_agent(listener_parent, agent, config, container_id, pid, plan.bundle.path, warn)
+        if on_started is not None:
+            on_started(pid, cgroup.path)
         if tty_parent is not None:
             master = process.receive_fd(tty_parent)
             tty_parent.close()
@@ -517,6 +526,26 @@ def _find_view(config: ContainerConfig, warn) -> str | None:
     return None
 
 
+def _claim_directory(containers_dir: str, container_id: str) -> int:
+    """Create the container's directory with its lock already held, so a
+    concurrent ``cleanup_stale`` never sees it unlocked: made and locked
+    under a dot-name, then renamed into place."""
+    staging = os.path.join(containers_dir, f".new-{container_id}")
+    os.makedirs(staging, mode=0o755)
+    try:
+        fd = _hold_lock(os.path.join(staging, "lock"))
+        os.rename(staging, os.path.join(containers_dir, container_id))
+    except OSError as exc:
+        _remove_tree(staging)
+        raise RunError(f"container directory: {exc.strerror or exc}") from None
+    return fd
+
+
+# A directory without a lock file this old was left by a run killed before
+# it took the lock (younger ones may be a run in its first milliseconds).
+UNLOCKED_GRACE = 60.0
+
+
 def _hold_lock(path: str) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -535,7 +564,12 @@ def cleanup_stale(containers_dir: str, hierarchies) -> None:
         try:
             fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            fd = None  # died before taking the lock: stale too
+            fd = None  # died before taking the lock: stale too, once old enough
+            try:
+                if time.time() - os.stat(path).st_mtime < UNLOCKED_GRACE:
+                    continue
+            except OSError:
+                continue
         except OSError:
             continue
         try:

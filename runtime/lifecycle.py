@@ -1,0 +1,386 @@
+"""Detached containers: a monitor per container, and the state it keeps.
+
+``procview run -d`` starts a small **monitor** process (what conmon or
+containerd-shim are to Podman and containerd) and returns as soon as the
+container's command runs. The monitor outlives the CLI: it is the parent
+of the container's pid 1 (which dies with it: ``PR_SET_PDEATHSIG``), runs
+the same ``runtime.container.run`` as a foreground ``procview run``, with
+the container's output appended to a log file, records the exit status,
+and cleans up like the foreground run does.
+
+State, per container, in ``ROOT/records/ID/``:
+
+- ``state.json``: the ``Record`` below, written atomically (a temporary
+  file, then rename), so a reader never sees half of it;
+- ``log``: the command's stdout and stderr (and procview's warnings);
+- ``lock``: held (flock) by the monitor for as long as it lives. A record
+  that says Pending or Running with nobody holding its lock lost its
+  monitor (SIGKILL, OOM, a crash): its phase is **Unknown**.
+
+Phases, as the seed's pod lifecycle: Pending (the monitor is setting the
+container up), Running, Succeeded (exit 0), Failed (another exit code, or
+setup failed), Unknown (the monitor is gone, so the process state cannot
+be known).
+
+Names are unique among records (checked under ``ROOT/records/.names.lock``);
+without ``--name`` one is made up (``adjective_noun``, as Docker does).
+Commands find a container by name, full id, or an unambiguous id prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import random
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+
+PENDING, RUNNING, SUCCEEDED, FAILED, UNKNOWN = "Pending", "Running", "Succeeded", "Failed", "Unknown"
+LIVE_PHASES = (PENDING, RUNNING)
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # Docker's rule for names
+
+_ADJECTIVES = ("brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty",
+               "proud", "quiet", "sharp", "tender", "vivid", "wise", "zen")
+_NOUNS = ("babbage", "curie", "dijkstra", "euler", "feynman", "hopper", "knuth", "lovelace", "noether", "pascal",
+          "ritchie", "shannon", "thompson", "turing", "wozniak")
+
+
+class LifecycleError(Exception):
+    """A lifecycle command cannot do what was asked (one line, exit 125)."""
+
+
+@dataclass
+class Record:
+    """What ``procview ps`` and ``inspect`` show about one container."""
+
+    id: str
+    name: str
+    image: str
+    command: list[str]
+    created: float
+    phase: str = PENDING
+    monitor_pid: int | None = None
+    pid: int | None = None  # the container's pid 1, as the host sees it
+    cgroup: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    config: dict = field(default_factory=dict)  # the options, for inspect
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Record":
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or not {"id", "name", "image", "command", "created"} <= data.keys():
+            raise ValueError("not a container record")
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+class RecordStore:
+    """``ROOT/records``: one directory per detached container."""
+
+    def __init__(self, root: str):
+        self.dir = os.path.join(root, "records")
+
+    def path(self, container_id: str, name: str = "") -> str:
+        return os.path.join(self.dir, container_id, name)
+
+    def log_path(self, container_id: str) -> str:
+        return self.path(container_id, "log")
+
+    # -- writing ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def names_locked(self):
+        """Held while a name is checked and claimed (two ``run -d --name x``
+        at once: one wins, the other is told the name is taken)."""
+        os.makedirs(self.dir, exist_ok=True)
+        fd = os.open(os.path.join(self.dir, ".names.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def create(self, record: Record) -> None:
+        os.makedirs(self.path(record.id), mode=0o700)
+        self.save(record)
+
+    def save(self, record: Record) -> None:
+        final = self.path(record.id, "state.json")
+        temporary = f"{final}.{os.getpid()}.tmp"
+        with open(temporary, "w") as f:
+            json.dump(record.to_json(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, final)
+
+    def remove(self, container_id: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.path(container_id), ignore_errors=True)
+
+    # -- reading ---------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        try:
+            return sorted(entry for entry in os.listdir(self.dir) if not entry.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def load(self, container_id: str) -> Record:
+        """The record, with its phase corrected to Unknown if its monitor is
+        gone. Raises ValueError for a missing, truncated or corrupt file."""
+        try:
+            with open(self.path(container_id, "state.json")) as f:
+                record = Record.from_json(json.load(f))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"container {container_id[:12]}: unreadable state ({exc})") from None
+        if record.phase in LIVE_PHASES and not self.monitor_alive(container_id):
+            record.phase = UNKNOWN
+        return record
+
+    def all(self, warn=None) -> list[Record]:
+        """Every readable record; an unreadable one is reported with
+        ``warn`` and shown as Unknown, so the others are unaffected."""
+        records = []
+        for container_id in self.ids():
+            try:
+                records.append(self.load(container_id))
+            except ValueError as exc:
+                if warn:
+                    warn(str(exc))
+                records.append(Record(container_id, "?", "?", [], 0.0, phase=UNKNOWN, error=str(exc)))
+        return records
+
+    def monitor_alive(self, container_id: str) -> bool:
+        try:
+            fd = os.open(self.path(container_id, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def find(self, reference: str) -> str:
+        """The id of the container named ``reference`` (a name, an id, or an
+        unambiguous id prefix)."""
+        ids = self.ids()
+        if reference in ids:
+            return reference
+        for container_id in ids:
+            with contextlib.suppress(ValueError):
+                if self.load(container_id).name == reference:
+                    return container_id
+        matches = [container_id for container_id in ids if reference and container_id.startswith(reference)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise LifecycleError(f"{reference}: more than one container has an id starting so")
+        raise LifecycleError(f"no such container: {reference}")
+
+    def name_taken(self, name: str) -> bool:
+        for container_id in self.ids():
+            with contextlib.suppress(ValueError):
+                if self.load(container_id).name == name:
+                    return True
+        return False
+
+    def new_name(self) -> str:
+        rng = random.SystemRandom()
+        for _ in range(100):
+            name = f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}"
+            if not self.name_taken(name):
+                return name
+        return f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}_{rng.randrange(1 << 16)}"
+
+
+# -- starting: the CLI side and the monitor --------------------------------------------
+
+
+def start_detached(config, root: str, argv: list[str], options: dict, remove: bool = False) -> Record:
+    """Start ``config`` under a monitor; return once its command runs (or
+    raise RunError with the reason it could not start). ``argv``: the
+    command asked for, for ``ps``; ``options``: the parsed options, for
+    ``inspect``; ``remove``: forget the record when the container ends
+    (``--rm``)."""
+    from runtime.container import RunError
+
+    store = RecordStore(root)
+    container_id = os.urandom(32).hex()
+    with store.names_locked():
+        name = config.name or store.new_name()
+        if not NAME_PATTERN.match(name):
+            raise RunError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if store.name_taken(name):
+            raise RunError(f"the container name {name!r} is already in use")
+        record = Record(container_id, name, config.image, argv, time.time(), config=options)
+        store.create(record)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:  # the monitor, after one more fork, so it is nobody's child
+        try:
+            os.close(ready_r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _monitor(store, record, dataclasses.replace(config, name=name), root, ready_w, remove)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.waitpid(child, 0)
+    # One read, not "until EOF": the container's pid 1 inherits the pipe
+    # and keeps it open as long as the container runs.
+    try:
+        answer = os.read(ready_r, 65536).decode(errors="replace")
+    finally:
+        os.close(ready_r)
+    if answer.startswith("running"):
+        return store.load(container_id)
+    code, _, message = answer.partition(" ")
+    store.remove(container_id)  # the monitor died before it could (normally it removes it itself)
+    error = RunError(message.strip() or "the container's monitor died before the container started")
+    if code.isdigit():
+        error.exit_code = int(code)
+    raise error
+
+
+def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int, remove: bool) -> None:
+    """The monitor's whole life. Never returns."""
+    from runtime.container import run
+
+    lock = os.open(store.path(record.id, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    log = os.open(store.log_path(record.id), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    for fd in (null, log):
+        os.close(fd)
+    record.monitor_pid = os.getpid()
+    store.save(record)
+    told = False
+
+    def started(pid: int, cgroup_path: str) -> None:
+        nonlocal told
+        record.phase, record.pid, record.cgroup, record.started_at = RUNNING, pid, cgroup_path, time.time()
+        store.save(record)
+        os.write(ready_w, b"running")
+        os.close(ready_w)
+        told = True
+
+    def warn(message: str) -> None:
+        os.write(2, f"procview: warning: {message}\n".encode())
+
+    try:
+        code = run(config, root, warn=warn, container_id=record.id, on_started=started)
+        record.phase, record.exit_code = (SUCCEEDED if code == 0 else FAILED), code
+    except BaseException as exc:  # noqa: BLE001 - the record must say what happened
+        exit_code = getattr(exc, "exit_code", 125)
+        if not told:
+            # It never ran (bad image, setup failed): like a failed
+            # foreground run, nothing is kept; the CLI prints the reason.
+            store.remove(record.id)
+            os.write(ready_w, f"{exit_code} {exc}".encode())
+            os._exit(0)
+        record.phase, record.exit_code, record.error = FAILED, exit_code, str(exc)
+    record.finished_at = time.time()
+    if remove:
+        store.remove(record.id)
+    elif os.path.isdir(store.path(record.id)):  # rm -f may have removed it meanwhile
+        store.save(record)
+    os._exit(0)
+
+
+# -- acting on a running container ---------------------------------------------------
+
+
+def signal_container(record: Record, signum: int) -> None:
+    """Send ``signum`` to the container's command: through the monitor,
+    which forwards it like a foreground ``procview run`` forwards what it
+    receives, or (SIGKILL, and what the monitor does not forward) to pid 1."""
+    from runtime.process import FORWARDED_SIGNALS
+
+    if signum in FORWARDED_SIGNALS and record.monitor_pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.monitor_pid, signum)
+        return
+    pid = _verified_pid1(record)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _verified_pid1(record: Record) -> int | None:
+    """pid 1 of the container, if the process with that pid is still in
+    the container's cgroup (never signal a process that took a dead pid)."""
+    if not record.pid or not record.cgroup:
+        return None
+    try:
+        with open(f"/proc/{record.pid}/cgroup") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return record.pid if record.cgroup in text else None
+
+
+def wait_until_ended(store: RecordStore, container_id: str, timeout: float) -> bool:
+    """Whether the monitor finished within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while store.monitor_alive(container_id):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop(store: RecordStore, container_id: str, timeout: float) -> None:
+    """SIGTERM, ``timeout`` seconds of grace, then SIGKILL (docker stop)."""
+    record = store.load(container_id)
+    if record.phase not in LIVE_PHASES:
+        return
+    signal_container(record, signal.SIGTERM)
+    if not wait_until_ended(store, container_id, timeout):
+        signal_container(store.load(container_id), signal.SIGKILL)
+        wait_until_ended(store, container_id, 30.0)
+
+
+def remove(store: RecordStore, container_id: str, force: bool, root: str) -> None:
+    """Remove the container's record (and, with ``force``, kill it first)."""
+    try:
+        record = store.load(container_id)
+    except ValueError:
+        record = None  # corrupt: nothing to ask it, remove what is there
+    if record is not None and record.phase in LIVE_PHASES:
+        if not force:
+            raise LifecycleError(f"container {record.name} is running: stop it first, or use rm -f")
+        signal_container(record, signal.SIGKILL)
+        wait_until_ended(store, container_id, 30.0)
+    if store.monitor_alive(container_id):
+        raise LifecycleError(f"container {container_id[:12]}: its monitor did not end")
+    store.remove(container_id)
+    # A monitor killed with SIGKILL left its bundle and cgroup: the same
+    # cleanup a later procview run does.
+    from procview.cgroups import discover
+    from runtime.container import cleanup_stale
+
+    cleanup_stale(os.path.join(root, "containers"), discover())
+
+
+__all__ = [
+    "Record", "RecordStore", "LifecycleError", "start_detached", "signal_container", "stop", "remove",
+    "wait_until_ended", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "UNKNOWN",
+]

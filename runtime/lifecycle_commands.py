@@ -1,0 +1,219 @@
+"""``procview ps | inspect | logs | stop | kill | rm``: detached containers.
+
+    procview ps [-a] [--format table|json]
+    procview inspect NAME...
+    procview logs [-f] NAME
+    procview stop [-t SECONDS] NAME...
+    procview kill [-s SIGNAL] NAME...
+    procview rm [-f] NAME...
+
+NAME is a container's name, its id, or an unambiguous prefix of the id.
+``--root`` (or ``$PROCVIEW_ROOT``) as for ``procview run``. A failure
+prints one line, ``procview: error: ...``, and exits 125 (as ``procview
+image``); with several NAMEs, the others are still acted on. How detached
+containers work: ``runtime/lifecycle.py`` and docs/lifecycle.md.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+
+import click
+
+from runtime.images.commands import ImageCommandError, _root_option
+
+EXIT_ERROR = 125
+
+
+class LifecycleCommandError(ImageCommandError):
+    """One line on stderr, exit 125."""
+
+
+def _store(root: str):
+    from runtime.lifecycle import RecordStore
+
+    return RecordStore(root)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"procview: warning: {message}", err=True)
+
+
+def _for_each(root: str, names, action) -> None:
+    """``action(store, id)`` for every NAME; errors are reported one line
+    each and make the exit status 125, without stopping the others."""
+    from runtime.lifecycle import LifecycleError
+
+    store = _store(root)
+    failed = False
+    for name in names:
+        try:
+            action(store, store.find(name))
+            click.echo(name)
+        except (LifecycleError, ValueError, OSError) as exc:
+            click.echo(f"procview: error: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(EXIT_ERROR)
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size} {unit}"
+    return "1 second" if seconds == 1 else f"{seconds} seconds"
+
+
+def _status(record, now: float) -> str:
+    from runtime.lifecycle import FAILED, PENDING, RUNNING, SUCCEEDED
+
+    if record.phase == RUNNING:
+        return f"Up {_ago(now - (record.started_at or record.created))}"
+    if record.phase == PENDING:
+        return "Created"
+    if record.phase in (SUCCEEDED, FAILED) and record.exit_code is not None:
+        return f"Exited ({record.exit_code}) {_ago(now - (record.finished_at or now))} ago"
+    return record.phase
+
+
+@click.command("ps")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Also containers that have ended.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_root_option
+def ps(show_all: bool, fmt: str, root: str) -> None:
+    """List detached containers (running ones; -a: all)."""
+    from runtime.lifecycle import LIVE_PHASES, UNKNOWN
+
+    records = [r for r in _store(root).all(warn=_warn) if show_all or r.phase in LIVE_PHASES or r.phase == UNKNOWN]
+    records.sort(key=lambda r: r.created, reverse=True)
+    if fmt == "json":
+        click.echo(json.dumps([r.to_json() for r in records], indent=1))
+        return
+    now = time.time()
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    for r in records:
+        command = " ".join(r.command) or "(image default)"
+        rows.append((r.id[:12], r.image, f'"{command[:20]}"', f"{_ago(now - r.created)} ago", _status(r, now), r.name))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@click.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@_root_option
+def inspect(names, root: str) -> None:
+    """Print containers' records as a JSON array."""
+    from runtime.lifecycle import LifecycleError
+
+    store = _store(root)
+    found, failed = [], False
+    for name in names:
+        try:
+            found.append(store.load(store.find(name)).to_json())
+        except (LifecycleError, ValueError) as exc:
+            click.echo(f"procview: error: {exc}", err=True)
+            failed = True
+    click.echo(json.dumps(found, indent=1))
+    if failed:
+        sys.exit(EXIT_ERROR)
+
+
+@click.command("logs")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the container ends.")
+@click.argument("name")
+@_root_option
+def logs(follow: bool, name: str, root: str) -> None:
+    """Print a container's output (stdout and stderr, interleaved)."""
+    from runtime.lifecycle import LifecycleError
+
+    store = _store(root)
+    try:
+        container_id = store.find(name)
+    except LifecycleError as exc:
+        raise LifecycleCommandError(str(exc)) from None
+    out = sys.stdout.buffer
+    try:
+        log = open(store.log_path(container_id), "rb")
+    except FileNotFoundError:
+        return
+    with log:
+        while True:
+            chunk = log.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not follow or not store.monitor_alive(container_id):
+                break
+            time.sleep(0.1)
+        out.write(log.read())  # what came between the last read and the end
+        out.flush()
+
+
+@click.command("stop")
+@click.option("-t", "--time", "grace", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.argument("names", nargs=-1, required=True)
+@_root_option
+def stop(grace: int, names, root: str) -> None:
+    """Stop containers: SIGTERM, a grace period, then SIGKILL."""
+    from runtime.lifecycle import stop as stop_container
+
+    _for_each(root, names, lambda store, container_id: stop_container(store, container_id, grace))
+
+
+def _signal_number(value: str) -> int:
+    text = value.upper().removeprefix("SIG")
+    if text.isdigit():
+        number = int(text)
+    else:
+        try:
+            number = signal.Signals["SIG" + text].value
+        except KeyError:
+            raise click.BadParameter(f"unknown signal {value!r}") from None
+    if not 0 < number < signal.NSIG:
+        raise click.BadParameter(f"unknown signal {value!r}")
+    return number
+
+
+@click.command("kill")
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal name or number.")
+@click.argument("names", nargs=-1, required=True)
+@_root_option
+def kill(sig: str, names, root: str) -> None:
+    """Send a signal to running containers' commands."""
+    from runtime.lifecycle import LIVE_PHASES, LifecycleError, signal_container
+
+    try:
+        number = _signal_number(sig)
+    except click.BadParameter as exc:
+        raise LifecycleCommandError(exc.format_message()) from None
+
+    def act(store, container_id):
+        record = store.load(container_id)
+        if record.phase not in LIVE_PHASES:
+            raise LifecycleError(f"container {record.name} is not running")
+        signal_container(record, number)
+
+    _for_each(root, names, act)
+
+
+@click.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.argument("names", nargs=-1, required=True)
+@_root_option
+def rm(force: bool, names, root: str) -> None:
+    """Remove containers (a running one only with -f)."""
+    from runtime.lifecycle import remove
+
+    _for_each(root, names, lambda store, container_id: remove(store, container_id, force, root))
+
+
+COMMANDS = {"ps": ps, "inspect": inspect, "logs": logs, "stop": stop, "kill": kill, "rm": rm}
+
+__all__ = ["COMMANDS", *COMMANDS]

@@ -1,0 +1,185 @@
+"""Detached containers: run -d, ps, inspect, logs, stop, kill, rm, with real
+monitors and containers. Each test ends with nothing left: no monitor, no
+container directory, no cgroup (the ``state_root`` fixture checks the last
+two)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .test_run import PROCVIEW, state_root  # noqa: F401 (fixture)
+
+TIMEOUT = 300  # bounds a hang only
+
+
+def pv(state_root, *args, timeout=TIMEOUT):
+    return subprocess.run([PROCVIEW, *args, "--root", state_root] if args[0] != "run" else
+                          [PROCVIEW, "run", "--root", state_root, *args[1:]],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def detach(state_root, *args) -> str:
+    result = pv(state_root, "run", "-d", "--no-view", *args)
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", container_id), result.stdout
+    return container_id
+
+
+def records(state_root) -> list[dict]:
+    result = pv(state_root, "ps", "-a", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for(predicate, what: str, timeout: float = TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def monitors(state_root) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"-d" in argv and state_root.encode() in argv:
+                found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def root(state_root):
+    yield state_root
+    # Whatever a test left running is stopped, then everything must be gone.
+    for record in records(state_root):
+        pv(state_root, "rm", "-f", record["id"])
+    wait_for(lambda: monitors(state_root) == [], "the monitors to exit", 60)
+    assert records(state_root) == []
+
+
+LOOP = "echo started; trap 'echo got TERM; exit 3' TERM; trap 'echo got USR1' USR1; while :; do sleep 0.1; done"
+
+
+def test_run_ps_logs_stop_rm(root):
+    container_id = detach(root, "--name", "web", "busybox", "sh", "-c", LOOP)
+    wait_for(lambda: "started" in pv(root, "logs", "web").stdout, "the first line of output")
+    ps = pv(root, "ps")
+    assert ps.returncode == 0 and container_id[:12] in ps.stdout and re.search(r"Up \d+ seconds\s+web", ps.stdout), ps.stdout
+    (record,) = json.loads(pv(root, "inspect", container_id[:8]).stdout)
+    assert record["name"] == "web" and record["phase"] == "Running" and record["pid"] > 0
+
+    stop = pv(root, "stop", "-t", "30", "web")
+    assert stop.returncode == 0 and stop.stdout.strip() == "web", stop.stderr
+    (record,) = records(root)
+    assert record["phase"] == "Failed" and record["exit_code"] == 3  # its TERM trap's status
+    assert "got TERM" in pv(root, "logs", "web").stdout
+    assert "Exited (3)" in pv(root, "ps", "-a").stdout and "web" not in pv(root, "ps").stdout
+
+    rm = pv(root, "rm", "web")
+    assert rm.returncode == 0 and records(root) == []
+
+
+def test_kill_signals_and_exit_codes(root):
+    detach(root, "--name", "k", "busybox", "sh", "-c", LOOP)
+    wait_for(lambda: "started" in pv(root, "logs", "k").stdout, "the container to start")
+    assert pv(root, "kill", "-s", "USR1", "k").returncode == 0
+    wait_for(lambda: "got USR1" in pv(root, "logs", "k").stdout, "the USR1 trap")
+    assert pv(root, "kill", "k").returncode == 0  # SIGKILL by default
+    wait_for(lambda: records(root)[0]["phase"] != "Running", "the container to end")
+    assert records(root)[0]["exit_code"] == 137
+    assert pv(root, "kill", "k").returncode == 125  # not running any more
+
+
+def test_succeeded_failed_logs_and_rm_flag(root):
+    detach(root, "--name", "ok", "busybox", "sh", "-c", "echo out; echo err >&2")
+    detach(root, "--name", "bad", "busybox", "sh", "-c", "exit 4")
+    detach(root, "--rm", "--name", "gone", "busybox", "true")
+    wait_for(lambda: {r["name"]: r["phase"] for r in records(root)} == {"ok": "Succeeded", "bad": "Failed"},
+             "both to end and the --rm one to be removed")
+    phases = {r["name"]: (r["phase"], r["exit_code"]) for r in records(root)}
+    assert phases == {"ok": ("Succeeded", 0), "bad": ("Failed", 4)}
+    logs = pv(root, "logs", "ok").stdout
+    assert "out" in logs and "err" in logs
+    follow = pv(root, "logs", "-f", "bad")  # an ended container: returns at once
+    assert follow.returncode == 0
+
+
+def test_bad_input_is_one_line_and_disturbs_nobody(root):
+    detach(root, "--name", "busy", "busybox", "sh", "-c", LOOP)
+    for args, words in (
+        (("run", "-d", "--no-view", "--name", "busy", "busybox", "true"), "already in use"),
+        (("run", "-d", "--no-view", "--name", "bad name", "busybox", "true"), "invalid container name"),
+        (("run", "-d", "-t", "--no-view", "busybox", "true"), "cannot be combined"),
+        (("run", "-d", "--no-view", "no-such-image"), "no-such-image"),
+        (("stop", "nosuch"), "no such container"),
+        (("logs", "nosuch"), "no such container"),
+        (("inspect", "nosuch"), "no such container"),
+        (("rm", "busy"), "is running"),
+        (("kill", "-s", "NOPE", "busy"), "unknown signal"),
+    ):
+        result = pv(root, *args)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 125, (args, result)
+        assert len(lines) == 1 and words in lines[0], (args, result.stderr)
+    (record,) = records(root)
+    assert record["name"] == "busy" and record["phase"] == "Running"
+
+
+def test_a_killed_monitor_leaves_unknown_and_rm_f_cleans_everything(root):
+    container_id = detach(root, "--name", "orphan", "busybox", "sh", "-c", LOOP)
+    (record,) = records(root)
+    os.kill(record["monitor_pid"], signal.SIGKILL)
+    wait_for(lambda: records(root)[0]["phase"] == "Unknown", "the record to turn Unknown")
+    assert "Unknown" in pv(root, "ps").stdout
+    # Its pid 1 died with the monitor (PDEATHSIG); the bundle and cgroup stay until rm -f.
+    assert os.path.isdir(os.path.join(root, "containers", container_id))
+    rm = pv(root, "rm", "-f", "orphan")
+    assert rm.returncode == 0, rm.stderr
+    assert records(root) == [] and not os.path.exists(os.path.join(root, "containers", container_id))
+
+
+def test_a_corrupt_state_file_is_reported_and_the_others_work(root):
+    good = detach(root, "--name", "good", "busybox", "true")
+    broken = detach(root, "--name", "broken", "busybox", "true")
+    wait_for(lambda: all(r["phase"] == "Succeeded" for r in records(root)), "both to end")
+    with open(os.path.join(root, "records", broken, "state.json"), "w") as f:
+        f.write('{"id": "trunc')
+    ps = pv(root, "ps", "-a")
+    assert ps.returncode == 0 and "unreadable state" in ps.stderr and "Unknown" in ps.stdout
+    assert good[:12] in ps.stdout and pv(root, "logs", "good").returncode == 0
+    assert pv(root, "rm", "-f", broken[:12]).returncode == 0
+    assert [r["name"] for r in records(root)] == ["good"]
+
+
+def test_twenty_containers_at_once(root):
+    names = [f"c{i}" for i in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        ids = list(pool.map(lambda name: detach(root, "--name", name, "busybox", "sh", "-c", LOOP), names))
+    assert len(set(ids)) == 20
+    listed = pv(root, "ps")
+    assert all(name in listed.stdout.split() for name in names), listed.stdout
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        stops = list(pool.map(lambda name: pv(root, "stop", "-t", "60", name), names))
+    assert all(result.returncode == 0 for result in stops), [r.stderr for r in stops if r.returncode]
+    assert {r["phase"] for r in records(root)} == {"Failed"}  # exit 3 from the trap
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        removed = list(pool.map(lambda name: pv(root, "rm", name), names))
+    assert all(result.returncode == 0 for result in removed)
+    assert records(root) == []

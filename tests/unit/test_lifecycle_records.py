@@ -1,0 +1,84 @@
+"""Detached containers' records: naming, finding, phases, corrupt files."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+import pytest
+
+from runtime.lifecycle import (
+    FAILED, NAME_PATTERN, RUNNING, UNKNOWN, LifecycleError, Record, RecordStore,
+)
+
+
+def record(container_id: str, name: str, phase: str = RUNNING) -> Record:
+    return Record(container_id, name, "busybox", ["true"], 1.0, phase=phase)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RecordStore(str(tmp_path))
+
+
+def test_save_is_atomic_and_round_trips(store):
+    r = record("a" * 64, "web")
+    store.create(r)
+    assert os.listdir(store.path(r.id)) == ["state.json"]  # no temporary left
+    assert store.load(r.id).name == "web"
+
+
+def test_a_live_phase_without_its_monitor_is_unknown(store):
+    r = record("a" * 64, "web")
+    store.create(r)
+    assert store.load(r.id).phase == UNKNOWN  # nobody holds the lock
+    fd = os.open(store.path(r.id, "lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert store.load(r.id).phase == RUNNING
+    finally:
+        os.close(fd)
+    store.save(record(r.id, "web", FAILED))
+    assert store.load(r.id).phase == FAILED  # an ended container needs no monitor
+
+
+def test_find_by_name_id_and_unambiguous_prefix(store):
+    store.create(record("ab" + "0" * 62, "one"))
+    store.create(record("ac" + "0" * 62, "two"))
+    assert store.find("one") == "ab" + "0" * 62
+    assert store.find("ac") == "ac" + "0" * 62
+    assert store.find("ab" + "0" * 62) == "ab" + "0" * 62
+    with pytest.raises(LifecycleError, match="more than one"):
+        store.find("a")
+    with pytest.raises(LifecycleError, match="no such container"):
+        store.find("three")
+
+
+@pytest.mark.parametrize("text", ['{"id": "trunc', "[]", '{"name": "x"}', ""])
+def test_a_corrupt_record_is_reported_not_fatal(store, text):
+    store.create(record("b" * 64, "good"))
+    os.makedirs(store.path("c" * 64))
+    with open(store.path("c" * 64, "state.json"), "w") as f:
+        f.write(text)
+    warnings = []
+    records = {r.id: r for r in store.all(warn=warnings.append)}
+    assert records["c" * 64].phase == UNKNOWN and "unreadable state" in warnings[0]
+    assert records["b" * 64].name == "good"
+    with pytest.raises(ValueError):
+        store.load("c" * 64)
+
+
+def test_new_names_are_docker_like_and_unique(store):
+    names = set()
+    for i in range(30):
+        name = store.new_name()
+        assert NAME_PATTERN.match(name) and name not in names
+        names.add(name)
+        store.create(record(f"{i:064x}", name, FAILED))
+    assert all(store.name_taken(name) for name in names)
+
+
+def test_record_json_ignores_unknown_keys(store):
+    data = record("d" * 64, "x").to_json() | {"future_field": 1}
+    assert Record.from_json(json.loads(json.dumps(data))).name == "x"
