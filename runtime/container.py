@@ -79,13 +79,15 @@ class ContainerConfig:
 
 
 def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None,
-        container_id: str | None = None, on_started=None) -> int:
+        container_id: str | None = None, on_started=None, on_exited=None) -> int:
     """Run one container to completion; return its exit code (Docker's
     convention). Raises RunError before the command starts.
 
     ``container_id``: the id to use (a detached container's monitor passes
     its record's); ``on_started(pid, cgroup_path)`` is called once the
-    command runs, with pid 1's host pid (``runtime/lifecycle.py``)."""
+    command runs, with pid 1's host pid (``runtime/lifecycle.py``);
+    ``on_exited(oom_killed)`` once it has ended, before the cgroup goes:
+    whether the kernel's OOM killer killed anything in it."""
     linux = linux or Linux()
     warn = warn or _warn
     hierarchies = discover()
@@ -142,7 +144,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         )
         return _start_and_wait(
             linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2, security,
-            agent, container_id, warn, on_started,
+            agent, container_id, warn, on_started, on_exited,
         )
 
 
@@ -198,7 +200,8 @@ def _restrict_devices(cgroup, linux) -> None:
 
 
 def _start_and_wait(
-    linux, config, plan, cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn, on_started=None
+    linux, config, plan, cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn, on_started=None,
+    on_exited=None,
 ) -> int:
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -272,7 +275,10 @@ def _start_and_wait(
                 os.close(master)
         from runtime.syscall_view import wait_for_exit
 
-        return process.exit_code_of(wait_for_exit(pid, link))
+        status = wait_for_exit(pid, link)
+        if on_exited is not None:
+            on_exited((cgroup.oom_kills() or 0) > 0)
+        return process.exit_code_of(status)
     finally:
         forwarder.restore()
         if link is not None:

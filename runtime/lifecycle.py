@@ -70,6 +70,7 @@ class Record:
     started_at: float | None = None
     finished_at: float | None = None
     exit_code: int | None = None
+    oom_killed: bool = False  # the kernel's OOM killer killed a process of it
     error: str | None = None
     config: dict = field(default_factory=dict)  # the options, for inspect
 
@@ -285,8 +286,11 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
     def warn(message: str) -> None:
         os.write(2, f"procview: warning: {message}\n".encode())
 
+    def exited(oom_killed: bool) -> None:
+        record.oom_killed = oom_killed
+
     try:
-        code = run(config, root, warn=warn, container_id=record.id, on_started=started)
+        code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=exited)
         record.phase, record.exit_code = (SUCCEEDED if code == 0 else FAILED), code
     except BaseException as exc:  # noqa: BLE001 - the record must say what happened
         exit_code = getattr(exc, "exit_code", 125)

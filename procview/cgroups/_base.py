@@ -81,6 +81,12 @@ class Cgroup(abc.ABC):
         """RAM (and, with ``swap``, swap) in use by this cgroup, in bytes;
         None where unknown. Without ``swap`` one file fewer is read."""
 
+    def oom_kills(self) -> int | None:
+        """How many processes the kernel's OOM killer has killed in this
+        cgroup (v1 ``memory.oom_control``, v2 ``memory.events``
+        ``oom_kill``); None where the kernel does not say."""
+        return None
+
     @abc.abstractmethod
     def memory_stat(self) -> MemoryStat | None:
         ...

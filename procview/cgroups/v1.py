@@ -166,6 +166,9 @@ class CgroupV1(Cgroup):
         swap = max(0, memsw - memory) if isinstance(memsw, int) and memory is not None else None
         return MemoryUsage(memory, swap)
 
+    def oom_kills(self) -> int | None:
+        return (parse_flat_keyed(self._read("memory", "memory.oom_control")) or {}).get("oom_kill")
+
     def memory_stat(self) -> MemoryStat | None:
         raw = parse_flat_keyed(self._read("memory", "memory.stat"))
         if not raw:

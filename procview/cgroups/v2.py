@@ -101,6 +101,9 @@ class CgroupV2(Cgroup):
         swap = parse_single_value(self._read("memory.swap.current"))
         return MemoryUsage(memory if isinstance(memory, int) else None, swap if isinstance(swap, int) else None)
 
+    def oom_kills(self) -> int | None:
+        return (parse_flat_keyed(self._read("memory.events")) or {}).get("oom_kill")
+
     def memory_stat(self) -> MemoryStat | None:
         raw = parse_flat_keyed(self._read("memory.stat"))
         if not raw:

@@ -183,3 +183,16 @@ def test_twenty_containers_at_once(root):
         removed = list(pool.map(lambda name: pv(root, "rm", name), names))
     assert all(result.returncode == 0 for result in removed)
     assert records(root) == []
+
+
+def test_an_oom_kill_is_reported_and_a_plain_kill_is_not(root):
+    # 64 MiB limit; the shell builds a 128 MiB string: the kernel's OOM killer ends it.
+    detach(root, "--name", "hog", "--memory", "64M", "--memory-swap", "64M", "busybox", "sh", "-c",
+           "x=$(head -c 134217728 /dev/zero | tr '\\0' a); echo survived")
+    detach(root, "--name", "plain", "busybox", "sleep", "600")
+    assert pv(root, "kill", "plain").returncode == 0
+    wait_for(lambda: all(r["phase"] != "Running" for r in records(root)), "both to end")
+    by_name = {r["name"]: r for r in records(root)}
+    assert by_name["plain"]["exit_code"] == 137 and by_name["plain"]["oom_killed"] is False
+    assert by_name["hog"]["oom_killed"] is True, by_name["hog"]
+    assert "survived" not in pv(root, "logs", "hog").stdout
