@@ -54,6 +54,38 @@ class LifecycleError(Exception):
     """A lifecycle command cannot do what was asked (one line, exit 125)."""
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """``--restart no|on-failure[:N]|always`` (Docker's). The monitor is
+    the control loop: it observes the exit, compares it with this desired
+    state, and starts the container again after a back-off (0.1 s,
+    doubling up to 10 s; back to 0.1 s after a run of 10 s or more). A
+    container stopped with ``stop`` or ``rm -f`` is never restarted."""
+
+    name: str = "no"
+    max_retries: int = 0  # on-failure only; 0: no limit
+
+    @classmethod
+    def parse(cls, text: str | None) -> "RestartPolicy":
+        name, _, count = (text or "no").partition(":")
+        if name not in ("no", "on-failure", "always") or (count and name != "on-failure"):
+            raise ValueError(f"invalid restart policy {text!r}: expected no, on-failure[:N] or always")
+        if count and not (count.isdigit() and int(count) > 0):
+            raise ValueError(f"invalid restart policy {text!r}: the retry count must be a positive number")
+        return cls(name, int(count or 0))
+
+    def should_restart(self, exit_code: int, restarts: int) -> bool:
+        if self.name == "always":
+            return True
+        if self.name == "on-failure":
+            return exit_code != 0 and (self.max_retries == 0 or restarts < self.max_retries)
+        return False
+
+    @staticmethod
+    def backoff(restarts_in_a_row: int) -> float:
+        return min(10.0, 0.1 * 2 ** restarts_in_a_row)
+
+
 @dataclass
 class Record:
     """What ``procview ps`` and ``inspect`` show about one container."""
@@ -71,6 +103,8 @@ class Record:
     finished_at: float | None = None
     exit_code: int | None = None
     oom_killed: bool = False  # the kernel's OOM killer killed a process of it
+    restart_policy: str = "no"
+    restart_count: int = 0
     error: str | None = None
     config: dict = field(default_factory=dict)  # the options, for inspect
 
@@ -162,6 +196,15 @@ class RecordStore:
                 records.append(Record(container_id, "?", "?", [], 0.0, phase=UNKNOWN, error=str(exc)))
         return records
 
+    def request_stop(self, container_id: str) -> None:
+        """Mark the container as stopped by the user: its monitor will not
+        restart it (``stop``, ``rm -f``)."""
+        with contextlib.suppress(FileNotFoundError):
+            open(self.path(container_id, "stop-requested"), "w").close()
+
+    def stop_requested(self, container_id: str) -> bool:
+        return os.path.exists(self.path(container_id, "stop-requested"))
+
     def monitor_alive(self, container_id: str) -> bool:
         try:
             fd = os.open(self.path(container_id, "lock"), os.O_RDWR | os.O_CLOEXEC)
@@ -211,12 +254,13 @@ class RecordStore:
 # -- starting: the CLI side and the monitor --------------------------------------------
 
 
-def start_detached(config, root: str, argv: list[str], options: dict, remove: bool = False) -> Record:
+def start_detached(config, root: str, argv: list[str], options: dict, remove: bool = False,
+                   restart: RestartPolicy = RestartPolicy()) -> Record:
     """Start ``config`` under a monitor; return once its command runs (or
     raise RunError with the reason it could not start). ``argv``: the
     command asked for, for ``ps``; ``options``: the parsed options, for
     ``inspect``; ``remove``: forget the record when the container ends
-    (``--rm``)."""
+    (``--rm``); ``restart``: the restart policy the monitor keeps."""
     from runtime.container import RunError
 
     store = RecordStore(root)
@@ -227,7 +271,8 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
             raise RunError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         if store.name_taken(name):
             raise RunError(f"the container name {name!r} is already in use")
-        record = Record(container_id, name, config.image, argv, time.time(), config=options)
+        record = Record(container_id, name, config.image, argv, time.time(), config=options,
+                        restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""))
         store.create(record)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
@@ -237,7 +282,7 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            _monitor(store, record, dataclasses.replace(config, name=name), root, ready_w, remove)
+            _monitor(store, record, dataclasses.replace(config, name=name), root, ready_w, remove, restart)
         finally:
             os._exit(0)
     os.close(ready_w)
@@ -258,9 +303,12 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
     raise error
 
 
-def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int, remove: bool) -> None:
-    """The monitor's whole life. Never returns."""
-    from runtime.container import run
+def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int, remove: bool,
+             restart: RestartPolicy) -> None:
+    """The monitor's whole life: one *runner* child per run of the container
+    (a process can create a new pid namespace for its children only once),
+    the restart policy between runs. Never returns."""
+    from runtime.process import FORWARDED_SIGNALS, exit_code_of
 
     lock = os.open(store.path(record.id, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -273,15 +321,78 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
         os.close(fd)
     record.monitor_pid = os.getpid()
     store.save(record)
-    told = False
+
+    runner = {"pid": 0}
+
+    def forward(signum, _frame):  # stop, kill: to the runner, which forwards to pid 1
+        if runner["pid"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(runner["pid"], signum)
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    in_a_row = 0
+    while True:
+        began = time.monotonic()
+        child = os.fork()
+        if child == 0:
+            _run_once(store, record, config, root, ready_w)
+        runner["pid"] = child
+        if ready_w is not None:
+            os.close(ready_w)  # the first runner tells the CLI
+            ready_w = None
+        while True:
+            try:
+                status = os.waitpid(child, 0)[1]
+                break
+            except ChildProcessError:
+                status = 0
+                break
+        runner["pid"] = 0
+        if not os.path.isdir(store.path(record.id)):
+            break  # it never started (the runner removed it), or rm -f removed it
+        code = exit_code_of(status)
+        with contextlib.suppress(ValueError):
+            record = store.load(record.id)  # as the runner left it
+        if store.stop_requested(record.id) or not restart.should_restart(code, record.restart_count):
+            break
+        # The control loop: desired "running", observed "exited": restart,
+        # after a back-off that grows while runs keep failing fast.
+        in_a_row = 0 if time.monotonic() - began >= 10.0 else in_a_row + 1
+        record.restart_count += 1
+        record.phase = PENDING
+        store.save(record)
+        deadline = time.monotonic() + RestartPolicy.backoff(max(0, in_a_row - 1))
+        while time.monotonic() < deadline and not store.stop_requested(record.id):
+            time.sleep(0.05)
+        if store.stop_requested(record.id):
+            record.phase = FAILED if record.exit_code else SUCCEEDED
+            store.save(record)
+            break
+    if remove:
+        store.remove(record.id)
+    os._exit(0)
+
+
+def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: int | None) -> None:
+    """One run of the container, in a runner child of the monitor: the same
+    ``runtime.container.run`` as a foreground ``procview run``. Records what
+    happens; exits with the container's exit code. Never returns."""
+    from runtime.container import run
+    from runtime.linux import PR_SET_PDEATHSIG, Linux
+
+    Linux().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the monitor, and pid 1 with it
+    told = ready_w is None
 
     def started(pid: int, cgroup_path: str) -> None:
         nonlocal told
         record.phase, record.pid, record.cgroup, record.started_at = RUNNING, pid, cgroup_path, time.time()
+        record.exit_code = record.error = None
         store.save(record)
-        os.write(ready_w, b"running")
-        os.close(ready_w)
-        told = True
+        if not told:  # the first start: the CLI is waiting for it
+            os.write(ready_w, b"running")
+            os.close(ready_w)
+            told = True
 
     def warn(message: str) -> None:
         os.write(2, f"procview: warning: {message}\n".encode())
@@ -293,20 +404,18 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
         code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=exited)
         record.phase, record.exit_code = (SUCCEEDED if code == 0 else FAILED), code
     except BaseException as exc:  # noqa: BLE001 - the record must say what happened
-        exit_code = getattr(exc, "exit_code", 125)
+        code = getattr(exc, "exit_code", 125)
         if not told:
             # It never ran (bad image, setup failed): like a failed
             # foreground run, nothing is kept; the CLI prints the reason.
             store.remove(record.id)
-            os.write(ready_w, f"{exit_code} {exc}".encode())
-            os._exit(0)
-        record.phase, record.exit_code, record.error = FAILED, exit_code, str(exc)
+            os.write(ready_w, f"{code} {exc}".encode())
+            os._exit(code)
+        record.phase, record.exit_code, record.error = FAILED, code, str(exc)
     record.finished_at = time.time()
-    if remove:
-        store.remove(record.id)
-    elif os.path.isdir(store.path(record.id)):  # rm -f may have removed it meanwhile
+    if os.path.isdir(store.path(record.id)):  # rm -f may have removed it meanwhile
         store.save(record)
-    os._exit(0)
+    os._exit(code & 0xFF)
 
 
 # -- acting on a running container ---------------------------------------------------
@@ -356,6 +465,7 @@ def stop(store: RecordStore, container_id: str, timeout: float) -> None:
     record = store.load(container_id)
     if record.phase not in LIVE_PHASES:
         return
+    store.request_stop(container_id)
     signal_container(record, signal.SIGTERM)
     if not wait_until_ended(store, container_id, timeout):
         signal_container(store.load(container_id), signal.SIGKILL)
@@ -371,6 +481,7 @@ def remove(store: RecordStore, container_id: str, force: bool, root: str) -> Non
     if record is not None and record.phase in LIVE_PHASES:
         if not force:
             raise LifecycleError(f"container {record.name} is running: stop it first, or use rm -f")
+        store.request_stop(container_id)
         signal_container(record, signal.SIGKILL)
         wait_until_ended(store, container_id, 30.0)
     if store.monitor_alive(container_id):
@@ -385,6 +496,6 @@ def remove(store: RecordStore, container_id: str, force: bool, root: str) -> Non
 
 
 __all__ = [
-    "Record", "RecordStore", "LifecycleError", "start_detached", "signal_container", "stop", "remove",
+    "RestartPolicy", "Record", "RecordStore", "LifecycleError", "start_detached", "signal_container", "stop", "remove",
     "wait_until_ended", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "UNKNOWN",
 ]

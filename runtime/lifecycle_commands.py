@@ -74,7 +74,7 @@ def _status(record, now: float) -> str:
     if record.phase == RUNNING:
         return f"Up {_ago(now - (record.started_at or record.created))}"
     if record.phase == PENDING:
-        return "Created"
+        return f"Restarting ({record.restart_count})" if record.restart_count else "Created"
     if record.phase in (SUCCEEDED, FAILED) and record.exit_code is not None:
         return f"Exited ({record.exit_code}) {_ago(now - (record.finished_at or now))} ago"
     return record.phase

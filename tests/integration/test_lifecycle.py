@@ -196,3 +196,28 @@ def test_an_oom_kill_is_reported_and_a_plain_kill_is_not(root):
     assert by_name["plain"]["exit_code"] == 137 and by_name["plain"]["oom_killed"] is False
     assert by_name["hog"]["oom_killed"] is True, by_name["hog"]
     assert "survived" not in pv(root, "logs", "hog").stdout
+
+
+def test_restart_policies(root):
+    detach(root, "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 1")
+    wait_for(lambda: records(root)[0]["phase"] == "Failed", "the retries to end")
+    (record,) = records(root)
+    assert record["restart_count"] == 2 and record["exit_code"] == 1 and record["restart_policy"] == "on-failure:2"
+    assert pv(root, "logs", "flaky").stdout.split() == ["run", "run", "run"]
+    assert pv(root, "rm", "flaky").returncode == 0
+
+    detach(root, "--name", "forever", "--restart", "always", "busybox", "sh", "-c", "echo run; sleep 0.2")
+    wait_for(lambda: records(root)[0]["restart_count"] >= 2, "two restarts")
+    stop = pv(root, "stop", "-t", "30", "forever")
+    assert stop.returncode == 0, stop.stderr
+    count = records(root)[0]["restart_count"]
+    time.sleep(1.0)  # stopped by the user: never restarted again
+    (record,) = records(root)
+    assert record["restart_count"] == count and record["phase"] in ("Succeeded", "Failed")
+
+    for args, words in ((("--restart", "sometimes"), "invalid restart policy"),
+                        (("--restart", "always", "--rm"), "conflicting options")):
+        result = pv(root, "run", "-d", "--no-view", *args, "busybox", "true")
+        assert result.returncode == 125 and words in result.stderr, result
+    result = pv(root, "run", "--no-view", "--restart", "always", "busybox", "true")
+    assert result.returncode == 125 and "needs -d" in result.stderr

@@ -82,3 +82,29 @@ def test_new_names_are_docker_like_and_unique(store):
 def test_record_json_ignores_unknown_keys(store):
     data = record("d" * 64, "x").to_json() | {"future_field": 1}
     assert Record.from_json(json.loads(json.dumps(data))).name == "x"
+
+
+@pytest.mark.parametrize("text, name, retries", [(None, "no", 0), ("no", "no", 0), ("always", "always", 0),
+                                                 ("on-failure", "on-failure", 0), ("on-failure:3", "on-failure", 3)])
+def test_restart_policies_parse(text, name, retries):
+    from runtime.lifecycle import RestartPolicy
+
+    assert RestartPolicy.parse(text) == RestartPolicy(name, retries)
+
+
+@pytest.mark.parametrize("text", ["sometimes", "always:2", "on-failure:0", "on-failure:-1", "on-failure:x", "no:1"])
+def test_bad_restart_policies_are_refused(text):
+    from runtime.lifecycle import RestartPolicy
+
+    with pytest.raises(ValueError, match="invalid restart policy"):
+        RestartPolicy.parse(text)
+
+
+def test_restart_decisions_and_backoff():
+    from runtime.lifecycle import RestartPolicy
+
+    on_failure = RestartPolicy("on-failure", 2)
+    assert on_failure.should_restart(1, 0) and on_failure.should_restart(1, 1)
+    assert not on_failure.should_restart(1, 2) and not on_failure.should_restart(0, 0)
+    assert RestartPolicy("always").should_restart(0, 100) and not RestartPolicy().should_restart(1, 0)
+    assert [RestartPolicy.backoff(n) for n in (0, 1, 2, 10)] == [0.1, 0.2, 0.4, 10.0]
