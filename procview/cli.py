@@ -31,6 +31,7 @@ class _LazyGroup(click.Group):
     lazy = {
         "image": ("runtime.images.commands", "image"),
         **{name: ("runtime.lifecycle_commands", name) for name in ("ps", "inspect", "logs", "stop", "kill", "rm")},
+        "exec": ("runtime.lifecycle_commands", "exec_"),
     }
 
     def list_commands(self, ctx):

@@ -84,8 +84,9 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
     convention). Raises RunError before the command starts.
 
     ``container_id``: the id to use (a detached container's monitor passes
-    its record's); ``on_started(pid, cgroup_path)`` is called once the
-    command runs, with pid 1's host pid (``runtime/lifecycle.py``);
+    its record's); ``on_started(pid, cgroup_path, env, workdir)`` is called
+    once the command runs, with pid 1's host pid and the command's
+    environment and working directory (``runtime/lifecycle.py``);
     ``on_exited(oom_killed)`` once it has ended, before the cgroup goes:
     whether the kernel's OOM killer killed anything in it."""
     linux = linux or Linux()
@@ -263,7 +264,7 @@ def _start_and_wait(
         if listener_parent is not None:
             link = _link_agent(listener_parent, agent, config, container_id, pid, plan.bundle.path, warn)
         if on_started is not None:
-            on_started(pid, cgroup.path)
+            on_started(pid, cgroup.path, env, config.workdir or plan.workdir)
         if tty_parent is not None:
             master = process.receive_fd(tty_parent)
             tty_parent.close()

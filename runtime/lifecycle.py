@@ -105,6 +105,8 @@ class Record:
     oom_killed: bool = False  # the kernel's OOM killer killed a process of it
     restart_policy: str = "no"
     restart_count: int = 0
+    env: dict = field(default_factory=dict)  # the command's environment (exec starts from it)
+    workdir: str = "/"
     error: str | None = None
     config: dict = field(default_factory=dict)  # the options, for inspect
 
@@ -384,9 +386,10 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
     Linux().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the monitor, and pid 1 with it
     told = ready_w is None
 
-    def started(pid: int, cgroup_path: str) -> None:
+    def started(pid: int, cgroup_path: str, env: dict, workdir: str) -> None:
         nonlocal told
         record.phase, record.pid, record.cgroup, record.started_at = RUNNING, pid, cgroup_path, time.time()
+        record.env, record.workdir = env, workdir
         record.exit_code = record.error = None
         store.save(record)
         if not told:  # the first start: the CLI is waiting for it

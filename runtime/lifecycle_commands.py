@@ -214,6 +214,40 @@ def rm(force: bool, names, root: str) -> None:
     _for_each(root, names, lambda store, container_id: remove(store, container_id, force, root))
 
 
-COMMANDS = {"ps": ps, "inspect": inspect, "logs": logs, "stop": stop, "kill": kill, "rm": rm}
+@click.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a terminal (not supported yet).")
+@click.option("-e", "--env", multiple=True, help="Set KEY=VALUE (or pass KEY from this environment).")
+@click.option("-w", "--workdir", help="Working directory (default: the container's).")
+@click.option("-u", "--user", help="UID[:GID] or NAME[:GROUP] (default: the container's).")
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@_root_option
+def exec_(interactive: bool, tty: bool, env, workdir, user, name: str, command, root: str) -> None:
+    """Run COMMAND inside the running container NAME.
 
-__all__ = ["COMMANDS", *COMMANDS]
+    It joins the container's namespaces and cgroup and gets its
+    capabilities, seccomp profile and view. Exit status: the command's;
+    125 if procview failed; 126/127 if the command cannot be run or found.
+    """
+    from runtime.exec import ExecError, exec_in
+    from runtime.lifecycle import LifecycleError
+
+    if tty:
+        raise LifecycleCommandError("exec -t is not supported yet (use exec -i)")
+    store = _store(root)
+    try:
+        record = store.load(store.find(name))
+        code = exec_in(record, list(command), list(env), workdir, user, interactive, root, _warn)
+    except ExecError as exc:
+        click.echo(f"procview: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except (LifecycleError, ValueError) as exc:
+        raise LifecycleCommandError(str(exc)) from None
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+COMMANDS = {"ps": ps, "inspect": inspect, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_}
+
+__all__ = ["COMMANDS", "ps", "inspect", "logs", "stop", "kill", "rm", "exec_"]

@@ -21,8 +21,9 @@ TIMEOUT = 300  # bounds a hang only
 
 
 def pv(state_root, *args, timeout=TIMEOUT):
-    return subprocess.run([PROCVIEW, *args, "--root", state_root] if args[0] != "run" else
-                          [PROCVIEW, "run", "--root", state_root, *args[1:]],
+    """``procview COMMAND --root STATE_ROOT ARGS...`` (the root right after
+    the command: run and exec take everything after NAME as its command)."""
+    return subprocess.run([PROCVIEW, args[0], "--root", state_root, *args[1:]],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -221,3 +222,35 @@ def test_restart_policies(root):
         assert result.returncode == 125 and words in result.stderr, result
     result = pv(root, "run", "--no-view", "--restart", "always", "busybox", "true")
     assert result.returncode == 125 and "needs -d" in result.stderr
+
+
+def test_exec_joins_the_container(root):
+    detach(root, "--name", "box", "--hostname", "boxhost", "-e", "FOO=bar", "--memory", "256M",
+           "--cap-drop", "NET_RAW", "busybox", "sh", "-c",
+           "grep -E '^Cap(Eff|Bnd)' /proc/self/status; grep ^Seccomp: /proc/self/status; sleep 600")
+    wait_for(lambda: "Seccomp" in pv(root, "logs", "box").stdout, "the container's own status lines")
+    own = pv(root, "logs", "box").stdout.split("\n")[:3]
+    result = pv(root, "exec", "box", "sh", "-c",
+                "grep -E '^Cap(Eff|Bnd)' /proc/self/status; grep ^Seccomp: /proc/self/status;"
+                " echo pid=$$ host=$(hostname) FOO=$FOO; head -1 /proc/meminfo; ls /proc | grep -c '^[0-9]'")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == own, (lines, own)  # same capabilities and seccomp filter mode
+    assert re.fullmatch(r"pid=\d+ host=boxhost FOO=bar", lines[3]), lines[3]
+    assert int(lines[3].split()[0][4:]) < 50  # a pid of the container's namespace
+    assert int(lines[5]) < 20  # it sees the container's processes, not the host's
+
+    assert pv(root, "exec", "box", "sh", "-c", "exit 7").returncode == 7
+    missing = pv(root, "exec", "box", "nosuchcommand")
+    assert missing.returncode == 127 and "executable file not found" in missing.stderr
+    piped = subprocess.run([PROCVIEW, "exec", "--root", root, "-i", "box", "cat"], input="hello\n",
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert piped.stdout == "hello\n", piped.stderr
+    who = pv(root, "exec", "-u", "1000:1000", "-w", "/tmp", "-e", "X=1", "box", "sh", "-c", "id -u; pwd; echo $X")
+    assert who.stdout.split() == ["1000", "/tmp", "1"], who.stderr
+
+    assert pv(root, "stop", "-t", "1", "box").returncode == 0
+    stopped = pv(root, "exec", "box", "true")
+    assert stopped.returncode == 125 and "is not running" in stopped.stderr
+    tty = pv(root, "exec", "-t", "box", "true")
+    assert tty.returncode == 125 and "not supported" in tty.stderr
