@@ -142,6 +142,8 @@ class _DockerExitCodes(click.Command):
               help="Remove the container when it exits (a foreground one always is; a detached one is kept for ps -a).")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background under a monitor; print the container's id.")
 @click.option("--restart", help="With -d: no, on-failure[:N] or always (the monitor restarts the container).")
+@click.option("--post-start", help="With -d: a shell command run inside right after the start; if it fails, the container is killed.")
+@click.option("--pre-stop", help="With -d: a shell command run inside by 'procview stop' before SIGTERM, within the grace period.")
 @click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CONTAINER[:ro].")
 @click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
 @click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
@@ -163,7 +165,7 @@ class _DockerExitCodes(click.Command):
 @click.option("--root", envvar="PROCVIEW_ROOT", default="/var/lib/procview-runtime", show_default=True,
               help="State root (images, containers); also $PROCVIEW_ROOT.")
 def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset_cpus, pids_limit, env, env_file,
-        workdir, user, hostname, name, remove, detach, restart, volume, read_only, interactive, tty, network, use_init, view, no_view,
+        workdir, user, hostname, name, remove, detach, restart, post_start, pre_stop, volume, read_only, interactive, tty, network, use_init, view, no_view,
         cap_add, cap_drop, privileged, security_opt, root, seccomp_socket):
     """Run COMMAND in a new container from IMAGE (busybox is built in).
 
@@ -220,6 +222,8 @@ def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset
     )
     if restart and not detach:
         fail("--restart needs -d (the monitor of a detached container restarts it)")
+    if (post_start or pre_stop) and not detach:
+        fail("--post-start and --pre-stop need -d")
     if detach:
         if tty or interactive:
             fail("-d cannot be combined with -i or -t yet (there is no attach)")
@@ -234,7 +238,8 @@ def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset
 
         options = {key: value for key, value in click.get_current_context().params.items() if value not in (None, (), False)}
         try:
-            record = start_detached(config, root, list(command), options, remove=remove, restart=policy)
+            record = start_detached(config, root, list(command), options, remove=remove, restart=policy,
+                                    post_start=post_start, pre_stop=pre_stop)
         except RunError as exc:
             fail(str(exc), exc.exit_code)
         click.echo(record.id)

@@ -107,6 +107,8 @@ class Record:
     restart_count: int = 0
     env: dict = field(default_factory=dict)  # the command's environment (exec starts from it)
     workdir: str = "/"
+    post_start: str | None = None  # hooks: shell commands run inside (Kubernetes' semantics)
+    pre_stop: str | None = None
     error: str | None = None
     config: dict = field(default_factory=dict)  # the options, for inspect
 
@@ -257,12 +259,14 @@ class RecordStore:
 
 
 def start_detached(config, root: str, argv: list[str], options: dict, remove: bool = False,
-                   restart: RestartPolicy = RestartPolicy()) -> Record:
+                   restart: RestartPolicy = RestartPolicy(), post_start: str | None = None,
+                   pre_stop: str | None = None) -> Record:
     """Start ``config`` under a monitor; return once its command runs (or
     raise RunError with the reason it could not start). ``argv``: the
     command asked for, for ``ps``; ``options``: the parsed options, for
     ``inspect``; ``remove``: forget the record when the container ends
-    (``--rm``); ``restart``: the restart policy the monitor keeps."""
+    (``--rm``); ``restart``: the restart policy the monitor keeps;
+    ``post_start``/``pre_stop``: the hooks."""
     from runtime.container import RunError
 
     store = RecordStore(root)
@@ -274,7 +278,8 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
         if store.name_taken(name):
             raise RunError(f"the container name {name!r} is already in use")
         record = Record(container_id, name, config.image, argv, time.time(), config=options,
-                        restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""))
+                        restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""),
+                        post_start=post_start, pre_stop=pre_stop)
         store.create(record)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
@@ -297,8 +302,10 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
         os.close(ready_r)
     if answer.startswith("running"):
         return store.load(container_id)
-    code, _, message = answer.partition(" ")
-    store.remove(container_id)  # the monitor died before it could (normally it removes it itself)
+    kept = answer.startswith("failed ")  # it ran, and its record stays for ps -a
+    code, _, message = answer.removeprefix("failed ").partition(" ")
+    if not kept:
+        store.remove(container_id)  # the monitor died before it could (normally it removes it itself)
     error = RunError(message.strip() or "the container's monitor died before the container started")
     if code.isdigit():
         error.exit_code = int(code)
@@ -392,8 +399,15 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
         record.env, record.workdir = env, workdir
         record.exit_code = record.error = None
         store.save(record)
+        hook_failed = record.post_start and _run_hook(store, record, record.post_start, root, timeout=None)
+        if hook_failed:
+            # Kubernetes' PostStart: a failed hook kills the container.
+            record.error = f"post-start hook failed: {hook_failed}"
+            store.save(record)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if not told:  # the first start: the CLI is waiting for it
-            os.write(ready_w, b"running")
+            os.write(ready_w, f"failed 125 {record.error}".encode() if hook_failed else b"running")
             os.close(ready_w)
             told = True
 
@@ -405,7 +419,7 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
 
     try:
         code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=exited)
-        record.phase, record.exit_code = (SUCCEEDED if code == 0 else FAILED), code
+        record.phase, record.exit_code = (SUCCEEDED if code == 0 and not record.error else FAILED), code
     except BaseException as exc:  # noqa: BLE001 - the record must say what happened
         code = getattr(exc, "exit_code", 125)
         if not told:
@@ -463,16 +477,38 @@ def wait_until_ended(store: RecordStore, container_id: str, timeout: float) -> b
     return True
 
 
-def stop(store: RecordStore, container_id: str, timeout: float) -> None:
-    """SIGTERM, ``timeout`` seconds of grace, then SIGKILL (docker stop)."""
+def stop(store: RecordStore, container_id: str, timeout: float, root: str = "") -> None:
+    """The pre-stop hook, SIGTERM, then SIGKILL once ``timeout`` seconds
+    (the grace period, hook included, as Kubernetes counts it) are over."""
     record = store.load(container_id)
     if record.phase not in LIVE_PHASES:
         return
     store.request_stop(container_id)
-    signal_container(record, signal.SIGTERM)
-    if not wait_until_ended(store, container_id, timeout):
+    deadline = time.monotonic() + timeout
+    if record.pre_stop and record.phase == RUNNING and root:
+        _run_hook(store, record, record.pre_stop, root, timeout=timeout)
+    left = deadline - time.monotonic()
+    if left > 0:  # a hook that used up the grace period leaves only SIGKILL
+        signal_container(record, signal.SIGTERM)
+    if not wait_until_ended(store, container_id, max(0.0, left)):
         signal_container(store.load(container_id), signal.SIGKILL)
         wait_until_ended(store, container_id, 30.0)
+
+
+def _run_hook(store: RecordStore, record: Record, command: str, root: str, timeout: float | None) -> str | None:
+    """Run a hook inside the container (``procview exec NAME sh -c COMMAND``,
+    its output appended to the container's log); None when it succeeded,
+    else why not."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "procview", "exec", "--root", root, record.id, "sh", "-c", command]
+    with open(store.log_path(record.id), "ab") as log:
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"still running after {timeout:.0f} s"
+    return None if result.returncode == 0 else f"exit {result.returncode}"
 
 
 def remove(store: RecordStore, container_id: str, force: bool, root: str) -> None:

@@ -164,7 +164,7 @@ def stop(grace: int, names, root: str) -> None:
     """Stop containers: SIGTERM, a grace period, then SIGKILL."""
     from runtime.lifecycle import stop as stop_container
 
-    _for_each(root, names, lambda store, container_id: stop_container(store, container_id, grace))
+    _for_each(root, names, lambda store, container_id: stop_container(store, container_id, grace, root))
 
 
 def _signal_number(value: str) -> int:

@@ -254,3 +254,20 @@ def test_exec_joins_the_container(root):
     assert stopped.returncode == 125 and "is not running" in stopped.stderr
     tty = pv(root, "exec", "-t", "box", "true")
     assert tty.returncode == 125 and "not supported" in tty.stderr
+
+
+def test_hooks(root):
+    detach(root, "--name", "hooked", "--post-start", "echo hooked > /tmp/hook", "--pre-stop", "echo pre-stop ran",
+           "busybox", "sh", "-c", LOOP)
+    assert pv(root, "exec", "hooked", "cat", "/tmp/hook").stdout == "hooked\n"
+    assert pv(root, "stop", "-t", "30", "hooked").returncode == 0
+    logs = pv(root, "logs", "hooked").stdout
+    assert logs.index("pre-stop ran") < logs.index("got TERM"), logs  # the hook, then SIGTERM
+
+    failing = pv(root, "run", "-d", "--no-view", "--name", "bad", "--post-start", "exit 3", "busybox", "sleep", "600")
+    assert failing.returncode == 125 and "post-start hook failed: exit 3" in failing.stderr, failing
+    wait_for(lambda: {r["name"]: r["phase"] for r in records(root)}.get("bad") == "Failed", "the hook's container to die")
+
+    slow = detach(root, "--name", "slow", "--pre-stop", "sleep 600", "busybox", "sleep", "600")
+    assert pv(root, "stop", "-t", "2", "slow").returncode == 0  # the hook takes the whole grace period: SIGKILL
+    assert {r["id"]: r["exit_code"] for r in records(root)}[slow] == 137
