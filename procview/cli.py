@@ -32,6 +32,7 @@ class _LazyGroup(click.Group):
         "image": ("runtime.images.commands", "image"),
         **{name: ("runtime.lifecycle_commands", name) for name in ("ps", "inspect", "logs", "stop", "kill", "rm")},
         "exec": ("runtime.lifecycle_commands", "exec_"),
+        "prune": ("runtime.lifecycle_commands", "prune"),
     }
 
     def list_commands(self, ctx):

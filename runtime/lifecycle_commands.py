@@ -248,6 +248,56 @@ def exec_(interactive: bool, tty: bool, env, workdir, user, name: str, command, 
     sys.exit(code)
 
 
-COMMANDS = {"ps": ps, "inspect": inspect, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_}
+@click.command("prune")
+@_root_option
+def prune(root: str) -> None:
+    """Remove ended containers (Succeeded, Failed), then image layers no
+    image uses; report the space reclaimed. Unknown containers are kept
+    (use rm -f)."""
+    from runtime.images import ImageError, ImageStore
+    from runtime.lifecycle import FAILED, SUCCEEDED
 
-__all__ = ["COMMANDS", "ps", "inspect", "logs", "stop", "kill", "rm", "exec_"]
+    store = _store(root)
+    reclaimed = 0
+    removed = []
+    for record in store.all(warn=_warn):
+        if record.phase in (SUCCEEDED, FAILED) and not store.monitor_alive(record.id):
+            reclaimed += _tree_size(store.path(record.id))
+            store.remove(record.id)
+            removed.append(record.id)
+    try:
+        layers, layer_bytes = ImageStore(root).prune()
+    except ImageError as exc:
+        raise LifecycleCommandError(str(exc)) from None
+    if removed:
+        click.echo("Deleted containers:")
+        for container_id in removed:
+            click.echo(container_id)
+    click.echo(f"Deleted layers: {layers}")
+    click.echo(f"Total reclaimed space: {_human(reclaimed + layer_bytes)}")
+
+
+def _tree_size(path: str) -> int:
+    import os
+
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return f"{size}B"
+
+
+COMMANDS = {"ps": ps, "inspect": inspect, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune}
+
+__all__ = ["COMMANDS", "ps", "inspect", "logs", "stop", "kill", "rm", "exec_", "prune"]

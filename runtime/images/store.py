@@ -253,6 +253,12 @@ class ImageStore:
         except (OSError, ValueError, AttributeError):
             return 0
 
+    def prune(self) -> tuple[int, int]:
+        """Delete every layer no image uses and no container holds:
+        (layers deleted, bytes of content reclaimed)."""
+        with self._locked():
+            return self._sweep()
+
     def hold(self, image: Image) -> LayerHold:
         """Keep ``image``'s layers from being deleted (by ``remove``, or a
         re-import that moves its name) until the returned hold is closed.
@@ -571,23 +577,28 @@ class ImageStore:
                     os.unlink(path)
         self._sweep()
 
-    def _sweep(self) -> None:
-        """Delete layers no record names and nobody holds (lock held)."""
+    def _sweep(self) -> tuple[int, int]:
+        """Delete layers no record names and nobody holds (lock held):
+        (layers deleted, bytes reclaimed)."""
         used = set()
         for path, record in self._records():
             if record is None:
                 log.warning("%s: damaged image record: not deleting unused layers", path)
-                return
+                return 0, 0
             used.update(d.removeprefix("sha256:") for d in record["diff_ids"])
         try:
             entries = os.listdir(self._layers)
         except FileNotFoundError:
-            return
+            return 0, 0
+        deleted = reclaimed = 0
         for entry in entries:
             if entry not in used:
-                self._delete_layer(entry)
+                size = self.layer_size(os.path.join(self._layers, entry, "diff"))
+                if self._delete_layer(entry):
+                    deleted, reclaimed = deleted + 1, reclaimed + size
+        return deleted, reclaimed
 
-    def _delete_layer(self, entry: str) -> None:
+    def _delete_layer(self, entry: str) -> bool:
         path = os.path.join(self._layers, entry)
         fd = None
         try:
@@ -596,7 +607,7 @@ class ImageStore:
         except BlockingIOError:
             log.info("layer %s is in use: kept until it is released", entry[:12])
             os.close(fd)
-            return
+            return False
         except FileNotFoundError:
             pass  # no marker: not a complete layer
         try:
@@ -606,6 +617,7 @@ class ImageStore:
             if fd is not None:
                 os.close(fd)
         shutil.rmtree(doomed, ignore_errors=True)
+        return True
 
     @staticmethod
     def _fsync_dir(path: str) -> None:

@@ -271,3 +271,37 @@ def test_hooks(root):
     slow = detach(root, "--name", "slow", "--pre-stop", "sleep 600", "busybox", "sleep", "600")
     assert pv(root, "stop", "-t", "2", "slow").returncode == 0  # the hook takes the whole grace period: SIGKILL
     assert {r["id"]: r["exit_code"] for r in records(root)}[slow] == 137
+
+
+def test_prune_removes_ended_containers_then_unused_layers(root, tmp_path):
+    import shutil
+    import tarfile
+
+    # An image of its own (a rootfs tar with a static busybox), so that its
+    # layer can become unused while a container still holds it.
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    shutil.copy(busybox, rootfs / "bin" / "busybox")
+    (rootfs / "bin" / "sh").symlink_to("busybox")
+    (rootfs / "bin" / "sleep").symlink_to("busybox")
+    with tarfile.open(tmp_path / "rootfs.tar", "w") as tar:
+        tar.add(rootfs, arcname=".")
+    imported = subprocess.run([PROCVIEW, "image", "import", "--root", root, str(tmp_path / "rootfs.tar"), "--name", "mini:1"],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+    assert imported.returncode == 0, imported.stderr
+
+    detach(root, "--name", "done", "busybox", "true")
+    detach(root, "--name", "holder", "mini:1", "sleep", "600")
+    wait_for(lambda: {r["name"]: r["phase"] for r in records(root)}.get("done") == "Succeeded", "'done' to end")
+    removed = subprocess.run([PROCVIEW, "image", "rm", "--root", root, "mini:1"], capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr  # its layer stays: 'holder' uses it
+    first = pv(root, "prune")
+    assert first.returncode == 0 and "Deleted layers: 0" in first.stdout, first
+    assert [r["name"] for r in records(root)] == ["holder"]
+    assert pv(root, "stop", "-t", "1", "holder").returncode == 0
+    second = pv(root, "prune")
+    assert second.returncode == 0 and "Deleted layers: 1" in second.stdout, second
+    reclaimed = re.search(r"Total reclaimed space: ([\d.]+)MB", second.stdout)
+    assert reclaimed and float(reclaimed.group(1)) > 0.5, second.stdout  # busybox is about 2 MB
+    assert records(root) == []
