@@ -180,15 +180,13 @@ def _connect_agent(config: ContainerConfig, warn):
 
 
 def _with_view_filter(security: SecurityPlan, root: str) -> SecurityPlan:
-    import dataclasses
-
-    from runtime.security.seccomp import SeccompError, view_program
+    from runtime.security.seccomp import SeccompError
+    from runtime.syscall_view import with_view_filter
 
     try:
-        program = view_program(cache_dir=os.path.join(root, "seccomp"))
+        return with_view_filter(security, root)
     except (SeccompError, OSError) as exc:
         raise RunError(f"seccomp view filter: {exc}") from None
-    return dataclasses.replace(security, view_filter=program)
 
 
 def _restrict_devices(cgroup, linux) -> None:
@@ -289,18 +287,10 @@ def _start_and_wait(
 
 
 def _link_agent(listener_parent, agent, config, container_id, pid, bundle, warn):
-    """Receive the command's listener fd and hand it to the supervisor."""
     from runtime import syscall_view
 
-    listener_parent.settimeout(5.0)  # sent before execve, which has happened
-    listener_fd = process.receive_fd(listener_parent)
-    if listener_fd is None:
-        warn("the container's seccomp listener did not arrive: sysinfo() and sched_getaffinity() are not virtualized")
-        return None
     path = config.seccomp_socket or syscall_view.DEFAULT_SOCKET
-    message = syscall_view.state_message(container_id, pid, bundle)
-    # The link owns the connection from here on (and closes it).
-    return syscall_view.AgentLink(path, agent, listener_fd, message, warn)
+    return syscall_view.link_listener(listener_parent, agent, path, container_id, pid, bundle, warn)
 
 
 class _ExecFailed(RunError):

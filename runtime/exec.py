@@ -67,7 +67,14 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
         raise ExecError(str(exc)) from None
     agent = _connect_agent(options, warn)
     if agent is not None:
-        security = _with_view_filter(security, root)
+        from runtime.security.seccomp import SeccompError
+        from runtime.syscall_view import with_view_filter
+
+        try:
+            security = with_view_filter(security, root)
+        except (SeccompError, OSError) as exc:
+            agent.close()
+            raise ExecError(f"seccomp view filter: {exc}") from None
     env = dict(record.env)
     for item in env_items:
         key, sep, value = item.partition("=")
@@ -217,26 +224,12 @@ def _connect_agent(options: dict, warn):
     return syscall_view.connect(options.get("seccomp_socket") or DEFAULT_SECCOMP_SOCKET)
 
 
-def _with_view_filter(security, root: str):
-    import dataclasses
-
-    from runtime.security.seccomp import view_program
-
-    return dataclasses.replace(security, view_filter=view_program(cache_dir=os.path.join(root, "seccomp")))
-
-
 def _link(listener_parent, agent, options, record, pid, warn):
     from procview import DEFAULT_SECCOMP_SOCKET
-    from runtime import syscall_view
+    from runtime.syscall_view import link_listener
 
-    listener_parent.settimeout(5.0)
-    listener_fd = process.receive_fd(listener_parent)
-    if listener_fd is None:
-        agent.close()
-        return None
     path = options.get("seccomp_socket") or DEFAULT_SECCOMP_SOCKET
-    message = syscall_view.state_message(record.id, pid, "")
-    return syscall_view.AgentLink(path, agent, listener_fd, message, warn)
+    return link_listener(listener_parent, agent, path, record.id, pid, "", warn)
 
 
 __all__ = ["exec_in", "ExecError"]

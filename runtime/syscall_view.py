@@ -74,6 +74,32 @@ def state_message(container_id: str, pid: int, bundle: str, status: str = "runni
     return json.dumps(state).encode()
 
 
+def with_view_filter(security, root: str):
+    """``security`` (a SecurityPlan) with the view filter added (built once
+    per machine, cached under ``root``). Raises SeccompError or OSError."""
+    import dataclasses
+
+    from runtime.security.seccomp import view_program
+
+    return dataclasses.replace(security, view_filter=view_program(cache_dir=os.path.join(root, "seccomp")))
+
+
+def link_listener(listener_parent: socket.socket, agent: socket.socket, path: str, container_id: str, pid: int,
+                  bundle: str, warn) -> "AgentLink | None":
+    """Receive the listener fd the command sent before its execve (step 2)
+    and hand it to the supervisor (step 3); the returned link owns
+    ``agent`` from then on. None if no fd came."""
+    from runtime.process import receive_fd
+
+    listener_parent.settimeout(5.0)  # sent before execve, which has happened
+    listener_fd = receive_fd(listener_parent)
+    if listener_fd is None:
+        warn("the seccomp listener did not arrive: sysinfo() and sched_getaffinity() are not virtualized")
+        agent.close()
+        return None
+    return AgentLink(path, agent, listener_fd, state_message(container_id, pid, bundle), warn)
+
+
 def hand_over(sock: socket.socket, message: bytes, fd: int) -> bool:
     try:
         socket.send_fds(sock, [message], [fd])
@@ -205,4 +231,7 @@ def wait_for_exit(pid: int, link: AgentLink | None) -> int:
             return 0
 
 
-__all__ = ["AgentLink", "connect", "state_message", "hand_over", "wait_for_exit", "DEFAULT_SOCKET"]
+__all__ = [
+    "AgentLink", "connect", "state_message", "hand_over", "with_view_filter", "link_listener", "wait_for_exit",
+    "DEFAULT_SOCKET",
+]
