@@ -245,17 +245,10 @@ def _start_and_wait(
     link = None
     try:
         try:
-            cgroup.add_process(pid)  # before pid 1 does anything
+            failure = process.start_in_cgroup(cgroup, pid, go_w, report_r)
         except CgroupError as exc:
-            os.close(go_w)  # pid 1 sees EOF and exits
-            _wait(pid)
             raise RunError(f"cgroup: {exc}") from None
-        os.write(go_w, b"g")
-        os.close(go_w)
-        failure = process.read_report(report_r)
-        os.close(report_r)
         if failure is not None:
-            _wait(pid)
             if failure["code"] == process.EXIT_PROCVIEW_FAILED:
                 raise RunError(failure["message"])
             raise _ExecFailed(failure)
@@ -454,15 +447,6 @@ class _SignalForwarder:
     def restore(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-
-
-def _wait(pid: int) -> int:
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            return status
-        except ChildProcessError:
-            return 0
 
 
 def _image(root: str, reference: str):

@@ -122,17 +122,10 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
     link = None
     try:
         try:
-            cgroup.add_process(joiner)
+            failure = process.start_in_cgroup(cgroup, joiner, go_w, report_r)
         except CgroupError as exc:
-            os.close(go_w)
-            wait_for_exit(joiner, None)
             raise ExecError(f"cgroup: {exc}") from None
-        os.write(go_w, b"g")
-        os.close(go_w)
-        failure = process.read_report(report_r)
-        os.close(report_r)
         if failure is not None:
-            wait_for_exit(joiner, None)
             raise ExecError(failure["message"], failure["code"])
         if listener_parent is not None:
             link = _link(listener_parent, agent, options, record, joiner, warn)

@@ -91,6 +91,38 @@ def read_report(fd: int) -> dict | None:
         return {"stage": "unknown", "message": text, "code": EXIT_PROCVIEW_FAILED}
 
 
+def start_in_cgroup(cgroup, pid: int, go_w: int, report_r: int) -> dict | None:
+    """The parent's half of the start handshake with a child that waits on
+    ``go_w``'s pipe: put it in ``cgroup`` before it does anything, let it
+    go, and wait for its report (None: it executed the command). If the
+    cgroup refuses it, the child sees EOF and exits, is reaped, and the
+    CgroupError is raised; a child that reports a failure is reaped too."""
+    try:
+        cgroup.add_process(pid)
+    except Exception:
+        os.close(go_w)
+        reap(pid)
+        raise
+    os.write(go_w, b"g")
+    os.close(go_w)
+    failure = read_report(report_r)
+    os.close(report_r)
+    if failure is not None:
+        reap(pid)
+    return failure
+
+
+def reap(pid: int) -> int:
+    """waitpid(pid): its wait status (0 if it was already reaped)."""
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 0
+
+
 def exec_command(argv: list[str], env: dict[str, str], report_fd: int) -> None:
     """execve the command (PATH searched in the container's environment);
     on failure report the errno and exit with Docker's code. Never returns."""
