@@ -222,13 +222,9 @@ def wait_for_exit(pid: int, link: AgentLink | None) -> int:
                 link.tick()
     finally:
         os.close(pidfd)
-    while True:
-        try:
-            return os.waitpid(pid, 0)[1]
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return 0
+    from runtime.process import reap
+
+    return reap(pid)
 
 
 __all__ = [
