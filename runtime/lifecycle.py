@@ -281,6 +281,11 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
                         restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""),
                         post_start=post_start, pre_stop=pre_stop)
         store.create(record)
+        # Locked before the record is visible to anyone else's "is its
+        # monitor alive?": the monitor inherits this very lock, so the
+        # record is never Unknown while the monitor starts.
+        lock = os.open(store.path(container_id, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # the monitor, after one more fork, so it is nobody's child
@@ -292,6 +297,7 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
             _monitor(store, record, dataclasses.replace(config, name=name), root, ready_w, remove, restart)
         finally:
             os._exit(0)
+    os.close(lock)  # the monitor's copy keeps it held
     os.close(ready_w)
     os.waitpid(child, 0)
     # One read, not "until EOF": the container's pid 1 inherits the pipe
@@ -319,8 +325,8 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
     the restart policy between runs. Never returns."""
     from runtime.process import FORWARDED_SIGNALS, exit_code_of
 
-    lock = os.open(store.path(record.id, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    # The lock was taken by start_detached and is inherited: held as long
+    # as this process (or its runner and the container's pid 1) lives.
     log = os.open(store.log_path(record.id), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

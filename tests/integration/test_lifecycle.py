@@ -171,8 +171,13 @@ def test_a_corrupt_state_file_is_reported_and_the_others_work(root):
 
 def test_twenty_containers_at_once(root):
     names = [f"c{i}" for i in range(20)]
-    with concurrent.futures.ThreadPoolExecutor(10) as pool:
-        ids = list(pool.map(lambda name: detach(root, "--name", name, "busybox", "sh", "-c", LOOP), names))
+    with concurrent.futures.ThreadPoolExecutor(11) as pool:
+        starting = pool.map(lambda name: detach(root, "--name", name, "busybox", "sh", "-c", LOOP), names)
+        # While they start, no record may look orphaned: each is locked by
+        # its monitor-to-be before anyone can see it.
+        seen = [r["phase"] for _ in range(5) for r in records(root)]
+        ids = list(starting)
+    assert "Unknown" not in seen, seen
     assert len(set(ids)) == 20
     listed = pv(root, "ps")
     assert all(name in listed.stdout.split() for name in names), listed.stdout
