@@ -30,7 +30,7 @@ class _LazyGroup(click.Group):
 
     lazy = {
         "image": ("runtime.images.commands", "image"),
-        **{name: ("runtime.lifecycle_commands", name) for name in ("ps", "inspect", "logs", "stop", "kill", "rm")},
+        **{name: ("runtime.lifecycle_commands", name) for name in ("ps", "inspect", "logs", "stop", "kill", "rm", "diff", "commit")},
         "exec": ("runtime.lifecycle_commands", "exec_"),
         "prune": ("runtime.lifecycle_commands", "prune"),
     }

@@ -79,16 +79,19 @@ class ContainerConfig:
 
 
 def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None,
-        container_id: str | None = None, on_started=None, on_exited=None) -> int:
+        container_id: str | None = None, on_started=None, on_exited=None, kept_upper: str | None = None) -> int:
     """Run one container to completion; return its exit code (Docker's
     convention). Raises RunError before the command starts.
 
     ``container_id``: the id to use (a detached container's monitor passes
-    its record's); ``on_started(pid, cgroup_path, env, workdir)`` is called
-    once the command runs, with pid 1's host pid and the command's
-    environment and working directory (``runtime/lifecycle.py``);
+    its record's); ``on_started(pid, cgroup_path, env, workdir, image)`` is
+    called once the command runs, with pid 1's host pid, the command's
+    environment and working directory, and the image it runs
+    (``runtime/lifecycle.py``);
     ``on_exited(oom_killed)`` once it has ended, before the cgroup goes:
-    whether the kernel's OOM killer killed anything in it."""
+    whether the kernel's OOM killer killed anything in it. ``kept_upper``:
+    the container's writable layer, kept after the run (``rootfs.prepare_bundle``);
+    by default it lives and dies with the run."""
     linux = linux or Linux()
     warn = warn or _warn
     hierarchies = discover()
@@ -112,7 +115,8 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         undo.callback(os.close, lock)
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
-            bundle_path, hostname, hosts_file(hostname, config.net_host), resolv_conf(host_resolv, config.net_host)
+            bundle_path, hostname, hosts_file(hostname, config.net_host), resolv_conf(host_resolv, config.net_host),
+            kept_upper,
         )
 
         cgroup = hierarchies.cgroup(f"{CGROUP_PARENT}/{container_id[:12]}")
@@ -145,7 +149,9 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         )
         return _start_and_wait(
             linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2, security,
-            agent, container_id, warn, on_started, on_exited,
+            agent, container_id, warn,
+            None if on_started is None else lambda pid, cgroup_path, env, workdir: on_started(pid, cgroup_path, env, workdir, image),
+            on_exited,
         )
 
 

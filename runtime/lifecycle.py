@@ -111,6 +111,9 @@ class Record:
     pre_stop: str | None = None
     error: str | None = None
     config: dict = field(default_factory=dict)  # the options, for inspect
+    image_id: str | None = None  # the image it runs, pinned at the first start
+    layers: list = field(default_factory=list)  # its diff_ids, bottom first (the store keeps them for us)
+    volumes: list = field(default_factory=list)  # volume targets in the container: not its own content
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -149,12 +152,23 @@ class RecordStore:
         finally:
             os.close(fd)
 
-    def create(self, record: Record) -> None:
-        os.makedirs(self.path(record.id), mode=0o700)
-        self.save(record)
+    def create(self, record: Record) -> int:
+        """Make the record's directory, with its state and its lock held
+        (the returned fd), under a dot-name that ``ids`` skips, then rename
+        it into place: nobody ever sees it without its state or unlocked."""
+        staging = os.path.join(self.dir, f".new-{record.id}")
+        os.makedirs(staging, mode=0o700)
+        lock = os.open(os.path.join(staging, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        self._write_state(os.path.join(staging, "state.json"), record)
+        os.rename(staging, self.path(record.id))
+        return lock
 
     def save(self, record: Record) -> None:
-        final = self.path(record.id, "state.json")
+        self._write_state(self.path(record.id, "state.json"), record)
+
+    @staticmethod
+    def _write_state(final: str, record: Record) -> None:
         temporary = f"{final}.{os.getpid()}.tmp"
         with open(temporary, "w") as f:
             json.dump(record.to_json(), f, indent=1)
@@ -166,6 +180,32 @@ class RecordStore:
         import shutil
 
         shutil.rmtree(self.path(container_id), ignore_errors=True)
+
+    def remove_abandoned(self) -> None:
+        """Remove what a ``run -d`` killed inside ``create`` left: a
+        ``.new-ID`` directory whose lock nobody holds."""
+        import shutil
+
+        try:
+            entries = [entry for entry in os.listdir(self.dir) if entry.startswith(".new-")]
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            path = os.path.join(self.dir, entry)
+            try:
+                fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+            except OSError:  # not locked yet: a create in its first instant, or killed then
+                with contextlib.suppress(OSError):
+                    if time.time() - os.stat(path).st_mtime > 60:
+                        shutil.rmtree(path, ignore_errors=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(path, ignore_errors=True)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
 
     # -- reading ---------------------------------------------------------------
 
@@ -278,14 +318,13 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
         if store.name_taken(name):
             raise RunError(f"the container name {name!r} is already in use")
         record = Record(container_id, name, config.image, argv, time.time(), config=options,
+                        volumes=[volume.target for volume in config.volumes],
                         restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""),
                         post_start=post_start, pre_stop=pre_stop)
-        store.create(record)
         # Locked before the record is visible to anyone else's "is its
         # monitor alive?": the monitor inherits this very lock, so the
         # record is never Unknown while the monitor starts.
-        lock = os.open(store.path(container_id, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock = store.create(record)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # the monitor, after one more fork, so it is nobody's child
@@ -399,10 +438,11 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
     Linux().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the monitor, and pid 1 with it
     told = ready_w is None
 
-    def started(pid: int, cgroup_path: str, env: dict, workdir: str) -> None:
+    def started(pid: int, cgroup_path: str, env: dict, workdir: str, image) -> None:
         nonlocal told
         record.phase, record.pid, record.cgroup, record.started_at = RUNNING, pid, cgroup_path, time.time()
         record.env, record.workdir = env, workdir
+        record.image_id, record.layers = image.id, image.diff_ids
         record.exit_code = record.error = None
         store.save(record)
         hook_failed = record.post_start and _run_hook(store, record, record.post_start, root, timeout=None)
@@ -424,7 +464,10 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
         record.oom_killed = oom_killed
 
     try:
-        code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=exited)
+        if record.image_id:  # a restart runs the image it first ran, wherever its name points now
+            config = dataclasses.replace(config, image=record.image_id)
+        code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=exited,
+                   kept_upper=store.path(record.id, "upper"))
         record.phase, record.exit_code = (SUCCEEDED if code == 0 and not record.error else FAILED), code
     except BaseException as exc:  # noqa: BLE001 - the record must say what happened
         code = getattr(exc, "exit_code", 125)

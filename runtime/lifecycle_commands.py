@@ -1,4 +1,4 @@
-"""``procview ps | inspect | logs | stop | kill | rm``: detached containers.
+"""``procview ps | inspect | logs | stop | kill | rm | diff | commit``: detached containers.
 
     procview ps [-a] [--format table|json]
     procview inspect NAME...
@@ -6,6 +6,8 @@
     procview stop [-t SECONDS] NAME...
     procview kill [-s SIGNAL] NAME...
     procview rm [-f] NAME...
+    procview diff NAME
+    procview commit NAME IMAGE[:TAG]
 
 NAME is a container's name, its id, or an unambiguous prefix of the id.
 ``--root`` (or ``$PROCVIEW_ROOT``) as for ``procview run``. A failure
@@ -258,6 +260,7 @@ def prune(root: str) -> None:
     from runtime.lifecycle import FAILED, SUCCEEDED
 
     store = _store(root)
+    store.remove_abandoned()
     reclaimed = 0
     removed = []
     for record in store.all(warn=_warn):
@@ -275,6 +278,97 @@ def prune(root: str) -> None:
             click.echo(container_id)
     click.echo(f"Deleted layers: {layers}")
     click.echo(f"Total reclaimed space: {_human(reclaimed + layer_bytes)}")
+
+
+@click.command("diff")
+@click.argument("name")
+@_root_option
+def diff(name: str, root: str) -> None:
+    """List what container NAME changed in its file system, against its
+    image: A (added), C (changed), D (deleted), one path per line."""
+    from runtime.changes import changes, excluded
+
+    record, upper, layers = _writable_layer(root, name)
+    try:
+        found = changes(upper, layers, excluded(record.volumes))
+    except OSError as exc:
+        raise LifecycleCommandError(f"cannot read the changes of {record.name}: {exc}") from None
+    try:
+        for change in found:
+            click.echo(str(change))
+        sys.stdout.flush()
+    except BrokenPipeError:  # diff | head
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@click.command("commit")
+@click.argument("name")
+@click.argument("image")
+@_root_option
+def commit(name: str, image: str, root: str) -> None:
+    """Make image IMAGE[:TAG] from container NAME: its image's layers plus
+    one layer with the container's changes (not the runtime's /etc/hosts,
+    /etc/hostname, /etc/resolv.conf, nor volumes). The new image runs what
+    the container ran, with its environment. A running container is not
+    paused while its changes are read."""
+    from runtime.changes import excluded
+    from runtime.images import ImageError, ImageStore
+
+    record, upper, _layers = _writable_layer(root, name)
+    store = ImageStore(root)
+    try:
+        made = store.commit(record.layers, upper, image, committed_config(store, record), excluded(record.volumes))
+    except ImageError as exc:
+        raise LifecycleCommandError(str(exc)) from None
+    click.echo(made.id)
+
+
+def committed_config(store, record) -> dict:
+    """The image config of a commit, as Docker makes it: the container's
+    image's, with the container's command, environment, working directory
+    and user."""
+    from runtime.images import ImageError
+
+    try:
+        config = dict(store.get(record.image_id).config)
+    except ImageError:
+        config = {}  # the image was removed; its layers were kept for us
+    if record.command:
+        config["Cmd"] = list(record.command)
+    # The runtime's own additions are per run, not the image's: HOSTNAME
+    # always; HOME and TERM unless the image or -e set them.
+    chosen = {item.partition("=")[0] for item in [*config.get("Env", []), *record.config.get("env", [])]}
+    env = {key: value for key, value in record.env.items()
+           if key != "HOSTNAME" and (key not in ("HOME", "TERM") or key in chosen)}
+    if env:
+        config["Env"] = [f"{key}={value}" for key, value in env.items()]
+    if record.config.get("workdir"):
+        config["WorkingDir"] = record.config["workdir"]
+    if record.config.get("user"):
+        config["User"] = record.config["user"]
+    return config
+
+
+def _writable_layer(root: str, name: str):
+    """(record, upper dir, image layer dirs) of container NAME."""
+    import os
+
+    from runtime.images.store import ImageStore
+    from runtime.lifecycle import LifecycleError
+
+    store = _store(root)
+    try:
+        record = store.load(store.find(name))
+    except (LifecycleError, ValueError) as exc:
+        raise LifecycleCommandError(str(exc)) from None
+    upper = store.path(record.id, "upper")
+    if not record.layers or not os.path.isdir(upper):
+        raise LifecycleCommandError(f"container {record.name} has no file system yet (it never started)")
+    layers_dir = os.path.join(ImageStore(root).root, "layers")
+    layers = tuple(os.path.join(layers_dir, d.removeprefix("sha256:"), "diff") for d in record.layers)
+    return record, upper, layers
 
 
 def _tree_size(path: str) -> int:
@@ -298,6 +392,7 @@ def _human(size: int) -> str:
     return f"{size}B"
 
 
-COMMANDS = {"ps": ps, "inspect": inspect, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune}
+COMMANDS = {"ps": ps, "inspect": inspect, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune,
+            "diff": diff, "commit": commit}
 
-__all__ = ["COMMANDS", "ps", "inspect", "logs", "stop", "kill", "rm", "exec_", "prune"]
+__all__ = ["COMMANDS", "ps", "inspect", "logs", "stop", "kill", "rm", "exec_", "prune", "diff", "commit"]

@@ -87,6 +87,7 @@ class Bundle(NamedTuple):
     """The container's directory on the host (see module docstring)."""
 
     path: str
+    kept_upper: str | None = None  # a writable layer that outlives the run (see prepare_bundle)
 
     @property
     def init(self) -> str:
@@ -94,7 +95,7 @@ class Bundle(NamedTuple):
 
     @property
     def upper(self) -> str:
-        return os.path.join(self.path, "upper")
+        return self.kept_upper or os.path.join(self.path, "upper")
 
     @property
     def work(self) -> str:
@@ -111,12 +112,20 @@ class Bundle(NamedTuple):
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def prepare_bundle(path: str, hostname: str, hosts: str, resolv_conf: str) -> Bundle:
+def prepare_bundle(path: str, hostname: str, hosts: str, resolv_conf: str, kept_upper: str | None = None) -> Bundle:
     """Create the container's directory: init layer, upper, work, merged and
-    the generated /etc files."""
-    bundle = Bundle(path)
-    for directory in (bundle.upper, bundle.work, bundle.merged):
+    the generated /etc files.
+
+    ``kept_upper``: use this directory (created if missing) as the upper
+    dir instead of one inside the bundle. A container with a record keeps
+    its writable layer there across restarts, for ``diff`` and ``commit``
+    after it stopped, until ``rm`` (Docker's semantics). It must be on the
+    same file system as the bundle (overlayfs wants upper and work
+    together): both live under the state root."""
+    bundle = Bundle(path, kept_upper)
+    for directory in (bundle.work, bundle.merged):
         os.makedirs(directory, mode=0o755)
+    os.makedirs(bundle.upper, mode=0o755, exist_ok=kept_upper is not None)
     for directory in INIT_DIRS:
         os.makedirs(os.path.join(bundle.init, directory), mode=0o755, exist_ok=True)
     os.chmod(os.path.join(bundle.init, "tmp"), 0o1777)
@@ -223,7 +232,11 @@ def mount_rootfs(linux, plan: MountPlan) -> None:
         step = "mount the overlay"
         # Uppermost lower layer first: the init layer, then the image's top.
         lowers = ":".join([plan.bundle.init, *reversed(plan.layers)])
-        linux.mount("overlay", root, "overlay", 0, f"lowerdir={lowers},upperdir={plan.bundle.upper},workdir={plan.bundle.work}")
+        # redirect_dir and metacopy off: a renamed directory or a chmod'ed
+        # file is copied up whole, so the upper dir holds the container's
+        # changes by itself, as diff and commit read them.
+        options = f"lowerdir={lowers},upperdir={plan.bundle.upper},workdir={plan.bundle.work},redirect_dir=off,metacopy=off"
+        linux.mount("overlay", root, "overlay", 0, options)
         step = "mount /proc"
         linux.mount("proc", secure_join(root, "proc"), "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
         step = "mount /sys"

@@ -6,9 +6,9 @@ at the path ``busybox --list-full`` gives (``usr/bin/free`` ...), a minimal
 ``/etc/passwd`` and ``/etc/group`` (root and nobody), and the usual empty
 directories (``/tmp`` 1777, ``/root`` 0700, ``/home``, ``/var``, ``/proc``,
 ``/sys``, ``/dev``). ``/etc/hostname``, ``hosts`` and ``resolv.conf`` are
-left out: the runtime bind-mounts them. Every entry is owned by root and
-dated with the binary's mtime, so the same busybox always gives the same
-layer digest. The store imports the tar like any root file system tar
+left out: the runtime bind-mounts them. Every entry is owned by root (when
+made as root, as ``procview run`` does) and dated with the binary's mtime,
+so the same busybox always gives the same layer digest. The store imports the tar like any root file system tar
 (``ImageStore.ensure_busybox``), with ``CONFIG`` as the image config.
 
 The binary must be static: the container has no dynamic loader or libc.
@@ -18,11 +18,9 @@ binary is static when none of them is ``PT_INTERP``.
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import subprocess
-import tarfile
 from typing import BinaryIO
 
 NAME = "busybox:latest"
@@ -106,7 +104,17 @@ def applets(busybox: str) -> list[str]:
 
 
 def write_layer(busybox: str, out: BinaryIO) -> None:
-    """Write the image's layer, as an uncompressed tar, to ``out``."""
+    """Write the image's layer, as an uncompressed tar, to ``out``.
+
+    The tree is laid out in a scratch directory and packed with
+    ``pack.write_layer``, the packer ``commit`` and ``image export`` use: a
+    canonical tar, so exporting the image packs the very same bytes and
+    its digest survives export and import."""
+    import shutil
+    import tempfile
+
+    from runtime.images.pack import write_layer as pack
+
     st = os.stat(busybox)
     mtime = int(st.st_mtime)
     links = applets(busybox)
@@ -116,28 +124,33 @@ def write_layer(busybox: str, out: BinaryIO) -> None:
         while parent and parent not in dirs:
             dirs[parent] = 0o755
             parent = parent.rpartition("/")[0]
-
-    def info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
-        ti = tarfile.TarInfo(name)
-        ti.type, ti.mode, ti.mtime = kind, mode, mtime
-        ti.uid = ti.gid = 0
-        ti.uname = ti.gname = "root"
-        return ti
-
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(info("./", tarfile.DIRTYPE, 0o755))
+    scratch = tempfile.mkdtemp(prefix="procview-busybox-")
+    try:
+        tree = os.path.join(scratch, "rootfs")
         for name in sorted(dirs):
-            tar.addfile(info(name + "/", tarfile.DIRTYPE, dirs[name]))
-        binary = info("bin/busybox", tarfile.REGTYPE, 0o755)
-        binary.size = st.st_size
-        with open(busybox, "rb") as f:
-            tar.addfile(binary, f)
+            os.makedirs(os.path.join(tree, name), exist_ok=True)
+        shutil.copyfile(busybox, os.path.join(tree, "bin/busybox"))
+        os.chmod(os.path.join(tree, "bin/busybox"), 0o755)
         for name, text in (("etc/group", GROUP), ("etc/passwd", PASSWD)):
-            data = text.encode()
-            entry = info(name, tarfile.REGTYPE, 0o644)
-            entry.size = len(data)
-            tar.addfile(entry, io.BytesIO(data))
+            with open(os.path.join(tree, name), "w") as f:
+                f.write(text)
+            os.chmod(os.path.join(tree, name), 0o644)
         for link in links:
-            entry = info(link, tarfile.SYMTYPE, 0o777)
-            entry.linkname = "/bin/busybox"
-            tar.addfile(entry)
+            os.symlink("/bin/busybox", os.path.join(tree, link))
+        # Owned by root, dated like the binary (directories last, deepest
+        # first, as creating their content changed their times).
+        for directory, subdirs, files in os.walk(tree, topdown=False):
+            for name in files + [d for d in subdirs if os.path.islink(os.path.join(directory, d))]:
+                path = os.path.join(directory, name)
+                if os.geteuid() == 0:
+                    os.lchown(path, 0, 0)
+                os.utime(path, (mtime, mtime), follow_symlinks=False)
+        for name in sorted(dirs, key=lambda n: -n.count("/")):
+            path = os.path.join(tree, name)
+            os.chmod(path, dirs[name])
+            if os.geteuid() == 0:
+                os.chown(path, 0, 0)
+            os.utime(path, (mtime, mtime))
+        pack(tree, out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -3,6 +3,7 @@
     procview image import PATH [--name NAME:TAG] [--root DIR]
     procview image ls [--root DIR]
     procview image rm NAME... [--root DIR]
+    procview image export IMAGE FILE [--root DIR]
 
 ``--root`` defaults to ``$PROCVIEW_ROOT``, else ``/var/lib/procview-runtime``.
 A failure prints one line, ``procview: error: ...``, on stderr and exits 125
@@ -102,6 +103,25 @@ def rm(names: tuple[str, ...], root: str) -> None:
         except (ImageError, OSError) as exc:
             raise ImageCommandError(str(exc)) from None
         click.echo(f"Deleted: {name}")
+
+
+@image.command("export")
+@click.argument("reference", metavar="IMAGE")
+@click.argument("path", metavar="FILE")
+@_root_option
+def export(reference: str, path: str, root: str) -> None:
+    """Write IMAGE to FILE (- for standard output) as a docker save archive,
+    which docker load, skopeo and procview image import read."""
+    from runtime.images.store import ImageError, ImageStore
+
+    if path == "-" and sys.stdout.isatty():
+        raise ImageCommandError("refusing to write an archive to a terminal: give a FILE, or redirect the output")
+    try:
+        ImageStore(root).export(reference, path)
+    except ImageError as exc:
+        raise ImageCommandError(str(exc)) from None
+    except OSError as exc:
+        raise ImageCommandError(f"{path}: {exc.strerror or exc}") from None
 
 
 def human_size(n: int) -> str:

@@ -385,6 +385,9 @@ class _Extractor:
                 os.mknod(hidden, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
                 if self.as_root:
                     os.chown(hidden, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+                # Dated like its entry, so packing the layer again (pack.py)
+                # gives the same bytes.
+                os.utime(hidden, ns=_times(member), dir_fd=parent, follow_symlinks=False)
                 return
             if stat.S_ISDIR(st.st_mode):
                 # This layer's own D stays; the whiteout still hides the lower D.

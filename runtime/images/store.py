@@ -72,6 +72,11 @@ class Image:
     layers: tuple[str, ...]  # absolute layer directories, bottom layer first
     config: dict = field(hash=False)  # Env, Cmd, Entrypoint, WorkingDir, User (each optional)
 
+    @property
+    def diff_ids(self) -> list[str]:
+        """The layers' digests (``sha256:<hex>``), bottom first."""
+        return ["sha256:" + os.path.basename(os.path.dirname(layer)) for layer in self.layers]
+
 
 # -- references ----------------------------------------------------------------------
 
@@ -338,6 +343,74 @@ class ImageStore:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
 
+    def commit(self, base_diff_ids: list[str], upper: str, name: str, config: dict,
+               skip=None) -> Image:
+        """A new image ``name``: the layers ``base_diff_ids`` (bottom first)
+        and, on top, ``upper`` (a container's overlay upper directory) packed
+        as a layer, without the paths ``skip`` rejects. ``config``: the
+        image config (``CONFIG_KEYS``)."""
+        from runtime.images import extract, importers, pack
+
+        name = normalize_reference(name)
+        with self._locked():
+            for diff_id in base_diff_ids:
+                if not self._complete(diff_id):
+                    raise ImageError(f"the container's image layer {diff_id.removeprefix('sha256:')[:12]} is gone")
+            work = tempfile.mkdtemp(prefix="commit-", dir=self._tmp)
+            try:
+                tar_path = os.path.join(work, "layer.tar")
+                try:
+                    with open(tar_path, "wb") as out:
+                        pack.write_layer(upper, out, skip)
+                    dest = os.path.join(work, "layer")
+                    os.mkdir(dest, 0o700)
+                    with open(tar_path, "rb") as f:
+                        tar = importers.Digesting(f)
+                        size = extract.extract_layer(tar, os.path.join(dest, "diff")).size
+                        tar.drain()
+                except (OSError, extract.LayerError) as exc:
+                    raise ImageError(f"cannot pack the container's changes: {exc}") from None
+                diff_id = tar.digest
+                staged = [_Staged(diff_id, size, None if self._complete(diff_id) else dest)]
+                diff_ids = [*base_diff_ids, diff_id]
+                record = {"name": name, "id": _synthetic_id(config, diff_ids), "diff_ids": diff_ids,
+                          "config": json.loads(json.dumps(config))}
+                try:
+                    self._commit(staged, [record])
+                except OSError as exc:
+                    raise ImageError(f"cannot store the image under {self.root}: {exc}") from None
+                return self._image(record)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def export(self, reference: str, path: str) -> Image:
+        """Write the image as a ``docker save`` archive to ``path`` (``-``:
+        standard output); a file appears only when complete."""
+        from runtime.images.export import write_archive
+        from runtime.images.importers import runtime_platform
+
+        image = self.get(reference)
+        with self.hold(image):
+            if path == "-":
+                out = os.fdopen(os.dup(1), "wb")
+                with out:
+                    write_archive(image.name, image.config, image.layers, out, runtime_platform()[0])
+                return image
+            directory = os.path.dirname(os.path.abspath(path))
+            fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    write_archive(image.name, image.config, image.layers, out, runtime_platform()[0])
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.chmod(temporary, 0o644)
+                os.replace(temporary, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+                raise
+        return image
+
     # -- import -----------------------------------------------------------------
 
     def _import(self, path: str, names: list[str] | None, progress: Progress | None, config: dict | None = None) -> list[Image]:
@@ -580,7 +653,7 @@ class ImageStore:
     def _sweep(self) -> tuple[int, int]:
         """Delete layers no record names and nobody holds (lock held):
         (layers deleted, bytes reclaimed)."""
-        used = set()
+        used = self._container_layers()
         for path, record in self._records():
             if record is None:
                 log.warning("%s: damaged image record: not deleting unused layers", path)
@@ -597,6 +670,26 @@ class ImageStore:
                 if self._delete_layer(entry):
                     deleted, reclaimed = deleted + 1, reclaimed + size
         return deleted, reclaimed
+
+    def _container_layers(self) -> set[str]:
+        """The layers that containers, running or stopped, were made from
+        (``ROOT/records/*/state.json``, field ``layers``): a stopped
+        container can still be diffed, committed and restarted, so its
+        layers stay even when its image is removed (as Docker keeps them)."""
+        records = os.path.join(self.root, "records")
+        used: set[str] = set()
+        try:
+            entries = os.listdir(records)
+        except FileNotFoundError:
+            return used
+        for entry in entries:
+            try:
+                with open(os.path.join(records, entry, "state.json")) as f:
+                    layers = json.load(f).get("layers") or []
+            except (OSError, ValueError, AttributeError):
+                continue
+            used.update(str(d).removeprefix("sha256:") for d in layers)
+        return used
 
     def _delete_layer(self, entry: str) -> bool:
         path = os.path.join(self._layers, entry)
@@ -682,14 +775,9 @@ def _runtime_config(config: dict, path: str) -> dict:
 
 
 def _synthetic_id(config: dict, diff_ids: list[str]) -> str:
-    """The ID of an image made from a root file system tar: the digest of
-    the config it would have."""
+    """The ID of an image procview made (from a root file system tar, or a
+    commit): the digest of the config ``image export`` writes for it."""
+    from runtime.images.export import image_config
     from runtime.images.importers import runtime_platform
 
-    doc = {
-        "architecture": runtime_platform()[0],
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }
-    return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(image_config(config, diff_ids, runtime_platform()[0])).hexdigest()

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from runtime.lifecycle import (
-    FAILED, NAME_PATTERN, RUNNING, UNKNOWN, LifecycleError, Record, RecordStore,
+    FAILED, NAME_PATTERN, PENDING, RUNNING, UNKNOWN, LifecycleError, Record, RecordStore,
 )
 
 
@@ -17,16 +17,37 @@ def record(container_id: str, name: str, phase: str = RUNNING) -> Record:
     return Record(container_id, name, "busybox", ["true"], 1.0, phase=phase)
 
 
+class Store(RecordStore):
+    """A RecordStore whose ``create`` lets go of the record's lock at once,
+    as a monitor that died would."""
+
+    def create(self, record: Record) -> int:
+        os.close(super().create(record))
+        return -1
+
+
 @pytest.fixture
 def store(tmp_path):
-    return RecordStore(str(tmp_path))
+    return Store(str(tmp_path))
 
 
 def test_save_is_atomic_and_round_trips(store):
     r = record("a" * 64, "web")
     store.create(r)
-    assert os.listdir(store.path(r.id)) == ["state.json"]  # no temporary left
+    assert sorted(os.listdir(store.path(r.id))) == ["lock", "state.json"]  # no temporary left
+    assert not [entry for entry in os.listdir(store.dir) if entry.startswith(".new-")]
     assert store.load(r.id).name == "web"
+
+
+def test_a_new_record_appears_with_its_lock_held(tmp_path):
+    plain = RecordStore(str(tmp_path))
+    r = record("e" * 64, "web", PENDING)
+    lock = plain.create(r)
+    try:
+        assert plain.ids() == [r.id] and plain.load(r.id).phase == PENDING  # never Unknown while it starts
+    finally:
+        os.close(lock)
+    assert plain.load(r.id).phase == UNKNOWN
 
 
 def test_a_live_phase_without_its_monitor_is_unknown(store):
