@@ -140,7 +140,7 @@ class _DockerExitCodes(click.Command):
 @click.option("--hostname", help="Container host name (default: the first 12 characters of its id).")
 @click.option("--name", help="A name for the container.")
 @click.option("--rm", "remove", is_flag=True,
-              help="Remove the container when it exits (a foreground one always is; a detached one is kept for ps -a).")
+              help="Remove the container when it exits (else it is kept, stopped, for ps -a, diff, commit and rm).")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background under a monitor; print the container's id.")
 @click.option("--restart", help="With -d: no, on-failure[:N] or always (the monitor restarts the container).")
 @click.option("--post-start", help="With -d: a shell command run inside right after the start; if it fails, the container is killed.")
@@ -178,7 +178,7 @@ def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset
     """
     import os
 
-    from runtime.container import ContainerConfig, RunError, run as run_container
+    from runtime.container import ContainerConfig, RunError
     from runtime.limits import LimitError, parse_limits
     from runtime.rootfs import Volume
 
@@ -225,6 +225,8 @@ def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset
         fail("--restart needs -d (the monitor of a detached container restarts it)")
     if (post_start or pre_stop) and not detach:
         fail("--post-start and --pre-stop need -d")
+    # The parsed options, kept in the container's record (inspect, exec).
+    options = {key: value for key, value in click.get_current_context().params.items() if value not in (None, (), False)}
     if detach:
         if tty or interactive:
             fail("-d cannot be combined with -i or -t yet (there is no attach)")
@@ -237,7 +239,6 @@ def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset
         if remove and policy.name != "no":
             fail("conflicting options: --restart and --rm")
 
-        options = {key: value for key, value in click.get_current_context().params.items() if value not in (None, (), False)}
         try:
             record = start_detached(config, root, list(command), options, remove=remove, restart=policy,
                                     post_start=post_start, pre_stop=pre_stop)
@@ -246,8 +247,10 @@ def run(image, command, memory, memory_swap, cpus, cpu_period, cpu_quota, cpuset
         click.echo(record.id)
         sys.stdout.flush()
         os._exit(0)
+    from runtime.lifecycle import run_foreground
+
     try:
-        code = run_container(config, root)
+        code = run_foreground(config, root, list(command), options, remove=remove)
     except RunError as exc:
         fail(str(exc), exc.exit_code)
     # Everything is cleaned up: skip the interpreter's teardown, which costs

@@ -337,6 +337,10 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
         if tty_sock is not None:
             stage = "terminal"
             master, slave = process.open_pty_pair()
+            # Sized now, from the user's terminal (still our stdin), so the
+            # command never sees 0x0, however late the relay starts.
+            if os.isatty(0):
+                process.copy_window_size(0, master)
             process.send_fd(tty_sock, master)
             os.close(master)
             tty_sock.close()

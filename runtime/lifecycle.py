@@ -114,6 +114,7 @@ class Record:
     image_id: str | None = None  # the image it runs, pinned at the first start
     layers: list = field(default_factory=list)  # its diff_ids, bottom first (the store keeps them for us)
     volumes: list = field(default_factory=list)  # volume targets in the container: not its own content
+    auto_remove: bool = False  # --rm: forgotten when it ends
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -193,11 +194,11 @@ class RecordStore:
         for entry in entries:
             path = os.path.join(self.dir, entry)
             try:
+                if time.time() - os.stat(path).st_mtime < 60:
+                    continue  # a create in its first instant may not hold the lock yet
                 fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
-            except OSError:  # not locked yet: a create in its first instant, or killed then
-                with contextlib.suppress(OSError):
-                    if time.time() - os.stat(path).st_mtime > 60:
-                        shutil.rmtree(path, ignore_errors=True)
+            except OSError:  # killed before it made the lock
+                shutil.rmtree(path, ignore_errors=True)
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -298,6 +299,97 @@ class RecordStore:
 # -- starting: the CLI side and the monitor --------------------------------------------
 
 
+def _new_record(store: RecordStore, config, argv: list[str], options: dict, **fields) -> tuple[Record, int]:
+    """Claim the container's name (``--name``, else a made-up one) and
+    create its record; return it and its lock, held. Raises RunError for an
+    invalid or taken name."""
+    from runtime.container import RunError
+
+    with store.names_locked():
+        name = config.name or store.new_name()
+        if not NAME_PATTERN.match(name):
+            raise RunError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if store.name_taken(name):
+            raise RunError(f"the container name {name!r} is already in use")
+        record = Record(os.urandom(32).hex(), name, config.image, argv, time.time(), config=options,
+                        volumes=[volume.target for volume in config.volumes], **fields)
+        # Locked before the record is visible to anyone else's "is its
+        # monitor alive?", so a starting container is never Unknown.
+        return record, store.create(record)
+
+
+def remove_orphans(store: RecordStore) -> None:
+    """Forget the ``--rm`` containers whose monitor was killed before it
+    could remove them (their phase is Unknown), and abandoned creates."""
+    store.remove_abandoned()
+    for container_id in store.ids():
+        with contextlib.suppress(ValueError):
+            record = store.load(container_id)
+            if record.auto_remove and record.phase == UNKNOWN:
+                store.remove(container_id)
+
+
+class _Recorder:
+    """Keeps a record in step with one run of its container: the callbacks
+    of ``runtime.container.run``, and the end."""
+
+    def __init__(self, store: RecordStore, record: Record):
+        self.store, self.record = store, record
+
+    def started(self, pid: int, cgroup_path: str, env: dict, workdir: str, image) -> None:
+        record = self.record
+        record.phase, record.pid, record.cgroup, record.started_at = RUNNING, pid, cgroup_path, time.time()
+        record.env, record.workdir = env, workdir
+        record.image_id, record.layers = image.id, image.diff_ids
+        record.exit_code = record.error = None
+        self.store.save(record)
+
+    def exited(self, oom_killed: bool) -> None:
+        self.record.oom_killed = oom_killed
+
+    def finished(self, code: int, error: str | None = None) -> None:
+        record = self.record
+        if error:
+            record.error = error
+        record.phase = SUCCEEDED if code == 0 and not record.error else FAILED
+        record.exit_code, record.finished_at = code, time.time()
+        if os.path.isdir(self.store.path(record.id)):  # rm -f may have removed it meanwhile
+            self.store.save(record)
+
+
+def run_foreground(config, root: str, argv: list[str], options: dict, remove: bool = False) -> int:
+    """``procview run`` without ``-d``, as ``docker run``: the container
+    has a record too, so ``ps`` shows it while it runs and ``ps -a`` after,
+    and ``exec``, ``stop``, ``diff``, ``commit`` and ``rm`` work on it. The
+    CLI itself is its monitor: it holds the record's lock and forwards the
+    signals it gets. ``remove`` (``--rm``): forget it at the end. Returns
+    the exit code; raises RunError (nothing kept) when it never started."""
+    from runtime.container import run
+
+    store = RecordStore(root)
+    remove_orphans(store)
+    record, lock = _new_record(store, config, argv, options, auto_remove=remove)
+    record.monitor_pid = os.getpid()
+    recorder = _Recorder(store, record)
+    try:
+        code = run(dataclasses.replace(config, name=record.name), root, container_id=record.id,
+                   on_started=recorder.started, on_exited=recorder.exited, kept_upper=store.path(record.id, "upper"))
+    except BaseException as exc:
+        if record.started_at is None or remove:
+            store.remove(record.id)  # it never ran: as a failed docker run, nothing to show
+        else:
+            recorder.finished(getattr(exc, "exit_code", 125), str(exc))
+        raise
+    else:
+        if remove:
+            store.remove(record.id)
+        else:
+            recorder.finished(code)
+    finally:
+        os.close(lock)
+    return code
+
+
 def start_detached(config, root: str, argv: list[str], options: dict, remove: bool = False,
                    restart: RestartPolicy = RestartPolicy(), post_start: str | None = None,
                    pre_stop: str | None = None) -> Record:
@@ -310,21 +402,11 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
     from runtime.container import RunError
 
     store = RecordStore(root)
-    container_id = os.urandom(32).hex()
-    with store.names_locked():
-        name = config.name or store.new_name()
-        if not NAME_PATTERN.match(name):
-            raise RunError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-        if store.name_taken(name):
-            raise RunError(f"the container name {name!r} is already in use")
-        record = Record(container_id, name, config.image, argv, time.time(), config=options,
-                        volumes=[volume.target for volume in config.volumes],
-                        restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""),
-                        post_start=post_start, pre_stop=pre_stop)
-        # Locked before the record is visible to anyone else's "is its
-        # monitor alive?": the monitor inherits this very lock, so the
-        # record is never Unknown while the monitor starts.
-        lock = store.create(record)
+    remove_orphans(store)
+    record, lock = _new_record(store, config, argv, options, auto_remove=remove,
+                               restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""),
+                               post_start=post_start, pre_stop=pre_stop)
+    container_id, name = record.id, record.name
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # the monitor, after one more fork, so it is nobody's child
@@ -437,14 +519,11 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
 
     Linux().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the monitor, and pid 1 with it
     told = ready_w is None
+    recorder = _Recorder(store, record)
 
     def started(pid: int, cgroup_path: str, env: dict, workdir: str, image) -> None:
         nonlocal told
-        record.phase, record.pid, record.cgroup, record.started_at = RUNNING, pid, cgroup_path, time.time()
-        record.env, record.workdir = env, workdir
-        record.image_id, record.layers = image.id, image.diff_ids
-        record.exit_code = record.error = None
-        store.save(record)
+        recorder.started(pid, cgroup_path, env, workdir, image)
         hook_failed = record.post_start and _run_hook(store, record, record.post_start, root, timeout=None)
         if hook_failed:
             # Kubernetes' PostStart: a failed hook kills the container.
@@ -460,15 +539,12 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
     def warn(message: str) -> None:
         os.write(2, f"procview: warning: {message}\n".encode())
 
-    def exited(oom_killed: bool) -> None:
-        record.oom_killed = oom_killed
-
     try:
         if record.image_id:  # a restart runs the image it first ran, wherever its name points now
             config = dataclasses.replace(config, image=record.image_id)
-        code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=exited,
+        code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=recorder.exited,
                    kept_upper=store.path(record.id, "upper"))
-        record.phase, record.exit_code = (SUCCEEDED if code == 0 and not record.error else FAILED), code
+        recorder.finished(code)
     except BaseException as exc:  # noqa: BLE001 - the record must say what happened
         code = getattr(exc, "exit_code", 125)
         if not told:
@@ -477,10 +553,7 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
             store.remove(record.id)
             os.write(ready_w, f"{code} {exc}".encode())
             os._exit(code)
-        record.phase, record.exit_code, record.error = FAILED, code, str(exc)
-    record.finished_at = time.time()
-    if os.path.isdir(store.path(record.id)):  # rm -f may have removed it meanwhile
-        store.save(record)
+        recorder.finished(code, str(exc))
     os._exit(code & 0xFF)
 
 
@@ -584,6 +657,6 @@ def remove(store: RecordStore, container_id: str, force: bool, root: str) -> Non
 
 
 __all__ = [
-    "RestartPolicy", "Record", "RecordStore", "LifecycleError", "start_detached", "signal_container", "stop", "remove",
+    "RestartPolicy", "Record", "RecordStore", "LifecycleError", "start_detached", "run_foreground", "signal_container", "stop", "remove",
     "wait_until_ended", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "UNKNOWN",
 ]

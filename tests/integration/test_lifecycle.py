@@ -310,3 +310,39 @@ def test_prune_removes_ended_containers_then_unused_layers(root, tmp_path):
     reclaimed = re.search(r"Total reclaimed space: ([\d.]+)MB", second.stdout)
     assert reclaimed and float(reclaimed.group(1)) > 0.5, second.stdout  # busybox is about 2 MB
     assert records(root) == []
+
+
+def test_foreground_containers_have_records_too(root):
+    """docker run without -d: ps shows it while it runs, ps -a after; --rm
+    forgets it; exec and stop reach it through its record."""
+    foreground = subprocess.Popen([PROCVIEW, "run", "--root", root, "--no-view", "--name", "fg", "busybox", "sh", "-c", LOOP],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: re.search(r"Up \d+ seconds?\s+fg", pv(root, "ps").stdout), "ps to list the foreground container")
+        (record,) = records(root)
+        assert record["phase"] == "Running" and record["monitor_pid"] == foreground.pid
+        inside = pv(root, "exec", "fg", "sh", "-c", "echo from-exec > /proof; hostname")
+        assert inside.returncode == 0 and inside.stdout.strip() == record["id"][:12], inside.stderr
+        taken = pv(root, "run", "--no-view", "--name", "fg", "busybox", "true")
+        assert taken.returncode == 125 and "already in use" in taken.stderr
+        assert pv(root, "stop", "-t", "30", "fg").returncode == 0
+        assert foreground.wait(TIMEOUT) == 3  # its TERM trap's status, as procview run's own
+    finally:
+        foreground.kill()
+        foreground.wait()
+    (record,) = records(root)
+    assert record["phase"] == "Failed" and record["exit_code"] == 3
+    assert "A /proof" in pv(root, "diff", "fg").stdout.splitlines()
+    assert pv(root, "run", "--rm", "--no-view", "busybox", "true").returncode == 0
+    assert [r["name"] for r in records(root)] == ["fg"]
+
+
+def test_a_killed_foreground_rm_run_is_forgotten_by_the_next_command(root):
+    foreground = subprocess.Popen([PROCVIEW, "run", "--root", root, "--no-view", "--rm", "--name", "doomed",
+                                   "busybox", "sh", "-c", LOOP], stdout=subprocess.PIPE, text=True)
+    assert foreground.stdout.readline().strip() == "started"
+    foreground.kill()
+    foreground.wait()
+    wait_for(lambda: [r["phase"] for r in records(root)] == ["Unknown"], "the record to lose its monitor")
+    assert pv(root, "run", "--rm", "--no-view", "busybox", "true").returncode == 0
+    assert records(root) == []
