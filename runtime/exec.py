@@ -1,4 +1,4 @@
-"""``procview exec``: run one more command inside a running detached container.
+"""``procview exec``: run one more command inside a running container (with ``-t``, on a terminal of its own).
 
 The new process must end up exactly where the container's own command is:
 in all its namespaces, in its cgroup, behind its root, with its
@@ -42,8 +42,10 @@ class ExecError(LifecycleError):
 
 
 def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str | None, user: str | None,
-            interactive: bool, root: str, warn) -> int:
-    """Run ``argv`` in ``record``'s container; its exit code."""
+            interactive: bool, root: str, warn, tty: bool = False) -> int:
+    """Run ``argv`` in ``record``'s container; its exit code. ``tty``: give
+    it a terminal of its own, a pty from the container's devpts, relayed to
+    ours (as ``procview run -t``)."""
     from procview.cgroups import CgroupError, discover
     from runtime.container import _SignalForwarder, resolve_user
     from runtime.linux import Linux
@@ -80,6 +82,8 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
         key, sep, value = item.partition("=")
         if key:
             env[key] = value if sep else os.environ.get(key, "")
+    if tty:
+        env.setdefault("TERM", "xterm")
     cgroup = discover().cgroup(record.cgroup)
 
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -87,12 +91,15 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
     listener_parent = listener_child = None
     if security.view_filter is not None:
         listener_parent, listener_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    tty_parent = tty_child = None
+    if tty:
+        tty_parent, tty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     joiner = os.fork()
     if joiner == 0:
         try:
             os.close(report_r)
             os.close(go_w)
-            for parent_end in (listener_parent, agent):
+            for parent_end in (listener_parent, agent, tty_parent):
                 if parent_end is not None:
                     parent_end.close()
             _join(linux, namespaces, root_fd, go_r)
@@ -100,7 +107,9 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
             if child == 0:
                 _become_command(linux, security, argv, env, workdir or record.workdir or "/",
                                 resolve_user, user if user is not None else options.get("user"),
-                                interactive, report_w, listener_child, confine)
+                                interactive, report_w, listener_child, confine, tty_child)
+            if tty_child is not None:
+                tty_child.close()  # the command's copy is the only one: EOF when it is gone
             os.close(report_w)
             forwarder = _SignalForwarder(child)
             status = process.exit_code_of(wait_for_exit(child, None))
@@ -116,8 +125,9 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
     os.close(root_fd)
     for fd in namespaces.values():
         os.close(fd)
-    if listener_child is not None:
-        listener_child.close()
+    for child_end in (listener_child, tty_child):
+        if child_end is not None:
+            child_end.close()
     forwarder = _SignalForwarder(joiner)
     link = None
     try:
@@ -129,6 +139,8 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
             raise ExecError(failure["message"], failure["code"])
         if listener_parent is not None:
             link = _link(listener_parent, agent, options, record, joiner, warn)
+        if tty_parent is not None:
+            _relay_terminal(tty_parent, forwarder, interactive, link)
         return process.exit_code_of(wait_for_exit(joiner, link))
     finally:
         forwarder.restore()
@@ -136,8 +148,24 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
             link.close()
         elif agent is not None:
             agent.close()
-        if listener_parent is not None:
-            listener_parent.close()
+        for parent_end in (listener_parent, tty_parent):
+            if parent_end is not None:
+                parent_end.close()
+
+
+def _relay_terminal(tty_parent: socket.socket, forwarder, interactive: bool, link) -> None:
+    """Relay our terminal and the command's pty until the command's side
+    closes (as ``procview run -t``; a resize follows ours)."""
+    master = process.receive_fd(tty_parent)
+    if master is None:
+        return
+    relay = process.TerminalRelay(master)
+    forwarder.on_resize = relay.resize
+    try:
+        with relay:
+            relay.pump(stdin_open=interactive, link=link)
+    finally:
+        os.close(master)
 
 
 def _namespaces_to_join(pid1: int) -> dict[str, int]:
@@ -172,14 +200,23 @@ def _join(linux, namespaces: dict[str, int], root_fd: int, go_r: int) -> None:
 
 
 def _become_command(linux, security, argv, env, workdir, resolve_user, user, interactive, report_w,
-                    listener_sock, confine) -> None:
+                    listener_sock, confine, tty_sock=None) -> None:
     """In the command's process (inside the pid namespace): never returns."""
     stage = "workdir"
     try:
         os.chdir(workdir)
         stage = "user"
         uid, gid, groups = resolve_user(user)
-        if not interactive:
+        if tty_sock is not None:
+            stage = "terminal"
+            master, slave = process.open_pty_pair()  # the container's devpts: we are behind its root
+            if os.isatty(0):
+                process.copy_window_size(0, master)
+            process.send_fd(tty_sock, master)
+            os.close(master)
+            tty_sock.close()
+            process.make_controlling_terminal(slave)  # a session of its own, the pty as 0, 1, 2
+        elif not interactive:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)

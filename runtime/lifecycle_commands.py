@@ -218,7 +218,7 @@ def rm(force: bool, names, root: str) -> None:
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
-@click.option("-t", "--tty", is_flag=True, help="Allocate a terminal (not supported yet).")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a terminal (a pty inside the container).")
 @click.option("-e", "--env", multiple=True, help="Set KEY=VALUE (or pass KEY from this environment).")
 @click.option("-w", "--workdir", help="Working directory (default: the container's).")
 @click.option("-u", "--user", help="UID[:GID] or NAME[:GROUP] (default: the container's).")
@@ -235,12 +235,10 @@ def exec_(interactive: bool, tty: bool, env, workdir, user, name: str, command, 
     from runtime.exec import ExecError, exec_in
     from runtime.lifecycle import LifecycleError
 
-    if tty:
-        raise LifecycleCommandError("exec -t is not supported yet (use exec -i)")
     store = _store(root)
     try:
         record = store.load(store.find(name))
-        code = exec_in(record, list(command), list(env), workdir, user, interactive, root, _warn)
+        code = exec_in(record, list(command), list(env), workdir, user, interactive, root, _warn, tty=tty)
     except ExecError as exc:
         click.echo(f"procview: error: {exc}", err=True)
         sys.exit(exc.exit_code)

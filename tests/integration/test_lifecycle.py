@@ -257,8 +257,47 @@ def test_exec_joins_the_container(root):
     assert pv(root, "stop", "-t", "1", "box").returncode == 0
     stopped = pv(root, "exec", "box", "true")
     assert stopped.returncode == 125 and "is not running" in stopped.stderr
-    tty = pv(root, "exec", "-t", "box", "true")
-    assert tty.returncode == 125 and "not supported" in tty.stderr
+
+
+def test_exec_with_a_terminal(root):
+    """exec -it: a pty of the container's devpts, with our window size; its
+    input and output relayed, and its exit status returned."""
+    import pty
+    import select
+    import struct
+    import termios
+
+    detach(root, "--name", "term", "busybox", "sh", "-c", LOOP)
+    wait_for(lambda: "started" in pv(root, "logs", "term").stdout, "the container to start")
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(PROCVIEW, [PROCVIEW, "exec", "--root", root, "-it", "term", "sh", "-c",
+                            "tty; stty size; echo TERM=$TERM; read line; echo got:$line; exit 5"])
+    import fcntl
+
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 137, 0, 0))
+    output = b""
+    sent = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if b"TERM=" in output and not sent:
+            os.write(master, b"typed\r")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 5, text
+    assert re.search(r"^/dev/pts/\d+\r?$", text, re.M) and "41 137" in text and "TERM=xterm" in text, text
+    assert "got:typed" in text, text
 
 
 def test_hooks(root):
