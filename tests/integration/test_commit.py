@@ -75,6 +75,14 @@ def test_commit_export_import_run_round_trip(root, changed, tmp_path):
     assert inspect.returncode == 0, inspect.stderr
     skopeo_layers = json.loads(inspect.stdout)["Layers"]
     assert len(skopeo_layers) == 2  # busybox, and the container's changes
+    # And copies it (reading every layer) to an OCI layout, which our import
+    # reads back into the very layers we have: the digests were true.
+    layers_before = sorted(os.listdir(os.path.join(root, "layers")))
+    copy = subprocess.run([shutil.which("skopeo") or "skopeo", "copy", "--quiet", f"docker-archive:{archive}",
+                           f"oci:{tmp_path / 'oci'}:copy"], capture_output=True, text=True, timeout=300)
+    assert copy.returncode == 0, copy.stderr
+    assert image(root, "import", str(tmp_path / "oci"), "--name", "via-skopeo:1").returncode == 0
+    assert sorted(os.listdir(os.path.join(root, "layers"))) == layers_before
 
     assert pv(root, "rm", "changer").returncode == 0
     assert image(root, "rm", "snapshot:1").returncode == 0
