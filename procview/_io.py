@@ -32,3 +32,27 @@ def read_text(path: str) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+class CounterFile:
+    """A kernel file that holds one number, kept open and re-read with
+    ``pread`` at offset 0 (which makes the kernel render it afresh).
+
+    For the hottest read of the daemon, a cgroup's RAM usage on every
+    intercepted ``sysinfo``: opening a cgroup file costs ~20 µs here (the
+    path walk through kernfs), re-reading an open one ~3 µs."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def read(self) -> int | None:
+        """The number now, or None (the cgroup was removed: ENODEV)."""
+        try:
+            return int(os.pread(self.fd, 64, 0))
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -104,6 +104,7 @@ class ViewEngine:
         self._sysinfo_answers: dict[tuple, tuple[float, object]] = {}
         self._callers: dict[int, tuple[float, tuple]] = {}
         self._timens_offsets: dict[str, tuple[float, float]] = {}
+        self._ram_counters: dict[tuple, tuple[float, object]] = {}  # container key -> (opened, CounterFile)
 
     # -- public ---------------------------------------------------------------
 
@@ -160,7 +161,7 @@ class ViewEngine:
         # sysinfo and "cached" from /proc/meminfo, and a stale free next to
         # a fresh cache could make its "used" underflow. MemFree comes from
         # the function that computes the file's.
-        ram_kb = kib(container.cgroup.memory_usage(swap=False).memory)
+        ram_kb = kib(self._ram_usage(container, now))
         free_kb = ram_fields(host, values.totalram // 1024, ram_kb, stat)["MemFree"]
         # Between computations only RAM usage and the clock move (the
         # kernel rounds a partial second up).
@@ -191,6 +192,31 @@ class ViewEngine:
             self._callers.clear()
         self._callers[pid] = (now, caller)
         return caller
+
+    # At most this many containers' RAM usage files are kept open (an fd each).
+    RAM_COUNTERS_MAX = 256
+
+    def _ram_usage(self, container: Container, now: float) -> int | None:
+        """The container's RAM usage now, in bytes, from its usage file kept
+        open (``CounterFile``: ~3 µs a read instead of ~20). A removed
+        cgroup's file fails (ENODEV) and is opened again; any file is
+        reopened after LIMITS_TTL anyway, as limits are re-read."""
+        counters = self._ram_counters
+        entry = counters.get(container.key)
+        if entry is None or now - entry[0] >= self.LIMITS_TTL:
+            if entry is not None:
+                counters.pop(container.key)[1].close()
+            counter = container.cgroup.ram_usage_counter()
+            if counter is None:
+                return container.cgroup.memory_usage(swap=False).memory
+            if len(counters) >= self.RAM_COUNTERS_MAX:
+                counters.pop(next(iter(counters)))[1].close()  # the oldest
+            entry = counters[container.key] = (now, counter)
+        value = entry[1].read()
+        if value is None:
+            counters.pop(container.key)[1].close()
+            return container.cgroup.memory_usage(swap=False).memory
+        return value
 
     def _sysinfo_parts(self, container: Container):
         """(the host's meminfo, the container's memory.stat, SysinfoValues
@@ -253,6 +279,9 @@ class ViewEngine:
             if now - last_read >= self.FORGET_AFTER:
                 del self._seen[key]
                 self.stat_history.forget(key)
+                entry = self._ram_counters.pop(key, None)
+                if entry is not None:
+                    entry[1].close()
 
     def warn_once(self, kind: str, message: str, *args, **kwargs) -> None:
         if kind in self._warned:

@@ -81,6 +81,23 @@ class Cgroup(abc.ABC):
         """RAM (and, with ``swap``, swap) in use by this cgroup, in bytes;
         None where unknown. Without ``swap`` one file fewer is read."""
 
+    def ram_usage_counter(self):
+        """The RAM usage file (``memory_usage(swap=False).memory``) kept
+        open, as a ``CounterFile``, or None when it cannot be opened."""
+        from procview._io import CounterFile
+
+        path = self._ram_usage_path()
+        if path is None:
+            return None
+        try:
+            return CounterFile(path)
+        except OSError:
+            return None
+
+    @abc.abstractmethod
+    def _ram_usage_path(self) -> str | None:
+        """The path of the file ``memory_usage`` reads RAM usage from."""
+
     def oom_kills(self) -> int | None:
         """How many processes the kernel's OOM killer has killed in this
         cgroup (v1 ``memory.oom_control``, v2 ``memory.events``

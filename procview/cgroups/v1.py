@@ -157,6 +157,10 @@ class CgroupV1(Cgroup):
             memory = memsw
         return MemoryLimits(memory, memsw - memory)
 
+    def _ram_usage_path(self) -> str | None:
+        directory = self._dir("memory")
+        return None if directory is None else os.path.join(directory, "memory.usage_in_bytes")
+
     def memory_usage(self, swap: bool = True) -> MemoryUsage:
         memory = parse_single_value(self._read("memory", "memory.usage_in_bytes"))
         memory = memory if isinstance(memory, int) else None

@@ -94,6 +94,10 @@ class CgroupV2(Cgroup):
         swap = self._min_over_levels("memory.swap.max") if self._read("memory.swap.current") is not None else None
         return MemoryLimits(memory, swap)
 
+    def _ram_usage_path(self) -> str | None:
+        directory = self._dir()
+        return None if directory is None else os.path.join(directory, "memory.current")
+
     def memory_usage(self, swap: bool = True) -> MemoryUsage:
         memory = parse_single_value(self._read("memory.current"))
         if not swap:

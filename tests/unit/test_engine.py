@@ -237,3 +237,22 @@ def test_sysinfo_reads_ram_usage_on_every_call_and_the_rest_once_per_ttl(tmp_pat
     assert second.procs == first.procs == 5  # within the TTL
     engine.clock.now += ViewEngine.SYSINFO_TTL
     assert engine.sysinfo(201).procs == 9
+
+
+def test_sysinfo_keeps_the_ram_usage_file_open_and_reopens_a_new_one(tmp_path):
+    """The usage file is kept open (CounterFile) and re-read at offset 0; it
+    is opened again after LIMITS_TTL, so a cgroup made anew is seen."""
+    import shutil
+
+    root = tmp_path / "v1"
+    shutil.copytree(os.path.join(FIXTURES, "v1"), root, symlinks=True)
+    engine = ViewEngine(root=str(root), clock=FakeClock())
+    usage = root / "cg" / "memory" / "parent" / "ctr" / "memory.usage_in_bytes"
+    engine.sysinfo(201)
+    assert len(engine._ram_counters) == 1
+    usage.write_text(str(300 * 1024 * 1024) + "\n")  # in place, as the kernel's file changes
+    assert engine.sysinfo(201).freeram == 200 * 1024 * 1024
+    usage.unlink()  # the cgroup is made anew: a new file at the same path
+    usage.write_text(str(450 * 1024 * 1024) + "\n")
+    engine.clock.now += ViewEngine.LIMITS_TTL  # (the kernel's old file fails at once: ENODEV)
+    assert engine.sysinfo(201).freeram == 50 * 1024 * 1024
