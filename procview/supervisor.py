@@ -19,9 +19,16 @@ answers each from the view engine, with the numbers the files show
   architecture, a thread this namespace cannot see: *continue*, i.e. the
   real syscall runs.
 
-Every listener has its own task and answers one notification per turn of
-the event loop, so a container calling sysinfo in a tight loop cannot
-starve another container's calls, nor the FUSE requests. A listener ends
+Every listener has its own task. After an answer it watches its listener
+for FOLLOW_UP_WAIT (30 µs) before it parks: calls come in bursts (a JVM
+asking for its CPU count, a tool reading sysinfo in a loop), and catching
+the next one while the process is still on the CPU answers it in ~40 µs
+instead of ~120 (a parked daemon wakes with cold caches, and trio's turn
+costs its own). It is the trade the kernel's halt-polling and adaptive
+mutexes make: at most 30 µs of CPU after an answer no call follows. A
+burst gets at most BURST_ANSWERS answers per turn of the event loop, so a
+container calling sysinfo in a tight loop cannot starve another
+container's calls, nor the FUSE requests. A listener ends
 when its last process exits (the kernel reports POLLHUP). The connection
 that brought it stays open as long as the listener lives: ``procview run``
 takes its EOF as "the supervisor is gone" and falls back.
@@ -38,6 +45,7 @@ import logging
 import os
 import socket
 import stat
+import time
 
 import trio
 
@@ -50,6 +58,8 @@ DEFAULT_SOCKET = DEFAULT_SECCOMP_SOCKET
 HELLO_TIMEOUT = 5.0  # seconds a client has to send its message
 MAX_MESSAGE = 64 * 1024  # the state JSON (runc's carries annotations)
 MAX_FDS = 16
+FOLLOW_UP_WAIT = 30e-6  # seconds a listener is watched after an answer (see above)
+BURST_ANSWERS = 16  # answers per turn of the event loop, at most
 
 
 class SupervisorError(Exception):
@@ -178,19 +188,26 @@ class Supervisor:
                     log.warning("seccomp: %s: cannot wait on its fd (%s); dropped", name, exc.strerror or exc)
                     return
                 pending, gone = listener.state()
-                if pending:
-                    try:
-                        notification = listener.receive()
-                    except OSError as exc:
-                        log.warning("seccomp: %s: not a listener (%s); dropped", name, exc.strerror or exc)
+                answers = 0
+                deadline = 0.0
+                while True:
+                    if pending:
+                        try:
+                            notification = listener.receive()
+                        except OSError as exc:
+                            log.warning("seccomp: %s: not a listener (%s); dropped", name, exc.strerror or exc)
+                            return
+                        if notification is not None:
+                            self.answer(listener, notification)
+                        answers += 1
+                        deadline = time.perf_counter() + FOLLOW_UP_WAIT
+                    elif gone:
                         return
-                    if notification is not None:
-                        self.answer(listener, notification)
-                elif gone:
-                    break
-                # One answer per wait: wait_readable always parks the task
-                # until the next turn of the loop, so other listeners and
-                # FUSE requests go in between.
+                    if answers == 0 or answers >= BURST_ANSWERS or time.perf_counter() >= deadline:
+                        break
+                    pending, gone = listener.state()
+                # wait_readable always parks the task until the next turn of
+                # the loop, so other listeners and FUSE requests go in between.
         finally:
             self.listeners -= 1
             listener.close()

@@ -233,3 +233,58 @@ def test_a_second_supervisor_on_the_same_socket_is_refused_and_a_stale_one_repla
     (tmp_path / "file").write_text("x")
     with pytest.raises(SupervisorError, match="not a socket"):
         Supervisor(FakeEngine(), str(tmp_path / "file")).bind()
+
+
+def test_a_storm_gets_bursts_of_answers_and_others_get_their_turns(notify):
+    """A listener that always has a call waiting is answered at most
+    BURST_ANSWERS times per turn of the event loop; another task (another
+    listener, a FUSE request) runs in between."""
+    import trio
+
+    from procview.supervisor import BURST_ANSWERS
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"x")  # always readable, as a listener with calls waiting
+    turns = {"other": 0}
+    seen_at = []  # the other task's turn count at each answer
+
+    class StormListener(FakeListener):
+        def __init__(self, fd):
+            super().__init__()
+            self.fd = fd
+
+        def state(self):
+            return (len(seen_at) < 200, len(seen_at) >= 200)
+
+        def receive(self):
+            seen_at.append(turns["other"])
+            return Notification(SYSINFO, id=len(seen_at))
+
+        def close(self):
+            pass
+
+    notify.Listener = StormListener
+    sup = supervisor(notify)
+
+    async def other():
+        while True:
+            turns["other"] += 1
+            await trio.sleep(0)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            await sup.supervise(read_end, "storm")
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert len(seen_at) == 200
+    # Answers seen between two runs of the other task: trio runs each turn's
+    # tasks in random order, so one run can span two turns' bursts.
+    runs = [seen_at.count(turn) for turn in set(seen_at)]
+    assert max(runs) <= 2 * BURST_ANSWERS
+    assert len(runs) >= 5  # the other task ran again and again during the storm
