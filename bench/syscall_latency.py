@@ -14,7 +14,8 @@ round runs, in turn (so drift hits all alike):
 - **container, supervisor answers**: the same with procview's supervisor.
 
 The probe times ``--calls`` calls one by one (clock_gettime around each)
-and reports median, p90, p99 and the first call. The supervisor's CPU time
+and reports median, p90, p99 and the first call; then 300 sysinfo calls
+2 ms apart, each finding the supervisor parked (a lone call's latency). The supervisor's CPU time
 (utime+stime from /proc/PID/stat) over the intercepted runs, divided by the
 calls, is its CPU per call.
 
@@ -59,6 +60,12 @@ for _ in range(int(sys.argv[1])):
 """
 
 
+# Calls made one by one with a pause between them find the supervisor
+# parked (no burst): the latency of a lone call, as in a process that
+# calls sysinfo once at start.
+SPACED_CALLS, SPACED_GAP_US = 300, 2000
+
+
 def build_probe(workdir: str) -> str:
     probe = os.path.join(workdir, "syscall_probe")
     subprocess.run(["gcc", "-O2", "-static", "-o", probe, os.path.join(HERE, "syscall_probe.c")], check=True)
@@ -101,8 +108,8 @@ def container(serve: Serve, socket_path: str, probe: str, argv: list[str]) -> st
     return result.stdout
 
 
-def probe_calls(run, probe: str, call: str, calls: int) -> dict:
-    median_ns, p90, p99, first = (int(v) for v in run([probe, call, str(calls)]).split())
+def probe_calls(run, probe: str, call: str, calls: int, gap_us: int = 0) -> dict:
+    median_ns, p90, p99, first = (int(v) for v in run([probe, call, str(calls), str(gap_us)]).split())
     return {"median_us": median_ns / 1000, "p90_us": p90 / 1000, "p99_us": p99 / 1000, "first_us": first / 1000}
 
 
@@ -145,16 +152,19 @@ def main() -> int:
             "container, kernel answers": (lambda argv: container(serve, nobody, probe, argv), "/probe"),
             "container, supervisor answers": (lambda argv: container(serve, serve.socket, probe, argv), "/probe"),
         }
-        calls: dict = {call: {kind: [] for kind in kinds} for call in ("sysinfo", "getaffinity")}
+        # (label, syscall, calls per round, microseconds between calls)
+        patterns = [("sysinfo", "sysinfo", args.calls, 0), ("getaffinity", "getaffinity", args.calls, 0),
+                    (f"sysinfo, {SPACED_GAP_US} µs apart", "sysinfo", SPACED_CALLS, SPACED_GAP_US)]
+        calls: dict = {label: {kind: [] for kind in kinds} for label, *_ in patterns}
         cpu_ticks = intercepted = 0
         for round_ in range(args.rounds):
-            for call in calls:
+            for label, call, count, gap_us in patterns:
                 for kind, (run, probe_path) in kinds.items():
                     before = serve.cpu_ticks()
-                    calls[call][kind].append(probe_calls(run, probe_path, call, args.calls))
-                    if kind.endswith("supervisor answers"):
+                    calls[label][kind].append(probe_calls(run, probe_path, call, count, gap_us))
+                    if kind.endswith("supervisor answers") and not gap_us:
                         cpu_ticks += serve.cpu_ticks() - before
-                        intercepted += args.calls
+                        intercepted += count
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
 
         starts = {}
