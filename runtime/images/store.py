@@ -389,7 +389,7 @@ class ImageStore:
         from runtime.images.export import write_archive
         from runtime.images.importers import runtime_platform
 
-        image = self.get(reference)
+        image = self._get_or_builtin(reference)
         with self.hold(image):
             if path == "-":
                 out = os.fdopen(os.dup(1), "wb")
@@ -410,6 +410,21 @@ class ImageStore:
                     os.unlink(temporary)
                 raise
         return image
+
+    def _get_or_builtin(self, reference: str) -> Image:
+        """``get``, except that the built-in busybox is made if asked for."""
+        from runtime.images import busybox
+
+        try:
+            return self.get(reference)
+        except ImageNotFound:
+            try:
+                builtin = normalize_reference(reference) == busybox.NAME
+            except ImageError:
+                builtin = False
+            if not builtin:
+                raise
+            return self.ensure_busybox()
 
     # -- import -----------------------------------------------------------------
 

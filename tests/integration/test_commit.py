@@ -120,6 +120,21 @@ def test_writable_layer_survives_a_restart_and_goes_with_rm(root):
     assert not os.path.exists(upper)
 
 
+def test_export_to_standard_output(root, tmp_path):
+    archive = tmp_path / "busybox.tar"
+    with open(archive, "wb") as out:
+        result = subprocess.run([PROCVIEW, "image", "export", "--root", root, "busybox", "-"], stdout=out,
+                                stderr=subprocess.PIPE, timeout=300)
+    assert result.returncode == 0, result.stderr
+    listing = subprocess.run(["tar", "tf", str(archive)], capture_output=True, text=True, check=True).stdout.split()
+    assert "manifest.json" in listing and "repositories" in listing and any(n.endswith("/layer.tar") for n in listing)
+    # The built-in layer is canonical: exported, it keeps its digest.
+    (entry,) = json.loads(subprocess.run(["tar", "xOf", str(archive), "manifest.json"], capture_output=True,
+                                         check=True).stdout)
+    layers = os.listdir(os.path.join(root, "layers"))
+    assert [entry["Layers"][0].split("/")[0]] == layers
+
+
 def test_bad_input(root, tmp_path):
     assert pv(root, "diff", "nobody").returncode == 125
     assert "no such container" in pv(root, "commit", "nobody", "x:1").stderr
