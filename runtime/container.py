@@ -147,11 +147,14 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
             cgroup2=hierarchies.layout is Layout.V2,
             workdir=image.config.get("WorkingDir") or "/",
         )
+
+        def started(pid: int, cgroup_path: str, env: dict, workdir: str) -> None:
+            if on_started is not None:
+                on_started(pid, cgroup_path, env, workdir, image)
+
         return _start_and_wait(
             linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2, security,
-            agent, container_id, warn,
-            None if on_started is None else lambda pid, cgroup_path, env, workdir: on_started(pid, cgroup_path, env, workdir, image),
-            on_exited,
+            agent, container_id, warn, started, on_exited,
         )
 
 

@@ -1,4 +1,7 @@
-"""Detached containers: a monitor per container, and the state it keeps.
+"""Container records, and the monitor of detached containers.
+
+Every container has a record, foreground ones too (``run_foreground``: the
+CLI is their monitor, as ``docker run`` without ``-d``).
 
 ``procview run -d`` starts a small **monitor** process (what conmon or
 containerd-shim are to Podman and containerd) and returns as soon as the
@@ -15,7 +18,10 @@ State, per container, in ``ROOT/records/ID/``:
 - ``log``: the command's stdout and stderr (and procview's warnings);
 - ``lock``: held (flock) by the monitor for as long as it lives. A record
   that says Pending or Running with nobody holding its lock lost its
-  monitor (SIGKILL, OOM, a crash): its phase is **Unknown**.
+  monitor (SIGKILL, OOM, a crash): its phase is **Unknown**;
+- ``upper/``: the container's writable layer (its overlay upper dir),
+  kept across restarts and after it ends, for ``diff`` and ``commit``,
+  until ``rm``.
 
 Phases, as the seed's pod lifecycle: Pending (the monitor is setting the
 container up), Running, Succeeded (exit 0), Failed (another exit code, or

@@ -1,4 +1,4 @@
-"""``procview ps | inspect | logs | stop | kill | rm | diff | commit``: detached containers.
+"""``procview ps | inspect | logs | exec | stop | kill | rm | diff | commit | prune``: containers.
 
     procview ps [-a] [--format table|json]
     procview inspect NAME...
@@ -19,6 +19,7 @@ containers work: ``runtime/lifecycle.py`` and docs/lifecycle.md.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -296,8 +297,6 @@ def diff(name: str, root: str) -> None:
             click.echo(str(change))
         sys.stdout.flush()
     except BrokenPipeError:  # diff | head
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
@@ -351,8 +350,6 @@ def committed_config(store, record) -> dict:
 
 def _writable_layer(root: str, name: str):
     """(record, upper dir, image layer dirs) of container NAME."""
-    import os
-
     from runtime.images.store import ImageStore
     from runtime.lifecycle import LifecycleError
 
@@ -364,14 +361,10 @@ def _writable_layer(root: str, name: str):
     upper = store.path(record.id, "upper")
     if not record.layers or not os.path.isdir(upper):
         raise LifecycleCommandError(f"container {record.name} has no file system yet (it never started)")
-    layers_dir = os.path.join(ImageStore(root).root, "layers")
-    layers = tuple(os.path.join(layers_dir, d.removeprefix("sha256:"), "diff") for d in record.layers)
-    return record, upper, layers
+    return record, upper, ImageStore(root).layer_dirs(record.layers)
 
 
 def _tree_size(path: str) -> int:
-    import os
-
     total = 0
     for directory, _dirs, files in os.walk(path):
         for name in files:

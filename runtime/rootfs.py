@@ -8,7 +8,8 @@ the state root::
                    mounts over (/dev, /proc, /sys, /etc/hosts, ...). It sits
                    between the image and the container's own layer, so a
                    later commit of ``upper/`` never contains them.
-        upper/     the container's own changes (overlay upperdir)
+        upper/     the container's own changes (overlay upperdir); a container
+                   with a record keeps it in ROOT/records/<id>/upper instead
         work/      overlay's scratch directory (same filesystem as upper)
         merged/    where the overlay is mounted (inside the container's
                    mount namespace only)

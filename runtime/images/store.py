@@ -249,6 +249,10 @@ class ImageStore:
             images.append(self._image(record))
         return sorted(images, key=lambda image: image.name)
 
+    def layer_dirs(self, diff_ids: list[str]) -> tuple[str, ...]:
+        """The directories of the layers ``diff_ids`` (as ``Image.layers``)."""
+        return tuple(os.path.join(self._layer_dir(d), "diff") for d in diff_ids)
+
     def layer_size(self, layer: str) -> int:
         """Bytes of file content in a layer directory (``Image.layers``
         entry), as counted when it was unpacked; 0 when unknown."""
@@ -576,8 +580,8 @@ class ImageStore:
         return os.path.isfile(os.path.join(self._layer_dir(diff_id), ".complete"))
 
     def _image(self, record: dict) -> Image:
-        layers = tuple(os.path.join(self._layer_dir(d), "diff") for d in record["diff_ids"])
-        return Image(name=record["name"], id=record["id"], layers=layers, config=dict(record["config"]))
+        return Image(name=record["name"], id=record["id"], layers=self.layer_dirs(record["diff_ids"]),
+                     config=dict(record["config"]))
 
     def _records(self) -> Iterator[tuple[str, dict | None]]:
         """(path, record) of every image record; record None when damaged."""
