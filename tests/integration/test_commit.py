@@ -147,3 +147,26 @@ def test_bad_input(root, tmp_path):
     nowhere = image(root, "export", "busybox", str(tmp_path / "no/such/dir/x.tar"))
     assert nowhere.returncode == 125 and "Traceback" not in nowhere.stderr
     assert not os.path.exists(tmp_path / "x.tar")
+
+
+def test_a_stopped_containers_layers_outlive_its_image(root, tmp_path):
+    """image rm of the image a stopped container was made from keeps the
+    layers the container needs (diff, commit, restart); rm of the container
+    lets prune reclaim them."""
+    archive = tmp_path / "base.tar"
+    assert image(root, "export", "busybox", str(archive)).returncode == 0
+    assert image(root, "import", str(archive), "--name", "base:1").returncode == 0
+    base_layers = set(os.listdir(os.path.join(root, "layers")))
+    detach(root, "--name", "child", "base:1", "sh", "-c", "echo hi > /note")
+    ended(root, "child")
+    assert image(root, "rm", "base:1").returncode == 0
+    assert image(root, "rm", "busybox").returncode == 0
+    assert set(os.listdir(os.path.join(root, "layers"))) == base_layers  # kept for the container
+    assert pv(root, "diff", "child").stdout.splitlines() == ["A /note"]
+    assert pv(root, "commit", "child", "child:1").returncode == 0
+    seen = pv(root, "run", "--rm", "--no-view", "child:1", "cat", "/note")
+    assert seen.stdout == "hi\n", seen.stderr
+    assert pv(root, "rm", "child").returncode == 0
+    assert image(root, "rm", "child:1").returncode == 0
+    assert pv(root, "prune").returncode == 0
+    assert os.listdir(os.path.join(root, "layers")) == []
