@@ -143,6 +143,8 @@ def logs(follow: bool, name: str, root: str) -> None:
     try:
         log = open(store.log_path(container_id), "rb")
     except FileNotFoundError:
+        # A foreground container's output went to the terminal that ran it.
+        _warn(f"container {name} ran in the foreground: its output was not logged")
         return
     with log:
         while True:

@@ -372,6 +372,7 @@ def test_foreground_containers_have_records_too(root):
     (record,) = records(root)
     assert record["phase"] == "Failed" and record["exit_code"] == 3
     assert "A /proof" in pv(root, "diff", "fg").stdout.splitlines()
+    assert "ran in the foreground" in pv(root, "logs", "fg").stderr
     assert pv(root, "run", "--rm", "--no-view", "busybox", "true").returncode == 0
     assert [r["name"] for r in records(root)] == ["fg"]
 
