@@ -266,14 +266,7 @@ def _start_and_wait(
         if on_started is not None:
             on_started(pid, cgroup.path, env, config.workdir or plan.workdir)
         if tty_parent is not None:
-            master = process.receive_fd(tty_parent)
-            tty_parent.close()
-            if master is not None:
-                relay = process.TerminalRelay(master)
-                forwarder.on_resize = relay.resize
-                with relay:
-                    relay.pump(stdin_open=config.interactive, link=link)
-                os.close(master)
+            process.relay_terminal(tty_parent, forwarder, config.interactive, link)
         from runtime.syscall_view import wait_for_exit
 
         status = wait_for_exit(pid, link)

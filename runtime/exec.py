@@ -140,7 +140,7 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
         if listener_parent is not None:
             link = _link(listener_parent, agent, options, record, joiner, warn)
         if tty_parent is not None:
-            _relay_terminal(tty_parent, forwarder, interactive, link)
+            process.relay_terminal(tty_parent, forwarder, interactive, link)
         return process.exit_code_of(wait_for_exit(joiner, link))
     finally:
         forwarder.restore()
@@ -151,21 +151,6 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
         for parent_end in (listener_parent, tty_parent):
             if parent_end is not None:
                 parent_end.close()
-
-
-def _relay_terminal(tty_parent: socket.socket, forwarder, interactive: bool, link) -> None:
-    """Relay our terminal and the command's pty until the command's side
-    closes (as ``procview run -t``; a resize follows ours)."""
-    master = process.receive_fd(tty_parent)
-    if master is None:
-        return
-    relay = process.TerminalRelay(master)
-    forwarder.on_resize = relay.resize
-    try:
-        with relay:
-            relay.pump(stdin_open=interactive, link=link)
-    finally:
-        os.close(master)
 
 
 def _namespaces_to_join(pid1: int) -> dict[str, int]:

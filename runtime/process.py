@@ -217,6 +217,24 @@ def copy_window_size(from_fd: int, to_fd: int) -> None:
         pass
 
 
+def relay_terminal(tty_sock, forwarder, stdin_open: bool, link=None) -> None:
+    """The caller's side of ``-t`` (``procview run`` and ``exec``): receive
+    the pty's master from the container over ``tty_sock``, then relay our
+    terminal and it until the container's side closes; our window's
+    resizes (SIGWINCH, through ``forwarder``) follow."""
+    master = receive_fd(tty_sock)
+    tty_sock.close()
+    if master is None:
+        return
+    relay = TerminalRelay(master)
+    forwarder.on_resize = relay.resize
+    try:
+        with relay:
+            relay.pump(stdin_open=stdin_open, link=link)
+    finally:
+        os.close(master)
+
+
 class TerminalRelay:
     """Copies the user's terminal to the container's pty and back, in raw
     mode, until the container's side closes."""

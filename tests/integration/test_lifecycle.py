@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from .pty_helpers import run_on_pty
 from .test_run import PROCVIEW, state_root  # noqa: F401 (fixture)
 
 TIMEOUT = 300  # bounds a hang only
@@ -262,40 +263,12 @@ def test_exec_joins_the_container(root):
 def test_exec_with_a_terminal(root):
     """exec -it: a pty of the container's devpts, with our window size; its
     input and output relayed, and its exit status returned."""
-    import pty
-    import select
-    import struct
-    import termios
-
     detach(root, "--name", "term", "busybox", "sh", "-c", LOOP)
     wait_for(lambda: "started" in pv(root, "logs", "term").stdout, "the container to start")
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execv(PROCVIEW, [PROCVIEW, "exec", "--root", root, "-it", "term", "sh", "-c",
-                            "tty; stty size; echo TERM=$TERM; read line; echo got:$line; exit 5"])
-    import fcntl
-
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 137, 0, 0))
-    output = b""
-    sent = False
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-        if b"TERM=" in output and not sent:
-            os.write(master, b"typed\r")
-            sent = True
-    _, status = os.waitpid(pid, 0)
-    text = output.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 5, text
+    code, text = run_on_pty([PROCVIEW, "exec", "--root", root, "-it", "term", "sh", "-c",
+                             "tty; stty size; echo TERM=$TERM; read line; echo got:$line; exit 5"],
+                            41, 137, reply=(b"TERM=", b"typed\r"))
+    assert code == 5, text
     assert re.search(r"^/dev/pts/\d+\r?$", text, re.M) and "41 137" in text and "TERM=xterm" in text, text
     assert "got:typed" in text, text
 

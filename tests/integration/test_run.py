@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -15,6 +13,8 @@ import time
 import pytest
 
 from procview import cgroups
+
+from .pty_helpers import run_on_pty
 
 PROCVIEW = os.path.join(os.path.dirname(sys.executable), "procview")
 MiB = 1 << 20
@@ -167,27 +167,7 @@ def test_sigkill_of_procview_run_is_cleaned_up_by_the_next_command(state_root):
 
 
 def test_terminal_is_a_real_pty_with_the_window_size(state_root):
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execv(PROCVIEW, [PROCVIEW, "run", "--root", state_root, "--no-view", "-it", "busybox", "sh", "-c", "tty; stty size"])
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-    output = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-    _, status = os.waitpid(pid, 0)
-    text = output.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    code, text = run_on_pty([PROCVIEW, "run", "--root", state_root, "--no-view", "-it", "busybox", "sh", "-c",
+                             "tty; stty size"], 33, 101)
+    assert code == 0, text
     assert "/dev/pts/0" in text and "33 101" in text, text
