@@ -22,9 +22,9 @@ answers each from the view engine, with the numbers the files show
 Every listener has its own task. After an answer it watches its listener
 for FOLLOW_UP_WAIT (30 µs) before it parks: calls come in bursts (a JVM
 asking for its CPU count, a tool reading sysinfo in a loop), and catching
-the next one while the process is still on the CPU answers it in ~40 µs
-instead of ~120 (a parked daemon wakes with cold caches, and trio's turn
-costs its own). It is the trade the kernel's halt-polling and adaptive
+the next one while the process is still on the CPU answers it in ~47 µs
+instead of ~128 (a parked daemon wakes with cold caches, and trio's turn
+costs its own; docs/performance.md). It is the trade the kernel's halt-polling and adaptive
 mutexes make: at most 30 µs of CPU after an answer no call follows. A
 burst gets at most BURST_ANSWERS answers per turn of the event loop, so a
 container calling sysinfo in a tight loop cannot starve another

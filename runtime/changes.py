@@ -28,7 +28,8 @@ import os
 import stat
 from typing import Callable, NamedTuple
 
-from runtime.images.pack import is_opaque, is_whiteout
+from runtime.images.extract import is_whiteout
+from runtime.images.pack import is_opaque
 from runtime.rootfs import INIT_FILES
 
 ADDED, CHANGED, DELETED = "A", "C", "D"

@@ -150,7 +150,8 @@ def layer_path(name: str) -> list[str]:
     return parts
 
 
-def _is_whiteout(st: os.stat_result) -> bool:
+def is_whiteout(st: os.stat_result) -> bool:
+    """overlayfs's whiteout: a character device with device number 0/0."""
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
@@ -275,7 +276,7 @@ class _Extractor:
         fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
         try:
             self._owner_and_xattrs(fd, member, member.name)
-            if existing is not None and _is_whiteout(existing):
+            if existing is not None and is_whiteout(existing):
                 # ".wh.D" then "D/" in one layer: D hides the lower D's content.
                 self._set_opaque(fd, member.name)
         finally:

@@ -35,14 +35,9 @@ import stat
 import tarfile
 from typing import BinaryIO, Callable
 
-from runtime.images.extract import IGNORED_XATTR_PREFIXES, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
+from runtime.images.extract import IGNORED_XATTR_PREFIXES, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX, is_whiteout
 
 _PAX_XATTR = "SCHILY.xattr."
-
-
-def is_whiteout(st: os.stat_result) -> bool:
-    """overlayfs's whiteout: a character device with device number 0/0."""
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def is_opaque(path: str) -> bool:

@@ -22,6 +22,7 @@ CHANGES = (
     " && rm -rf /usr/sbin && mkdir /usr/sbin && echo only > /usr/sbin/only"
     " && echo volume > /vol/file"
     " && echo kept > /etc/hostname-copy && echo ignored >> /etc/hosts"
+    " && mv /var /var-renamed"  # a lower directory renamed: copied up whole (redirect_dir=off)
 )
 
 
@@ -54,7 +55,7 @@ def test_diff_lists_the_changes_against_the_image(root, changed):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     for expected in ("A /added", "C /etc", "C /etc/passwd", "D /etc/group", "A /etc/hostname-copy",
-                     "C /usr/sbin", "A /usr/sbin/only", "D /usr/sbin/chroot"):
+                     "C /usr/sbin", "A /usr/sbin/only", "D /usr/sbin/chroot", "D /var", "A /var-renamed"):
         assert expected in lines, f"{expected!r} missing from:\n{result.stdout}"
     assert not [line for line in lines if "/vol" in line or line.endswith(("/etc/hosts", "/etc/hostname", "/etc/resolv.conf"))], result.stdout
     assert lines == sorted(lines, key=lambda line: line[2:])
@@ -93,10 +94,11 @@ def test_commit_export_import_run_round_trip(root, changed, tmp_path):
 
     seen = pv(root, "run", "--rm", "--no-view", "snapshot:1", "sh", "-c",
               "cat /added; tail -n1 /etc/passwd; ls /etc/group 2>&1; ls /usr/sbin; ls /vol 2>&1;"
-              " cat /etc/hostname-copy; grep -c ignored /etc/hosts")
+              " cat /etc/hostname-copy; grep -c ignored /etc/hosts; ls -d /var /var-renamed 2>&1")
     assert seen.stdout.splitlines() == [
         "new", "more", "ls: /etc/group: No such file or directory", "only",
         "ls: /vol: No such file or directory", "kept", "0",
+        "ls: /var: No such file or directory", "/var-renamed",
     ], seen.stdout + seen.stderr
 
 
