@@ -1,3 +1,3 @@
-from procview.cli import main
+from procview.entry import main
 
 main()

@@ -24,7 +24,6 @@ output buffer is ever written.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import functools
@@ -74,7 +73,9 @@ def _libseccomp():
     try:  # by soname: find_library runs ldconfig, which costs ~40 ms
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError:
-        lib = ctypes.CDLL(ctypes.util.find_library("seccomp"), use_errno=True)
+        from ctypes.util import find_library  # imports subprocess: only when the soname fails
+
+        lib = ctypes.CDLL(find_library("seccomp"), use_errno=True)
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_arch_native.restype = ctypes.c_uint32
     return lib

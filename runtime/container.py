@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from procview._io import read_text
 from procview.cgroups import CgroupError, Layout, discover
@@ -51,9 +51,12 @@ class RunError(Exception):
     exit_code = process.EXIT_PROCVIEW_FAILED
 
 
-@dataclass(frozen=True)
-class ContainerConfig:
-    """What the user asked for (``procview run`` options, parsed)."""
+class ContainerConfig(NamedTuple):
+    """What the user asked for (``procview run`` options, parsed).
+
+    NamedTuples, not dataclasses, for the values ``procview run`` builds:
+    importing ``dataclasses`` (it imports ``inspect``) and creating each
+    class cost ~20 ms of a start measured against runc's (docs/performance.md)."""
 
     image: str
     command: tuple[str, ...] = ()
@@ -67,7 +70,7 @@ class ContainerConfig:
     interactive: bool = False
     tty: bool = False
     net_host: bool = False
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = Limits()
     view: str | None = None  # a procview mount point; None: the default one
     use_view: bool = True
     init: bool = True
@@ -189,7 +192,7 @@ def _connect_agent(config: ContainerConfig, warn):
 
 
 def _with_view_filter(security: SecurityPlan, root: str) -> SecurityPlan:
-    from runtime.security.seccomp import SeccompError
+    from runtime.security.programs import SeccompError
     from runtime.syscall_view import with_view_filter
 
     try:
@@ -548,14 +551,15 @@ def cleanup_stale(containers_dir: str, hierarchies) -> None:
         return
     for entry in entries:
         path = os.path.join(containers_dir, entry)
+        if entry.startswith(".new-") and _younger_than_grace(path):
+            # Being claimed (``_claim_directory``): its lock file may exist
+            # a moment before it is locked.
+            continue
         try:
             fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             fd = None  # died before taking the lock: stale too, once old enough
-            try:
-                if time.time() - os.stat(path).st_mtime < UNLOCKED_GRACE:
-                    continue
-            except OSError:
+            if _younger_than_grace(path):
                 continue
         except OSError:
             continue
@@ -571,6 +575,13 @@ def cleanup_stale(containers_dir: str, hierarchies) -> None:
         _remove_tree(path)
         if fd is not None:
             os.close(fd)
+
+
+def _younger_than_grace(path: str) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime < UNLOCKED_GRACE
+    except OSError:
+        return True  # gone already, or not ours to judge
 
 
 def _remove_cgroup(cgroup, kill: bool = False, timeout: float = 10.0) -> None:

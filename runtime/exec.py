@@ -69,7 +69,7 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
         raise ExecError(str(exc)) from None
     agent = _connect_agent(options, warn)
     if agent is not None:
-        from runtime.security.seccomp import SeccompError
+        from runtime.security.programs import SeccompError
         from runtime.syscall_view import with_view_filter
 
         try:

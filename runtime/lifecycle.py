@@ -36,15 +36,13 @@ Commands find a container by name, full id, or an unambiguous id prefix.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
-import random
 import re
 import signal
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 PENDING, RUNNING, SUCCEEDED, FAILED, UNKNOWN = "Pending", "Running", "Succeeded", "Failed", "Unknown"
 LIVE_PHASES = (PENDING, RUNNING)
@@ -60,8 +58,7 @@ class LifecycleError(Exception):
     """A lifecycle command cannot do what was asked (one line, exit 125)."""
 
 
-@dataclass(frozen=True)
-class RestartPolicy:
+class RestartPolicy(NamedTuple):
     """``--restart no|on-failure[:N]|always`` (Docker's). The monitor is
     the control loop: it observes the exit, compares it with this desired
     state, and starts the container again after a back-off (0.1 s,
@@ -92,45 +89,73 @@ class RestartPolicy:
         return min(10.0, 0.1 * 2 ** restarts_in_a_row)
 
 
-@dataclass
 class Record:
-    """What ``procview ps`` and ``inspect`` show about one container."""
+    """What ``procview ps`` and ``inspect`` show about one container.
 
-    id: str
-    name: str
-    image: str
-    command: list[str]
-    created: float
-    phase: str = PENDING
-    monitor_pid: int | None = None
-    pid: int | None = None  # the container's pid 1, as the host sees it
-    cgroup: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    exit_code: int | None = None
-    oom_killed: bool = False  # the kernel's OOM killer killed a process of it
-    restart_policy: str = "no"
-    restart_count: int = 0
-    env: dict = field(default_factory=dict)  # the command's environment (exec starts from it)
-    workdir: str = "/"
-    post_start: str | None = None  # hooks: shell commands run inside (Kubernetes' semantics)
-    pre_stop: str | None = None
-    error: str | None = None
-    config: dict = field(default_factory=dict)  # the options, for inspect
-    image_id: str | None = None  # the image it runs, pinned at the first start
-    layers: list = field(default_factory=list)  # its diff_ids, bottom first (the store keeps them for us)
-    volumes: list = field(default_factory=list)  # volume targets in the container: not its own content
-    auto_remove: bool = False  # --rm: forgotten when it ends
+    A plain class, not a dataclass: ``procview run`` makes one for every
+    container, and importing ``dataclasses`` costs ~10 ms of its measured
+    start (docs/performance.md). The fields are ``__init__``'s parameters;
+    ``to_json`` and ``from_json`` go through them."""
+
+    def __init__(
+        self, id: str, name: str, image: str, command: list[str], created: float, *,
+        phase: str = PENDING,
+        monitor_pid: int | None = None,
+        pid: int | None = None,  # the container's pid 1, as the host sees it
+        cgroup: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        exit_code: int | None = None,
+        oom_killed: bool = False,  # the kernel's OOM killer killed a process of it
+        restart_policy: str = "no",
+        restart_count: int = 0,
+        env: dict | None = None,  # the command's environment (exec starts from it)
+        workdir: str = "/",
+        post_start: str | None = None,  # hooks: shell commands run inside (Kubernetes' semantics)
+        pre_stop: str | None = None,
+        error: str | None = None,
+        config: dict | None = None,  # the options, for inspect
+        image_id: str | None = None,  # the image it runs, pinned at the first start
+        layers: list | None = None,  # its diff_ids, bottom first (the store keeps them for us)
+        volumes: list | None = None,  # volume targets in the container: not its own content
+        auto_remove: bool = False,  # --rm: forgotten when it ends
+    ):
+        self.id, self.name, self.image, self.command, self.created = id, name, image, command, created
+        self.phase, self.monitor_pid, self.pid, self.cgroup = phase, monitor_pid, pid, cgroup
+        self.started_at, self.finished_at, self.exit_code, self.oom_killed = started_at, finished_at, exit_code, oom_killed
+        self.restart_policy, self.restart_count = restart_policy, restart_count
+        self.env = {} if env is None else env
+        self.workdir, self.post_start, self.pre_stop, self.error = workdir, post_start, pre_stop, error
+        self.config = {} if config is None else config
+        self.image_id = image_id
+        self.layers = [] if layers is None else layers
+        self.volumes = [] if volumes is None else volumes
+        self.auto_remove = auto_remove
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Record and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"Record({', '.join(f'{key}={value!r}' for key, value in vars(self).items())})"
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return dict(vars(self))  # for json.dump; nothing else holds it
 
     @classmethod
     def from_json(cls, data: dict) -> "Record":
-        known = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or not {"id", "name", "image", "command", "created"} <= data.keys():
             raise ValueError("not a container record")
+        known = _RECORD_FIELDS
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def _pick(words: tuple[str, ...]) -> str:
+    # From os.urandom, without importing random (procview run's start-up
+    # is measured); the modulo's bias is immaterial for a name.
+    return words[int.from_bytes(os.urandom(4), "big") % len(words)]
+
+
+_RECORD_FIELDS = frozenset(vars(Record("", "", "", [], 0.0)))
 
 
 class RecordStore:
@@ -294,12 +319,11 @@ class RecordStore:
         return False
 
     def new_name(self) -> str:
-        rng = random.SystemRandom()
         for _ in range(100):
-            name = f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}"
+            name = f"{_pick(_ADJECTIVES)}_{_pick(_NOUNS)}"
             if not self.name_taken(name):
                 return name
-        return f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}_{rng.randrange(1 << 16)}"
+        return f"{_pick(_ADJECTIVES)}_{_pick(_NOUNS)}_{int.from_bytes(os.urandom(2), 'big')}"
 
 
 # -- starting: the CLI side and the monitor --------------------------------------------
@@ -378,7 +402,7 @@ def run_foreground(config, root: str, argv: list[str], options: dict, remove: bo
     record.monitor_pid = os.getpid()
     recorder = _Recorder(store, record)
     try:
-        code = run(dataclasses.replace(config, name=record.name), root, container_id=record.id,
+        code = run(config._replace(name=record.name), root, container_id=record.id,
                    on_started=recorder.started, on_exited=recorder.exited, kept_upper=store.path(record.id, "upper"))
     except BaseException as exc:
         if record.started_at is None or remove:
@@ -421,7 +445,7 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            _monitor(store, record, dataclasses.replace(config, name=name), root, ready_w, remove, restart)
+            _monitor(store, record, config._replace(name=name), root, ready_w, remove, restart)
         finally:
             os._exit(0)
     os.close(lock)  # the monitor's copy keeps it held
@@ -547,7 +571,7 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
 
     try:
         if record.image_id:  # a restart runs the image it first ran, wherever its name points now
-            config = dataclasses.replace(config, image=record.image_id)
+            config = config._replace(image=record.image_id)
         code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=recorder.exited,
                    kept_upper=store.path(record.id, "upper"))
         recorder.finished(code)

@@ -32,7 +32,6 @@ of that one thread is affected.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import time
@@ -40,9 +39,14 @@ import time
 from procview import DEFAULT_SECCOMP_SOCKET
 from procview.seccomp_notify import Listener
 
-log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = DEFAULT_SECCOMP_SOCKET
+
+
+def _log_warning(text: str) -> None:
+    import logging  # only when there is something to say: procview run does not import it otherwise
+
+    logging.getLogger(__name__).warning("%s", text)
 OCI_VERSION = "1.0.2"
 SECCOMP_FD_NAME = "seccompFd"  # the OCI name of the listener in "fds"
 RECONNECT_EVERY = 1.0  # seconds, while no supervisor is answering
@@ -77,11 +81,9 @@ def state_message(container_id: str, pid: int, bundle: str, status: str = "runni
 def with_view_filter(security, root: str):
     """``security`` (a SecurityPlan) with the view filter added (built once
     per machine, cached under ``root``). Raises SeccompError or OSError."""
-    import dataclasses
+    from runtime.security.programs import view_program
 
-    from runtime.security.seccomp import view_program
-
-    return dataclasses.replace(security, view_filter=view_program(cache_dir=os.path.join(root, "seccomp")))
+    return security._replace(view_filter=view_program(cache_dir=os.path.join(root, "seccomp")))
 
 
 def link_listener(listener_parent: socket.socket, agent: socket.socket, path: str, container_id: str, pid: int,
@@ -119,7 +121,7 @@ class AgentLink:
         self.path = path
         self.message = message
         self.listener = Listener(listener_fd)
-        self.warn = warn or (lambda text: log.warning("%s", text))
+        self.warn = warn or _log_warning
         self.sock: socket.socket | None = sock
         self.finished = False  # every process with the filter has exited
         self._next_attempt = 0.0

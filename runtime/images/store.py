@@ -38,18 +38,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
-import logging
 import os
 import re
 import shutil
-import tempfile
-import urllib.parse
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
-log = logging.getLogger(__name__)
+
+
+def _log():
+    # logging, hashlib, tempfile and urllib are imported where they are
+    # used: ``procview run`` reads this module on its way to a container
+    # and uses none of them (docs/performance.md).
+    import logging
+
+    return logging.getLogger(__name__)
 
 DEFAULT_ROOT = "/var/lib/procview-runtime"
 CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")
@@ -65,12 +68,11 @@ class ImageNotFound(ImageError):
     """No image has that name (or ID)."""
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(NamedTuple):
     name: str  # "busybox:latest"
     id: str  # "sha256:<hex>" of the image config
     layers: tuple[str, ...]  # absolute layer directories, bottom layer first
-    config: dict = field(hash=False)  # Env, Cmd, Entrypoint, WorkingDir, User (each optional)
+    config: dict  # Env, Cmd, Entrypoint, WorkingDir, User (each optional)
 
     @property
     def diff_ids(self) -> list[str]:
@@ -138,7 +140,12 @@ def derived_name(path: str, tag: str | None = None) -> str:
 
 
 def _record_file(name: str) -> str:
-    return urllib.parse.quote(name, safe="") + ".json"
+    """The record's file name: the name percent-encoded as
+    ``urllib.parse.quote(name, safe="")`` does (``/``, ``:``, ``@`` and
+    anything else but letters, digits and ``_.-~``), without importing
+    urllib on ``procview run``'s path."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_.-~") else "".join(f"%{b:02X}" for b in c.encode())
+                   for c in name) + ".json"
 
 
 # -- progress ------------------------------------------------------------------------
@@ -208,8 +215,7 @@ class LayerHold:
 # -- the store -----------------------------------------------------------------------
 
 
-@dataclass
-class _Staged:
+class _Staged(NamedTuple):
     diff_id: str
     size: int
     path: str | None  # unpacked in the work directory; None: already stored
@@ -244,7 +250,7 @@ class ImageStore:
         images = []
         for path, record in self._records():
             if record is None:
-                log.warning("%s: damaged image record skipped", path)
+                _log().warning("%s: damaged image record skipped", path)
                 continue
             images.append(self._image(record))
         return sorted(images, key=lambda image: image.name)
@@ -335,6 +341,8 @@ class ImageStore:
                 return self.get(busybox.NAME)
             except ImageNotFound:
                 pass
+            import tempfile
+
             work = tempfile.mkdtemp(prefix="busybox-", dir=self._tmp)
             try:
                 tar = os.path.join(work, "busybox.tar")
@@ -353,6 +361,8 @@ class ImageStore:
         and, on top, ``upper`` (a container's overlay upper directory) packed
         as a layer, without the paths ``skip`` rejects. ``config``: the
         image config (``CONFIG_KEYS``)."""
+        import tempfile
+
         from runtime.images import extract, importers, pack
 
         name = normalize_reference(name)
@@ -390,6 +400,8 @@ class ImageStore:
     def export(self, reference: str, path: str) -> Image:
         """Write the image as a ``docker save`` archive to ``path`` (``-``:
         standard output); a file appears only when complete."""
+        import tempfile
+
         from runtime.images.export import write_archive
         from runtime.images.importers import runtime_platform
 
@@ -435,6 +447,9 @@ class ImageStore:
     def _import(self, path: str, names: list[str] | None, progress: Progress | None, config: dict | None = None) -> list[Image]:
         """Import with the lock held; ``config`` replaces the image config
         (the built-in busybox's)."""
+        import hashlib
+        import tempfile
+
         from runtime.images import importers
 
         work = tempfile.mkdtemp(prefix="import-", dir=self._tmp)
@@ -659,7 +674,7 @@ class ImageStore:
         entries = os.listdir(self._tmp)
         if not entries:
             return
-        log.info("%s: removing what an interrupted operation left in tmp/", self.root)
+        _log().info("%s: removing what an interrupted operation left in tmp/", self.root)
         for entry in entries:
             path = os.path.join(self._tmp, entry)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -675,7 +690,7 @@ class ImageStore:
         used = self._container_layers()
         for path, record in self._records():
             if record is None:
-                log.warning("%s: damaged image record: not deleting unused layers", path)
+                _log().warning("%s: damaged image record: not deleting unused layers", path)
                 return 0, 0
             used.update(d.removeprefix("sha256:") for d in record["diff_ids"])
         try:
@@ -717,7 +732,7 @@ class ImageStore:
             fd = os.open(os.path.join(path, ".complete"), os.O_RDONLY | os.O_CLOEXEC)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.info("layer %s is in use: kept until it is released", entry[:12])
+            _log().info("layer %s is in use: kept until it is released", entry[:12])
             os.close(fd)
             return False
         except FileNotFoundError:
@@ -796,6 +811,8 @@ def _runtime_config(config: dict, path: str) -> dict:
 def _synthetic_id(config: dict, diff_ids: list[str]) -> str:
     """The ID of an image procview made (from a root file system tar, or a
     commit): the digest of the config ``image export`` writes for it."""
+    import hashlib
+
     from runtime.images.export import image_config
     from runtime.images.importers import runtime_platform
 

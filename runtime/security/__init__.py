@@ -49,9 +49,8 @@ without CAP_SYS_PTRACE, even one with the same uid and capabilities.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from runtime.linux import PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS
 from runtime.security import capabilities, paths  # imported now: pid 1 uses them after pivot_root
@@ -63,16 +62,14 @@ class SecurityError(ValueError):
     """Bad security options or profile (one line, exit 125)."""
 
 
-@dataclass(frozen=True)
-class SecurityOptions:
+class SecurityOptions(NamedTuple):
     """``--security-opt`` values, parsed."""
 
     seccomp: str | None = None  # a profile path, UNCONFINED, or None (the default profile)
     no_new_privileges: bool = False
 
 
-@dataclass(frozen=True)
-class SecurityPlan:
+class SecurityPlan(NamedTuple):
     """What the container gets (plain values: crosses the fork)."""
 
     caps: frozenset[str] = capabilities.DEFAULT  # bounding set; root's permitted and effective
@@ -113,7 +110,7 @@ def parse_security_opts(values) -> SecurityOptions:
 def plan(cap_add=(), cap_drop=(), privileged: bool = False, security_opts=(), cache_dir: str | None = None, warn=None) -> SecurityPlan:
     """Check the options and compile the seccomp program (on the host,
     before anything starts). Raises SecurityError."""
-    from runtime.security import seccomp
+    from runtime.security import programs  # not seccomp: its compiler is needed only on a cache miss
 
     warn = warn or (lambda message: None)
     options = parse_security_opts(security_opts)
@@ -130,9 +127,9 @@ def plan(cap_add=(), cap_drop=(), privileged: bool = False, security_opts=(), ca
     program = None
     if not privileged and options.seccomp != UNCONFINED:
         try:
-            text, source = seccomp.read_profile_text(options.seccomp)
-            program = seccomp.program_for(text, source, caps, warn=warn, cache_dir=cache_dir)
-        except seccomp.SeccompError as exc:
+            text, source = programs.read_profile_text(options.seccomp)
+            program = programs.program_for(text, source, caps, warn=warn, cache_dir=cache_dir)
+        except programs.SeccompError as exc:
             raise SecurityError(str(exc)) from None
     return SecurityPlan(caps, program, options.no_new_privileges, not privileged, privileged)
 
@@ -186,7 +183,7 @@ def confine_init(linux, security: SecurityPlan, uid: int, gid: int, groups: list
     linux.prctl(PR_SET_DUMPABLE, 0)
     # pid 1 makes no calls worth a view: it gets no view filter (a second
     # listener nobody would read).
-    confine(linux, dataclasses.replace(security, view_filter=None), uid, gid, groups)
+    confine(linux, security._replace(view_filter=None), uid, gid, groups)
     try:
         linux.prctl(PR_SET_DUMPABLE, 0)  # a uid change resets it to fs.suid_dumpable
     except OSError:

@@ -53,11 +53,21 @@ can only translate numbers it knows between arches.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
+
+# Reading and caching programs lives in runtime.security.programs, which a
+# cache hit needs alone; its names are part of this module's interface too.
+from runtime.security.programs import (  # noqa: F401
+    DEFAULT_PROFILE,
+    FORMAT_VERSION,
+    SeccompError,
+    program_for,
+    read_profile_text,
+    view_program,
+)
 
 # -- the pure tables ------------------------------------------------------------
 
@@ -166,13 +176,6 @@ FALLBACK_SYSCALLS = (
 # On x86_64 numbers from 512 are x32's (with the x32 bit), so the native
 # table ends there; aarch64's is far shorter.
 NATIVE_TABLE_END = 512
-
-FORMAT_VERSION = 1  # bump when build() changes what it emits (cache key)
-
-
-class SeccompError(ValueError):
-    """A profile procview cannot use (the message says what and where)."""
-
 
 # -- 1. parse -----------------------------------------------------------------
 
@@ -557,9 +560,6 @@ def _export(flt) -> bytes:
 # - Other architectures (x86 and x32 on an x86_64 host) are left alone:
 #   their ``struct sysinfo`` has another layout.
 
-VIEW_FILTER_VERSION = b"procview view filter 1"  # change with build_view_filter (cache key)
-
-
 def build_view_filter() -> bytes:
     """The view filter as a classic BPF program (bytes)."""
     import pyseccomp
@@ -569,97 +569,6 @@ def build_view_filter() -> bytes:
     flt.add_rule(pyseccomp.NOTIFY, "sysinfo")
     flt.add_rule(pyseccomp.NOTIFY, "sched_getaffinity", pyseccomp.Arg(0, pyseccomp.EQ, 0))
     return _export(flt)
-
-
-def view_program(cache_dir: str | None = None) -> bytes:
-    """``build_view_filter()``, built once per machine, kernel and libseccomp."""
-    machine, release = os.uname().machine, os.uname().release
-    key = None
-    if cache_dir is not None:
-        key = cache_key(VIEW_FILTER_VERSION, frozenset(), machine, release)
-        cached = _read_cache(cache_dir, key)
-        if cached is not None:
-            return cached
-    program = build_view_filter()
-    if key is not None:
-        _write_cache(cache_dir, key, program)
-    return program
-
-
-# -- the whole thing, for procview run ---------------------------------------------
-
-
-DEFAULT_PROFILE = os.path.join(os.path.dirname(__file__), "default_profile.json")
-
-
-def read_profile_text(path: str | None) -> tuple[bytes, str]:
-    """The profile's bytes and a name for messages (None: the default)."""
-    source = path or DEFAULT_PROFILE
-    try:
-        with open(source, "rb") as f:
-            return f.read(), (path or "default profile")
-    except OSError as exc:
-        raise SeccompError(f"seccomp profile {source}: {exc.strerror}") from None
-
-
-def program_for(text: bytes, source: str, caps: frozenset[str], warn=None, cache_dir: str | None = None) -> bytes:
-    """The BPF program for profile ``text`` and bounding set ``caps`` on
-    this machine (with ``cache_dir``: built once per distinct input)."""
-    machine, release = os.uname().machine, os.uname().release
-    key = None
-    if cache_dir is not None:
-        key = cache_key(text, caps, machine, release)
-        cached = _read_cache(cache_dir, key)
-        if cached is not None:
-            return cached
-    profile = parse_profile(text, source)
-    program = build(resolve(profile, caps, machine, parse_kernel_version(release)), machine, warn)
-    if key is not None:
-        _write_cache(cache_dir, key, program)
-    return program
-
-
-def cache_key(text: bytes, caps: frozenset[str], machine: str, release: str) -> str:
-    digest = hashlib.sha256()
-    for part in (str(FORMAT_VERSION).encode(), text, ",".join(sorted(caps)).encode(), machine.encode(), release.encode(),
-                 _libseccomp_version().encode()):
-        digest.update(len(part).to_bytes(8, "little") + part)
-    return digest.hexdigest()
-
-
-def _libseccomp_version() -> str:
-    """libseccomp's version, for the cache key. dlopen by soname, not
-    through pyseccomp: importing it costs ~40 ms (find_library runs
-    ldconfig), which is what the cache saves."""
-    import ctypes
-
-    try:
-        lib = ctypes.CDLL("libseccomp.so.2")
-        lib.seccomp_version.restype = ctypes.POINTER(ctypes.c_uint * 3)
-        return ".".join(str(v) for v in lib.seccomp_version().contents)
-    except (OSError, AttributeError, ValueError):
-        return "unknown"
-
-
-def _read_cache(cache_dir: str, key: str) -> bytes | None:
-    try:
-        with open(os.path.join(cache_dir, key + ".bpf"), "rb") as f:
-            program = f.read()
-    except OSError:
-        return None
-    return program if program and len(program) % 8 == 0 else None
-
-
-def _write_cache(cache_dir: str, key: str, program: bytes) -> None:
-    try:
-        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        path = os.path.join(cache_dir, key + ".bpf")
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as f:
-            f.write(program)
-        os.rename(temporary, path)  # atomic: a concurrent run reads all or nothing
-    except OSError:
-        pass  # a cache, not a requirement
 
 
 __all__ = [

@@ -849,3 +849,15 @@ def test_progress_bar_only_for_slow_or_large_imports(monkeypatch):
                                      (999_600, "1MB"), (5 * 10**12, "5TB")])
 def test_human_size(n, text):
     assert human_size(n) == text
+
+
+@pytest.mark.parametrize("name", ["busybox:latest", "registry.example.com:5000/team/app:1.0-rc_2",
+                                  "app@sha256:" + "ab" * 32, "ünï/cödé:~tag", "a%b c"])
+def test_record_file_names_are_urllib_quote(name):
+    # The store writes them without importing urllib (procview run's start);
+    # existing state directories hold names urllib.parse.quote made.
+    import urllib.parse
+
+    from runtime.images.store import _record_file
+
+    assert _record_file(name) == urllib.parse.quote(name, safe="") + ".json"

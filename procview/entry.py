@@ -1,0 +1,19 @@
+"""The ``procview`` executable's entry point.
+
+``procview run`` goes straight to ``runtime.run_command``, which needs
+neither click nor the other commands' modules: its start-up is measured
+against runc's whole run (docs/performance.md). Every other command, and
+``procview --help``, goes through the click group in ``procview.cli``.
+"""
+
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["run"]:
+        from runtime import run_command
+
+        run_command.main(sys.argv[2:])
+    from procview.cli import main as cli
+
+    cli()
