@@ -82,7 +82,8 @@ class ContainerConfig(NamedTuple):
 
 
 def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None,
-        container_id: str | None = None, on_started=None, on_exited=None, kept_upper: str | None = None) -> int:
+        container_id: str | None = None, on_started=None, on_exited=None, kept_upper: str | None = None,
+        volatile_upper: bool = False) -> int:
     """Run one container to completion; return its exit code (Docker's
     convention). Raises RunError before the command starts.
 
@@ -94,7 +95,9 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
     ``on_exited(oom_killed)`` once it has ended, before the cgroup goes:
     whether the kernel's OOM killer killed anything in it. ``kept_upper``:
     the container's writable layer, kept after the run (``rootfs.prepare_bundle``);
-    by default it lives and dies with the run."""
+    by default it lives and dies with the run. ``volatile_upper``: the
+    writable layer is thrown away after this run (``--rm``), so it is never
+    synced to disk (``MountPlan.volatile``)."""
     linux = linux or Linux()
     warn = warn or _warn
     hierarchies = discover()
@@ -127,12 +130,16 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         undo.callback(_remove_cgroup, cgroup)
         try:
             cgroup.create()
-            for message in apply_limits(cgroup, config.limits):
-                warn(message)
         except CgroupError as exc:
             raise RunError(f"cgroup: {exc}") from None
-        if not config.privileged:
-            _restrict_devices(cgroup, linux)
+
+        def configure_cgroup() -> None:
+            # Called after the fork, while pid 1 sets itself up, and before
+            # pid 1 joins the cgroup and is let go (start_in_cgroup).
+            for message in apply_limits(cgroup, config.limits):
+                warn(message)
+            if not config.privileged:
+                _restrict_devices(cgroup, linux)
 
         view = _find_view(config, warn)
         agent = None
@@ -149,6 +156,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
             read_only=config.read_only,
             cgroup2=hierarchies.layout is Layout.V2,
             workdir=image.config.get("WorkingDir") or "/",
+            volatile=volatile_upper,
         )
 
         def started(pid: int, cgroup_path: str, env: dict, workdir: str) -> None:
@@ -156,8 +164,8 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
                 on_started(pid, cgroup_path, env, workdir, image)
 
         return _start_and_wait(
-            linux, config, plan, cgroup, argv, env, hostname, hierarchies.layout is Layout.V2, security,
-            agent, container_id, warn, started, on_exited,
+            linux, config, plan, cgroup, configure_cgroup, argv, env, hostname, hierarchies.layout is Layout.V2,
+            security, agent, container_id, warn, started, on_exited,
         )
 
 
@@ -211,8 +219,8 @@ def _restrict_devices(cgroup, linux) -> None:
 
 
 def _start_and_wait(
-    linux, config, plan, cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn, on_started=None,
-    on_exited=None,
+    linux, config, plan, cgroup, configure_cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn,
+    on_started=None, on_exited=None,
 ) -> int:
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -257,7 +265,7 @@ def _start_and_wait(
     link = None
     try:
         try:
-            failure = process.start_in_cgroup(cgroup, pid, go_w, report_r)
+            failure = process.start_in_cgroup(cgroup, pid, go_w, report_r, configure=configure_cgroup)
         except CgroupError as exc:
             raise RunError(f"cgroup: {exc}") from None
         if failure is not None:
@@ -305,11 +313,27 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
     Security (``runtime/security``): masked and read-only paths here,
     after pivot_root; no_new_privs, seccomp, capabilities and the user in
     the command's process right before execve (``confine``, runc's
-    order); then the same confinement for pid 1 itself."""
+    order); then the same confinement for pid 1 itself.
+
+    The cgroup: ``procview run`` writes the cgroup's limits and moves pid 1
+    into it while pid 1 sets up its namespaces and most of its root
+    filesystem, and says "go" when it is in (``wait_for_cgroup``). The
+    first write to a ``cgroup.procs`` waits for an RCU grace period (~12 ms
+    here), which this overlaps with the setup. pid 1 waits for "go" before
+    it touches procview's view (the daemon judges a caller by the cgroup of
+    its pid namespace's init, and remembers it) or a volume, and nothing of
+    the user's runs before. Where pid 1 gets a cgroup namespace (v2), it
+    must be in the cgroup before it unshares one (the namespace's root is
+    the cgroup it is in then) and mounts cgroup2: there it waits first."""
     linux.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with procview run
-    if os.read(go_r, 1) != b"g":
-        os._exit(process.EXIT_PROCVIEW_FAILED)  # procview run is gone
-    os.close(go_r)
+
+    def wait_for_cgroup():
+        if os.read(go_r, 1) != b"g":
+            os._exit(process.EXIT_PROCVIEW_FAILED)  # procview run is gone, or the cgroup refused us
+        os.close(go_r)
+
+    if cgroupns:
+        wait_for_cgroup()
     stage = "namespaces"
     try:
         linux.unshare(namespaces.for_init(config.net_host, cgroupns))
@@ -318,7 +342,7 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
             stage = "loopback"
             linux.interface_up("lo")
         stage = "rootfs"
-        mount_rootfs(linux, plan)
+        mount_rootfs(linux, plan, before_view=None if cgroupns else wait_for_cgroup)
         pivot_into(linux, plan.bundle.merged, read_only=False)
         stage = "workdir"
         workdir = config.workdir or plan.workdir

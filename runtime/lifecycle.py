@@ -149,6 +149,10 @@ class Record:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
+def _final_phase(exit_code: int | None, error: str | None) -> str:
+    return SUCCEEDED if exit_code == 0 and not error else FAILED
+
+
 def _pick(words: tuple[str, ...]) -> str:
     # From os.urandom, without importing random (procview run's start-up
     # is measured); the modulo's bias is immaterial for a name.
@@ -377,11 +381,13 @@ class _Recorder:
     def exited(self, oom_killed: bool) -> None:
         self.record.oom_killed = oom_killed
 
-    def finished(self, code: int, error: str | None = None) -> None:
+    def finished(self, code: int, error: str | None = None, restarting: bool = False) -> None:
+        """The run ended with ``code``. ``restarting``: the monitor will
+        start it again, so it stays Pending (never Failed in between)."""
         record = self.record
         if error:
             record.error = error
-        record.phase = SUCCEEDED if code == 0 and not record.error else FAILED
+        record.phase = PENDING if restarting else _final_phase(code, record.error)
         record.exit_code, record.finished_at = code, time.time()
         if os.path.isdir(self.store.path(record.id)):  # rm -f may have removed it meanwhile
             self.store.save(record)
@@ -403,7 +409,8 @@ def run_foreground(config, root: str, argv: list[str], options: dict, remove: bo
     recorder = _Recorder(store, record)
     try:
         code = run(config._replace(name=record.name), root, container_id=record.id,
-                   on_started=recorder.started, on_exited=recorder.exited, kept_upper=store.path(record.id, "upper"))
+                   on_started=recorder.started, on_exited=recorder.exited, kept_upper=store.path(record.id, "upper"),
+                   volatile_upper=remove)
     except BaseException as exc:
         if record.started_at is None or remove:
             store.remove(record.id)  # it never ran: as a failed docker run, nothing to show
@@ -521,6 +528,9 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
         with contextlib.suppress(ValueError):
             record = store.load(record.id)  # as the runner left it
         if store.stop_requested(record.id) or not restart.should_restart(code, record.restart_count):
+            if record.phase == PENDING:  # the runner expected a restart that is not coming (a stop)
+                record.phase = _final_phase(record.exit_code, record.error)
+                store.save(record)
             break
         # The control loop: desired "running", observed "exited": restart,
         # after a back-off that grows while runs keep failing fast.
@@ -532,7 +542,7 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
         while time.monotonic() < deadline and not store.stop_requested(record.id):
             time.sleep(0.05)
         if store.stop_requested(record.id):
-            record.phase = FAILED if record.exit_code else SUCCEEDED
+            record.phase = _final_phase(record.exit_code, record.error)
             store.save(record)
             break
     if remove:
@@ -573,8 +583,8 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
         if record.image_id:  # a restart runs the image it first ran, wherever its name points now
             config = config._replace(image=record.image_id)
         code = run(config, root, warn=warn, container_id=record.id, on_started=started, on_exited=recorder.exited,
-                   kept_upper=store.path(record.id, "upper"))
-        recorder.finished(code)
+                   kept_upper=store.path(record.id, "upper"), volatile_upper=record.auto_remove)
+        recorder.finished(code, restarting=_will_restart(store, record, code))
     except BaseException as exc:  # noqa: BLE001 - the record must say what happened
         code = getattr(exc, "exit_code", 125)
         if not told:
@@ -583,8 +593,15 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
             store.remove(record.id)
             os.write(ready_w, f"{code} {exc}".encode())
             os._exit(code)
-        recorder.finished(code, str(exc))
+        recorder.finished(code, str(exc), restarting=_will_restart(store, record, code & 0xFF))
     os._exit(code & 0xFF)
+
+
+def _will_restart(store: RecordStore, record: Record, code: int) -> bool:
+    """Whether the monitor will start the container again after this run
+    (it decides the same way, from the runner's exit status)."""
+    policy = RestartPolicy.parse(record.restart_policy)
+    return policy.should_restart(code, record.restart_count) and not store.stop_requested(record.id)
 
 
 # -- acting on a running container ---------------------------------------------------

@@ -91,19 +91,31 @@ def read_report(fd: int) -> dict | None:
         return {"stage": "unknown", "message": text, "code": EXIT_PROCVIEW_FAILED}
 
 
-def start_in_cgroup(cgroup, pid: int, go_w: int, report_r: int) -> dict | None:
+def start_in_cgroup(cgroup, pid: int, go_w: int, report_r: int, configure=None) -> dict | None:
     """The parent's half of the start handshake with a child that waits on
-    ``go_w``'s pipe: put it in ``cgroup`` before it does anything, let it
-    go, and wait for its report (None: it executed the command). If the
-    cgroup refuses it, the child sees EOF and exits, is reaped, and the
-    CgroupError is raised; a child that reports a failure is reaped too."""
+    ``go_w``'s pipe before it runs anything of the user's: put it in
+    ``cgroup``, let it go, and wait for its report (None: it executed the
+    command). If the cgroup refuses it, the child sees EOF and exits, is
+    reaped, and the CgroupError is raised, unless the child had failed
+    first (its report explains better); a child that reports a failure is
+    reaped too. ``configure()``, if given, runs first (the cgroup's limits,
+    written while the child gets ready); what it raises is handled alike."""
     try:
+        if configure is not None:
+            configure()
         cgroup.add_process(pid)
     except Exception:
         os.close(go_w)
+        failure = read_report(report_r)
+        os.close(report_r)
         reap(pid)
+        if failure is not None:
+            return failure
         raise
-    os.write(go_w, b"g")
+    try:
+        os.write(go_w, b"g")
+    except BrokenPipeError:
+        pass  # it failed before "go" and said why in its report
     os.close(go_w)
     failure = read_report(report_r)
     os.close(report_r)

@@ -28,6 +28,7 @@ mount over the host's file.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -221,11 +222,14 @@ class MountPlan(NamedTuple):
     read_only: bool
     cgroup2: bool  # mount the container's cgroup2 at /sys/fs/cgroup (private cgroupns)
     workdir: str = "/"  # the image's WorkingDir
+    volatile: bool = False  # the writable layer is thrown away after the run (--rm): never sync it
 
 
-def mount_rootfs(linux, plan: MountPlan) -> None:
+def mount_rootfs(linux, plan: MountPlan, before_view=None) -> None:
     """Build the container's tree under ``bundle.merged``; each step names
-    itself in the error if it fails."""
+    itself in the error if it fails. ``before_view()``, if given, is called
+    before anything of procview's view or a volume is touched (pid 1 waits
+    there until it is in its cgroup: see ``container._container_init``)."""
     root = plan.bundle.merged
     step = "make mounts private"
     try:
@@ -237,7 +241,18 @@ def mount_rootfs(linux, plan: MountPlan) -> None:
         # file is copied up whole, so the upper dir holds the container's
         # changes by itself, as diff and commit read them.
         options = f"lowerdir={lowers},upperdir={plan.bundle.upper},workdir={plan.bundle.work},redirect_dir=off,metacopy=off"
-        linux.mount("overlay", root, "overlay", 0, options)
+        # "volatile" (Linux 5.10; podman uses it for --rm) when the writable
+        # layer is thrown away after the run: the upper file system is never
+        # synced, above all not when the container's last process exits and
+        # the overlay goes, which otherwise costs a few ms of every --rm
+        # run. After a crash such an upper dir cannot be mounted again; it
+        # is never needed again.
+        try:
+            linux.mount("overlay", root, "overlay", 0, options + (",volatile" if plan.volatile else ""))
+        except OSError as exc:
+            if not (plan.volatile and exc.errno == errno.EINVAL):
+                raise
+            linux.mount("overlay", root, "overlay", 0, options)  # a kernel without it
         step = "mount /proc"
         linux.mount("proc", secure_join(root, "proc"), "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
         step = "mount /sys"
@@ -252,6 +267,8 @@ def mount_rootfs(linux, plan: MountPlan) -> None:
             target = secure_join(root, f"etc/{name}")
             _ensure_target(target, like_dir=False)
             linux.mount(plan.bundle.file(name), target, None, MS_BIND)
+        if before_view is not None:
+            before_view()
         if plan.view:
             step = "bind the procview view"
             _bind_view(linux, plan.view, root)

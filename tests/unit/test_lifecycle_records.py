@@ -129,3 +129,24 @@ def test_restart_decisions_and_backoff():
     assert not on_failure.should_restart(1, 2) and not on_failure.should_restart(0, 0)
     assert RestartPolicy("always").should_restart(0, 100) and not RestartPolicy().should_restart(1, 0)
     assert [RestartPolicy.backoff(n) for n in (0, 1, 2, 10)] == [0.1, 0.2, 0.4, 10.0]
+
+
+@pytest.mark.parametrize("policy, code, restarts, stop, expected", [
+    ("on-failure:2", 1, 0, False, "Pending"),  # the monitor starts it again: never Failed in between
+    ("on-failure:2", 1, 2, False, "Failed"),  # retries used up
+    ("on-failure:2", 0, 0, False, "Succeeded"),
+    ("always", 0, 5, False, "Pending"),
+    ("always", 1, 0, True, "Failed"),  # stop requested: no restart is coming
+    ("no", 1, 0, False, "Failed"),
+])
+def test_a_run_that_will_be_restarted_stays_pending(store, policy, code, restarts, stop, expected):
+    from runtime.lifecycle import _Recorder, _will_restart
+
+    r = Record("c" * 64, "again", "busybox", ["false"], 1.0, phase=RUNNING, restart_policy=policy,
+               restart_count=restarts)
+    store.create(r)
+    if stop:
+        store.request_stop(r.id)
+    _Recorder(store, r).finished(code, restarting=_will_restart(store, r, code))
+    saved = json.load(open(store.path(r.id, "state.json")))
+    assert (saved["phase"], saved["exit_code"]) == (expected, code)
