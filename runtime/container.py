@@ -36,7 +36,9 @@ from procview.cgroups import CgroupError, Layout, discover
 from runtime import namespaces, process
 from runtime.limits import Limits, apply_limits
 from runtime.linux import PR_SET_PDEATHSIG, Linux
-from runtime.rootfs import MountPlan, RootfsError, Volume, hosts_file, mount_rootfs, pivot_into, prepare_bundle, resolv_conf
+from runtime.rootfs import (
+    MountPlan, RootfsError, Volume, hosts_file, init_layer, mount_rootfs, pivot_into, prepare_bundle, resolv_conf,
+)
 from runtime.security import SecurityError, SecurityPlan, apply_paths, confine, confine_init
 
 DEFAULT_ROOT = "/var/lib/procview-runtime"
@@ -121,7 +123,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         undo.callback(os.close, lock)
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
-            bundle_path, hostname, hosts_file(hostname, config.net_host), resolv_conf(host_resolv, config.net_host),
+            bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host), resolv_conf(host_resolv, config.net_host),
             kept_upper,
         )
 
@@ -209,6 +211,13 @@ def _with_view_filter(security: SecurityPlan, root: str) -> SecurityPlan:
         raise RunError(f"seccomp view filter: {exc}") from None
 
 
+def _init_layer(root: str) -> str:
+    try:
+        return init_layer(root)
+    except OSError as exc:
+        raise RunError(f"init layer: {exc.strerror or exc}") from None
+
+
 def _restrict_devices(cgroup, linux) -> None:
     from runtime.security import devices
 
@@ -278,9 +287,12 @@ def _start_and_wait(
             on_started(pid, cgroup.path, env, config.workdir or plan.workdir)
         if tty_parent is not None:
             process.relay_terminal(tty_parent, forwarder, config.interactive, link)
-        from runtime.syscall_view import wait_for_exit
+        if link is None:
+            status = process.reap(pid)
+        else:
+            from runtime.syscall_view import wait_for_exit  # serves the link while it waits
 
-        status = wait_for_exit(pid, link)
+            status = wait_for_exit(pid, link)
         if on_exited is not None:
             on_exited((cgroup.oom_kills() or 0) > 0)
         return process.exit_code_of(status)

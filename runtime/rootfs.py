@@ -3,11 +3,13 @@
 On the host, ``prepare_bundle`` lays out the container's directory under
 the state root::
 
-    containers/<id>/
-        init/      the init layer: empty placeholders for what the runtime
+    init-layer.v1/ the init layer: empty placeholders for what the runtime
                    mounts over (/dev, /proc, /sys, /etc/hosts, ...). It sits
                    between the image and the container's own layer, so a
-                   later commit of ``upper/`` never contains them.
+                   later commit of ``upper/`` never contains them. Made once
+                   (``init_layer``) and shared, read-only, by every container:
+                   Docker makes one per container, always with this content.
+    containers/<id>/
         upper/     the container's own changes (overlay upperdir); a container
                    with a record keeps it in ROOT/records/<id>/upper instead
         work/      overlay's scratch directory (same filesystem as upper)
@@ -50,6 +52,7 @@ from runtime.linux import (
 # Placeholders of the init layer (Docker's initlayer): directories, files.
 INIT_DIRS = ("dev", "dev/pts", "dev/shm", "proc", "sys", "etc", "tmp")
 INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
+INIT_LAYER = "init-layer.v1"  # a new name whenever the placeholders change
 
 # The standard devices (runc's defaults): name, major, minor, mode.
 DEVICES = (
@@ -89,11 +92,8 @@ class Bundle(NamedTuple):
     """The container's directory on the host (see module docstring)."""
 
     path: str
+    init: str  # the shared init layer (``init_layer``)
     kept_upper: str | None = None  # a writable layer that outlives the run (see prepare_bundle)
-
-    @property
-    def init(self) -> str:
-        return os.path.join(self.path, "init")
 
     @property
     def upper(self) -> str:
@@ -114,9 +114,36 @@ class Bundle(NamedTuple):
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def prepare_bundle(path: str, hostname: str, hosts: str, resolv_conf: str, kept_upper: str | None = None) -> Bundle:
-    """Create the container's directory: init layer, upper, work, merged and
-    the generated /etc files.
+def init_layer(root: str) -> str:
+    """The init layer under the state root ``root``, made on first use.
+
+    It is made in a ``containers/.new-*`` directory (which ``cleanup_stale``
+    removes if a run is killed meanwhile) and renamed into place, so it is
+    complete or absent; when two runs make it at once, one rename wins."""
+    path = os.path.join(root, INIT_LAYER)
+    if os.path.isdir(path):
+        return path
+    staging = os.path.join(root, "containers", f".new-init-layer-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    for directory in INIT_DIRS:
+        os.makedirs(os.path.join(staging, directory), mode=0o755)
+    os.chmod(os.path.join(staging, "tmp"), 0o1777)
+    for name in INIT_FILES:
+        open(os.path.join(staging, name), "w").close()
+    os.symlink("/proc/mounts", os.path.join(staging, "etc/mtab"))
+    try:
+        os.rename(staging, path)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not os.path.isdir(path):  # not a lost race: a real failure
+            raise
+    return path
+
+
+def prepare_bundle(path: str, init: str, hostname: str, hosts: str, resolv_conf: str,
+                   kept_upper: str | None = None) -> Bundle:
+    """Create the container's directory: upper, work, merged and the
+    generated /etc files. ``init``: the init layer (``init_layer``).
 
     ``kept_upper``: use this directory (created if missing) as the upper
     dir instead of one inside the bundle. A container with a record keeps
@@ -124,16 +151,10 @@ def prepare_bundle(path: str, hostname: str, hosts: str, resolv_conf: str, kept_
     after it stopped, until ``rm`` (Docker's semantics). It must be on the
     same file system as the bundle (overlayfs wants upper and work
     together): both live under the state root."""
-    bundle = Bundle(path, kept_upper)
+    bundle = Bundle(path, init, kept_upper)
     for directory in (bundle.work, bundle.merged):
         os.makedirs(directory, mode=0o755)
     os.makedirs(bundle.upper, mode=0o755, exist_ok=kept_upper is not None)
-    for directory in INIT_DIRS:
-        os.makedirs(os.path.join(bundle.init, directory), mode=0o755, exist_ok=True)
-    os.chmod(os.path.join(bundle.init, "tmp"), 0o1777)
-    for name in INIT_FILES:
-        open(os.path.join(bundle.init, name), "w").close()
-    os.symlink("/proc/mounts", os.path.join(bundle.init, "etc/mtab"))
     for name, text in (("hostname", hostname + "\n"), ("hosts", hosts), ("resolv.conf", resolv_conf)):
         with open(bundle.file(name), "w") as f:
             f.write(text)

@@ -150,3 +150,20 @@ def test_a_run_that_will_be_restarted_stays_pending(store, policy, code, restart
     _Recorder(store, r).finished(code, restarting=_will_restart(store, r, code))
     saved = json.load(open(store.path(r.id, "state.json")))
     assert (saved["phase"], saved["exit_code"]) == (expected, code)
+
+
+def test_a_torn_rm_record_is_forgotten_and_a_torn_kept_one_is_not(store):
+    # --rm records are written without fsync: after a crash their state may
+    # be empty; their mark still says to forget them. A kept record's state
+    # is fsync'ed: if it is unreadable anyway, it is shown, never deleted.
+    from runtime.lifecycle import AUTO_REMOVE_MARK, remove_orphans
+
+    gone = Record("d" * 64, "gone", "busybox", ["true"], 1.0, auto_remove=True)
+    kept = Record("e" * 64, "kept", "busybox", ["true"], 1.0)
+    for r in (gone, kept):
+        store.create(r)
+        open(store.path(r.id, "state.json"), "w").close()  # torn
+    assert os.path.exists(store.path(gone.id, AUTO_REMOVE_MARK))
+    assert not os.path.exists(store.path(kept.id, AUTO_REMOVE_MARK))
+    remove_orphans(store)
+    assert store.ids() == [kept.id]

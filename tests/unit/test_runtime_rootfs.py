@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from runtime import process
-from runtime.rootfs import hosts_file, prepare_bundle, resolv_conf, secure_join
+from runtime.rootfs import hosts_file, init_layer, prepare_bundle, resolv_conf, secure_join
 
 
 def test_secure_join_keeps_every_path_inside_the_root(tmp_path):
@@ -42,16 +42,38 @@ def test_hosts_file_has_dockers_lines_and_the_hostname():
     assert "\tabc123\n" in text
 
 
-def test_bundle_has_an_init_layer_of_placeholders(tmp_path):
-    bundle = prepare_bundle(str(tmp_path / "c"), "h", "hosts\n", "resolv\n")
+def test_the_shared_init_layer_holds_placeholders_and_the_bundle_the_rest(tmp_path):
+    (tmp_path / "containers").mkdir()
+    init = init_layer(str(tmp_path))
+    assert init_layer(str(tmp_path)) == init  # made once
     for name in ("dev/pts", "dev/shm", "proc", "sys"):
-        assert os.path.isdir(os.path.join(bundle.init, name))
+        assert os.path.isdir(os.path.join(init, name))
     for name in ("etc/hosts", "etc/hostname", "etc/resolv.conf"):
-        assert os.path.getsize(os.path.join(bundle.init, name)) == 0
-    assert os.readlink(os.path.join(bundle.init, "etc/mtab")) == "/proc/mounts"
+        assert os.path.getsize(os.path.join(init, name)) == 0
+    assert os.readlink(os.path.join(init, "etc/mtab")) == "/proc/mounts"
+    assert os.listdir(tmp_path / "containers") == []  # no staging left
+    bundle = prepare_bundle(str(tmp_path / "containers" / "c"), init, "h", "hosts\n", "resolv\n")
+    assert bundle.init == init
+    assert sorted(os.listdir(bundle.path)) == ["hostname", "hosts", "merged", "resolv.conf", "upper", "work"]
     assert open(bundle.file("hostname")).read() == "h\n"
     bundle.remove()
-    assert not os.path.exists(bundle.path)
+    assert not os.path.exists(bundle.path) and os.path.isdir(init)
+
+
+def test_a_lost_race_to_make_the_init_layer_is_no_failure(tmp_path, monkeypatch):
+    (tmp_path / "containers").mkdir()
+    real_rename = os.rename
+
+    def rename_after_another_run(src, dst):
+        init_layer_by_another_run = str(tmp_path / "other")
+        os.makedirs(os.path.join(init_layer_by_another_run, "proc"))
+        real_rename(init_layer_by_another_run, dst)
+        real_rename(src, dst)  # fails: dst exists and is not empty
+
+    monkeypatch.setattr(os, "rename", rename_after_another_run)
+    path = init_layer(str(tmp_path))
+    assert os.listdir(path) == ["proc"]  # the other run's
+    assert os.listdir(tmp_path / "containers") == []
 
 
 def test_exit_codes_follow_docker():
