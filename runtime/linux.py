@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
-import socket
 import struct
 
 # mount(2) flags (linux/mount.h)
@@ -208,6 +207,8 @@ class Linux:
 
     def interface_up(self, name: str) -> None:
         """Set IFF_UP on an interface (``ip link set NAME up``), by ioctl."""
+        import socket  # here: pid 1 imports it while procview run waits for the cgroup
+
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             request = struct.pack("16sH", name.encode(), 0)
             flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request + b"\0" * 22)[:18])[1]

@@ -25,11 +25,9 @@ import json
 import os
 import select
 import signal
-import socket
 import struct
 import sys
 import termios
-import tty
 
 EXIT_PROCVIEW_FAILED = 125
 EXIT_CANNOT_EXECUTE = 126
@@ -209,11 +207,15 @@ def make_controlling_terminal(slave: int) -> None:
         os.close(slave)
 
 
-def send_fd(sock: socket.socket, fd: int) -> None:
-    socket.send_fds(sock, [b"pty"], [fd])
+def send_fd(sock: socket.socket, fd: int, tag: bytes = b"pty") -> None:
+    import socket  # the sockets here come from callers that imported it already
+
+    socket.send_fds(sock, [tag], [fd])
 
 
 def receive_fd(sock: socket.socket) -> int | None:
+    import socket
+
     try:
         _msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 1)
     except OSError:
@@ -260,6 +262,8 @@ class TerminalRelay:
     def __enter__(self):
         if os.isatty(self.stdin):
             copy_window_size(self.stdin, self.master)
+            import tty  # only with a terminal
+
             self._saved = termios.tcgetattr(self.stdin)
             tty.setraw(self.stdin)
         return self
