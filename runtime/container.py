@@ -31,7 +31,7 @@ import time
 from typing import NamedTuple
 
 from procview._io import read_text
-from procview.cgroups import CgroupError, Layout, discover
+from procview.cgroups import Cgroup, CgroupError, Layout, discover
 from runtime import namespaces, process
 from runtime.limits import Limits, apply_limits
 from runtime.linux import PR_SET_PDEATHSIG, Linux
@@ -249,6 +249,10 @@ def _start_and_wait(
             namespaces.set_boottime_offset(namespaces.boottime_offset_line())
     except OSError as exc:
         raise RunError(f"namespaces: {exc.strerror or exc}") from None
+    try:
+        join_files = cgroup.open_self_join()  # v1: pid 1 moves itself (see open_self_join); v2: None
+    except CgroupError as exc:
+        raise RunError(f"cgroup: {exc}") from None
 
     pid = os.fork()
     if pid == 0:  # [1:INIT]
@@ -259,7 +263,8 @@ def _start_and_wait(
                 if parent_end is not None:
                     parent_end.close()
             _container_init(
-                linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child, security, listener_child
+                linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child, security, listener_child,
+                join_files,
             )
         except BaseException as exc:  # noqa: BLE001 - pid 1 must report, never unwind into the caller's code
             process.report(report_w, "init", str(exc) or type(exc).__name__, process.EXIT_PROCVIEW_FAILED)
@@ -268,6 +273,8 @@ def _start_and_wait(
     # procview run, in the host's namespaces.
     os.close(report_w)
     os.close(go_r)
+    for fd in join_files or ():
+        os.close(fd)
     for child_end in (tty_child, listener_child):
         if child_end is not None:
             child_end.close()
@@ -275,7 +282,8 @@ def _start_and_wait(
     link = None
     try:
         try:
-            failure = process.start_in_cgroup(cgroup, pid, go_w, report_r, configure=configure_cgroup)
+            failure = process.start_in_cgroup(cgroup, pid, go_w, report_r, configure=configure_cgroup,
+                                              joins_itself=join_files is not None)
         except CgroupError as exc:
             raise RunError(f"cgroup: {exc}") from None
         if failure is not None:
@@ -320,7 +328,8 @@ class _ExecFailed(RunError):
         self.exit_code = failure["code"]
 
 
-def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock, security, listener_sock) -> None:
+def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock, security, listener_sock,
+                    join_files) -> None:
     """pid 1 of the container. Never returns.
 
     Security (``runtime/security``): masked and read-only paths here,
@@ -328,22 +337,31 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
     the command's process right before execve (``confine``, runc's
     order); then the same confinement for pid 1 itself.
 
-    The cgroup: ``procview run`` writes the cgroup's limits and moves pid 1
-    into it while pid 1 sets up its namespaces and most of its root
-    filesystem, and says "go" when it is in (``wait_for_cgroup``). The
-    first write to a ``cgroup.procs`` waits for an RCU grace period (~12 ms
-    here), which this overlaps with the setup. pid 1 waits for "go" before
-    it touches procview's view (the daemon judges a caller by the cgroup of
-    its pid namespace's init, and remembers it) or a volume, and nothing of
-    the user's runs before. Where pid 1 gets a cgroup namespace (v2), it
-    must be in the cgroup before it unshares one (the namespace's root is
-    the cgroup it is in then) and mounts cgroup2: there it waits first."""
+    The cgroup: while pid 1 sets up its namespaces and most of its root
+    filesystem, ``procview run`` writes the cgroup's limits and says "go"
+    (``wait_for_cgroup``). On v1, pid 1 then moves itself in through the
+    ``tasks`` files the parent opened (``join_files``): unlike a write to
+    ``cgroup.procs``, that skips the kernel's global threadgroup lock,
+    whose first use waits for an RCU grace period (7-22 ms on the
+    development host). On v2 the parent moves pid 1 before "go". pid 1
+    waits for "go" before it touches procview's view (the daemon judges a
+    caller by the cgroup of its pid namespace's init, and remembers it) or
+    a volume, and nothing of the user's runs before. Where pid 1 gets a
+    cgroup namespace (v2), it must be in the cgroup before it unshares one
+    (the namespace's root is the cgroup it is in then) and mounts cgroup2:
+    there it waits first."""
     linux.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with procview run
 
     def wait_for_cgroup():
         if os.read(go_r, 1) != b"g":
             os._exit(process.EXIT_PROCVIEW_FAILED)  # procview run is gone, or the cgroup refused us
         os.close(go_r)
+        if join_files is not None:
+            try:
+                Cgroup.join_self(join_files)
+            except CgroupError as exc:
+                process.report(report_w, "cgroup", f"cgroup: {exc}", process.EXIT_PROCVIEW_FAILED)
+                os._exit(process.EXIT_PROCVIEW_FAILED)
 
     if cgroupns:
         wait_for_cgroup()

@@ -89,7 +89,7 @@ def read_report(fd: int) -> dict | None:
         return {"stage": "unknown", "message": text, "code": EXIT_PROCVIEW_FAILED}
 
 
-def start_in_cgroup(cgroup, pid: int, go_w: int, report_r: int, configure=None) -> dict | None:
+def start_in_cgroup(cgroup, pid: int, go_w: int, report_r: int, configure=None, joins_itself: bool = False) -> dict | None:
     """The parent's half of the start handshake with a child that waits on
     ``go_w``'s pipe before it runs anything of the user's: put it in
     ``cgroup``, let it go, and wait for its report (None: it executed the
@@ -97,11 +97,14 @@ def start_in_cgroup(cgroup, pid: int, go_w: int, report_r: int, configure=None) 
     reaped, and the CgroupError is raised, unless the child had failed
     first (its report explains better); a child that reports a failure is
     reaped too. ``configure()``, if given, runs first (the cgroup's limits,
-    written while the child gets ready); what it raises is handled alike."""
+    written while the child gets ready); what it raises is handled alike.
+    ``joins_itself``: the child moves itself in after "go"
+    (``Cgroup.open_self_join``), so only the limits are written here."""
     try:
         if configure is not None:
             configure()
-        cgroup.add_process(pid)
+        if not joins_itself:
+            cgroup.add_process(pid)
     except Exception:
         os.close(go_w)
         failure = read_report(report_r)

@@ -172,6 +172,33 @@ class Cgroup(abc.ABC):
     def add_process(self, pid: int) -> None:
         ...
 
+    def open_self_join(self) -> list[int] | None:
+        """Files through which a single-threaded process can move *itself*
+        here, cheaply (``join_self``), or None where the hierarchy has none
+        (v2: moving a process is ``add_process``).
+
+        Why: every write to a ``cgroup.procs`` takes the kernel's global
+        ``cgroup_threadgroup_rwsem`` for writing, and the first such write
+        after a quiet spell waits for an RCU grace period (7-22 ms on the
+        development host). A v1 ``tasks`` write of "0" (the writing thread)
+        moves one thread and skips that lock; for a process with one
+        thread, such as a child right after fork, that moves the process.
+        Open here, in the parent; the child writes after fork."""
+        return None
+
+    @staticmethod
+    def join_self(files: list[int]) -> None:
+        """Move the calling (single-threaded) process into the cgroup whose
+        ``open_self_join`` gave ``files``, and close them. Raises CgroupError."""
+        try:
+            for fd in files:
+                os.write(fd, b"0")
+        except OSError as exc:
+            raise CgroupError("tasks", "0", exc.strerror or str(exc)) from None
+        finally:
+            for fd in files:
+                os.close(fd)
+
     @abc.abstractmethod
     def set_memory_limit(self, limit) -> None:
         """Bytes or UNLIMITED."""

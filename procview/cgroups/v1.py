@@ -327,6 +327,17 @@ class CgroupV1(Cgroup):
         for _controller, directory in self._managed_dirs():
             write_text(os.path.join(directory, "cgroup.procs"), str(pid))
 
+    def open_self_join(self) -> list[int]:
+        files = []
+        try:
+            for _controller, directory in self._managed_dirs():
+                files.append(os.open(os.path.join(directory, "tasks"), os.O_WRONLY | os.O_CLOEXEC))
+        except OSError as exc:
+            for fd in files:
+                os.close(fd)
+            raise CgroupError(os.path.join(directory, "tasks"), None, exc.strerror or str(exc)) from None
+        return files
+
     def _write(self, controller: str, name: str, value: str) -> None:
         directory = self._dir(controller)
         if directory is None:

@@ -96,6 +96,15 @@ def test_limits_reach_the_cgroup(state_root):
     result = run(state_root, "--no-view", "--memory", "64M", "--cpus", "0.5", "--pids-limit", "40", "busybox", "sh", "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "1"  # the cpuset sized to the quota
+    # In every hierarchy procview manages (v1: pid 1 moved itself through
+    # each ``tasks`` file; v2: the cgroup namespace's root, "/").
+    memberships = dict(line.split(":", 2)[1:] for line in result.stdout.splitlines()[:-1])
+    if memberships.keys() == {""}:
+        assert memberships[""] == "/", result.stdout
+    else:
+        for controllers in ("memory", "cpu,cpuacct", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer", "blkio"):
+            if controllers in memberships:
+                assert memberships[controllers].startswith("/procview/"), (controllers, result.stdout)
 
 
 def test_fork_bomb_stops_at_the_pids_limit(state_root):
