@@ -183,3 +183,26 @@ def test_cache_is_keyed_by_profile_and_caps(tmp_path):
     assert seccomp.program_for(text, source, caps.DEFAULT, cache_dir=str(tmp_path)) == first
     admin = seccomp.program_for(text, source, caps.DEFAULT | {"SYS_ADMIN"}, cache_dir=str(tmp_path))
     assert admin != first and len(os.listdir(tmp_path)) == 2
+
+
+def test_a_cache_hit_is_an_exact_match_of_the_inputs(tmp_path, monkeypatch):
+    # Every input lands in one file, as a CRC-32 collision would have it:
+    # each lookup either finds its own program or rebuilds, never another's.
+    from runtime.security import programs
+
+    monkeypatch.setattr(programs, "_cache_path", lambda cache_dir, inputs: os.path.join(cache_dir, "same.bpf"))
+    text, source = seccomp.read_profile_text(None)
+    plain = seccomp.program_for(text, source, caps.DEFAULT)
+    admin = seccomp.program_for(text, source, caps.DEFAULT | {"SYS_ADMIN"})
+    assert plain != admin
+    for _ in range(2):
+        assert seccomp.program_for(text, source, caps.DEFAULT, cache_dir=str(tmp_path)) == plain
+        assert seccomp.program_for(text, source, caps.DEFAULT | {"SYS_ADMIN"}, cache_dir=str(tmp_path)) == admin
+    assert os.listdir(tmp_path) == ["same.bpf"]
+    inputs = programs.cache_inputs(text, caps.DEFAULT | {"SYS_ADMIN"}, os.uname().machine, os.uname().release)
+    assert programs._read_cache(str(tmp_path), inputs) == admin
+    with open(tmp_path / "same.bpf", "r+b") as f:  # damaged: a byte of the stored profile changed
+        f.seek(100)
+        f.write(b"#")
+    assert programs._read_cache(str(tmp_path), inputs) is None
+    assert seccomp.program_for(text, source, caps.DEFAULT | {"SYS_ADMIN"}, cache_dir=str(tmp_path)) == admin
