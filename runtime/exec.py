@@ -94,6 +94,10 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
     tty_parent = tty_child = None
     if tty:
         tty_parent, tty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        join_files = cgroup.open_self_join()  # v1: the joiner moves itself (as pid 1 of run does)
+    except CgroupError as exc:
+        raise ExecError(f"cgroup: {exc}") from None
     joiner = os.fork()
     if joiner == 0:
         try:
@@ -102,7 +106,7 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
             for parent_end in (listener_parent, agent, tty_parent):
                 if parent_end is not None:
                     parent_end.close()
-            _join(linux, namespaces, root_fd, go_r)
+            _join(linux, namespaces, root_fd, go_r, join_files)
             child = os.fork()
             if child == 0:
                 _become_command(linux, security, argv, env, workdir or record.workdir or "/",
@@ -123,6 +127,8 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
     os.close(report_w)
     os.close(go_r)
     os.close(root_fd)
+    for fd in join_files or ():
+        os.close(fd)
     for fd in namespaces.values():
         os.close(fd)
     for child_end in (listener_child, tty_child):
@@ -132,7 +138,7 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
     link = None
     try:
         try:
-            failure = process.start_in_cgroup(cgroup, joiner, go_w, report_r)
+            failure = process.start_in_cgroup(cgroup, joiner, go_w, report_r, joins_itself=join_files is not None)
         except CgroupError as exc:
             raise ExecError(f"cgroup: {exc}") from None
         if failure is not None:
@@ -167,12 +173,18 @@ def _namespaces_to_join(pid1: int) -> dict[str, int]:
     return fds
 
 
-def _join(linux, namespaces: dict[str, int], root_fd: int, go_r: int) -> None:
-    """In the joiner: wait until the parent has put us in the cgroup, then
-    enter the namespaces (mnt last) and the container's root."""
+def _join(linux, namespaces: dict[str, int], root_fd: int, go_r: int, join_files: list[int] | None) -> None:
+    """In the joiner: wait for "go", be in the container's cgroup (on v1
+    move ourselves in through ``join_files``, see ``Cgroup.open_self_join``;
+    on v2 the parent has moved us), then enter the namespaces (mnt last)
+    and the container's root."""
     if os.read(go_r, 1) != b"g":
         os._exit(process.EXIT_PROCVIEW_FAILED)
     os.close(go_r)
+    if join_files is not None:
+        from procview.cgroups import Cgroup
+
+        Cgroup.join_self(join_files)  # a CgroupError is reported as the exec's failure
     for name in NAMESPACES:
         if name in namespaces:
             linux.setns(namespaces[name], 0)

@@ -246,6 +246,13 @@ def test_exec_joins_the_container(root):
     assert int(lines[3].split()[0][4:]) < 50  # a pid of the container's namespace
     assert int(lines[5]) < 20  # it sees the container's processes, not the host's
 
+    # The same cgroups as pid 1, in every hierarchy (on v1 the joiner moved
+    # itself through the tasks files; on v2 procview moved it).
+    groups = pv(root, "exec", "box", "sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup")
+    mine, theirs = groups.stdout.split("--\n")
+    assert mine == theirs, groups.stdout
+    assert "/procview/" in mine or mine.strip() == "0::/", groups.stdout
+
     assert pv(root, "exec", "box", "sh", "-c", "exit 7").returncode == 7
     missing = pv(root, "exec", "box", "nosuchcommand")
     assert missing.returncode == 127 and "executable file not found" in missing.stderr
