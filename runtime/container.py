@@ -122,8 +122,8 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         undo.callback(os.close, lock)
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
-            bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host), resolv_conf(host_resolv, config.net_host),
-            kept_upper,
+            bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host),
+            resolv_conf(host_resolv, config.net_host), kept_upper,
         )
 
         cgroup = hierarchies.cgroup(f"{CGROUP_PARENT}/{container_id[:12]}")

@@ -81,6 +81,9 @@ def test_exit_codes_follow_docker(state_root):
         (["--cpuset-cpus", "64", "busybox", "true"], "this host's CPUs"),
         (["-v", "/nonexistent-procview-test:/data", "busybox", "true"], "does not exist"),
         (["--no-such-flag", "busybox", "true"], "no such option"),
+        # Failures inside pid 1, reported back over its pipe:
+        (["-u", "nosuchuser", "busybox", "true"], "unable to find user nosuchuser"),
+        (["-w", "/etc/passwd/below-a-file", "busybox", "true"], "workdir"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_125(state_root, args, message):
