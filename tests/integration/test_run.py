@@ -183,3 +183,14 @@ def test_terminal_is_a_real_pty_with_the_window_size(state_root):
                              "tty; stty size"], 33, 101)
     assert code == 0, text
     assert "/dev/pts/0" in text and "33 101" in text, text
+
+
+def test_only_a_rm_containers_writable_layer_is_volatile(state_root):
+    # --rm: the overlay never syncs its upper dir (thrown away anyway); a
+    # kept container's layer must survive a crash, so it is mounted as usual.
+    script = "grep ' / overlay ' /proc/mounts"
+    thrown_away = run(state_root, "--no-view", "--rm", "busybox", "sh", "-c", script)
+    kept = run(state_root, "--no-view", "busybox", "sh", "-c", script)
+    assert thrown_away.returncode == 0 and kept.returncode == 0, thrown_away.stderr + kept.stderr
+    assert "volatile" in thrown_away.stdout, thrown_away.stdout
+    assert "volatile" not in kept.stdout, kept.stdout
