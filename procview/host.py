@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
+from collections import namedtuple
 
 from procview._io import read_text
 from procview.cgroups import parse_cpulist
@@ -56,9 +56,10 @@ def _replaced(name: str, spaces: str, digits: str, rest: str, values: dict[str, 
     return f"{name}:{' ' * padding}{number}{rest}"
 
 
-class Uptime(NamedTuple):
-    uptime: float
-    idle: float
+class Uptime(namedtuple("Uptime", "uptime idle")):
+    """``/proc/uptime``: seconds (floats)."""
+
+    __slots__ = ()
 
 
 def parse_uptime(text: str) -> Uptime | None:
@@ -79,13 +80,13 @@ def parse_btime(stat_text: str) -> int | None:
     return None
 
 
-class ProcStat(NamedTuple):
-    """The fields of ``/proc/PID/stat`` procview needs (see proc(5))."""
+class ProcStat(namedtuple("ProcStat", "pid state ppid starttime")):
+    """The fields of ``/proc/PID/stat`` procview needs (see proc(5)).
 
-    pid: int
-    state: str
-    ppid: int
-    starttime: int  # clock ticks after (the reader's view of) boot
+    ``starttime`` is in clock ticks after (the reader's view of) boot.
+    """
+
+    __slots__ = ()
 
 
 def parse_proc_pid_stat(text: str) -> ProcStat | None:
@@ -103,12 +104,11 @@ def parse_proc_pid_stat(text: str) -> ProcStat | None:
         return None
 
 
-class ProcStatus(NamedTuple):
-    """The fields of ``/proc/PID/status`` procview needs."""
+class ProcStatus(namedtuple("ProcStatus", "state ppid nspid")):
+    """The fields of ``/proc/PID/status`` procview needs. ``nspid`` is the
+    pid in each nested pid namespace, outermost first (a tuple of ints)."""
 
-    state: str
-    ppid: int
-    nspid: tuple[int, ...]  # pid in each nested pid namespace, outermost first
+    __slots__ = ()
 
 
 def parse_proc_status(text: str) -> ProcStatus | None:

@@ -28,9 +28,9 @@ import os
 import signal
 import sys
 import time
-from typing import NamedTuple
+from collections import namedtuple
 
-from procview._io import read_text
+from procview._io import read_text, remove_tree
 from procview.cgroups import Cgroup, CgroupError, Layout, discover
 from runtime import namespaces, process
 from runtime.limits import Limits, apply_limits
@@ -52,34 +52,39 @@ class RunError(Exception):
     exit_code = process.EXIT_PROCVIEW_FAILED
 
 
-class ContainerConfig(NamedTuple):
+_CONFIG_DEFAULTS = {  # every field but ``image`` (the image reference), with its default
+    "command": (),  # tuple of str
+    "env": (),  # "KEY=VALUE" strings, later ones win
+    "workdir": None,  # str
+    "user": None,  # "UID[:GID]" or a name from the image's /etc/passwd
+    "hostname": None,  # str
+    "name": None,  # str
+    "volumes": (),  # tuple of rootfs.Volume
+    "read_only": False,
+    "interactive": False,
+    "tty": False,
+    "net_host": False,
+    "limits": Limits(),
+    "view": None,  # a procview mount point; None: the default one
+    "use_view": True,
+    "init": True,
+    "cap_add": (),  # capability names, or "ALL"
+    "cap_drop": (),
+    "privileged": False,
+    "security_opt": (),  # "seccomp=PROFILE.json", "seccomp=unconfined", "no-new-privileges[=BOOL]"
+    "seccomp_socket": None,  # procview serve's supervisor socket; None: the default one
+}
+
+
+class ContainerConfig(namedtuple("ContainerConfig", ("image", *_CONFIG_DEFAULTS), defaults=_CONFIG_DEFAULTS.values())):
     """What the user asked for (``procview run`` options, parsed).
 
-    NamedTuples, not dataclasses, for the values ``procview run`` builds:
-    importing ``dataclasses`` (it imports ``inspect``) and creating each
-    class cost ~20 ms of a start measured against runc's (docs/performance.md)."""
+    collections.namedtuple, not dataclasses or typing.NamedTuple, for the
+    values ``procview run`` builds: importing ``dataclasses`` (it imports
+    ``inspect``) or ``typing`` and creating each class cost ms of a start
+    measured against runc's (docs/performance.md)."""
 
-    image: str
-    command: tuple[str, ...] = ()
-    env: tuple[str, ...] = ()  # "KEY=VALUE", later ones win
-    workdir: str | None = None
-    user: str | None = None  # "UID[:GID]" or a name from the image's /etc/passwd
-    hostname: str | None = None
-    name: str | None = None
-    volumes: tuple[Volume, ...] = ()
-    read_only: bool = False
-    interactive: bool = False
-    tty: bool = False
-    net_host: bool = False
-    limits: Limits = Limits()
-    view: str | None = None  # a procview mount point; None: the default one
-    use_view: bool = True
-    init: bool = True
-    cap_add: tuple[str, ...] = ()  # capability names, or "ALL"
-    cap_drop: tuple[str, ...] = ()
-    privileged: bool = False
-    security_opt: tuple[str, ...] = ()  # "seccomp=PROFILE.json", "seccomp=unconfined", "no-new-privileges[=BOOL]"
-    seccomp_socket: str | None = None  # procview serve's supervisor socket; None: the default one
+    __slots__ = ()
 
 
 def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None,
@@ -117,7 +122,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         # The image's layers are the overlay's lower dirs: keep them while we run.
         undo.callback(_hold_layers(store, image).close)
         bundle_path = os.path.join(containers_dir, container_id)
-        undo.callback(_remove_tree, bundle_path)
+        undo.callback(remove_tree, bundle_path)
         lock = _claim_directory(containers_dir, container_id)
         undo.callback(os.close, lock)
         host_resolv = read_text("/etc/resolv.conf") or ""
@@ -581,7 +586,7 @@ def _claim_directory(containers_dir: str, container_id: str) -> int:
         fd = _hold_lock(os.path.join(staging, "lock"))
         os.rename(staging, os.path.join(containers_dir, container_id))
     except OSError as exc:
-        _remove_tree(staging)
+        remove_tree(staging)
         raise RunError(f"container directory: {exc.strerror or exc}") from None
     return fd
 
@@ -627,7 +632,7 @@ def cleanup_stale(containers_dir: str, hierarchies) -> None:
         cgroup_path = (read_text(os.path.join(path, "cgroup")) or "").strip()
         if cgroup_path:
             _remove_cgroup(hierarchies.cgroup(cgroup_path), kill=True)
-        _remove_tree(path)
+        remove_tree(path)
         if fd is not None:
             os.close(fd)
 
@@ -666,12 +671,6 @@ def _remove_parent_if_empty(cgroup) -> None:
     if parent.path == CGROUP_PARENT:
         with contextlib.suppress(CgroupError):
             parent.remove_if_empty()
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _write(path: str, text: str) -> None:

@@ -42,7 +42,9 @@ import os
 import re
 import signal
 import time
-from typing import NamedTuple
+from collections import namedtuple
+
+from procview._io import remove_tree
 
 PENDING, RUNNING, SUCCEEDED, FAILED, UNKNOWN = "Pending", "Running", "Succeeded", "Failed", "Unknown"
 LIVE_PHASES = (PENDING, RUNNING)
@@ -59,15 +61,15 @@ class LifecycleError(Exception):
     """A lifecycle command cannot do what was asked (one line, exit 125)."""
 
 
-class RestartPolicy(NamedTuple):
+class RestartPolicy(namedtuple("RestartPolicy", "name max_retries", defaults=("no", 0))):
     """``--restart no|on-failure[:N]|always`` (Docker's). The monitor is
     the control loop: it observes the exit, compares it with this desired
     state, and starts the container again after a back-off (0.1 s,
     doubling up to 10 s; back to 0.1 s after a run of 10 s or more). A
-    container stopped with ``stop`` or ``rm -f`` is never restarted."""
+    container stopped with ``stop`` or ``rm -f`` is never restarted.
+    ``max_retries``: on-failure only; 0: no limit."""
 
-    name: str = "no"
-    max_retries: int = 0  # on-failure only; 0: no limit
+    __slots__ = ()
 
     @classmethod
     def parse(cls, text: str | None) -> "RestartPolicy":
@@ -222,15 +224,11 @@ class RecordStore:
         os.replace(temporary, final)
 
     def remove(self, container_id: str) -> None:
-        import shutil
-
-        shutil.rmtree(self.path(container_id), ignore_errors=True)
+        remove_tree(self.path(container_id))
 
     def remove_abandoned(self) -> None:
         """Remove what a ``run -d`` killed inside ``create`` left: a
         ``.new-ID`` directory whose lock nobody holds."""
-        import shutil
-
         try:
             entries = [entry for entry in os.listdir(self.dir) if entry.startswith(".new-")]
         except FileNotFoundError:
@@ -242,11 +240,11 @@ class RecordStore:
                     continue  # a create in its first instant may not hold the lock yet
                 fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
             except OSError:  # killed before it made the lock
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
             except BlockingIOError:
                 pass
             finally:

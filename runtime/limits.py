@@ -19,9 +19,8 @@ Defaults, as Docker's where it has one:
 
 from __future__ import annotations
 
-import math
 import re
-from typing import NamedTuple
+from collections import namedtuple
 
 from procview.cgroups import UNLIMITED, Cgroup, CgroupError, CpuQuota, format_cpulist, parse_cpulist
 
@@ -37,14 +36,19 @@ class LimitError(ValueError):
     """A resource option that cannot be applied (one line for the user)."""
 
 
-class Limits(NamedTuple):
+_LIMIT_FIELDS = (
+    "memory",  # bytes
+    "swap",  # bytes of swap alone, or UNLIMITED
+    "cpu_quota",  # a CpuQuota
+    "cpuset",  # a frozenset of host CPU numbers
+    "pids",  # a count, or UNLIMITED
+)
+
+
+class Limits(namedtuple("Limits", _LIMIT_FIELDS, defaults=(None,) * len(_LIMIT_FIELDS))):
     """What to write to the container's cgroup; None = leave unset."""
 
-    memory: int | None = None
-    swap: object = None  # bytes of swap alone, UNLIMITED, or None
-    cpu_quota: CpuQuota | None = None
-    cpuset: frozenset[int] | None = None
-    pids: object = None  # a count, UNLIMITED, or None
+    __slots__ = ()
 
 
 def parse_bytes(text: str, option: str) -> int:
@@ -84,7 +88,8 @@ def parse_limits(
             )
     elif quota is not None:
         # Size the cpuset to the quota so affinity-based tools agree (see above).
-        cpuset = frozenset(sorted(host_cpus)[: math.ceil(quota.cpus)])
+        cpus = -(-quota.quota_us // quota.period_us)  # ceil, in integers
+        cpuset = frozenset(sorted(host_cpus)[:cpus])
     pids = None
     if pids_limit is not None:
         pids = UNLIMITED if pids_limit <= 0 else pids_limit
@@ -116,7 +121,7 @@ def _parse_quota(host_cpus, cpus: str | None, period: int | None, quota: int | N
         except ValueError:
             raise LimitError(f"invalid --cpus {cpus!r}: expected a number such as 1.5") from None
         available = len(host_cpus)
-        if not (0.01 <= value <= available) or math.isnan(value):
+        if not 0.01 <= value <= available:  # also false for nan
             raise LimitError(
                 f"invalid --cpus {cpus!r}: the range is 0.01 to {available}.00, as there are only {available} CPUs available"
             )

@@ -16,7 +16,6 @@ offset, and forks pid 1; pid 1 unshares the rest for itself.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -57,7 +56,7 @@ def boottime_offset_line(now_boottime: float | None = None) -> str:
     container's clock starts between 0 and 1 s.)"""
     if now_boottime is None:
         now_boottime = time.clock_gettime(time.CLOCK_BOOTTIME)
-    return f"boottime {-math.floor(now_boottime)} 0\n"
+    return f"boottime {-int(now_boottime)} 0\n"  # int() rounds down: boottime > 0
 
 
 def set_boottime_offset(line: str) -> None:

@@ -28,6 +28,7 @@ import signal
 import struct
 import sys
 import termios
+import warnings  # noqa: F401  os.execvpe imports it, after pivot_root: loaded now, while the host's stdlib is in reach
 
 EXIT_PROCVIEW_FAILED = 125
 EXIT_CANNOT_EXECUTE = 126

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-from typing import NamedTuple
+from collections import namedtuple
 
+from procview._io import remove_tree
 from runtime.linux import (
     MNT_DETACH,
     MS_BIND,
@@ -82,18 +82,21 @@ class RootfsError(Exception):
     """A step of building the root filesystem failed (says which)."""
 
 
-class Volume(NamedTuple):
-    source: str  # host path (exists)
-    target: str  # absolute path in the container
-    read_only: bool
+class Volume(namedtuple("Volume", "source target read_only")):
+    """``-v SOURCE:TARGET[:ro]``: ``source`` is a host path (it exists),
+    ``target`` an absolute path in the container."""
+
+    __slots__ = ()
 
 
-class Bundle(NamedTuple):
-    """The container's directory on the host (see module docstring)."""
+class Bundle(namedtuple("Bundle", "path init kept_upper", defaults=(None,))):
+    """The container's directory on the host (see module docstring).
 
-    path: str
-    init: str  # the shared init layer (``init_layer``)
-    kept_upper: str | None = None  # a writable layer that outlives the run (see prepare_bundle)
+    ``init`` is the shared init layer (``init_layer``); ``kept_upper`` a
+    writable layer that outlives the run (see ``prepare_bundle``), or None.
+    """
+
+    __slots__ = ()
 
     @property
     def upper(self) -> str:
@@ -111,7 +114,7 @@ class Bundle(NamedTuple):
         return os.path.join(self.path, name)
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tree(self.path)
 
 
 def init_layer(root: str) -> str:
@@ -124,7 +127,7 @@ def init_layer(root: str) -> str:
     if os.path.isdir(path):
         return path
     staging = os.path.join(root, "containers", f".new-init-layer-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging)
     for directory in INIT_DIRS:
         os.makedirs(os.path.join(staging, directory), mode=0o755)
     os.chmod(os.path.join(staging, "tmp"), 0o1777)
@@ -134,7 +137,7 @@ def init_layer(root: str) -> str:
     try:
         os.rename(staging, path)
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         if not os.path.isdir(path):  # not a lost race: a real failure
             raise
     return path
@@ -233,17 +236,22 @@ def _ensure_target(path: str, like_dir: bool) -> None:
         open(path, "a").close()
 
 
-class MountPlan(NamedTuple):
+_MOUNT_PLAN_FIELDS = (
+    "bundle",  # a Bundle
+    "layers",  # image layer dirs, bottom first (a tuple)
+    "view",  # a live procview mount point, or None
+    "volumes",  # a tuple of Volume
+    "read_only",
+    "cgroup2",  # mount the container's cgroup2 at /sys/fs/cgroup (private cgroupns)
+    "workdir",  # the image's WorkingDir; default "/"
+    "volatile",  # the writable layer is thrown away after the run (--rm): never sync it; default False
+)
+
+
+class MountPlan(namedtuple("MountPlan", _MOUNT_PLAN_FIELDS, defaults=("/", False))):
     """Everything ``mount_rootfs`` needs (plain values)."""
 
-    bundle: Bundle
-    layers: tuple[str, ...]  # image layer dirs, bottom first
-    view: str | None  # a live procview mount point, or None
-    volumes: tuple[Volume, ...]
-    read_only: bool
-    cgroup2: bool  # mount the container's cgroup2 at /sys/fs/cgroup (private cgroupns)
-    workdir: str = "/"  # the image's WorkingDir
-    volatile: bool = False  # the writable layer is thrown away after the run (--rm): never sync it
+    __slots__ = ()
 
 
 def mount_rootfs(linux, plan: MountPlan, before_view=None) -> None:

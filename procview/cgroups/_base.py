@@ -5,15 +5,12 @@ from __future__ import annotations
 import abc
 import errno
 import os
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
 
 from procview._io import read_text
 
 from ._formats import parse_cpulist
 from ._values import CpuQuota, CpuUsage, IoStat, MemoryLimits, MemoryStat, MemoryUsage
-
-if TYPE_CHECKING:
-    from . import Hierarchies
 
 
 class CgroupError(Exception):
@@ -37,7 +34,7 @@ class Cgroup(abc.ABC):
 
     version: int
 
-    def __init__(self, hierarchies: "Hierarchies"):
+    def __init__(self, hierarchies: "Hierarchies"):  # procview.cgroups.Hierarchies
         self.hierarchies = hierarchies
 
     # -- identity ---------------------------------------------------------

@@ -6,22 +6,20 @@ may run in a mount namespace of its own.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 
-class CgroupMount(NamedTuple):
+class CgroupMount(namedtuple("CgroupMount", "version mountpoint root controllers")):
     """One mounted cgroup hierarchy.
 
-    ``version`` is 1 or 2. ``controllers`` are the v1 controllers bound to
-    it (``name=systemd`` style named hierarchies included); empty for v2.
-    ``root`` is the cgroup that is the mount's root (``/`` normally, a
-    sub-cgroup for a bind mount or inside a cgroup namespace).
+    ``version`` is 1 or 2. ``controllers`` (a frozenset of str) are the v1
+    controllers bound to it (``name=systemd`` style named hierarchies
+    included); empty for v2. ``root`` is the cgroup that is the mount's root
+    (``/`` normally, a sub-cgroup for a bind mount or inside a cgroup
+    namespace).
     """
 
-    version: int
-    mountpoint: str
-    root: str
-    controllers: frozenset[str]
+    __slots__ = ()
 
 
 def _unescape(field: str) -> str:
@@ -87,12 +85,11 @@ V1_CONTROLLERS = frozenset(
 )
 
 
-class ProcCgroup(NamedTuple):
-    """One line of ``/proc/PID/cgroup``: hierarchy id, controllers, path."""
+class ProcCgroup(namedtuple("ProcCgroup", "hierarchy_id controllers path")):
+    """One line of ``/proc/PID/cgroup``: hierarchy id (int), controllers
+    (frozenset of str), path."""
 
-    hierarchy_id: int
-    controllers: frozenset[str]
-    path: str
+    __slots__ = ()
 
 
 def parse_proc_cgroup(text: str) -> list[ProcCgroup]:

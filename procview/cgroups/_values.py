@@ -9,7 +9,11 @@ Two spellings matter and are never mixed:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+# collections.namedtuple, not typing.NamedTuple: this module is on
+# ``procview run``'s start path, where importing typing and checking each
+# annotated field cost ~8 ms (docs/performance.md). Field types are in the
+# docstrings.
+from collections import namedtuple
 
 
 class _Unlimited:
@@ -55,11 +59,10 @@ def min_limit(values) -> "int | _Unlimited | None":
     return result
 
 
-class CpuQuota(NamedTuple):
-    """CFS bandwidth: ``quota_us`` of CPU time every ``period_us``."""
+class CpuQuota(namedtuple("CpuQuota", "quota_us period_us")):
+    """CFS bandwidth: ``quota_us`` of CPU time every ``period_us`` (ints, µs)."""
 
-    quota_us: int
-    period_us: int
+    __slots__ = ()
 
     @property
     def cpus(self) -> float:
@@ -67,24 +70,33 @@ class CpuQuota(NamedTuple):
         return self.quota_us / self.period_us
 
 
-class MemoryLimits(NamedTuple):
-    """Effective limits over a cgroup and all its ancestors, in bytes.
+class MemoryLimits(namedtuple("MemoryLimits", "memory swap")):
+    """Effective limits over a cgroup and all its ancestors: each bytes,
+    UNLIMITED, or None (unknown).
 
     ``swap`` is swap alone (not memory+swap), whatever the cgroup version.
     """
 
-    memory: "int | _Unlimited | None"
-    swap: "int | _Unlimited | None"
+    __slots__ = ()
 
 
-class MemoryUsage(NamedTuple):
-    """Current use in bytes; ``swap`` is swap alone, None when not accounted."""
+class MemoryUsage(namedtuple("MemoryUsage", "memory swap")):
+    """Current use in bytes (int or None); ``swap`` is swap alone, None when
+    not accounted."""
 
-    memory: int | None
-    swap: int | None
+    __slots__ = ()
 
 
-class MemoryStat(NamedTuple):
+_MEMORY_STAT_FIELDS = (
+    "anon", "file", "shmem", "file_mapped", "file_dirty", "file_writeback",
+    "active_anon", "inactive_anon", "active_file", "inactive_file",
+    "unevictable", "slab_reclaimable", "slab_unreclaimable", "anon_thp",
+    "file_thp", "shmem_thp", "kernel_stack", "pagetables", "sec_pagetables",
+    "percpu", "vmalloc", "swapcached", "zswap", "zswapped",
+)
+
+
+class MemoryStat(namedtuple("MemoryStat", _MEMORY_STAT_FIELDS, defaults=(None,) * len(_MEMORY_STAT_FIELDS))):
     """``memory.stat``, normalised to one set of names for v1 and v2.
 
     Each field is bytes, or None when this kernel/version does not report it.
@@ -92,62 +104,35 @@ class MemoryStat(NamedTuple):
     hierarchical already.
     """
 
-    anon: int | None = None
-    file: int | None = None
-    shmem: int | None = None
-    file_mapped: int | None = None
-    file_dirty: int | None = None
-    file_writeback: int | None = None
-    active_anon: int | None = None
-    inactive_anon: int | None = None
-    active_file: int | None = None
-    inactive_file: int | None = None
-    unevictable: int | None = None
-    slab_reclaimable: int | None = None
-    slab_unreclaimable: int | None = None
-    anon_thp: int | None = None
-    file_thp: int | None = None
-    shmem_thp: int | None = None
-    kernel_stack: int | None = None
-    pagetables: int | None = None
-    sec_pagetables: int | None = None
-    percpu: int | None = None
-    vmalloc: int | None = None
-    swapcached: int | None = None
-    zswap: int | None = None
-    zswapped: int | None = None
+    __slots__ = ()
 
 
-class CpuTimes(NamedTuple):
-    """CPU time in nanoseconds."""
+class CpuTimes(namedtuple("CpuTimes", "user_ns system_ns")):
+    """CPU time in nanoseconds (ints)."""
 
-    user_ns: int
-    system_ns: int
+    __slots__ = ()
 
 
-class CpuUsage(NamedTuple):
+class CpuUsage(namedtuple("CpuUsage", "total per_cpu")):
     """CPU time used by a cgroup (and its descendants).
 
-    ``per_cpu`` maps a real (host) CPU number to its times when the kernel
-    reports a per-CPU split (v1 cpuacct); None on v2, which has totals only.
+    ``total`` is a CpuTimes. ``per_cpu`` maps a real (host) CPU number to its
+    CpuTimes when the kernel reports a per-CPU split (v1 cpuacct); None on
+    v2, which has totals only.
     """
 
-    total: CpuTimes
-    per_cpu: dict[int, CpuTimes] | None
+    __slots__ = ()
 
 
-class IoStat(NamedTuple):
-    """Block I/O of a cgroup on one device (``major:minor``)."""
+_IO_STAT_FIELDS = (
+    "read_ios", "write_ios", "discard_ios", "read_bytes", "write_bytes",
+    "discard_bytes", "read_merged", "write_merged", "discard_merged",
+    "read_ns", "write_ns", "discard_ns",
+)
 
-    read_ios: int = 0
-    write_ios: int = 0
-    discard_ios: int = 0
-    read_bytes: int = 0
-    write_bytes: int = 0
-    discard_bytes: int = 0
-    read_merged: int = 0
-    write_merged: int = 0
-    discard_merged: int = 0
-    read_ns: int = 0
-    write_ns: int = 0
-    discard_ns: int = 0
+
+class IoStat(namedtuple("IoStat", _IO_STAT_FIELDS, defaults=(0,) * len(_IO_STAT_FIELDS))):
+    """Block I/O of a cgroup on one device (``major:minor``): counts,
+    bytes and nanoseconds (ints, 0 when not reported)."""
+
+    __slots__ = ()

@@ -50,7 +50,7 @@ without CAP_SYS_PTRACE, even one with the same uid and capabilities.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from collections import namedtuple
 
 from runtime.linux import PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS
 from runtime.security import capabilities, paths  # imported now: pid 1 uses them after pivot_root
@@ -62,24 +62,29 @@ class SecurityError(ValueError):
     """Bad security options or profile (one line, exit 125)."""
 
 
-class SecurityOptions(NamedTuple):
-    """``--security-opt`` values, parsed."""
+class SecurityOptions(namedtuple("SecurityOptions", "seccomp no_new_privileges", defaults=(None, False))):
+    """``--security-opt`` values, parsed. ``seccomp``: a profile path,
+    UNCONFINED, or None (the default profile)."""
 
-    seccomp: str | None = None  # a profile path, UNCONFINED, or None (the default profile)
-    no_new_privileges: bool = False
+    __slots__ = ()
 
 
-class SecurityPlan(NamedTuple):
-    """What the container gets (plain values: crosses the fork)."""
-
-    caps: frozenset[str] = capabilities.DEFAULT  # bounding set; root's permitted and effective
-    seccomp: bytes | None = None  # a BPF program; None: unconfined
-    no_new_privs: bool = False
-    mask_paths: bool = True  # masked and read-only paths
-    privileged: bool = False
+_PLAN_DEFAULTS = {
+    "caps": capabilities.DEFAULT,  # bounding set (names); root's permitted and effective
+    "seccomp": None,  # a BPF program (bytes); None: unconfined
+    "no_new_privs": False,
+    "mask_paths": True,  # masked and read-only paths
+    "privileged": False,
     # The view filter (sysinfo, sched_getaffinity -> procview's supervisor;
     # runtime/syscall_view.py); None: the kernel answers them.
-    view_filter: bytes | None = None
+    "view_filter": None,
+}
+
+
+class SecurityPlan(namedtuple("SecurityPlan", _PLAN_DEFAULTS, defaults=_PLAN_DEFAULTS.values())):
+    """What the container gets (plain values: crosses the fork)."""
+
+    __slots__ = ()
 
 
 def parse_security_opts(values) -> SecurityOptions:

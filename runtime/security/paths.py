@@ -22,7 +22,6 @@ directories, so nothing bound inside them is hidden.
 from __future__ import annotations
 
 import errno
-import glob
 import os
 
 from runtime.linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
@@ -41,8 +40,9 @@ MASKED_PATHS = (
     "/sys/devices/virtual/powercap",
     "/sys/firmware",
 )
-# And each CPU's thermal_throttle directory (GHSA-6fw5-f8r9-fgfm).
-MASKED_GLOBS = ("/sys/devices/system/cpu/cpu[0-9]*/thermal_throttle",)
+# And each CPU's thermal_throttle directory (GHSA-6fw5-f8r9-fgfm): the
+# cpuN directories under this one.
+CPU_DIR = "/sys/devices/system/cpu"
 
 READ_ONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
@@ -53,12 +53,19 @@ _MISSING = (errno.ENOENT, errno.ENOTDIR)
 
 
 def masked_paths(root: str = "/") -> list[str]:
-    """Docker's masked paths that exist under ``root`` (globs expanded)."""
-    paths = list(MASKED_PATHS)
-    for pattern in MASKED_GLOBS:
-        prefix = root.rstrip("/")
-        paths += sorted(path[len(prefix):] for path in glob.glob(prefix + pattern))
-    return paths
+    """Docker's masked paths, and the thermal_throttle directory of each CPU
+    that has one under ``root``."""
+    cpus = os.path.join(root, CPU_DIR.lstrip("/"))
+    try:
+        names = os.listdir(cpus)
+    except OSError:
+        names = []
+    throttles = sorted(
+        f"{CPU_DIR}/{name}/thermal_throttle"
+        for name in names
+        if name.startswith("cpu") and name[3:].isdigit() and os.path.lexists(os.path.join(cpus, name, "thermal_throttle"))
+    )
+    return [*MASKED_PATHS, *throttles]
 
 
 def mask_paths(linux, paths=None) -> list[str]:
@@ -115,4 +122,4 @@ def unmask_sys(linux) -> None:
         linux.mount(None, path, None, MS_BIND | MS_REMOUNT | kept)
 
 
-__all__ = ["MASKED_PATHS", "MASKED_GLOBS", "READ_ONLY_PATHS", "masked_paths", "mask_paths", "make_read_only", "unmask_sys"]
+__all__ = ["MASKED_PATHS", "CPU_DIR", "READ_ONLY_PATHS", "masked_paths", "mask_paths", "make_read_only", "unmask_sys"]

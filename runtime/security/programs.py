@@ -82,7 +82,7 @@ def cache_inputs(text: bytes, caps: frozenset[str], machine: str, release: str) 
 
 
 def _cache_path(cache_dir: str, inputs: bytes) -> str:
-    import zlib  # already loaded with shutil on procview run's path
+    import zlib  # only its small C module: no OpenSSL (hashlib) on the run path
 
     return os.path.join(cache_dir, f"{zlib.crc32(inputs):08x}.bpf")
 

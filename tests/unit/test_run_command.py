@@ -89,3 +89,24 @@ def test_run_path_does_not_import_click():
     code = "import sys; from runtime import run_command; run_command.parse(['busybox']); print('click' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+# What ``procview run`` imports in its own process (as -X importtime lists it
+# for ``procview run --rm --no-view busybox true``).
+RUN_PATH_MODULES = (
+    "procview.entry", "runtime.run_command", "runtime.container", "runtime.lifecycle", "runtime.images",
+    "runtime.security.programs", "runtime.security.devices", "procview.cgroups.v1", "procview.cgroups.v2",
+)
+# Each costs milliseconds of a start measured against runc's whole run
+# (docs/performance.md): shutil loads the zlib, bz2 and lzma libraries,
+# typing compiles every annotation of every NamedTuple, hashlib loads OpenSSL.
+NOT_ON_RUN_PATH = ("click", "typing", "dataclasses", "shutil", "glob", "hashlib", "logging", "tempfile", "urllib")
+
+
+def test_run_path_imports_none_of_the_expensive_modules():
+    import subprocess
+    import sys
+
+    code = f"import sys; import {', '.join(RUN_PATH_MODULES)}; print(' '.join(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert set(NOT_ON_RUN_PATH).isdisjoint(result.stdout.split())

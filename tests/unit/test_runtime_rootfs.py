@@ -93,3 +93,33 @@ def test_reports_travel_as_one_json_line():
     r, w = os.pipe()
     os.close(w)
     assert process.read_report(r) is None
+
+
+def test_remove_tree_removes_everything_below_and_follows_no_symlink(tmp_path):
+    from procview._io import remove_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "file").write_text("x")
+    (tree / "a" / "locked").mkdir(mode=0)  # like overlayfs's work/work
+    (tree / "link-to-dir").symlink_to(outside)
+    (tree / "a" / "link-to-file").symlink_to(outside / "keep")
+    os.mkfifo(tree / "fifo")
+    remove_tree(str(tree))
+    assert not tree.exists()
+    assert (outside / "keep").read_text() == "x"
+
+
+def test_remove_tree_of_a_missing_path_or_a_symlink_does_nothing(tmp_path):
+    from procview._io import remove_tree
+
+    remove_tree(str(tmp_path / "missing"))
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "file").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "dir")
+    remove_tree(str(tmp_path / "link"))
+    assert (tmp_path / "link").is_symlink()
+    assert (tmp_path / "dir" / "file").exists()

@@ -154,3 +154,20 @@ def test_device_rules(kind, major, minor, access, allowed):
 def test_device_program_is_whole_instructions():
     program = devices.device_program()
     assert len(program) % 8 == 0 and program[-8] == 0x95  # ends with exit
+
+
+def test_masked_paths_add_each_cpus_thermal_throttle_directory(tmp_path):
+    from runtime.security import paths
+
+    cpus = tmp_path / "sys/devices/system/cpu"
+    for name in ("cpu0/thermal_throttle", "cpu10/thermal_throttle", "cpu1", "cpufreq/thermal_throttle"):
+        (cpus / name).mkdir(parents=True)
+    (cpus / "cpu2").mkdir()
+    (cpus / "cpu2" / "thermal_throttle").write_text("")  # a file is masked too (with /dev/null)
+    assert paths.masked_paths(str(tmp_path)) == [
+        *paths.MASKED_PATHS,
+        "/sys/devices/system/cpu/cpu0/thermal_throttle",
+        "/sys/devices/system/cpu/cpu10/thermal_throttle",
+        "/sys/devices/system/cpu/cpu2/thermal_throttle",
+    ]
+    assert paths.masked_paths(str(tmp_path / "nowhere")) == list(paths.MASKED_PATHS)
