@@ -29,9 +29,10 @@ from procview.host import (
     parse_btime,
     parse_meminfo,
     parse_proc_status,
-    replace_meminfo_values,
     parse_timens_boottime_offset,
     parse_uptime,
+    replace_meminfo_values,
+    scan_meminfo,
 )
 from procview.identity import Container, Identity
 from procview.views._inputs import ContainerMemory, ContainerTime, TaskCensus
@@ -382,7 +383,7 @@ class ViewEngine:
     def _meminfo(self, request: "_Request", host_text: str) -> str:
         # The same numbers as swaps and node meminfo (render_meminfo's
         # work, without parsing the host's text a second time).
-        return replace_meminfo_values(host_text, request.meminfo_values)
+        return replace_meminfo_values(host_text, request.meminfo_values, lines=request.host_meminfo_lines)
 
     def _swaps(self, request: "_Request", host_text: str) -> str:
         from procview.views.swaps import render_swaps
@@ -471,8 +472,14 @@ class _Request:
         return self.cpu_view.limited
 
     @functools.cached_property
+    def host_meminfo_lines(self) -> list:
+        """The host's ``/proc/meminfo`` scanned once, for parsing and, for
+        ``/proc/meminfo`` itself, rewriting."""
+        return scan_meminfo(self.host_file("/proc/meminfo"))
+
+    @functools.cached_property
     def host_meminfo(self) -> dict[str, int]:
-        return parse_meminfo(self.host_file("/proc/meminfo"))
+        return parse_meminfo(self.host_file("/proc/meminfo"), self.host_meminfo_lines)
 
     @functools.cached_property
     def _limits(self):

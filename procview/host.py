@@ -20,22 +20,40 @@ _MEMINFO_LINE = re.compile(r"^([^:\s]+):(\s+)(\d+)(.*)$")
 _MEMINFO_LINES = re.compile(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", re.M)
 
 
-def parse_meminfo(text: str) -> dict[str, int]:
+def scan_meminfo(text: str) -> list[tuple[str, str, str, str]]:
+    """The meminfo lines of ``text``, each as (name, spaces, digits, rest).
+    A caller that both parses and rewrites the same text scans it once and
+    passes the lines to both."""
+    return _MEMINFO_LINES.findall(text)
+
+
+def parse_meminfo(text: str, lines: list | None = None) -> dict[str, int]:
     """``/proc/meminfo`` (or a node's meminfo with the ``Node N`` prefix
     removed) as {name: value}; values are kB for ``kB`` lines, counts for
-    the HugePages_* lines. Unknown or odd lines are skipped."""
-    return {name: int(digits) for name, _spaces, digits, _rest in _MEMINFO_LINES.findall(text)}
+    the HugePages_* lines. Unknown or odd lines are skipped. ``lines``:
+    ``scan_meminfo(text)``, if the caller has it already."""
+    if lines is None:
+        lines = _MEMINFO_LINES.findall(text)
+    return {name: int(digits) for name, _spaces, digits, _rest in lines}
 
 
-def replace_meminfo_values(text: str, values: dict[str, int], prefix: str = "") -> str:
+def replace_meminfo_values(text: str, values: dict[str, int], prefix: str = "", lines: list | None = None) -> str:
     """Rewrite the numbers of a meminfo-style text, keeping every line, the
     host's order and column alignment; names not in ``values`` keep their
-    host value. ``prefix`` is stripped before matching (``Node 0 ``)."""
+    host value. ``prefix`` is stripped before matching (``Node 0 ``).
+    ``lines``: ``scan_meminfo(text)``, if the caller has it already."""
     if not prefix:
-        lines = _MEMINFO_LINES.findall(text)
+        if lines is None:
+            lines = _MEMINFO_LINES.findall(text)
         if len(lines) == len(text.splitlines()):  # every line is a meminfo line: the fast way
-            out = [_replaced(name, spaces, digits, rest, values) for name, spaces, digits, rest in lines]
-            return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+            # One %-format for the whole file instead of a Python string per
+            # line: each number goes right-aligned into the host's column,
+            # after at least one space (wider numbers grow the line).
+            template = "".join([f"{name}: %{len(spaces) + len(digits) - 1}d{rest.replace('%', '%%')}\n"
+                                for name, spaces, digits, rest in lines])
+            numbers = tuple([max(0, int(values[name])) if name in values else int(digits) for name, _, digits, _ in lines])
+            out = template % numbers
+            return out if text.endswith("\n") else out[:-1]
     out = []
     for line in text.splitlines():
         body = line[len(prefix):] if prefix and line.startswith(prefix) else line

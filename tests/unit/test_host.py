@@ -21,6 +21,7 @@ from procview.host import (
     parse_timens_boottime_offset,
     parse_uptime,
     replace_meminfo_values,
+    scan_meminfo,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -105,6 +106,21 @@ def test_replace_meminfo_values_on_the_whole_host_file():
     out = replace_meminfo_values(host, {"MemTotal": 512000, "SwapTotal": 262144})
     assert parse_meminfo(out) == {**parse_meminfo(host), "MemTotal": 512000, "SwapTotal": 262144}
     assert out.count("\n") == host.count("\n")
+
+
+def test_replace_meminfo_values_whole_file_and_line_by_line_agree():
+    # The whole-file %-format (no prefix) and the per-line path (a prefix)
+    # must write the same lines, a "%" in a line's tail included.
+    host = fixture_text("proc/meminfo") + "Odd_Field:       7 %\n"
+    values = {name: value // 3 for name, value in parse_meminfo(host).items()}
+    values.update(Buffers=10**20, MemFree=-5)
+    prefixed = "".join(f"P {line}\n" for line in host.splitlines())
+    whole = replace_meminfo_values(host, values)
+    assert whole.endswith("Odd_Field:       2 %\n")
+    assert whole == replace_meminfo_values(prefixed, values, prefix="P ").replace("P ", "")
+    lines = scan_meminfo(host)
+    assert replace_meminfo_values(host, values, lines=lines) == whole
+    assert parse_meminfo(host, lines) == parse_meminfo(host)
 
 
 def test_replace_meminfo_values_node_prefix():
