@@ -5,13 +5,15 @@
 
 Each round runs, in turn (so drift hits all alike):
 
-- ``procview run --rm --no-view busybox true`` (the built-in image);
+- ``procview run --rm --no-view busybox true`` (the built-in image), twice:
+  through a fork server (``procview forkserver``, started for this run on
+  a socket of its own, docs/runtime.md), and on its own, as without one;
 - ``runc run`` of an OCI bundle whose rootfs is the *same* busybox layer
   directory (read-only root, no terminal, ``runc spec`` defaults otherwise);
 - ``python3 -c pass``: the bare interpreter start that every ``procview``
   command pays before doing anything.
 
-It prints the median, p90 and minimum of each, and procview's median minus
+It prints the median, p90 and minimum of each, and procview's medians minus
 the interpreter's (the runtime's own work), to compare with runc's whole run.
 Needs root, runc (Debian package ``runc``) and busybox-static.
 """
@@ -35,9 +37,15 @@ PYTHON = sys.executable
 PROCVIEW = os.path.join(os.path.dirname(PYTHON), "procview")
 
 
-def timed(argv: list[str], **kwargs) -> float:
+WITH_SERVER = "procview run --rm --no-view busybox true (fork server)"
+ALONE = "procview run --rm --no-view busybox true (no fork server)"
+RUNC = "runc run (same rootfs)"
+PYTHON_PASS = "python3 -c pass"
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
-    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.decode().strip()}")
@@ -87,35 +95,53 @@ def main() -> int:
 
         image = ImageStore(root).ensure_busybox()
         bundle = runc_bundle(workdir, image.layers[-1])
+        socket_path = os.path.join(workdir, "forkserver.sock")
+        server = start_forkserver(socket_path)
+        procview = [PROCVIEW, "run", "--rm", "--no-view", "--root", root, "busybox", "true"]
         runs = {
-            "procview run --rm --no-view busybox true": [PROCVIEW, "run", "--rm", "--no-view", "--root", root, "busybox", "true"],
-            "runc run (same rootfs)": None,
-            "python3 -c pass": [PYTHON, "-c", "pass"],
+            WITH_SERVER: (procview, dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=socket_path)),
+            ALONE: (procview, dict(os.environ, PROCVIEW_FORKSERVER_SOCKET="")),
+            RUNC: None,
+            PYTHON_PASS: ([PYTHON, "-c", "pass"], None),
         }
-        for argv in (runs["procview run --rm --no-view busybox true"], runs["python3 -c pass"]):
-            timed(argv)  # warm up: the image exists, bytecode is cached
         samples = {name: [] for name in runs}
-        for i in range(args.runs + 2):
-            for name, argv in runs.items():
-                if argv is None:
-                    elapsed = timed(["runc", "--root", os.path.join(workdir, "runc-state"), "run", "--bundle", bundle, f"bench-{os.getpid()}-{i}"])
-                else:
-                    elapsed = timed(argv)
-                if i >= 2:  # two warm-up rounds
-                    samples[name].append(elapsed)
+        try:
+            for i in range(args.runs + 2):
+                for name, run in runs.items():
+                    if run is None:
+                        elapsed = timed(["runc", "--root", os.path.join(workdir, "runc-state"), "run", "--bundle", bundle, f"bench-{os.getpid()}-{i}"])
+                    else:
+                        elapsed = timed(*run)
+                    if i >= 2:  # two warm-up rounds: the image exists, bytecode is cached
+                        samples[name].append(elapsed)
+        finally:
+            server.terminate()
+            server.wait()
         results = {name: summary(values) for name, values in samples.items()}
         print(f"| command | median | p90 | min | n |\n|---|---|---|---|---|")
         for name, r in results.items():
             print(f"| `{name}` | {r['median_ms']:.1f} ms | {r['p90_ms']:.1f} ms | {r['min_ms']:.1f} ms | {r['n']} |")
-        own = results["procview run --rm --no-view busybox true"]["median_ms"] - results["python3 -c pass"]["median_ms"]
-        print(f"\nprocview's own work (median minus the interpreter's start): {own:.1f} ms; "
-              f"runc's whole run: {results['runc run (same rootfs)']['median_ms']:.1f} ms")
+        interpreter = results[PYTHON_PASS]["median_ms"]
+        own = {name: results[name]["median_ms"] - interpreter for name in (WITH_SERVER, ALONE)}
+        print(f"\nprocview's own work (median minus the interpreter's start): {own[WITH_SERVER]:.1f} ms with the fork "
+              f"server, {own[ALONE]:.1f} ms without; runc's whole run: {results[RUNC]['median_ms']:.1f} ms")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"results": results, "procview_minus_python_ms": own}, f, indent=2)
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_forkserver(socket_path: str) -> subprocess.Popen:
+    """``procview forkserver`` on its own socket, once it listens."""
+    server = subprocess.Popen([PROCVIEW, "forkserver", "--socket", socket_path], stderr=subprocess.PIPE, text=True)
+    line = server.stderr.readline()
+    if "listening" not in line:
+        server.kill()
+        server.wait()
+        raise SystemExit(f"procview forkserver did not start: {line.strip()}")
+    return server
 
 
 if __name__ == "__main__":

@@ -84,6 +84,35 @@ def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: 
 
 
 @main.command()
+@click.option("--socket", "socket_path", envvar="PROCVIEW_FORKSERVER_SOCKET", default="/run/procview/forkserver.sock",
+              show_default=True, help="Where procview run hands over its requests.")
+def forkserver(socket_path: str) -> None:
+    """Start containers for procview run without its start-up imports.
+
+    Imports the runtime once, then forks a ready copy of itself for each
+    procview run that connects; procview run passes its arguments,
+    environment, directory, standard streams and signals, and exits with
+    the container's status. Without a fork server procview run does all
+    of it itself. Stops on SIGTERM or SIGINT, after the containers it
+    started have ended (a second signal: at once). See docs/runtime.md.
+    """
+    from procview.unix_socket import notify_systemd
+    from runtime.forkserver import ForkServerError, serve as run_forkserver
+
+    def ready() -> None:
+        click.echo(f"procview: fork server listening on {socket_path}", err=True)
+        try:
+            notify_systemd("READY=1")  # Type=notify: "started" means "listening"
+        except OSError as exc:
+            click.echo(f"procview: warning: could not notify systemd: {exc}", err=True)
+
+    try:
+        run_forkserver(socket_path, ready=ready)
+    except ForkServerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
 @click.argument("path")
 @click.option("--pid", type=int, default=None, help="Render as this process would see it (default: this process).")
 @click.option("--root", default="/", show_default=True, hidden=True, help="Machine root to read from (tests).")

@@ -20,13 +20,13 @@ import errno
 import logging
 import os
 import signal
-import socket
 
 import pyfuse3
 import trio
 
 from procview.engine import ViewEngine
 from procview.fs import ProcviewFS
+from procview import unix_socket
 from procview.mounts import FSTYPE, filesystems_at
 from procview.supervisor import DEFAULT_SOCKET, Supervisor, SupervisorError
 
@@ -74,16 +74,10 @@ def prepare_mountpoint(path: str, linux=None) -> None:
 
 def notify_systemd(message: str) -> None:
     """Send ``message`` to systemd's notification socket, if there is one."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract socket
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(message.encode(), address)
-        except OSError as exc:
-            log.warning("could not notify systemd: %s", exc)
+    try:
+        unix_socket.notify_systemd(message)
+    except OSError as exc:
+        log.warning("could not notify systemd: %s", exc)
 
 
 def serve(

@@ -44,12 +44,11 @@ import json
 import logging
 import os
 import socket
-import stat
 import time
 
 import trio
 
-from procview import DEFAULT_SECCOMP_SOCKET, seccomp_notify
+from procview import DEFAULT_SECCOMP_SOCKET, seccomp_notify, unix_socket
 from procview.views.sysinfo import cut_mask, pack_sysinfo
 
 log = logging.getLogger(__name__)
@@ -84,30 +83,10 @@ class Supervisor:
     def bind(self) -> socket.socket:
         """The listening socket at ``socket_path``: a stale one (its daemon
         died) is replaced, a live one refused."""
-        path = self.socket_path
-        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-        if os.path.lexists(path):
-            if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                raise SupervisorError(f"{path}: exists and is not a socket")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-                raise SupervisorError(f"{path}: another supervisor is listening there")
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(path)  # left by a daemon that died
-            finally:
-                probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old_umask = os.umask(0o177)  # 0600: only root may hand us fds
         try:
-            sock.bind(path)
-        except OSError as exc:
-            sock.close()
-            raise SupervisorError(f"{path}: cannot listen: {exc.strerror}") from None
-        finally:
-            os.umask(old_umask)
-        sock.listen(128)
-        return sock
+            return unix_socket.listen(self.socket_path, "supervisor")
+        except unix_socket.SocketInUse as exc:
+            raise SupervisorError(str(exc)) from None
 
     async def serve(self, sock: socket.socket, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Accept runtimes until cancelled; removes the socket at the end."""

@@ -57,9 +57,8 @@ def restrict(cgroup, linux) -> None:
         directory = cgroup._dir("devices")  # noqa: SLF001 - the v1 backend has no devices method (yet)
         if directory is None:
             raise DeviceError(0, "the devices controller is not mounted")
-        _write(os.path.join(directory, "devices.deny"), "a")
-        for line in cgroup_v1_lines():
-            _write(os.path.join(directory, "devices.allow"), line)
+        _write(os.path.join(directory, "devices.deny"), ["a"])
+        _write(os.path.join(directory, "devices.allow"), cgroup_v1_lines())
     else:
         directory = cgroup._dir()  # noqa: SLF001
         if directory is None:
@@ -67,12 +66,21 @@ def restrict(cgroup, linux) -> None:
         linux.bpf_attach_device_filter(directory, device_program())
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, lines: list[str]) -> None:
+    """Each line by its own write(2), which is how the kernel takes one
+    rule, through one open file: pid 1 waits for these rules before it
+    joins the cgroup, so they are on the start's critical path."""
     try:
-        with open(path, "w") as f:
-            f.write(text)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise DeviceError(exc.errno, f"{path}: {exc.strerror}") from None
+    try:
+        for line in lines:
+            os.write(fd, line.encode())
+    except OSError as exc:
+        raise DeviceError(exc.errno, f"{path}: {line!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 # -- the eBPF program (cgroup v2) ----------------------------------------------------

@@ -36,6 +36,8 @@ from conftest import requires_root
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "procview.service"
+FORKSERVER_UNIT = REPO / "systemd" / "procview-forkserver.service"
+FORKSERVER_SOCKET = "/run/procview/forkserver.sock"
 INSTALLED = "/usr/local/bin/procview"  # where the unit expects the console script
 MOUNTPOINT = "/var/lib/procview"
 START_TIMEOUT = 180.0  # seconds; only bounds a hang (the VM is emulated, slow)
@@ -154,11 +156,12 @@ def _verify(analyze: str, unit: Path) -> subprocess.CompletedProcess:
     return subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, env=env, timeout=120)
 
 
-def test_systemd_analyze_verify(tmp_path):
+@pytest.mark.parametrize("unit", [UNIT, FORKSERVER_UNIT], ids=lambda unit: unit.name)
+def test_systemd_analyze_verify(tmp_path, unit):
     analyze = _systemd_analyze()
-    text = UNIT.read_text()
+    text = unit.read_text()
     assert f"ExecStart={INSTALLED} " in text
-    copy = tmp_path / "procview.service"  # verify wants a valid unit name
+    copy = tmp_path / unit.name  # verify wants a valid unit name
     copy.write_text(text.replace(f"ExecStart={INSTALLED} ", f"ExecStart={console_script()} "))
 
     result = _verify(analyze, copy)
@@ -170,11 +173,25 @@ def test_systemd_analyze_verify(tmp_path):
 
     # The check above is only worth something if verify reports a bad
     # directive here: most of them are warnings with exit 0.
-    broken = tmp_path / "broken" / "procview.service"
+    broken = tmp_path / "broken" / unit.name
     broken.parent.mkdir()
     broken.write_text(copy.read_text().replace("Type=notify", "Type=notfy"))
     result = _verify(analyze, broken)
     assert "notfy" in result.stderr, f"verify did not report Type=notfy:\n{result.stderr}"
+
+
+def test_forkserver_unit_directives():
+    unit = parse_unit(FORKSERVER_UNIT.read_text())
+    svc = unit["Service"]
+    assert one(svc, "Type") == "notify" and one(svc, "NotifyAccess") == "main"
+    assert exec_argv(one(svc, "ExecStart")) == ("", [INSTALLED, "forkserver", "--socket", FORKSERVER_SOCKET])
+    # A stop or restart signals the server alone, which waits for its
+    # containers: their processes share its cgroup on v1 and hybrid hosts.
+    assert one(svc, "KillMode") == "process"
+    assert one(svc, "Restart") == "on-failure"
+    assert "OOMScoreAdjust" not in svc, "every container would inherit it"
+    assert "procview.service" in " ".join(unit["Unit"]["After"]).split()
+    assert one(unit["Install"], "WantedBy") == "multi-user.target"
 
 
 # ------------------------------------------- the unit's commands, run ---
@@ -183,13 +200,15 @@ class UnitCommands:
     """The unit's ExecStart and ExecStopPost with the console script and
     mount point replaced; started and stopped as systemd would."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, unit: Path = UNIT):
         self.workdir = workdir
         self.mountpoint = os.path.realpath(workdir / "mnt")
-        text = UNIT.read_text().replace(f"ExecStart={INSTALLED} ", f"ExecStart={console_script()} ")
-        svc = parse_unit(text.replace(MOUNTPOINT, self.mountpoint))["Service"]
+        self.socket_path = str(workdir / "forkserver.sock")
+        text = unit.read_text().replace(f"ExecStart={INSTALLED} ", f"ExecStart={console_script()} ")
+        text = text.replace(MOUNTPOINT, self.mountpoint).replace(FORKSERVER_SOCKET, self.socket_path)
+        svc = parse_unit(text)["Service"]
         self.start_argv = exec_argv(one(svc, "ExecStart"))[1]
-        self.stop_post_argv = exec_argv(svc["ExecStopPost"][0])[1]
+        self.stop_post_argv = exec_argv(svc["ExecStopPost"][0])[1] if "ExecStopPost" in svc else None
         self.notify_path = str(workdir / "notify")
         self.proc: subprocess.Popen | None = None
         self.log = workdir / "daemon.log"
@@ -228,7 +247,7 @@ class UnitCommands:
         self.messages.append((sender, data.decode()))
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        """KillMode=mixed: the signal goes to the main process only."""
+        """KillMode=mixed (process, for the fork server): the signal goes to the main process only."""
         self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout=START_TIMEOUT)
@@ -336,3 +355,26 @@ def test_stop_post_leaves_other_filesystems_alone(unit_commands):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "procview-test", uc.mountpoint], check=True)
     uc.stop_post()
     assert uc.mounts() == ["tmpfs"]
+
+
+@requires_root
+def test_forkserver_unit_starts_serves_and_stops_like_systemd(tmp_path):
+    """The fork server's ExecStart: READY=1 from the main process once it
+    listens; a procview run through it is run by its child; SIGTERM to it
+    alone (KillMode=process) stops it, exit 0, its socket gone."""
+    uc = UnitCommands(tmp_path, FORKSERVER_UNIT)
+    try:
+        pid = uc.start()
+        assert [sender for sender, msg in uc.messages if "READY=1" in msg.split("\n")] == [pid]
+        env = dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=uc.socket_path)
+        state_root = tmp_path / "state"
+        run = subprocess.Popen([str(console_script()), "run", "--rm", "--no-view", "--root", str(state_root),
+                                "busybox", "sh", "-c", "echo started; sleep 1; exit 7"],
+                               env=env, stdout=subprocess.PIPE, text=True)
+        assert run.stdout.readline() == "started\n"
+        assert len(_children(pid)) == 1, "the container's runner is not the fork server's child"
+        assert run.wait(timeout=120) == 7
+        assert uc.stop(signal.SIGTERM) == 0, uc.log_text()
+        assert not os.path.exists(uc.socket_path)
+    finally:
+        uc.cleanup()

@@ -92,11 +92,11 @@ def test_run_path_does_not_import_click():
 
 
 # What ``procview run`` imports in its own process (as -X importtime lists it
-# for ``procview run --rm --no-view busybox true``).
-RUN_PATH_MODULES = (
-    "procview.entry", "runtime.run_command", "runtime.container", "runtime.lifecycle", "runtime.images",
-    "runtime.security.programs", "runtime.security.devices", "procview.cgroups.v1", "procview.cgroups.v2",
-)
+# for ``procview run --rm --no-view busybox true``); the fork server preloads
+# the same list.
+from runtime.forkserver import RUN_PATH_MODULES as _PRELOADED  # noqa: E402
+
+RUN_PATH_MODULES = ("procview.entry", "runtime.forkserver", *_PRELOADED)
 # Each costs milliseconds of a start measured against runc's whole run
 # (docs/performance.md): shutil loads the zlib, bz2 and lzma libraries,
 # typing compiles every annotation of every NamedTuple, hashlib loads OpenSSL.
@@ -110,3 +110,32 @@ def test_run_path_imports_none_of_the_expensive_modules():
     code = f"import sys; import {', '.join(RUN_PATH_MODULES)}; print(' '.join(sorted(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert set(NOT_ON_RUN_PATH).isdisjoint(result.stdout.split())
+
+
+def test_fork_server_client_forwards_the_signals_procview_run_forwards():
+    from runtime import forkserver, process
+
+    assert forkserver.FORWARDED_SIGNALS == tuple(int(s) for s in process.FORWARDED_SIGNALS)
+
+
+def test_fork_server_frames_round_trip():
+    from runtime import forkserver
+
+    for kind, value in ((forkserver.RUNNER_PID, 4194304), (forkserver.EXIT_STATUS, 143), (forkserver.DECLINED, -1)):
+        data = forkserver.frame(kind, value)
+        assert len(data) == forkserver.FRAME and forkserver.unframe(data) == (kind, value)
+
+
+def test_fork_server_client_imports_only_built_in_modules_and_falls_back(tmp_path):
+    """The client runs before every ``procview run``: with nobody listening
+    it returns, having loaded nothing but the socket module (socket and
+    signal would import enum)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; before = set(sys.modules); from runtime import forkserver; "
+            "forkserver.hand_over(['busybox', 'true']); print(' '.join(sorted(set(sys.modules) - before)))")
+    for socket_path in (str(tmp_path / "nobody-listens.sock"), ""):
+        env = {"PROCVIEW_FORKSERVER_SOCKET": socket_path, "PATH": "/usr/bin:/bin"}
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        assert set(result.stdout.split()) <= {"__future__", "runtime", "runtime.forkserver", "_socket"}, result.stdout

@@ -1,0 +1,440 @@
+"""The fork server: ``procview run`` without paying for the imports.
+
+A ``procview run`` process spends more time importing the runtime than
+runc spends on a whole container (docs/performance.md). The imports are
+the same every time, so a long-lived process can do them once and fork a
+ready copy of itself per container, as Python's ``multiprocessing``
+forkserver and Android's zygote do. ``procview forkserver`` is that process.
+
+``procview run`` (the *client*) first tries the server's socket
+(``/run/procview/forkserver.sock``, or ``$PROCVIEW_FORKSERVER_SOCKET``; an
+empty value turns this off). If nobody listens, it runs the container
+itself, as it always did. If the server takes the request:
+
+1. The client sends its arguments, environment, working directory and
+   umask, with its standard input, output and error (SCM_RIGHTS).
+2. The server forks a *runner*. The runner puts the client's descriptors,
+   directory, umask and environment in place and runs exactly what the
+   client would have run (``runtime.run_command.main``), so the container
+   writes straight to the client's terminal or pipes.
+3. The server sends the runner's pid. Every signal the client gets
+   (``FORWARDED_SIGNALS``) it passes to the runner, which passes it to the
+   container as ``procview run`` always does; SIGWINCH resizes a ``-t``
+   terminal the same way.
+4. When the runner exits, the server sends its exit status, and the client
+   exits with it: the command's, 125, 126, 127 or 128+n, as before.
+
+If the client dies (even by SIGKILL), the server kills its runner, whose
+container dies with it (PR_SET_PDEATHSIG) and is cleaned up by the next
+procview command: what killing a ``procview run`` always did.
+
+The server declines (and the client runs the container itself) when the
+client is not in all of the server's namespaces and root directory: paths,
+pids and the network would mean something else to the runner. Only root
+may connect (the socket is 0600, and the peer's uid is checked).
+
+The client side (``hand_over``) runs on every ``procview run``, so it
+uses only built-in modules (``_socket``, ``_signal``, ``marshal``):
+``socket`` and ``signal`` would import ``enum``, several milliseconds.
+
+Frames from the server are 9 bytes: a kind (``P`` the runner's pid, ``X``
+its exit status, ``D`` declined) and a signed 8-byte integer.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+
+import _signal
+import _socket
+
+DEFAULT_SOCKET = "/run/procview/forkserver.sock"
+SOCKET_ENV = "PROCVIEW_FORKSERVER_SOCKET"
+PROTOCOL = 1
+
+# What the client forwards: runtime.process.FORWARDED_SIGNALS, by number
+# (a unit test keeps the two equal).
+FORWARDED_SIGNALS = (
+    _signal.SIGHUP, _signal.SIGINT, _signal.SIGQUIT, _signal.SIGTERM, _signal.SIGUSR1, _signal.SIGUSR2,
+    _signal.SIGWINCH, _signal.SIGCONT, _signal.SIGTSTP, _signal.SIGTTIN, _signal.SIGTTOU, _signal.SIGALRM,
+    _signal.SIGPIPE,
+)
+
+RUNNER_PID, EXIT_STATUS, DECLINED = b"P", b"X", b"D"
+_SERVER_SIGNALS = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGCHLD)  # the ones the server handles
+FRAME = 9
+_STDIO = (0, 1, 2)
+# Where the client must be what the server is, for the runner to stand in for it.
+NAMESPACES = ("mnt", "pid", "net", "uts", "ipc", "cgroup", "user", "time")
+
+
+def frame(kind: bytes, value: int) -> bytes:
+    return kind + value.to_bytes(8, "little", signed=True)
+
+
+def unframe(data: bytes) -> tuple[bytes, int]:
+    return data[:1], int.from_bytes(data[1:FRAME], "little", signed=True)
+
+
+# -- the client: part of every `procview run` ---------------------------------
+
+
+def hand_over(args: list[str]) -> None:
+    """Run ``procview run ARGS`` through the fork server and exit with the
+    container's status. Returns (having done nothing) when no server is
+    listening or it declines; the caller then runs the container itself."""
+    path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
+    if not path:
+        return
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        request = marshal.dumps((PROTOCOL, args, dict(os.environb), os.getcwdb(), umask))
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in _STDIO)
+        message = len(request).to_bytes(4, "little") + request
+        sent = conn.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+        if sent < len(message):
+            conn.sendall(message[sent:])
+    except OSError:  # no server, a stale socket, not root, a closed stdio fd: nothing was taken
+        conn.close()
+        return
+    try:
+        kind, pid = unframe(_receive(conn))
+    except OSError:
+        # The request went out: a runner may exist, so running the
+        # container here as well could run it twice.
+        _give_up("the fork server closed the connection before it started the container")
+    if kind == DECLINED:
+        conn.close()
+        return
+    if kind != RUNNER_PID:
+        _give_up("the fork server answered something else than a runner's pid")
+
+    def forward(signum, _stack):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED_SIGNALS:
+        _signal.signal(signum, forward)
+    try:
+        kind, status = unframe(_receive(conn))
+    except OSError:
+        kind = b""
+    if kind != EXIT_STATUS:
+        _give_up("the fork server went away before the container's exit status came")
+    os._exit(status)
+
+
+def _give_up(message: str):
+    os.write(2, f"procview: error: {message}\n".encode())
+    os._exit(125)
+
+
+def _receive(conn) -> bytes:
+    """One frame (blocking; a signal's handler runs and the wait goes on)."""
+    data = b""
+    while len(data) < FRAME:
+        chunk = conn.recv(FRAME - len(data))
+        if not chunk:
+            raise ConnectionResetError("the fork server closed the connection")
+        data += chunk
+    return data
+
+
+# -- the server: `procview forkserver` -----------------------------------------
+
+
+class ForkServerError(Exception):
+    """The fork server cannot start (the message says why)."""
+
+
+# Every module a foreground ``procview run`` imports, lazily ones included
+# (the unit tests hold the run path to this list).
+RUN_PATH_MODULES = (
+    "procview.host", "procview.cgroups.v1", "procview.cgroups.v2", "runtime.run_command", "runtime.container",
+    "runtime.lifecycle", "runtime.images", "runtime.security.programs", "runtime.security.devices",
+    "zlib",  # the seccomp cache's file names
+)
+
+
+def preload() -> None:
+    """Import everything a foreground ``procview run`` imports, and load
+    the libraries it loads, so that every runner starts with them."""
+    import importlib
+
+    for name in RUN_PATH_MODULES:
+        importlib.import_module(name)
+    from runtime.security import programs
+
+    programs._libseccomp_version()  # dlopen libseccomp once
+
+
+def serve(path: str = DEFAULT_SOCKET, ready=None) -> int:
+    """Listen at ``path`` and fork a runner per request until SIGTERM or
+    SIGINT; then stop listening, wait for the runners still running, and
+    return 0. A second SIGTERM/SIGINT returns at once. ``ready``: called
+    once the socket listens (tests, the CLI's message)."""
+    import select
+    import signal
+    import socket
+
+    from procview import unix_socket
+
+    preload()
+    try:
+        listener = unix_socket.listen(path, "fork server")
+    except unix_socket.SocketInUse as exc:
+        raise ForkServerError(str(exc)) from None
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    stopping = False
+
+    def on_stop(_signum, _stack):
+        nonlocal stopping
+        if stopping:
+            raise KeyboardInterrupt
+        stopping = True
+
+    previous = {signum: signal.signal(signum, on_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    # SIGCHLD needs a handler, even one that does nothing, for the kernel to
+    # deliver it and Python to write the wakeup fd the loop polls.
+    previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    server = _Server(listener, socket, (wake_r, wake_w))
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    watched = {}  # fd -> connection of a client whose runner runs
+    if ready is not None:
+        ready()
+    try:
+        while not (stopping and not server.runners):
+            if stopping and listener.fileno() != -1:  # stop taking requests; let the runners finish
+                poller.unregister(listener)
+                listener.close()
+                _unlink(path)
+            for fd, _events in poller.poll():
+                if fd == wake_r:
+                    _drain(wake_r)
+                elif fd == listener.fileno():
+                    conn = server.accept()
+                    if conn is not None:
+                        watched[conn.fileno()] = conn
+                        poller.register(conn, select.POLLIN)
+                elif fd in watched:
+                    server.client_gone(watched.pop(fd))
+                    poller.unregister(fd)
+            for conn in server.reap():
+                if watched.pop(conn.fileno(), None) is not None:
+                    poller.unregister(conn)
+                conn.close()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.set_wakeup_fd(-1)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if listener.fileno() != -1:
+            listener.close()
+            _unlink(path)
+        os.close(wake_r)
+        os.close(wake_w)
+        server.close()
+    return 0
+
+
+class _Server:
+    """The runners and the client connection each one answers to."""
+
+    def __init__(self, listener, socket_module, private_fds):
+        self.listener = listener
+        self.socket = socket_module
+        self.private_fds = private_fds  # the server's own, closed in every runner
+        self.runners = {}  # runner pid -> the client's connection
+        self.identity = _identity(os.getpid())
+
+    def accept(self):
+        """Take one request; the connection, while its runner runs."""
+        conn, _ = self.listener.accept()
+        try:
+            request, fds = self._request(conn)
+        except (OSError, ValueError, EOFError, TypeError, IndexError):
+            conn.close()  # not a procview run client: it falls back, or was never one
+            return None
+        # The server's signals stay blocked across the fork until the runner
+        # has put its own handlers in place: a runner must never run one of
+        # the server's (the second SIGINT's KeyboardInterrupt would unwind it
+        # into the server's loop).
+        blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, _SERVER_SIGNALS)
+        try:
+            pid = os.fork() if request is not None else None
+        except OSError:  # out of processes or memory: the client can still try
+            pid = None
+        if pid == 0:
+            _become_runner(self, conn, request, fds, blocked)  # never returns
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
+        for fd in fds:
+            os.close(fd)
+        if pid is None:  # declined: the client runs the container itself
+            try:
+                conn.sendall(frame(DECLINED, 0))
+            except OSError:
+                pass
+            conn.close()
+            return None
+        self.runners[pid] = conn
+        try:
+            conn.sendall(frame(RUNNER_PID, pid))
+        except OSError:  # the client is gone already
+            self.kill(pid)
+        return conn
+
+    def _request(self, conn):
+        """(request, fds): the client's request, or None when the server
+        must decline it; raises when it is no request at all."""
+        socket = self.socket
+        conn.settimeout(2.0)  # a client sends everything at once
+        credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
+        peer, uid = (int.from_bytes(credentials[at:at + 4], sys.byteorder) for at in (0, 4))
+        data, fds, _flags, _address = socket.recv_fds(conn, 65536, len(_STDIO), socket.MSG_CMSG_CLOEXEC)
+        try:
+            if uid != 0 or len(fds) != len(_STDIO) or len(data) < 4:
+                raise ValueError("not a procview run request")
+            size = int.from_bytes(data[:4], "little")
+            while len(data) < 4 + size:
+                chunk = conn.recv(4 + size - len(data))
+                if not chunk:
+                    raise EOFError("the client went away")
+                data += chunk
+            request = marshal.loads(data[4:4 + size])
+            if request[0] != PROTOCOL:
+                return None, fds
+            return (request if _identity(peer) == self.identity else None), fds
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        finally:
+            conn.settimeout(None)
+
+    def client_gone(self, conn) -> None:
+        """A client said something or went away: either way it no longer
+        waits for its container (clients only listen), so its runner dies
+        as a killed ``procview run`` would."""
+        for pid, runner_conn in self.runners.items():
+            if runner_conn is conn:
+                self.kill(pid)
+                return
+
+    def kill(self, pid: int) -> None:
+        try:
+            os.kill(pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> list:
+        """Collect exited runners; send each one's status to its client.
+        The connections that are done."""
+        from runtime.process import exit_code_of
+
+        done = []
+        while self.runners:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            conn = self.runners.pop(pid, None)
+            if conn is None:
+                continue
+            try:
+                conn.sendall(frame(EXIT_STATUS, exit_code_of(status)))
+            except OSError:
+                pass  # the client is gone
+            done.append(conn)
+        return done
+
+    def close(self) -> None:
+        for conn in self.runners.values():
+            conn.close()
+
+
+def _become_runner(server: _Server, conn, request, fds, signal_mask) -> None:
+    """In the forked child: become the client's ``procview run`` and run
+    it. Never returns."""
+    try:
+        _protocol, args, environ, cwd, umask = request
+        os.setsid()  # out of the server's process group: its signals are not ours
+        for signum in (_signal.SIGTERM, _signal.SIGCHLD):
+            _signal.signal(signum, _signal.SIG_DFL)
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)  # as in a fresh interpreter
+        _signal.set_wakeup_fd(-1)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, signal_mask)
+        server.listener.close()
+        for fd in server.private_fds:
+            os.close(fd)
+        for other in server.runners.values():
+            other.close()  # the other clients' end must close when theirs do
+        for target, fd in zip(_STDIO, fds):
+            os.dup2(fd, target)  # inheritable: the container gets them
+        for fd in fds:
+            if fd not in _STDIO:
+                os.close(fd)
+        os.chdir(cwd)
+        os.umask(umask)
+        os.environb.clear()
+        os.environb.update(environ)
+        sys.argv = ["procview", "run", *args]
+        _fresh_stdio()
+        from runtime import run_command
+
+        run_command.main(args)
+    except BaseException as exc:  # noqa: BLE001 - a runner must never return into the server
+        try:
+            os.write(2, f"procview: error: {exc}\n".encode(errors="replace"))
+        finally:
+            os._exit(125)
+    os._exit(125)
+
+
+def _fresh_stdio() -> None:
+    """``sys.stdin/stdout/stderr`` as a new interpreter would open them on
+    the client's descriptors (a terminal's output is line-buffered)."""
+    encoding = sys.stdout.encoding if sys.stdout else "utf-8"
+    sys.stdin = open(0, "r", encoding=encoding, closefd=False)
+    sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, encoding=encoding, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False)
+
+
+def _identity(pid: int) -> tuple:
+    """What a process's paths, pids and devices mean: its namespaces and
+    root directory."""
+    ids = []
+    for name in NAMESPACES:
+        try:
+            ids.append(os.stat(f"/proc/{pid}/ns/{name}").st_ino)
+        except FileNotFoundError:
+            ids.append(None)  # a namespace this kernel does not have
+    root = os.stat(f"/proc/{pid}/root")
+    return (*ids, root.st_dev, root.st_ino)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,135 @@
+"""`procview run` through `procview forkserver`: the same containers, the
+same streams, exit codes, signals and clean-up as without it, and a
+runner forked by the server (not the client) doing the work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from .pty_helpers import run_on_pty
+from .test_run import PROCVIEW, _procview_cgroups, run, state_root  # noqa: F401  (state_root: a fixture)
+
+
+@pytest.fixture
+def forkserver(tmp_path, monkeypatch):
+    """A fork server on a socket of its own, which every ``procview run``
+    of the test uses; it must stop cleanly, its socket gone."""
+    socket_path = str(tmp_path / "forkserver.sock")
+    server = subprocess.Popen([PROCVIEW, "forkserver", "--socket", socket_path], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in server.stderr.readline()
+        monkeypatch.setenv("PROCVIEW_FORKSERVER_SOCKET", socket_path)
+        yield server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    assert not os.path.exists(socket_path)
+
+
+def _runners(server) -> list[psutil.Process]:
+    return psutil.Process(server.pid).children()
+
+
+def _start(state_root, *args):
+    """A ``procview run`` that prints "started" first; returns once it has."""
+    proc = subprocess.Popen([PROCVIEW, "run", "--root", state_root, "--no-view", "busybox", "sh", "-c",
+                             "echo started; " + " ".join(args)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    return proc
+
+
+def test_a_runner_of_the_server_runs_the_container(state_root, forkserver):
+    proc = _start(state_root, "exec sleep 100")
+    runners = _runners(forkserver)
+    assert len(runners) == 1 and proc.pid not in [r.pid for r in runners]
+    # The container's pid 1 is the runner's child, as it is procview run's without a server.
+    assert runners[0].children(), "the runner has no container"
+    proc.send_signal(signal.SIGTERM)  # passed on: client -> runner -> container
+    assert proc.wait(timeout=60) == 143
+    time.sleep(0.2)
+    assert _runners(forkserver) == []
+
+
+def test_streams_and_exit_codes_are_the_clients(state_root, forkserver, tmp_path):
+    result = run(state_root, "--no-view", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    piped = run(state_root, "--no-view", "-i", "busybox", "tr", "a-z", "A-Z", input="stdin\n")
+    assert (piped.returncode, piped.stdout) == (0, "STDIN\n")
+    assert run(state_root, "--no-view", "busybox", "nonexistent-command").returncode == 127
+    assert run(state_root, "--no-view", "busybox", "sh", "-c", "kill -9 $$").returncode == 137
+    bad = run(state_root, "--memory", "abc", "busybox", "true")
+    assert bad.returncode == 125 and bad.stderr.count("\n") == 1, bad.stderr
+    # The client's directory, environment and umask: relative paths, -e KEY.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "file").write_text("from the host\n")
+    mine = run(state_root, "--no-view", "-v", "data:/data:ro", "-e", "FROM_CLIENT", "busybox", "sh", "-c",
+               "cat /data/file; echo $FROM_CLIENT", cwd=tmp_path, env={**os.environ, "FROM_CLIENT": "yes"})
+    assert (mine.returncode, mine.stdout) == (0, "from the host\nyes\n"), mine.stderr
+
+
+def test_terminal_through_the_server(state_root, forkserver):
+    code, text = run_on_pty([PROCVIEW, "run", "--root", state_root, "--no-view", "-it", "busybox", "sh", "-c",
+                             "tty; stty size"], 33, 101)
+    assert code == 0, text
+    assert "/dev/pts/0" in text and "33 101" in text, text
+
+
+def test_a_killed_client_takes_its_container_along(state_root, forkserver):
+    proc = _start(state_root, "sleep 100")
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while _runners(forkserver) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _runners(forkserver) == [], "the server kept the runner of a client that is gone"
+    # As with a killed procview run: the next command cleans up.
+    assert run(state_root, "--no-view", "busybox", "true").returncode == 0
+
+
+def test_a_client_in_another_mount_namespace_runs_the_container_itself(state_root, forkserver):
+    proc = subprocess.Popen(["unshare", "--mount", PROCVIEW, "run", "--root", state_root,
+                             "--no-view", "busybox", "sh", "-c", "echo started; exec sleep 100"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    assert _runners(forkserver) == [], "the server ran a container for a client whose paths it does not see"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+
+
+def test_no_server_listening_runs_the_container_in_process(state_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROCVIEW_FORKSERVER_SOCKET", str(tmp_path / "nobody-listens.sock"))
+    result = run(state_root, "--no-view", "busybox", "sh", "-c", "exit 4")
+    assert result.returncode == 4 and result.stderr == "", result.stderr
+
+
+def test_stopping_the_server_lets_running_containers_finish(state_root, forkserver):
+    proc = _start(state_root, "sleep 1; exit 5")
+    forkserver.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 5
+    assert forkserver.wait(timeout=60) == 0
+    assert _procview_cgroups() == []
+
+
+def test_the_server_preloads_every_module_a_run_imports(state_root):
+    """A module the run imports lazily and the server did not preload would
+    be imported again in every runner, at the start's expense."""
+    assert run(state_root, "--rm", "--no-view", "busybox", "true").returncode == 0  # builds busybox: not every run's
+    traced = subprocess.run([sys.executable, "-X", "importtime", PROCVIEW, "run", "--root", state_root, "--rm",
+                             "--no-view", "busybox", "true"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PROCVIEW_FORKSERVER_SOCKET": ""})
+    assert traced.returncode == 0, traced.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    imported.discard("imported package")  # the header line
+    code = "import sys; from runtime import forkserver; forkserver.preload(); print(' '.join(sys.modules))"
+    preloaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    # The client's own modules come before it hands over; the interpreter
+    # looks for a sitecustomize at every start.
+    expected = {"procview.entry", "_socket", "sitecustomize"}
+    assert imported and imported - set(preloaded) <= expected, sorted(imported - set(preloaded))
