@@ -24,9 +24,9 @@ import signal
 import pyfuse3
 import trio
 
+from procview import unix_socket
 from procview.engine import ViewEngine
 from procview.fs import ProcviewFS
-from procview import unix_socket
 from procview.mounts import FSTYPE, filesystems_at
 from procview.supervisor import DEFAULT_SOCKET, Supervisor, SupervisorError
 

@@ -85,7 +85,7 @@ class Supervisor:
         died) is replaced, a live one refused."""
         try:
             return unix_socket.listen(self.socket_path, "supervisor")
-        except unix_socket.SocketInUse as exc:
+        except unix_socket.ListenError as exc:
             raise SupervisorError(str(exc)) from None
 
     async def serve(self, sock: socket.socket, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -13,7 +13,7 @@ import socket
 import stat
 
 
-class SocketInUse(Exception):
+class ListenError(Exception):
     """The path cannot be listened on (the message says why)."""
 
 
@@ -21,28 +21,31 @@ def listen(path: str, role: str, backlog: int = 128) -> socket.socket:
     """A listening socket at ``path``, mode 0600 (only root may connect:
     whoever connects hands the daemon file descriptors or a command line).
     ``role`` names the daemon in messages ("supervisor", "fork server")."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    if os.path.lexists(path):
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise SocketInUse(f"{path}: exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-            raise SocketInUse(f"{path}: another {role} is listening there")
-        except (ConnectionRefusedError, FileNotFoundError):
-            os.unlink(path)  # left by a daemon that died
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)  # 0600
     try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
-        raise SocketInUse(f"{path}: cannot listen: {exc.strerror}") from None
-    finally:
-        os.umask(old_umask)
-    sock.listen(backlog)
+        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+        if os.path.lexists(path):
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                raise ListenError(f"{path}: exists and is not a socket")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                raise ListenError(f"{path}: another {role} is listening there")
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(path)  # left by a daemon that died
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o177)  # 0600
+        try:
+            sock.bind(path)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(old_umask)
+    except OSError as exc:  # not root, a read-only /run, a path too long for a socket
+        raise ListenError(f"{path}: cannot listen: {exc.strerror or exc}") from None
     return sock
 
 

@@ -189,7 +189,7 @@ def serve(path: str = DEFAULT_SOCKET, ready=None) -> int:
     preload()
     try:
         listener = unix_socket.listen(path, "fork server")
-    except unix_socket.SocketInUse as exc:
+    except unix_socket.ListenError as exc:
         raise ForkServerError(str(exc)) from None
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     stopping = False
