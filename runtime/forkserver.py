@@ -30,8 +30,10 @@ procview command: what killing a ``procview run`` always did.
 
 The server declines (and the client runs the container itself) when the
 client is not in all of the server's namespaces and root directory: paths,
-pids and the network would mean something else to the runner. Only root
-may connect (the socket is 0600, and the peer's uid is checked).
+pids and the network would mean something else to the runner; and when the
+client is another procview (another checkout or installation), whose code
+the runner would not run. Only root may connect (the socket is 0600, and
+the peer's uid is checked).
 
 The client side (``hand_over``) runs on every ``procview run``, so it
 uses only built-in modules (``_socket``, ``_signal``, ``marshal``):
@@ -66,6 +68,9 @@ RUNNER_PID, EXIT_STATUS, DECLINED = b"P", b"X", b"D"
 _SERVER_SIGNALS = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGCHLD)  # the ones the server handles
 FRAME = 9
 _STDIO = (0, 1, 2)
+# Which procview this is: a server runs only its own code's requests, so a
+# checkout's procview run is never served by an installed server.
+_CODE = os.path.dirname(os.path.abspath(__file__))
 # Where the client must be what the server is, for the runner to stand in for it.
 NAMESPACES = ("mnt", "pid", "net", "uts", "ipc", "cgroup", "user", "time")
 
@@ -93,7 +98,7 @@ def hand_over(args: list[str]) -> None:
         conn.connect(path)
         umask = os.umask(0o022)
         os.umask(umask)
-        request = marshal.dumps((PROTOCOL, args, dict(os.environb), os.getcwdb(), umask))
+        request = marshal.dumps((PROTOCOL, _CODE, args, dict(os.environb), os.getcwdb(), umask))
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in _STDIO)
         message = len(request).to_bytes(4, "little") + request
         sent = conn.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
@@ -312,9 +317,9 @@ class _Server:
                     raise EOFError("the client went away")
                 data += chunk
             request = marshal.loads(data[4:4 + size])
-            if request[0] != PROTOCOL:
+            if request[:2] != (PROTOCOL, _CODE) or _identity(peer) != self.identity:
                 return None, fds
-            return (request if _identity(peer) == self.identity else None), fds
+            return request[2:], fds
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -369,7 +374,7 @@ def _become_runner(server: _Server, conn, request, fds, signal_mask) -> None:
     """In the forked child: become the client's ``procview run`` and run
     it. Never returns."""
     try:
-        _protocol, args, environ, cwd, umask = request
+        args, environ, cwd, umask = request
         os.setsid()  # out of the server's process group: its signals are not ours
         for signum in (_signal.SIGTERM, _signal.SIGCHLD):
             _signal.signal(signum, _signal.SIG_DFL)

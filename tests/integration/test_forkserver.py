@@ -4,6 +4,7 @@ runner forked by the server (not the client) doing the work."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,44 +18,73 @@ from .pty_helpers import run_on_pty
 from .test_run import PROCVIEW, _procview_cgroups, run, state_root  # noqa: F401  (state_root: a fixture)
 
 
+class ForkServer:
+    """A ``procview forkserver`` on its own socket, and the ``procview
+    run`` clients a test starts through it."""
+
+    def __init__(self, socket_path: str):
+        self.socket_path = socket_path
+        self.proc = subprocess.Popen([PROCVIEW, "forkserver", "--socket", socket_path], stderr=subprocess.PIPE,
+                                     text=True)
+        self.clients: list[subprocess.Popen] = []
+
+    def runners(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children()
+
+    def start(self, state_root, script: str, argv=None, **kwargs) -> subprocess.Popen:
+        """A ``procview run`` whose command prints "started" first, then
+        runs ``script``; returns once it has printed it."""
+        argv = argv or [PROCVIEW]
+        client = subprocess.Popen([*argv, "run", "--root", state_root, "--no-view", "busybox", "sh", "-c",
+                                   "echo started; " + script], stdout=subprocess.PIPE, text=True, **kwargs)
+        self.clients.append(client)
+        assert client.stdout.readline() == "started\n"
+        return client
+
+    def stop(self) -> None:
+        """Whatever the test left running goes first (a killed client takes
+        its runner and container along), then the server, which must stop
+        cleanly; if it does not, it and everything under it are killed."""
+        for client in self.clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        under = psutil.Process(self.proc.pid).children(recursive=True) if self.proc.poll() is None else []
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for process in [*under, psutil.Process(self.proc.pid)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+            self.proc.wait()
+            raise AssertionError("the fork server did not stop within 60 s of SIGTERM") from None
+        assert code == 0
+        assert not os.path.exists(self.socket_path)
+
+
 @pytest.fixture
 def forkserver(tmp_path, monkeypatch):
-    """A fork server on a socket of its own, which every ``procview run``
-    of the test uses; it must stop cleanly, its socket gone."""
-    socket_path = str(tmp_path / "forkserver.sock")
-    server = subprocess.Popen([PROCVIEW, "forkserver", "--socket", socket_path], stderr=subprocess.PIPE, text=True)
+    """A fork server that every ``procview run`` of the test uses."""
+    server = ForkServer(str(tmp_path / "forkserver.sock"))
     try:
-        assert "listening" in server.stderr.readline()
-        monkeypatch.setenv("PROCVIEW_FORKSERVER_SOCKET", socket_path)
+        assert "listening" in server.proc.stderr.readline()
+        monkeypatch.setenv("PROCVIEW_FORKSERVER_SOCKET", server.socket_path)
         yield server
     finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=60) == 0
-    assert not os.path.exists(socket_path)
-
-
-def _runners(server) -> list[psutil.Process]:
-    return psutil.Process(server.pid).children()
-
-
-def _start(state_root, *args):
-    """A ``procview run`` that prints "started" first; returns once it has."""
-    proc = subprocess.Popen([PROCVIEW, "run", "--root", state_root, "--no-view", "busybox", "sh", "-c",
-                             "echo started; " + " ".join(args)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "started\n"
-    return proc
+        server.stop()
 
 
 def test_a_runner_of_the_server_runs_the_container(state_root, forkserver):
-    proc = _start(state_root, "exec sleep 100")
-    runners = _runners(forkserver)
+    proc = forkserver.start(state_root, "exec sleep 100")
+    runners = forkserver.runners()
     assert len(runners) == 1 and proc.pid not in [r.pid for r in runners]
     # The container's pid 1 is the runner's child, as it is procview run's without a server.
     assert runners[0].children(), "the runner has no container"
     proc.send_signal(signal.SIGTERM)  # passed on: client -> runner -> container
     assert proc.wait(timeout=60) == 143
     time.sleep(0.2)
-    assert _runners(forkserver) == []
+    assert forkserver.runners() == []
 
 
 def test_streams_and_exit_codes_are_the_clients(state_root, forkserver, tmp_path):
@@ -82,23 +112,20 @@ def test_terminal_through_the_server(state_root, forkserver):
 
 
 def test_a_killed_client_takes_its_container_along(state_root, forkserver):
-    proc = _start(state_root, "sleep 100")
+    proc = forkserver.start(state_root, "sleep 100")
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 30
-    while _runners(forkserver) and time.monotonic() < deadline:
+    while forkserver.runners() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _runners(forkserver) == [], "the server kept the runner of a client that is gone"
+    assert forkserver.runners() == [], "the server kept the runner of a client that is gone"
     # As with a killed procview run: the next command cleans up.
     assert run(state_root, "--no-view", "busybox", "true").returncode == 0
 
 
 def test_a_client_in_another_mount_namespace_runs_the_container_itself(state_root, forkserver):
-    proc = subprocess.Popen(["unshare", "--mount", PROCVIEW, "run", "--root", state_root,
-                             "--no-view", "busybox", "sh", "-c", "echo started; exec sleep 100"],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "started\n"
-    assert _runners(forkserver) == [], "the server ran a container for a client whose paths it does not see"
+    proc = forkserver.start(state_root, "exec sleep 100", argv=["unshare", "--mount", PROCVIEW])
+    assert forkserver.runners() == [], "the server ran a container for a client whose paths it does not see"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
 
@@ -110,10 +137,10 @@ def test_no_server_listening_runs_the_container_in_process(state_root, tmp_path,
 
 
 def test_stopping_the_server_lets_running_containers_finish(state_root, forkserver):
-    proc = _start(state_root, "sleep 1; exit 5")
-    forkserver.send_signal(signal.SIGTERM)
+    proc = forkserver.start(state_root, "sleep 1; exit 5")
+    forkserver.proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 5
-    assert forkserver.wait(timeout=60) == 0
+    assert forkserver.proc.wait(timeout=60) == 0
     assert _procview_cgroups() == []
 
 
@@ -133,3 +160,19 @@ def test_the_server_preloads_every_module_a_run_imports(state_root):
     # looks for a sitecustomize at every start.
     expected = {"procview.entry", "_socket", "sitecustomize"}
     assert imported and imported - set(preloaded) <= expected, sorted(imported - set(preloaded))
+
+
+def test_a_client_of_another_procview_runs_the_container_itself(state_root, forkserver, tmp_path):
+    """Another checkout's procview run: its runtime is not the server's."""
+    import runtime
+
+    checkout = os.path.dirname(os.path.dirname(runtime.__file__))
+    other = tmp_path / "other-checkout"  # the same code, found under another path
+    other.mkdir()
+    for package in ("procview", "runtime"):
+        os.symlink(os.path.join(checkout, package), other / package)
+    entry = "import sys; from procview.entry import main; sys.argv[0] = 'procview'; main()"
+    proc = forkserver.start(state_root, "exec sleep 100", argv=[sys.executable, "-c", entry], cwd=other)
+    assert forkserver.runners() == [], "the server ran another procview's container"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143

@@ -26,8 +26,14 @@ def state_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("procview-root")
     yield str(root)
     leftovers = os.listdir(os.path.join(root, "containers")) if os.path.isdir(os.path.join(root, "containers")) else []
+    cgroups_left = _procview_cgroups()
+    if leftovers or cgroups_left:
+        # A failed test may leave a killed run's container: the next
+        # command removes it, so that the failure is all that remains.
+        subprocess.run([PROCVIEW, "run", "--root", str(root), "--rm", "--no-view", "busybox", "true"],
+                       capture_output=True, timeout=120, env={**os.environ, "PROCVIEW_FORKSERVER_SOCKET": ""})
     assert leftovers == [], f"container directories left behind: {leftovers}"
-    assert _procview_cgroups() == [], "container cgroups left behind"
+    assert cgroups_left == [], "container cgroups left behind"
 
 
 def _procview_cgroups():
