@@ -16,24 +16,27 @@ itself, as it always did. If the server takes the request:
 2. The server forks a *runner*. The runner puts the client's descriptors,
    directory, umask and environment in place and runs exactly what the
    client would have run (``runtime.run_command.main``), so the container
-   writes straight to the client's terminal or pipes.
+   writes straight to the client's pipes or files.
 3. The server sends the runner's pid. Every signal the client gets
-   (``FORWARDED_SIGNALS``) it passes to the runner, which passes it to the
-   container as ``procview run`` always does; SIGWINCH resizes a ``-t``
-   terminal the same way.
+   (``FORWARDED_SIGNALS``) it passes to the runner (through a pidfd),
+   which passes it to the container as ``procview run`` always does.
 4. When the runner exits, the server sends its exit status, and the client
    exits with it: the command's, 125, 126, 127 or 128+n, as before.
 
 If the client dies (even by SIGKILL), the server kills its runner, whose
 container dies with it (PR_SET_PDEATHSIG) and is cleaned up by the next
-procview command: what killing a ``procview run`` always did.
+procview command: what killing a ``procview run`` always did. A runner
+dies with the server the same way.
 
-The server declines (and the client runs the container itself) when the
-client is not in all of the server's namespaces and root directory: paths,
-pids and the network would mean something else to the runner; and when the
-client is another procview (another checkout or installation), whose code
-the runner would not run. Only root may connect (the socket is 0600, and
-the peer's uid is checked).
+A runner stands in for the client only where the container could not tell
+the difference (``_identity``): the same namespaces and root directory,
+credentials, capabilities, no_new_privs, seccomp mode, blocked and ignored
+signals, CPUs, LSM label, resource limits, nice value and OOM score; and
+the same procview (checkout or installation). Otherwise the server
+declines and the client runs the container itself; a client on a terminal
+does not even ask (a runner could not make it its controlling terminal).
+Only root may connect (the socket is 0600, and the peer's uid is
+checked), and the client talks only to a server that runs as root.
 
 The client side (``hand_over``) runs on every ``procview run``, so it
 uses only built-in modules (``_socket``, ``_signal``, ``marshal``):
@@ -91,11 +94,17 @@ def hand_over(args: list[str]) -> None:
     container's status. Returns (having done nothing) when no server is
     listening or it declines; the caller then runs the container itself."""
     path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
-    if not path:
+    if not path or any(os.isatty(fd) for fd in _STDIO):
+        # A terminal: a runner, in a session of its own, could not make it
+        # its controlling terminal nor be stopped by the shell's job control
+        # (^Z, SIGTTIN of a background job); procview run does it itself.
         return
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         conn.connect(path)
+        credentials = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
+        if int.from_bytes(credentials[4:8], sys.byteorder) != 0:
+            raise PermissionError("the socket's owner is not root")  # never hand root's stdio to anyone else
         umask = os.umask(0o022)
         os.umask(umask)
         request = marshal.dumps((PROTOCOL, _CODE, args, dict(os.environb), os.getcwdb(), umask))
@@ -116,12 +125,17 @@ def hand_over(args: list[str]) -> None:
     if kind == DECLINED:
         conn.close()
         return
-    if kind != RUNNER_PID:
+    if kind != RUNNER_PID or pid <= 1:
         _give_up("the fork server answered something else than a runner's pid")
+    try:
+        runner = os.pidfd_open(pid)  # signals go to this process, never to one that reuses its pid
+    except ProcessLookupError:
+        runner = None  # already gone: its status is on the way
 
     def forward(signum, _stack):
         try:
-            os.kill(pid, signum)
+            if runner is not None:
+                _signal.pidfd_send_signal(runner, signum)
         except ProcessLookupError:
             pass
 
@@ -214,20 +228,28 @@ def serve(path: str = DEFAULT_SOCKET, ready=None) -> int:
     poller = select.poll()
     poller.register(listener, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
+    listening = True  # the listener is polled (not while out of descriptors)
     watched = {}  # fd -> connection of a client whose runner runs
     if ready is not None:
         ready()
     try:
         while not (stopping and not server.runners):
             if stopping and listener.fileno() != -1:  # stop taking requests; let the runners finish
-                poller.unregister(listener)
+                _unlink(path)  # new clients now run their containers themselves
+                server.decline_waiting()  # and so do those already queued
+                if listening:
+                    poller.unregister(listener)
                 listener.close()
-                _unlink(path)
             for fd, _events in poller.poll():
                 if fd == wake_r:
                     _drain(wake_r)
                 elif fd == listener.fileno():
-                    conn = server.accept()
+                    try:
+                        conn = server.accept()
+                    except OSError:  # out of descriptors: wait until a runner's are freed
+                        poller.unregister(listener)
+                        listening = False
+                        continue
                     if conn is not None:
                         watched[conn.fileno()] = conn
                         poller.register(conn, select.POLLIN)
@@ -238,6 +260,9 @@ def serve(path: str = DEFAULT_SOCKET, ready=None) -> int:
                 if watched.pop(conn.fileno(), None) is not None:
                     poller.unregister(conn)
                 conn.close()
+                if not listening and listener.fileno() != -1:
+                    poller.register(listener, select.POLLIN)
+                    listening = True
     except KeyboardInterrupt:
         pass
     finally:
@@ -245,8 +270,8 @@ def serve(path: str = DEFAULT_SOCKET, ready=None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if listener.fileno() != -1:
-            listener.close()
             _unlink(path)
+            listener.close()
         os.close(wake_r)
         os.close(wake_w)
         server.close()
@@ -261,15 +286,17 @@ class _Server:
         self.socket = socket_module
         self.private_fds = private_fds  # the server's own, closed in every runner
         self.runners = {}  # runner pid -> the client's connection
-        self.identity = _identity(os.getpid())
+        self.pid = os.getpid()
+        self.identity = _identity(self.pid)
 
     def accept(self):
-        """Take one request; the connection, while its runner runs."""
+        """Take one request; the connection, while its runner runs. Raises
+        OSError when no connection can be accepted (out of descriptors)."""
         conn, _ = self.listener.accept()
         try:
             request, fds = self._request(conn)
         except (OSError, ValueError, EOFError, TypeError, IndexError):
-            conn.close()  # not a procview run client: it falls back, or was never one
+            _decline(conn)  # a client that sent too little, or fds that did not all arrive
             return None
         # The server's signals stay blocked across the fork until the runner
         # has put its own handlers in place: a runner must never run one of
@@ -285,12 +312,8 @@ class _Server:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
         for fd in fds:
             os.close(fd)
-        if pid is None:  # declined: the client runs the container itself
-            try:
-                conn.sendall(frame(DECLINED, 0))
-            except OSError:
-                pass
-            conn.close()
+        if pid is None:
+            _decline(conn)
             return None
         self.runners[pid] = conn
         try:
@@ -298,6 +321,16 @@ class _Server:
         except OSError:  # the client is gone already
             self.kill(pid)
         return conn
+
+    def decline_waiting(self) -> None:
+        """Decline every connection queued on the listener (stopping)."""
+        self.listener.setblocking(False)
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # BlockingIOError: none left (or none can be taken)
+                return
+            _decline(conn)
 
     def _request(self, conn):
         """(request, fds): the client's request, or None when the server
@@ -370,11 +403,28 @@ class _Server:
             conn.close()
 
 
+def _decline(conn) -> None:
+    """The client runs its container itself."""
+    try:
+        conn.sendall(frame(DECLINED, 0))
+    except OSError:
+        pass
+    conn.close()
+
+
 def _become_runner(server: _Server, conn, request, fds, signal_mask) -> None:
     """In the forked child: become the client's ``procview run`` and run
     it. Never returns."""
     try:
+        from runtime.linux import PR_SET_PDEATHSIG, Linux
+
         args, environ, cwd, umask = request
+        # Dies with the server, as a container dies with its procview run:
+        # its clients then exit 125 at once, never wait on a runner nobody
+        # reaps. (Detached containers' monitors are nobody's child: they live on.)
+        Linux().prctl(PR_SET_PDEATHSIG, _signal.SIGKILL)
+        if os.getppid() != server.pid:
+            os._exit(125)  # the server died before the line above
         os.setsid()  # out of the server's process group: its signals are not ours
         for signum in (_signal.SIGTERM, _signal.SIGCHLD):
             _signal.signal(signum, _signal.SIG_DFL)
@@ -384,8 +434,8 @@ def _become_runner(server: _Server, conn, request, fds, signal_mask) -> None:
         server.listener.close()
         for fd in server.private_fds:
             os.close(fd)
-        for other in server.runners.values():
-            other.close()  # the other clients' end must close when theirs do
+        for other in (conn, *server.runners.values()):
+            other.close()  # only the server answers clients: its death is theirs to see
         for target, fd in zip(_STDIO, fds):
             os.dup2(fd, target)  # inheritable: the container gets them
         for fd in fds:
@@ -417,9 +467,20 @@ def _fresh_stdio() -> None:
     sys.stderr = open(2, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False)
 
 
+# What a runner inherits from the server where the in-process run would have
+# had the client's, from /proc/PID/status: credentials and capabilities,
+# no_new_privs and seccomp (a confined root must stay confined), blocked and
+# ignored signals (nohup), the CPUs and memory nodes it may use (taskset).
+_STATUS_FIELDS = ("Uid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp",
+                  "SigBlk", "SigIgn", "Cpus_allowed_list", "Mems_allowed_list")
+
+
 def _identity(pid: int) -> tuple:
-    """What a process's paths, pids and devices mean: its namespaces and
-    root directory."""
+    """Everything that must be the same in the client and the server for a
+    runner to stand in for the client: what its paths, pids and devices
+    mean (namespaces, root directory) and what it may do and how it runs
+    (``_STATUS_FIELDS``, the LSM label, resource limits, nice value and
+    scheduling policy, OOM score adjustment)."""
     ids = []
     for name in NAMESPACES:
         try:
@@ -427,7 +488,19 @@ def _identity(pid: int) -> tuple:
         except FileNotFoundError:
             ids.append(None)  # a namespace this kernel does not have
     root = os.stat(f"/proc/{pid}/root")
-    return (*ids, root.st_dev, root.st_ino)
+    status = dict(line.split(":", 1) for line in _read(f"/proc/{pid}/status").splitlines() if ":" in line)
+    stat_fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    return (*ids, root.st_dev, root.st_ino, *(status.get(field, "").strip() for field in _STATUS_FIELDS),
+            _read(f"/proc/{pid}/attr/current"), _read(f"/proc/{pid}/limits"), _read(f"/proc/{pid}/oom_score_adj"),
+            stat_fields[16], stat_fields[38])  # nice, policy
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:  # no LSM, or a file this kernel does not have
+        return ""
 
 
 def _drain(fd: int) -> None:

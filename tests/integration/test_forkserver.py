@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -104,11 +105,27 @@ def test_streams_and_exit_codes_are_the_clients(state_root, forkserver, tmp_path
     assert (mine.returncode, mine.stdout) == (0, "from the host\nyes\n"), mine.stderr
 
 
-def test_terminal_through_the_server(state_root, forkserver):
-    code, text = run_on_pty([PROCVIEW, "run", "--root", state_root, "--no-view", "-it", "busybox", "sh", "-c",
-                             "tty; stty size"], 33, 101)
+def test_a_client_on_a_terminal_runs_the_container_itself(state_root, forkserver):
+    """A runner, in a session of its own, could not take the terminal as
+    its controlling terminal nor be stopped by job control: a client on a
+    terminal keeps its run, and -t works as without a server."""
+    runners_seen = []
+    result = {}
+
+    def on_pty():
+        result["run"] = run_on_pty([PROCVIEW, "run", "--root", state_root, "--no-view", "-it", "busybox", "sh", "-c",
+                                    "tty; stty size; sleep 1"], 33, 101)
+
+    thread = threading.Thread(target=on_pty)
+    thread.start()
+    while thread.is_alive():
+        runners_seen += forkserver.runners()
+        time.sleep(0.05)
+    thread.join()
+    code, text = result["run"]
     assert code == 0, text
     assert "/dev/pts/0" in text and "33 101" in text, text
+    assert runners_seen == [], "the server ran the container of a client on a terminal"
 
 
 def test_a_killed_client_takes_its_container_along(state_root, forkserver):
@@ -126,6 +143,20 @@ def test_a_killed_client_takes_its_container_along(state_root, forkserver):
 def test_a_client_in_another_mount_namespace_runs_the_container_itself(state_root, forkserver):
     proc = forkserver.start(state_root, "exec sleep 100", argv=["unshare", "--mount", PROCVIEW])
     assert forkserver.runners() == [], "the server ran a container for a client whose paths it does not see"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+
+
+@pytest.mark.parametrize("how", ["nohup", "taskset"])
+def test_a_client_that_runs_differently_runs_the_container_itself(state_root, forkserver, how):
+    """Ignored signals (nohup) and the CPUs a process may use (taskset) are
+    inherited by what procview run starts: a runner would have the
+    server's, so the server declines."""
+    if how == "nohup":
+        proc = forkserver.start(state_root, "exec sleep 100", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    else:
+        proc = forkserver.start(state_root, "exec sleep 100", argv=["taskset", "-c", "0", PROCVIEW])
+    assert forkserver.runners() == [], f"the server ran the container of a client under {how}"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
 
@@ -176,3 +207,28 @@ def test_a_client_of_another_procview_runs_the_container_itself(state_root, fork
     assert forkserver.runners() == [], "the server ran another procview's container"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
+
+
+def test_a_killed_server_takes_its_runners_and_containers_along(state_root, tmp_path, monkeypatch):
+    """As a container dies with its procview run: a runner dies with its
+    server (PR_SET_PDEATHSIG), and the client, which waits on the server,
+    says so and exits 125 at once."""
+    server = ForkServer(str(tmp_path / "forkserver.sock"))
+    try:
+        assert "listening" in server.proc.stderr.readline()
+        monkeypatch.setenv("PROCVIEW_FORKSERVER_SOCKET", server.socket_path)
+        client = server.start(state_root, "exec sleep 100")
+        (runner,) = server.runners()
+        server.proc.kill()
+        server.proc.wait()
+        assert client.wait(timeout=30) == 125
+        psutil.wait_procs([runner], timeout=30)
+        assert not runner.is_running()
+    finally:
+        for process in [server.proc, *server.clients]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    # The next command removes what the killed run left, as always.
+    monkeypatch.setenv("PROCVIEW_FORKSERVER_SOCKET", "")
+    assert run(state_root, "--no-view", "busybox", "true").returncode == 0
