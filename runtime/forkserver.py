@@ -183,15 +183,21 @@ RUN_PATH_MODULES = (
 
 
 def preload() -> None:
-    """Import everything a foreground ``procview run`` imports, and load
-    the libraries it loads, so that every runner starts with them."""
+    """Import everything a foreground ``procview run`` imports, load the
+    libraries it loads and compile the image references' patterns, so that
+    every runner starts with them."""
     import importlib
+
+    import re
 
     for name in RUN_PATH_MODULES:
         importlib.import_module(name)
+    from runtime.images import store
     from runtime.security import programs
 
     programs._libseccomp_version()  # dlopen libseccomp once
+    for pattern in store.PATTERNS:
+        re.compile(pattern)  # into re's cache, which every runner inherits
 
 
 def serve(path: str = DEFAULT_SOCKET, ready=None) -> int:

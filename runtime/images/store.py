@@ -93,6 +93,7 @@ _DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _ID = r"(?:sha256:)?([0-9a-f]{4,64})"
 _HEX64 = r"[0-9a-f]{64}"
+PATTERNS = (_COMPONENT, _DOMAIN, _TAG, _ID, _HEX64)  # for the fork server, which compiles them once for all runs
 _NAME_USAGE = "use NAME[:TAG], e.g. busybox:latest or registry.example:5000/team/app:1.0"
 
 
