@@ -293,7 +293,6 @@ class _Server:
         self.private_fds = private_fds  # the server's own, closed in every runner
         self.runners = {}  # runner pid -> the client's connection
         self.pid = os.getpid()
-        self.identity = _identity(self.pid)
 
     def accept(self):
         """Take one request; the connection, while its runner runs. Raises
@@ -356,7 +355,9 @@ class _Server:
                     raise EOFError("the client went away")
                 data += chunk
             request = marshal.loads(data[4:4 + size])
-            if request[:2] != (PROTOCOL, _CODE) or _identity(peer) != self.identity:
+            # The server's own side is read again each time: a renice or
+            # taskset of the server changes what its runners inherit.
+            if request[:2] != (PROTOCOL, _CODE) or _identity(peer) != _identity(self.pid):
                 return None, fds
             return request[2:], fds
         except BaseException:
@@ -486,27 +487,22 @@ def _identity(pid: int) -> tuple:
     runner to stand in for the client: what its paths, pids and devices
     mean (namespaces, root directory) and what it may do and how it runs
     (``_STATUS_FIELDS``, the LSM label, resource limits, nice value and
-    scheduling policy, OOM score adjustment)."""
+    scheduling policy, OOM score adjustment). None where a file is missing
+    (no LSM, a namespace this kernel does not have)."""
+    from procview._io import read_text
+
     ids = []
     for name in NAMESPACES:
         try:
             ids.append(os.stat(f"/proc/{pid}/ns/{name}").st_ino)
         except FileNotFoundError:
-            ids.append(None)  # a namespace this kernel does not have
+            ids.append(None)
     root = os.stat(f"/proc/{pid}/root")
-    status = dict(line.split(":", 1) for line in _read(f"/proc/{pid}/status").splitlines() if ":" in line)
-    stat_fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    status = dict(line.split(":", 1) for line in (read_text(f"/proc/{pid}/status") or "").splitlines() if ":" in line)
+    stat_fields = (read_text(f"/proc/{pid}/stat") or ")").rsplit(")", 1)[1].split()
     return (*ids, root.st_dev, root.st_ino, *(status.get(field, "").strip() for field in _STATUS_FIELDS),
-            _read(f"/proc/{pid}/attr/current"), _read(f"/proc/{pid}/limits"), _read(f"/proc/{pid}/oom_score_adj"),
-            stat_fields[16], stat_fields[38])  # nice, policy
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:  # no LSM, or a file this kernel does not have
-        return ""
+            read_text(f"/proc/{pid}/attr/current"), read_text(f"/proc/{pid}/limits"),
+            read_text(f"/proc/{pid}/oom_score_adj"), stat_fields[16:17], stat_fields[38:39])  # nice, policy
 
 
 def _drain(fd: int) -> None:
