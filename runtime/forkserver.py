@@ -129,8 +129,8 @@ def hand_over(args: list[str]) -> None:
         _give_up("the fork server answered something else than a runner's pid")
     try:
         runner = os.pidfd_open(pid)  # signals go to this process, never to one that reuses its pid
-    except ProcessLookupError:
-        runner = None  # already gone: its status is on the way
+    except OSError:  # ESRCH, or EINVAL while it is being reaped: gone, its status is on the way
+        runner = None
 
     def forward(signum, _stack):
         try:
