@@ -259,6 +259,10 @@ def _start_and_wait(
     except CgroupError as exc:
         raise RunError(f"cgroup: {exc}") from None
 
+    # pid 1 starts with the signals procview run passes on held, until its
+    # handlers are in place: the kernel drops a signal sent to a
+    # pid-namespace init that has no handler for it, but never a blocked one.
+    signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, process.FORWARDED_SIGNALS)
     pid = os.fork()
     if pid == 0:  # [1:INIT]
         try:
@@ -269,13 +273,14 @@ def _start_and_wait(
                     parent_end.close()
             _container_init(
                 linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child, security, listener_child,
-                join_files,
+                join_files, signal_mask,
             )
         except BaseException as exc:  # noqa: BLE001 - pid 1 must report, never unwind into the caller's code
             process.report(report_w, "init", str(exc) or type(exc).__name__, process.EXIT_PROCVIEW_FAILED)
         os._exit(process.EXIT_PROCVIEW_FAILED)
 
     # procview run, in the host's namespaces.
+    signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
     os.close(report_w)
     os.close(go_r)
     for fd in join_files or ():
@@ -334,7 +339,7 @@ class _ExecFailed(RunError):
 
 
 def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock, security, listener_sock,
-                    join_files) -> None:
+                    join_files, signal_mask) -> None:
     """pid 1 of the container. Never returns.
 
     Security (``runtime/security``): masked and read-only paths here,
@@ -408,6 +413,7 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
         os._exit(process.EXIT_PROCVIEW_FAILED)
 
     def become_command():
+        signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)  # the command starts as procview run's did
         if slave is not None:
             process.make_controlling_terminal(slave)
         elif not config.interactive:
@@ -446,7 +452,7 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
         os.close(slave)
     if listener_sock is not None:
         listener_sock.close()
-    process.run_init(child)
+    process.run_init(child, signal_mask)
 
 
 def resolve_user(user: str | None) -> tuple[int, int, list[int]]:

@@ -158,13 +158,15 @@ def exec_command(argv: list[str], env: dict[str, str], report_fd: int) -> None:
 # -- pid 1 ------------------------------------------------------------------------
 
 
-def run_init(child: int) -> None:
+def run_init(child: int, signal_mask) -> None:
     """Be the container's pid 1: forward signals to ``child``, reap every
     process that ends, and exit with ``child``'s status. Never returns.
 
     The kernel delivers to a pid-namespace init only the signals it has a
     handler for, so without these handlers ``docker stop``-style SIGTERMs
-    would be dropped.
+    would be dropped. pid 1 has held them blocked since its fork (blocked
+    signals are never dropped); with the handlers in place, ``signal_mask``
+    unblocks them and what came meanwhile is passed on.
     """
 
     def forward(signum, _frame):
@@ -175,6 +177,7 @@ def run_init(child: int) -> None:
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)

@@ -402,9 +402,20 @@ def _rules_for(name: str, entry: Entry) -> list[Rule]:
 # -- 3. build (libseccomp) ----------------------------------------------------------
 
 
+def _libseccomp():
+    """pyseccomp, or a SeccompError: it finds libseccomp with
+    ``ctypes.util.find_library``, which runs ``ldconfig`` and fails with a
+    RuntimeError when that does (missing library, a killed subprocess)."""
+    try:
+        import pyseccomp  # noqa: F811
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise SeccompError(f"libseccomp cannot be loaded: {exc}") from None
+    return pyseccomp
+
+
 def action_value(action: str, errno_ret: int | None, default_errno: int | None = None) -> int:
     """The libseccomp action code for a Docker action name."""
-    import pyseccomp
+    pyseccomp = _libseccomp()
 
     kind = ACTIONS[action]
     if kind == "errno":
@@ -424,7 +435,7 @@ def action_value(action: str, errno_ret: int | None, default_errno: int | None =
 def syscall_number(name: str, machine: str) -> int | None:
     """The native number of ``name``: libseccomp's, else NEWER_SYSCALLS';
     None when unknown. Negative: libseccomp's name of another arch's call."""
-    import pyseccomp
+    pyseccomp = _libseccomp()
 
     number = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
     if number != -1:  # __NR_SCMP_ERROR
@@ -436,7 +447,7 @@ def syscall_number(name: str, machine: str) -> int | None:
 
 def build(resolved: Resolved, machine: str, warn=None) -> bytes:
     """Compile ``resolved`` into a classic BPF program (bytes)."""
-    import pyseccomp
+    pyseccomp = _libseccomp()
 
     warn = warn or (lambda message: None)
     default = action_value(resolved.default_action, resolved.default_errno)
@@ -562,7 +573,7 @@ def _export(flt) -> bytes:
 
 def build_view_filter() -> bytes:
     """The view filter as a classic BPF program (bytes)."""
-    import pyseccomp
+    pyseccomp = _libseccomp()
 
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     flt.set_attr(pyseccomp.Attr.CTL_NNP, 0)  # as for the profile: no_new_privs only when asked

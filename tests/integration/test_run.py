@@ -172,6 +172,40 @@ def test_sigterm_reaches_the_command(state_root):
     assert proc.wait(timeout=60) == 143
 
 
+def test_a_signal_to_pid_1_while_it_sets_up_is_not_lost(state_root):
+    """The kernel drops a signal sent to a pid-namespace init that has no
+    handler for it, and pid 1 installs its handlers only once the command
+    runs. So pid 1 holds the signals it passes on blocked from its fork
+    (blocked signals are never dropped) and passes on, once ready, what
+    came meanwhile: SIGTERM sent the moment pid 1 exists still ends the
+    command (143), never leaves it running."""
+    import psutil
+
+    assert run(state_root, "--no-view", "--rm", "busybox", "true").returncode == 0  # busybox and seccomp built
+    proc = subprocess.Popen([PROCVIEW, "run", "--root", state_root, "--no-view", "--rm", "busybox", "sleep", "100"])
+    try:
+        our_pidns = os.readlink("/proc/self/ns/pid")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pid1 = [child.pid for child in psutil.Process(proc.pid).children() if _pid_namespace(child.pid) != our_pidns]
+            if pid1:
+                break
+            time.sleep(0.0005)
+        os.kill(pid1[0], signal.SIGTERM)  # pid 1, still setting up (a few ms here)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def test_sigkill_of_procview_run_is_cleaned_up_by_the_next_command(state_root):
     proc = subprocess.Popen([PROCVIEW, "run", "--root", state_root, "--no-view", "busybox", "sh", "-c", "echo started; sleep 100"],
                             stdout=subprocess.PIPE, text=True)
