@@ -407,7 +407,7 @@ def _libseccomp():
     ``ctypes.util.find_library``, which runs ``ldconfig`` and fails with a
     RuntimeError when that does (missing library, a killed subprocess)."""
     try:
-        import pyseccomp  # noqa: F811
+        import pyseccomp
     except (ImportError, RuntimeError, OSError) as exc:
         raise SeccompError(f"libseccomp cannot be loaded: {exc}") from None
     return pyseccomp

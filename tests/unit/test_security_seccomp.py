@@ -206,3 +206,15 @@ def test_a_cache_hit_is_an_exact_match_of_the_inputs(tmp_path, monkeypatch):
         f.write(b"#")
     assert programs._read_cache(str(tmp_path), inputs) is None
     assert seccomp.program_for(text, source, caps.DEFAULT | {"SYS_ADMIN"}, cache_dir=str(tmp_path)) == admin
+
+
+def test_a_libseccomp_that_cannot_be_loaded_is_a_seccomp_error(monkeypatch):
+    """pyseccomp raises RuntimeError (or ImportError) when find_library
+    fails: one SeccompError (one line, exit 125), never a traceback."""
+    import sys
+
+    from runtime.security import seccomp
+
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # importing it now raises ImportError
+    with pytest.raises(seccomp.SeccompError, match="libseccomp cannot be loaded"):
+        seccomp.build_view_filter()
