@@ -91,7 +91,7 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="procview-runbench-")
     try:
         root = args.root or os.path.join(workdir, "root")
-        from runtime.images import ImageStore
+        from procview.runtime.images import ImageStore
 
         image = ImageStore(root).ensure_busybox()
         bundle = runc_bundle(workdir, image.layers[-1])

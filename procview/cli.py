@@ -31,10 +31,10 @@ class _LazyGroup(click.Group):
     (so ``procview run`` never pays for ``procview image``'s imports)."""
 
     lazy = {
-        "image": ("runtime.images.commands", "image"),
-        **{name: ("runtime.lifecycle_commands", name) for name in ("ps", "inspect", "logs", "stop", "kill", "rm", "diff", "commit")},
-        "exec": ("runtime.lifecycle_commands", "exec_"),
-        "prune": ("runtime.lifecycle_commands", "prune"),
+        "image": ("procview.runtime.images.commands", "image"),
+        **{name: ("procview.runtime.lifecycle_commands", name) for name in ("ps", "inspect", "logs", "stop", "kill", "rm", "diff", "commit")},
+        "exec": ("procview.runtime.lifecycle_commands", "exec_"),
+        "prune": ("procview.runtime.lifecycle_commands", "prune"),
     }
 
     def list_commands(self, ctx):
@@ -97,7 +97,7 @@ def forkserver(socket_path: str) -> None:
     started have ended (a second signal: at once). See docs/runtime.md.
     """
     from procview.unix_socket import notify_systemd
-    from runtime.forkserver import ForkServerError, serve as run_forkserver
+    from procview.runtime.forkserver import ForkServerError, serve as run_forkserver
 
     def ready() -> None:
         click.echo(f"procview: fork server listening on {socket_path}", err=True)
@@ -148,10 +148,10 @@ def show(path: str, pid: int | None, root: str, log_level: str) -> None:
 def run(args):
     """Run COMMAND in a new container from IMAGE (see 'procview run --help').
 
-    The options and their parser live in ``runtime.run_command``: the
+    The options and their parser live in ``procview.runtime.run_command``: the
     ``procview`` entry point (``procview.entry``) goes there directly, without
     importing click, and this command is what ``procview --help`` lists.
     """
-    from runtime import run_command
+    from procview.runtime import run_command
 
     run_command.main(list(args))

@@ -64,10 +64,10 @@ def prepare_mountpoint(path: str, linux=None) -> None:
     # A daemon that died leaves its mount "Transport endpoint is not connected".
     log.warning("%s: detaching a dead FUSE mount (its daemon is gone)", path)
     if linux is None:
-        from runtime.linux import Linux
+        from procview.runtime.linux import Linux
 
         linux = Linux()
-    from runtime.linux import MNT_DETACH
+    from procview.runtime.linux import MNT_DETACH
 
     linux.umount2(path, MNT_DETACH)
 

@@ -1,8 +1,8 @@
 """The ``procview`` executable's entry point.
 
 ``procview run`` goes straight to a fork server if one listens
-(``runtime.forkserver``, built-in modules only), else to
-``runtime.run_command``, which needs neither click nor the other commands'
+(``procview.runtime.forkserver``, built-in modules only), else to
+``procview.runtime.run_command``, which needs neither click nor the other commands'
 modules: its start-up is measured against runc's whole run
 (docs/performance.md). Every other command, and
 ``procview --help``, goes through the click group in ``procview.cli``.
@@ -13,10 +13,10 @@ import sys
 
 def main() -> None:
     if sys.argv[1:2] == ["run"]:
-        from runtime import forkserver
+        from procview.runtime import forkserver
 
         forkserver.hand_over(sys.argv[2:])  # returns only if no fork server took it
-        from runtime import run_command
+        from procview.runtime import run_command
 
         run_command.main(sys.argv[2:])
     from procview.cli import main as cli

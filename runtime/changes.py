@@ -28,9 +28,9 @@ import os
 import stat
 from typing import Callable, NamedTuple
 
-from runtime.images.extract import is_whiteout
-from runtime.images.pack import is_opaque
-from runtime.rootfs import INIT_FILES
+from procview.runtime.images.extract import is_whiteout
+from procview.runtime.images.pack import is_opaque
+from procview.runtime.rootfs import INIT_FILES
 
 ADDED, CHANGED, DELETED = "A", "C", "D"
 

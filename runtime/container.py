@@ -32,13 +32,13 @@ from collections import namedtuple
 
 from procview._io import read_text, remove_tree
 from procview.cgroups import Cgroup, CgroupError, Layout, discover
-from runtime import namespaces, process
-from runtime.limits import Limits, apply_limits
-from runtime.linux import PR_SET_PDEATHSIG, Linux
-from runtime.rootfs import (
+from procview.runtime import namespaces, process
+from procview.runtime.limits import Limits, apply_limits
+from procview.runtime.linux import PR_SET_PDEATHSIG, Linux
+from procview.runtime.rootfs import (
     MountPlan, RootfsError, Volume, hosts_file, init_layer, mount_rootfs, pivot_into, prepare_bundle, resolv_conf,
 )
-from runtime.security import SecurityError, SecurityPlan, apply_paths, confine, confine_init
+from procview.runtime.security import SecurityError, SecurityPlan, apply_paths, confine, confine_init
 
 DEFAULT_ROOT = "/var/lib/procview-runtime"
 DEFAULT_VIEW = "/var/lib/procview"
@@ -182,7 +182,7 @@ def _security(config: ContainerConfig, root: str, warn) -> SecurityPlan:
     """The container's capabilities, seccomp program and paths, checked
     (and the program compiled, or taken from the cache) before anything
     is made."""
-    from runtime.security import plan
+    from procview.runtime.security import plan
 
     try:
         return plan(
@@ -196,7 +196,7 @@ def _security(config: ContainerConfig, root: str, warn) -> SecurityPlan:
 def _connect_agent(config: ContainerConfig, warn):
     """A connection to procview serve's seccomp supervisor, or None (with
     a warning: sysinfo and sched_getaffinity then get the kernel's answers)."""
-    from runtime import syscall_view
+    from procview.runtime import syscall_view
 
     path = config.seccomp_socket or syscall_view.DEFAULT_SOCKET
     sock = syscall_view.connect(path)
@@ -206,8 +206,8 @@ def _connect_agent(config: ContainerConfig, warn):
 
 
 def _with_view_filter(security: SecurityPlan, root: str) -> SecurityPlan:
-    from runtime.security.programs import SeccompError
-    from runtime.syscall_view import with_view_filter
+    from procview.runtime.security.programs import SeccompError
+    from procview.runtime.syscall_view import with_view_filter
 
     try:
         return with_view_filter(security, root)
@@ -223,7 +223,7 @@ def _init_layer(root: str) -> str:
 
 
 def _restrict_devices(cgroup, linux) -> None:
-    from runtime.security import devices
+    from procview.runtime.security import devices
 
     try:
         devices.restrict(cgroup, linux)
@@ -309,7 +309,7 @@ def _start_and_wait(
         if link is None:
             status = process.reap(pid)
         else:
-            from runtime.syscall_view import wait_for_exit  # serves the link while it waits
+            from procview.runtime.syscall_view import wait_for_exit  # serves the link while it waits
 
             status = wait_for_exit(pid, link)
         if on_exited is not None:
@@ -324,7 +324,7 @@ def _start_and_wait(
 
 
 def _link_agent(listener_parent, agent, config, container_id, pid, bundle, warn):
-    from runtime import syscall_view
+    from procview.runtime import syscall_view
 
     path = config.seccomp_socket or syscall_view.DEFAULT_SOCKET
     return syscall_view.link_listener(listener_parent, agent, path, container_id, pid, bundle, warn)
@@ -390,7 +390,7 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
         os.makedirs(workdir, exist_ok=True)
         if config.read_only:
             stage = "read-only root"
-            from runtime.linux import MS_BIND, MS_RDONLY, MS_REMOUNT
+            from procview.runtime.linux import MS_BIND, MS_RDONLY, MS_REMOUNT
 
             linux.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         stage = "masked and read-only paths"
@@ -526,7 +526,7 @@ class _SignalForwarder:
 
 def _image(root: str, reference: str):
     """The image store and the image (``busybox`` is built on first use)."""
-    from runtime.images import ImageError, ImageNotFound, ImageStore
+    from procview.runtime.images import ImageError, ImageNotFound, ImageStore
 
     store = ImageStore(root)
     try:
@@ -541,7 +541,7 @@ def _image(root: str, reference: str):
 
 
 def _hold_layers(store, image):
-    from runtime.images import ImageError
+    from procview.runtime.images import ImageError
 
     try:
         return store.hold(image)

@@ -28,8 +28,8 @@ from __future__ import annotations
 import os
 import socket
 
-from runtime import process
-from runtime.lifecycle import RUNNING, LifecycleError, Record, _verified_pid1
+from procview.runtime import process
+from procview.runtime.lifecycle import RUNNING, LifecycleError, Record, _verified_pid1
 
 # Joined in this order; mnt last, since it changes what every path means.
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "time", "mnt")
@@ -47,10 +47,10 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
     it a terminal of its own, a pty from the container's devpts, relayed to
     ours (as ``procview run -t``)."""
     from procview.cgroups import CgroupError, discover
-    from runtime.container import _SignalForwarder, resolve_user
-    from runtime.linux import Linux
-    from runtime.security import SecurityError, confine
-    from runtime.syscall_view import wait_for_exit
+    from procview.runtime.container import _SignalForwarder, resolve_user
+    from procview.runtime.linux import Linux
+    from procview.runtime.security import SecurityError, confine
+    from procview.runtime.syscall_view import wait_for_exit
 
     if record.phase != RUNNING:
         raise ExecError(f"container {record.name} is not running")
@@ -69,8 +69,8 @@ def exec_in(record: Record, argv: list[str], env_items: list[str], workdir: str 
         raise ExecError(str(exc)) from None
     agent = _connect_agent(options, warn)
     if agent is not None:
-        from runtime.security.programs import SeccompError
-        from runtime.syscall_view import with_view_filter
+        from procview.runtime.security.programs import SeccompError
+        from procview.runtime.syscall_view import with_view_filter
 
         try:
             security = with_view_filter(security, root)
@@ -233,7 +233,7 @@ def _become_command(linux, security, argv, env, workdir, resolve_user, user, int
 
 def _security(options: dict, root: str, warn):
     """The container's own security plan, from the options it was run with."""
-    from runtime.security import plan
+    from procview.runtime.security import plan
 
     return plan(
         tuple(options.get("cap_add") or ()), tuple(options.get("cap_drop") or ()), bool(options.get("privileged")),
@@ -246,14 +246,14 @@ def _connect_agent(options: dict, warn):
     if options.get("no_view"):
         return None
     from procview import DEFAULT_SECCOMP_SOCKET
-    from runtime import syscall_view
+    from procview.runtime import syscall_view
 
     return syscall_view.connect(options.get("seccomp_socket") or DEFAULT_SECCOMP_SOCKET)
 
 
 def _link(listener_parent, agent, options, record, pid, warn):
     from procview import DEFAULT_SECCOMP_SOCKET
-    from runtime.syscall_view import link_listener
+    from procview.runtime.syscall_view import link_listener
 
     path = options.get("seccomp_socket") or DEFAULT_SECCOMP_SOCKET
     return link_listener(listener_parent, agent, path, record.id, pid, "", warn)

@@ -15,7 +15,7 @@ itself, as it always did. If the server takes the request:
    umask, with its standard input, output and error (SCM_RIGHTS).
 2. The server forks a *runner*. The runner puts the client's descriptors,
    directory, umask and environment in place and runs exactly what the
-   client would have run (``runtime.run_command.main``), so the container
+   client would have run (``procview.runtime.run_command.main``), so the container
    writes straight to the client's pipes or files.
 3. The server sends the runner's pid. Every signal the client gets
    (``FORWARDED_SIGNALS``) it passes to the runner (through a pidfd),
@@ -59,7 +59,7 @@ DEFAULT_SOCKET = "/run/procview/forkserver.sock"
 SOCKET_ENV = "PROCVIEW_FORKSERVER_SOCKET"
 PROTOCOL = 1
 
-# What the client forwards: runtime.process.FORWARDED_SIGNALS, by number
+# What the client forwards: procview.runtime.process.FORWARDED_SIGNALS, by number
 # (a unit test keeps the two equal).
 FORWARDED_SIGNALS = (
     _signal.SIGHUP, _signal.SIGINT, _signal.SIGQUIT, _signal.SIGTERM, _signal.SIGUSR1, _signal.SIGUSR2,
@@ -176,8 +176,8 @@ class ForkServerError(Exception):
 # Every module a foreground ``procview run`` imports, lazily ones included
 # (the unit tests hold the run path to this list).
 RUN_PATH_MODULES = (
-    "procview.host", "procview.cgroups.v1", "procview.cgroups.v2", "runtime.run_command", "runtime.container",
-    "runtime.lifecycle", "runtime.images", "runtime.security.programs", "runtime.security.devices",
+    "procview.host", "procview.cgroups.v1", "procview.cgroups.v2", "procview.runtime.run_command", "procview.runtime.container",
+    "procview.runtime.lifecycle", "procview.runtime.images", "procview.runtime.security.programs", "procview.runtime.security.devices",
     "zlib",  # the seccomp cache's file names
 )
 
@@ -192,8 +192,8 @@ def preload() -> None:
 
     for name in RUN_PATH_MODULES:
         importlib.import_module(name)
-    from runtime.images import store
-    from runtime.security import programs
+    from procview.runtime.images import store
+    from procview.runtime.security import programs
 
     programs._libseccomp_version()  # dlopen libseccomp once
     for pattern in store.PATTERNS:
@@ -385,7 +385,7 @@ class _Server:
     def reap(self) -> list:
         """Collect exited runners; send each one's status to its client.
         The connections that are done."""
-        from runtime.process import exit_code_of
+        from procview.runtime.process import exit_code_of
 
         done = []
         while self.runners:
@@ -423,7 +423,7 @@ def _become_runner(server: _Server, conn, request, fds, signal_mask) -> None:
     """In the forked child: become the client's ``procview run`` and run
     it. Never returns."""
     try:
-        from runtime.linux import PR_SET_PDEATHSIG, Linux
+        from procview.runtime.linux import PR_SET_PDEATHSIG, Linux
 
         args, environ, cwd, umask = request
         # Dies with the server, as a container dies with its procview run:
@@ -454,7 +454,7 @@ def _become_runner(server: _Server, conn, request, fds, signal_mask) -> None:
         os.environb.update(environ)
         sys.argv = ["procview", "run", *args]
         _fresh_stdio()
-        from runtime import run_command
+        from procview.runtime import run_command
 
         run_command.main(args)
     except BaseException as exc:  # noqa: BLE001 - a runner must never return into the server

@@ -7,7 +7,7 @@ CLI is their monitor, as ``docker run`` without ``-d``).
 containerd-shim are to Podman and containerd) and returns as soon as the
 container's command runs. The monitor outlives the CLI: it is the parent
 of the container's pid 1 (which dies with it: ``PR_SET_PDEATHSIG``), runs
-the same ``runtime.container.run`` as a foreground ``procview run``, with
+the same ``procview.runtime.container.run`` as a foreground ``procview run``, with
 the container's output appended to a log file, records the exit status,
 and cleans up like the foreground run does.
 
@@ -344,7 +344,7 @@ def _new_record(store: RecordStore, config, argv: list[str], options: dict, **fi
     """Claim the container's name (``--name``, else a made-up one) and
     create its record; return it and its lock, held. Raises RunError for an
     invalid or taken name."""
-    from runtime.container import RunError
+    from procview.runtime.container import RunError
 
     with store.names_locked():
         name = config.name or store.new_name()
@@ -376,7 +376,7 @@ def remove_orphans(store: RecordStore) -> None:
 
 class _Recorder:
     """Keeps a record in step with one run of its container: the callbacks
-    of ``runtime.container.run``, and the end."""
+    of ``procview.runtime.container.run``, and the end."""
 
     def __init__(self, store: RecordStore, record: Record):
         self.store, self.record = store, record
@@ -411,7 +411,7 @@ def run_foreground(config, root: str, argv: list[str], options: dict, remove: bo
     CLI itself is its monitor: it holds the record's lock and forwards the
     signals it gets. ``remove`` (``--rm``): forget it at the end. Returns
     the exit code; raises RunError (nothing kept) when it never started."""
-    from runtime.container import run
+    from procview.runtime.container import run
 
     store = RecordStore(root)
     remove_orphans(store)
@@ -447,7 +447,7 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
     ``inspect``; ``remove``: forget the record when the container ends
     (``--rm``); ``restart``: the restart policy the monitor keeps;
     ``post_start``/``pre_stop``: the hooks."""
-    from runtime.container import RunError
+    from procview.runtime.container import RunError
 
     store = RecordStore(root)
     remove_orphans(store)
@@ -492,7 +492,7 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
     """The monitor's whole life: one *runner* child per run of the container
     (a process can create a new pid namespace for its children only once),
     the restart policy between runs. Never returns."""
-    from runtime.process import FORWARDED_SIGNALS, exit_code_of
+    from procview.runtime.process import FORWARDED_SIGNALS, exit_code_of
 
     # The lock was taken by start_detached and is inherited: held as long
     # as this process (or its runner and the container's pid 1) lives.
@@ -563,10 +563,10 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
 
 def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: int | None) -> None:
     """One run of the container, in a runner child of the monitor: the same
-    ``runtime.container.run`` as a foreground ``procview run``. Records what
+    ``procview.runtime.container.run`` as a foreground ``procview run``. Records what
     happens; exits with the container's exit code. Never returns."""
-    from runtime.container import run
-    from runtime.linux import PR_SET_PDEATHSIG, Linux
+    from procview.runtime.container import run
+    from procview.runtime.linux import PR_SET_PDEATHSIG, Linux
 
     Linux().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the monitor, and pid 1 with it
     told = ready_w is None
@@ -622,7 +622,7 @@ def signal_container(record: Record, signum: int) -> None:
     """Send ``signum`` to the container's command: through the monitor,
     which forwards it like a foreground ``procview run`` forwards what it
     receives, or (SIGKILL, and what the monitor does not forward) to pid 1."""
-    from runtime.process import FORWARDED_SIGNALS
+    from procview.runtime.process import FORWARDED_SIGNALS
 
     if signum in FORWARDED_SIGNALS and record.monitor_pid:
         with contextlib.suppress(ProcessLookupError):
@@ -709,7 +709,7 @@ def remove(store: RecordStore, container_id: str, force: bool, root: str) -> Non
     # A monitor killed with SIGKILL left its bundle and cgroup: the same
     # cleanup a later procview run does.
     from procview.cgroups import discover
-    from runtime.container import cleanup_stale
+    from procview.runtime.container import cleanup_stale
 
     cleanup_stale(os.path.join(root, "containers"), discover())
 

@@ -26,7 +26,7 @@ import time
 
 import click
 
-from runtime.images.commands import ImageCommandError, _root_option
+from procview.runtime.images.commands import ImageCommandError, _root_option
 
 EXIT_ERROR = 125
 
@@ -36,7 +36,7 @@ class LifecycleCommandError(ImageCommandError):
 
 
 def _store(root: str):
-    from runtime.lifecycle import RecordStore
+    from procview.runtime.lifecycle import RecordStore
 
     return RecordStore(root)
 
@@ -48,7 +48,7 @@ def _warn(message: str) -> None:
 def _for_each(root: str, names, action) -> None:
     """``action(store, id)`` for every NAME; errors are reported one line
     each and make the exit status 125, without stopping the others."""
-    from runtime.lifecycle import LifecycleError
+    from procview.runtime.lifecycle import LifecycleError
 
     store = _store(root)
     failed = False
@@ -72,7 +72,7 @@ def _ago(seconds: float) -> str:
 
 
 def _status(record, now: float) -> str:
-    from runtime.lifecycle import FAILED, PENDING, RUNNING, SUCCEEDED
+    from procview.runtime.lifecycle import FAILED, PENDING, RUNNING, SUCCEEDED
 
     if record.phase == RUNNING:
         return f"Up {_ago(now - (record.started_at or record.created))}"
@@ -89,7 +89,7 @@ def _status(record, now: float) -> str:
 @_root_option
 def ps(show_all: bool, fmt: str, root: str) -> None:
     """List detached containers (running ones; -a: all)."""
-    from runtime.lifecycle import LIVE_PHASES, UNKNOWN
+    from procview.runtime.lifecycle import LIVE_PHASES, UNKNOWN
 
     records = [r for r in _store(root).all(warn=_warn) if show_all or r.phase in LIVE_PHASES or r.phase == UNKNOWN]
     records.sort(key=lambda r: r.created, reverse=True)
@@ -111,7 +111,7 @@ def ps(show_all: bool, fmt: str, root: str) -> None:
 @_root_option
 def inspect(names, root: str) -> None:
     """Print containers' records as a JSON array."""
-    from runtime.lifecycle import LifecycleError
+    from procview.runtime.lifecycle import LifecycleError
 
     store = _store(root)
     found, failed = [], False
@@ -132,7 +132,7 @@ def inspect(names, root: str) -> None:
 @_root_option
 def logs(follow: bool, name: str, root: str) -> None:
     """Print a container's output (stdout and stderr, interleaved)."""
-    from runtime.lifecycle import LifecycleError
+    from procview.runtime.lifecycle import LifecycleError
 
     store = _store(root)
     try:
@@ -167,7 +167,7 @@ def logs(follow: bool, name: str, root: str) -> None:
 @_root_option
 def stop(grace: int, names, root: str) -> None:
     """Stop containers: SIGTERM, a grace period, then SIGKILL."""
-    from runtime.lifecycle import stop as stop_container
+    from procview.runtime.lifecycle import stop as stop_container
 
     _for_each(root, names, lambda store, container_id: stop_container(store, container_id, grace, root))
 
@@ -192,7 +192,7 @@ def _signal_number(value: str) -> int:
 @_root_option
 def kill(sig: str, names, root: str) -> None:
     """Send a signal to running containers' commands."""
-    from runtime.lifecycle import LIVE_PHASES, LifecycleError, signal_container
+    from procview.runtime.lifecycle import LIVE_PHASES, LifecycleError, signal_container
 
     try:
         number = _signal_number(sig)
@@ -214,7 +214,7 @@ def kill(sig: str, names, root: str) -> None:
 @_root_option
 def rm(force: bool, names, root: str) -> None:
     """Remove containers (a running one only with -f)."""
-    from runtime.lifecycle import remove
+    from procview.runtime.lifecycle import remove
 
     _for_each(root, names, lambda store, container_id: remove(store, container_id, force, root))
 
@@ -235,8 +235,8 @@ def exec_(interactive: bool, tty: bool, env, workdir, user, name: str, command, 
     capabilities, seccomp profile and view. Exit status: the command's;
     125 if procview failed; 126/127 if the command cannot be run or found.
     """
-    from runtime.exec import ExecError, exec_in
-    from runtime.lifecycle import LifecycleError
+    from procview.runtime.exec import ExecError, exec_in
+    from procview.runtime.lifecycle import LifecycleError
 
     store = _store(root)
     try:
@@ -257,8 +257,8 @@ def prune(root: str) -> None:
     """Remove ended containers (Succeeded, Failed), then image layers no
     image uses; report the space reclaimed. Unknown containers are kept
     (use rm -f)."""
-    from runtime.images import ImageError, ImageStore
-    from runtime.lifecycle import FAILED, SUCCEEDED
+    from procview.runtime.images import ImageError, ImageStore
+    from procview.runtime.lifecycle import FAILED, SUCCEEDED
 
     store = _store(root)
     store.remove_abandoned()
@@ -287,7 +287,7 @@ def prune(root: str) -> None:
 def diff(name: str, root: str) -> None:
     """List what container NAME changed in its file system, against its
     image: A (added), C (changed), D (deleted), one path per line."""
-    from runtime.changes import changes, excluded
+    from procview.runtime.changes import changes, excluded
 
     record, upper, layers = _writable_layer(root, name)
     try:
@@ -312,8 +312,8 @@ def commit(name: str, image: str, root: str) -> None:
     /etc/hostname, /etc/resolv.conf, nor volumes). The new image runs what
     the container ran, with its environment. A running container is not
     paused while its changes are read."""
-    from runtime.changes import excluded
-    from runtime.images import ImageError, ImageStore
+    from procview.runtime.changes import excluded
+    from procview.runtime.images import ImageError, ImageStore
 
     record, upper, _layers = _writable_layer(root, name)
     store = ImageStore(root)
@@ -328,7 +328,7 @@ def committed_config(store, record) -> dict:
     """The image config of a commit, as Docker makes it: the container's
     image's, with the container's command, environment, working directory
     and user."""
-    from runtime.images import ImageError
+    from procview.runtime.images import ImageError
 
     try:
         config = dict(store.get(record.image_id).config)
@@ -352,8 +352,8 @@ def committed_config(store, record) -> dict:
 
 def _writable_layer(root: str, name: str):
     """(record, upper dir, image layer dirs) of container NAME."""
-    from runtime.images.store import ImageStore
-    from runtime.lifecycle import LifecycleError
+    from procview.runtime.images.store import ImageStore
+    from procview.runtime.lifecycle import LifecycleError
 
     store = _store(root)
     try:

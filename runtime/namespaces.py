@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from runtime.linux import (
+from procview.runtime.linux import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,

@@ -36,7 +36,7 @@ import stat
 from collections import namedtuple
 
 from procview._io import remove_tree
-from runtime.linux import (
+from procview.runtime.linux import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,

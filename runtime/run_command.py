@@ -236,8 +236,8 @@ def main(args: list[str]) -> None:
     kept = {key: value for key, value in options.items() if value not in (None, (), False)}
     if options["detach"]:
         _start_detached(config, options, kept)
-    from runtime.container import RunError
-    from runtime.lifecycle import run_foreground
+    from procview.runtime.container import RunError
+    from procview.runtime.lifecycle import run_foreground
 
     try:
         code = run_foreground(config, options["root"], list(options["command"]), kept, remove=options["remove"])
@@ -254,9 +254,9 @@ def container_config(options: dict):
     """The ``ContainerConfig`` the options describe, or exit 125 saying
     which option is wrong."""
     from procview.host import HostFiles
-    from runtime.container import ContainerConfig
-    from runtime.limits import LimitError, parse_limits
-    from runtime.rootfs import Volume
+    from procview.runtime.container import ContainerConfig
+    from procview.runtime.limits import LimitError, parse_limits
+    from procview.runtime.rootfs import Volume
 
     try:
         limits = parse_limits(
@@ -294,8 +294,8 @@ def container_config(options: dict):
 
 
 def _start_detached(config, options: dict, kept: dict) -> None:
-    from runtime.container import RunError
-    from runtime.lifecycle import RestartPolicy, start_detached
+    from procview.runtime.container import RunError
+    from procview.runtime.lifecycle import RestartPolicy, start_detached
 
     if options["tty"] or options["interactive"]:
         fail("-d cannot be combined with -i or -t yet (there is no attach)")

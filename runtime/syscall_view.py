@@ -81,7 +81,7 @@ def state_message(container_id: str, pid: int, bundle: str, status: str = "runni
 def with_view_filter(security, root: str):
     """``security`` (a SecurityPlan) with the view filter added (built once
     per machine, cached under ``root``). Raises SeccompError or OSError."""
-    from runtime.security.programs import view_program
+    from procview.runtime.security.programs import view_program
 
     return security._replace(view_filter=view_program(cache_dir=os.path.join(root, "seccomp")))
 
@@ -91,7 +91,7 @@ def link_listener(listener_parent: socket.socket, agent: socket.socket, path: st
     """Receive the listener fd the command sent before its execve (step 2)
     and hand it to the supervisor (step 3); the returned link owns
     ``agent`` from then on. None if no fd came."""
-    from runtime.process import receive_fd
+    from procview.runtime.process import receive_fd
 
     listener_parent.settimeout(5.0)  # sent before execve, which has happened
     listener_fd = receive_fd(listener_parent)
@@ -224,7 +224,7 @@ def wait_for_exit(pid: int, link: AgentLink | None) -> int:
                 link.tick()
     finally:
         os.close(pidfd)
-    from runtime.process import reap
+    from procview.runtime.process import reap
 
     return reap(pid)
 

@@ -9,7 +9,7 @@ removal), ``busybox`` (the built-in image's layer), ``commands`` (the
 ``procview image`` commands). See docs/images.md.
 """
 
-from runtime.images.store import (
+from procview.runtime.images.store import (
     DEFAULT_ROOT as DEFAULT_ROOT,
     Image as Image,
     ImageError as ImageError,

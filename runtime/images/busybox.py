@@ -113,7 +113,7 @@ def write_layer(busybox: str, out: BinaryIO) -> None:
     import shutil
     import tempfile
 
-    from runtime.images.pack import write_layer as pack
+    from procview.runtime.images.pack import write_layer as pack
 
     st = os.stat(busybox)
     mtime = int(st.st_mtime)

@@ -54,7 +54,7 @@ def import_(path: str, name: str | None, root: str) -> None:
     """Import an image from PATH: a docker save archive, an OCI image layout
     (directory or tar), or a root file system tar (gzip, bzip2 or xz
     compressed archives too)."""
-    from runtime.images.store import ImageError, ImageStore
+    from procview.runtime.images.store import ImageError, ImageStore
 
     bar = _ProgressBar()
     try:
@@ -73,7 +73,7 @@ def import_(path: str, name: str | None, root: str) -> None:
 @_root_option
 def ls(root: str) -> None:
     """List images: NAME, ID, LAYERS, SIZE."""
-    from runtime.images.store import ImageError, ImageStore
+    from procview.runtime.images.store import ImageError, ImageStore
 
     store = ImageStore(root)
     try:
@@ -94,7 +94,7 @@ def ls(root: str) -> None:
 @_root_option
 def rm(names: tuple[str, ...], root: str) -> None:
     """Remove images (by NAME[:TAG] or ID), and the layers no other image uses."""
-    from runtime.images.store import ImageError, ImageStore
+    from procview.runtime.images.store import ImageError, ImageStore
 
     store = ImageStore(root)
     for name in names:
@@ -112,7 +112,7 @@ def rm(names: tuple[str, ...], root: str) -> None:
 def export(reference: str, path: str, root: str) -> None:
     """Write IMAGE to FILE (- for standard output) as a docker save archive,
     which docker load, skopeo and procview image import read."""
-    from runtime.images.store import ImageError, ImageStore
+    from procview.runtime.images.store import ImageError, ImageStore
 
     if path == "-" and sys.stdout.isatty():
         raise ImageCommandError("refusing to write an archive to a terminal: give a FILE, or redirect the output")

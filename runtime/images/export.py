@@ -33,7 +33,7 @@ import tarfile
 import time
 from typing import BinaryIO
 
-from runtime.images.pack import write_layer
+from procview.runtime.images.pack import write_layer
 
 _BLOCK = 512
 

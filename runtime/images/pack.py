@@ -35,7 +35,7 @@ import stat
 import tarfile
 from typing import BinaryIO, Callable
 
-from runtime.images.extract import IGNORED_XATTR_PREFIXES, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX, is_whiteout
+from procview.runtime.images.extract import IGNORED_XATTR_PREFIXES, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX, is_whiteout
 
 _PAX_XATTR = "SCHILY.xattr."
 

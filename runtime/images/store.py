@@ -335,7 +335,7 @@ class ImageStore:
     def ensure_busybox(self) -> Image:
         """The built-in ``busybox:latest``, made on first use from the host's
         static busybox (see ``busybox.py``)."""
-        from runtime.images import busybox
+        from procview.runtime.images import busybox
 
         try:
             return self.get(busybox.NAME)
@@ -371,7 +371,7 @@ class ImageStore:
         image config (``CONFIG_KEYS``)."""
         import tempfile
 
-        from runtime.images import extract, importers, pack
+        from procview.runtime.images import extract, importers, pack
 
         name = normalize_reference(name)
         with self._locked():
@@ -410,8 +410,8 @@ class ImageStore:
         standard output); a file appears only when complete."""
         import tempfile
 
-        from runtime.images.export import write_archive
-        from runtime.images.importers import runtime_platform
+        from procview.runtime.images.export import write_archive
+        from procview.runtime.images.importers import runtime_platform
 
         image = self._get_or_builtin(reference)
         with self.hold(image):
@@ -437,7 +437,7 @@ class ImageStore:
 
     def _get_or_builtin(self, reference: str) -> Image:
         """``get``, except that the built-in busybox is made if asked for."""
-        from runtime.images import busybox
+        from procview.runtime.images import busybox
 
         try:
             return self.get(reference)
@@ -458,7 +458,7 @@ class ImageStore:
         import hashlib
         import tempfile
 
-        from runtime.images import importers
+        from procview.runtime.images import importers
 
         work = tempfile.mkdtemp(prefix="import-", dir=self._tmp)
         try:
@@ -536,7 +536,7 @@ class ImageStore:
     def _stage(self, path: str, blob, dest: str, meter: _Meter, by_diff: dict[str, _Staged]) -> _Staged:
         """Unpack one layer blob into ``dest`` (or only hash it, when its
         diff_id is already stored) and check its digests."""
-        from runtime.images import extract, importers
+        from procview.runtime.images import extract, importers
 
         known = blob.diff_id
         reuse = known is not None and (known in by_diff or self._complete(known))
@@ -821,7 +821,7 @@ def _synthetic_id(config: dict, diff_ids: list[str]) -> str:
     commit): the digest of the config ``image export`` writes for it."""
     import hashlib
 
-    from runtime.images.export import image_config
-    from runtime.images.importers import runtime_platform
+    from procview.runtime.images.export import image_config
+    from procview.runtime.images.importers import runtime_platform
 
     return "sha256:" + hashlib.sha256(image_config(config, diff_ids, runtime_platform()[0])).hexdigest()

@@ -52,8 +52,8 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from runtime.linux import PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS
-from runtime.security import capabilities, paths  # imported now: pid 1 uses them after pivot_root
+from procview.runtime.linux import PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS
+from procview.runtime.security import capabilities, paths  # imported now: pid 1 uses them after pivot_root
 
 UNCONFINED = "unconfined"
 
@@ -115,7 +115,7 @@ def parse_security_opts(values) -> SecurityOptions:
 def plan(cap_add=(), cap_drop=(), privileged: bool = False, security_opts=(), cache_dir: str | None = None, warn=None) -> SecurityPlan:
     """Check the options and compile the seccomp program (on the host,
     before anything starts). Raises SecurityError."""
-    from runtime.security import programs  # not seccomp: its compiler is needed only on a cache miss
+    from procview.runtime.security import programs  # not seccomp: its compiler is needed only on a cache miss
 
     warn = warn or (lambda message: None)
     options = parse_security_opts(security_opts)
@@ -173,7 +173,7 @@ def confine(linux, security: SecurityPlan, uid: int, gid: int, groups: list[int]
 
 
 def _load_filters(linux, security: SecurityPlan) -> int | None:
-    from runtime.linux import SECCOMP_FILTER_FLAG_NEW_LISTENER
+    from procview.runtime.linux import SECCOMP_FILTER_FLAG_NEW_LISTENER
 
     listener = None
     if security.view_filter is not None:

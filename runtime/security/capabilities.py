@@ -22,7 +22,7 @@ sets, as in Docker (no ambient capabilities are given).
 
 from __future__ import annotations
 
-from runtime.linux import PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, PR_CAPBSET_READ
+from procview.runtime.linux import PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, PR_CAPBSET_READ
 
 # linux/capability.h, by number.
 NAMES = (

@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import os
 
-from runtime.linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
+from procview.runtime.linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
 
 MASKED_PATHS = (
     "/proc/acpi",

@@ -1,6 +1,6 @@
 """The seccomp programs a container loads, compiled once per distinct input.
 
-Compiling a profile (``runtime.security.seccomp``: parse, resolve, build
+Compiling a profile (``procview.runtime.security.seccomp``: parse, resolve, build
 through libseccomp) costs ~50 ms; loading the bytes costs nothing. So each
 BPF program is kept in ``ROOT/seccomp/``, in a file that holds the exact
 inputs it was built from (the profile's bytes, the container's bounding
@@ -47,7 +47,7 @@ def program_for(text: bytes, source: str, caps: frozenset[str], warn=None, cache
         cached = _read_cache(cache_dir, inputs)
         if cached is not None:
             return cached
-    from runtime.security import seccomp
+    from procview.runtime.security import seccomp
 
     profile = seccomp.parse_profile(text, source)
     program = seccomp.build(seccomp.resolve(profile, caps, machine, seccomp.parse_kernel_version(release)), machine, warn)
@@ -65,7 +65,7 @@ def view_program(cache_dir: str | None = None) -> bytes:
         cached = _read_cache(cache_dir, inputs)
         if cached is not None:
             return cached
-    from runtime.security.seccomp import build_view_filter
+    from procview.runtime.security.seccomp import build_view_filter
 
     program = build_view_filter()
     if inputs is not None:

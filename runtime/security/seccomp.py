@@ -58,9 +58,9 @@ import os
 import re
 from dataclasses import dataclass, field
 
-# Reading and caching programs lives in runtime.security.programs, which a
+# Reading and caching programs lives in procview.runtime.security.programs, which a
 # cache hit needs alone; its names are part of this module's interface too.
-from runtime.security.programs import (  # noqa: F401
+from procview.runtime.security.programs import (  # noqa: F401
     DEFAULT_PROFILE,
     FORMAT_VERSION,
     SeccompError,

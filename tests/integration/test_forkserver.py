@@ -194,7 +194,7 @@ def test_the_server_preloads_every_module_a_run_imports(state_root):
     assert traced.returncode == 0, traced.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
     imported.discard("imported package")  # the header line
-    code = "import sys; from runtime import forkserver; forkserver.preload(); print(' '.join(sys.modules))"
+    code = "import sys; from procview.runtime import forkserver; forkserver.preload(); print(' '.join(sys.modules))"
     preloaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     # The client's own modules come before it hands over; the interpreter
     # looks for a sitecustomize at every start.
@@ -204,13 +204,13 @@ def test_the_server_preloads_every_module_a_run_imports(state_root):
 
 def test_a_client_of_another_procview_runs_the_container_itself(state_root, forkserver, tmp_path):
     """Another checkout's procview run: its runtime is not the server's."""
-    import runtime
+    import procview
 
-    checkout = os.path.dirname(os.path.dirname(runtime.__file__))
-    other = tmp_path / "other-checkout"  # the same code, found under another path
+    # The same code, found under another path (procview/runtime is a symlink
+    # to the checkout's runtime/: it follows along).
+    other = tmp_path / "other-checkout"
     other.mkdir()
-    for package in ("procview", "runtime"):
-        os.symlink(os.path.join(checkout, package), other / package)
+    os.symlink(os.path.dirname(procview.__file__), other / "procview")
     entry = "import sys; from procview.entry import main; sys.argv[0] = 'procview'; main()"
     proc = forkserver.start(state_root, "exec sleep 100", argv=[sys.executable, "-c", entry], cwd=other)
     assert forkserver.runners() == [], "the server ran another procview's container"

@@ -6,7 +6,7 @@ Archives are docker save tars built here with tarfile. Each check mounts
 overlayfs with the image's layer directories as lowerdir (top layer first),
 either in a child process in a private mount namespace
 (``unshare --mount --propagation private``), which reports the merged tree
-as JSON, or in this process through ``runtime.linux.Linux().mount`` with an
+as JSON, or in this process through ``procview.runtime.linux.Linux().mount`` with an
 unmount in ``finally``. Either way, no mount is left behind
 (``/proc/self/mountinfo`` is checked).
 """
@@ -24,9 +24,9 @@ import tarfile
 
 import pytest
 
-from runtime.images import Image, ImageStore
-from runtime.images.busybox import find_static_busybox
-from runtime.linux import MNT_DETACH, Linux
+from procview.runtime.images import Image, ImageStore
+from procview.runtime.images.busybox import find_static_busybox
+from procview.runtime.linux import MNT_DETACH, Linux
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs mounts, trusted.* xattrs)")
 
@@ -86,7 +86,7 @@ def docker_save(path, tag: str, layers: list[bytes]) -> str:
 
 _CHILD = r"""
 import json, os, subprocess, sys
-from runtime.linux import Linux
+from procview.runtime.linux import Linux
 lowers, upper, work, merged, command = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
 Linux().mount("overlay", merged, "overlay", 0, f"lowerdir={lowers},upperdir={upper},workdir={work}")
 tree = {}

@@ -245,7 +245,7 @@ def test_runc_containers_get_the_same_answers(procview_mount, state_root, tmp_pa
     """A container started by runc whose seccomp profile sends sysinfo and
     sched_getaffinity to ``listenerPath`` = procview's socket: busybox free
     and nproc inside show its 512 MiB and its 1-CPU quota (no cpuset)."""
-    from runtime.images import ImageStore
+    from procview.runtime.images import ImageStore
 
     image = ImageStore(state_root).ensure_busybox()
     bundle = tmp_path / "bundle"

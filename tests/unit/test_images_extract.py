@@ -25,7 +25,7 @@ from conftest import requires_root
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.images.extract import (
+from procview.runtime.images.extract import (
     OPAQUE_XATTR,
     CorruptLayer,
     LayerError,

@@ -16,9 +16,9 @@ import tarfile
 import pytest
 from conftest import requires_root
 
-from runtime.changes import ADDED, CHANGED, DELETED, Change, changes, excluded, image_listdir, image_lstat
-from runtime.images.extract import OPAQUE_XATTR, extract_layer
-from runtime.images.pack import write_layer
+from procview.runtime.changes import ADDED, CHANGED, DELETED, Change, changes, excluded, image_listdir, image_lstat
+from procview.runtime.images.extract import OPAQUE_XATTR, extract_layer
+from procview.runtime.images.pack import write_layer
 from test_images_extract import d, f, hard, sym, tar_bytes
 
 pytestmark = requires_root

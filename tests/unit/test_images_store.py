@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import requires_root
 
-from runtime.images import Image, ImageError, ImageNotFound, ImageStore, normalize_reference
-from runtime.images import busybox
-from runtime.images.commands import PROGRESS_LARGE, _ProgressBar, human_size, image as image_cli
-from runtime.images.importers import runtime_platform
-from runtime.images.store import derived_name
+from procview.runtime.images import Image, ImageError, ImageNotFound, ImageStore, normalize_reference
+from procview.runtime.images import busybox
+from procview.runtime.images.commands import PROGRESS_LARGE, _ProgressBar, human_size, image as image_cli
+from procview.runtime.images.importers import runtime_platform
+from procview.runtime.images.store import derived_name
 
 ARCH = runtime_platform()[0]
 OTHER_ARCH = "s390x" if ARCH != "s390x" else "amd64"
@@ -805,7 +805,7 @@ def test_cli_errors_are_one_line_and_exit_125(tmp_path):
 
 def test_cli_as_a_program(tmp_path):
     env = dict(os.environ, PROCVIEW_ROOT=str(tmp_path / "state"))
-    code = "from runtime.images.commands import image; image()"
+    code = "from procview.runtime.images.commands import image; image()"
     out = subprocess.run([sys.executable, "-c", code, "ls"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0 and out.stdout.split() == ["NAME", "ID", "LAYERS", "SIZE"]
     out = subprocess.run([sys.executable, "-c", code, "rm", "x"], capture_output=True, text=True, env=env, timeout=60)
@@ -858,6 +858,6 @@ def test_record_file_names_are_urllib_quote(name):
     # existing state directories hold names urllib.parse.quote made.
     import urllib.parse
 
-    from runtime.images.store import _record_file
+    from procview.runtime.images.store import _record_file
 
     assert _record_file(name) == urllib.parse.quote(name, safe="") + ".json"

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from runtime.lifecycle import (
+from procview.runtime.lifecycle import (
     FAILED, NAME_PATTERN, PENDING, RUNNING, UNKNOWN, LifecycleError, Record, RecordStore,
 )
 
@@ -108,21 +108,21 @@ def test_record_json_ignores_unknown_keys(store):
 @pytest.mark.parametrize("text, name, retries", [(None, "no", 0), ("no", "no", 0), ("always", "always", 0),
                                                  ("on-failure", "on-failure", 0), ("on-failure:3", "on-failure", 3)])
 def test_restart_policies_parse(text, name, retries):
-    from runtime.lifecycle import RestartPolicy
+    from procview.runtime.lifecycle import RestartPolicy
 
     assert RestartPolicy.parse(text) == RestartPolicy(name, retries)
 
 
 @pytest.mark.parametrize("text", ["sometimes", "always:2", "on-failure:0", "on-failure:-1", "on-failure:x", "no:1"])
 def test_bad_restart_policies_are_refused(text):
-    from runtime.lifecycle import RestartPolicy
+    from procview.runtime.lifecycle import RestartPolicy
 
     with pytest.raises(ValueError, match="invalid restart policy"):
         RestartPolicy.parse(text)
 
 
 def test_restart_decisions_and_backoff():
-    from runtime.lifecycle import RestartPolicy
+    from procview.runtime.lifecycle import RestartPolicy
 
     on_failure = RestartPolicy("on-failure", 2)
     assert on_failure.should_restart(1, 0) and on_failure.should_restart(1, 1)
@@ -140,7 +140,7 @@ def test_restart_decisions_and_backoff():
     ("no", 1, 0, False, "Failed"),
 ])
 def test_a_run_that_will_be_restarted_stays_pending(store, policy, code, restarts, stop, expected):
-    from runtime.lifecycle import _Recorder, _will_restart
+    from procview.runtime.lifecycle import _Recorder, _will_restart
 
     r = Record("c" * 64, "again", "busybox", ["false"], 1.0, phase=RUNNING, restart_policy=policy,
                restart_count=restarts)
@@ -156,7 +156,7 @@ def test_a_torn_rm_record_is_forgotten_and_a_torn_kept_one_is_not(store):
     # --rm records are written without fsync: after a crash their state may
     # be empty; their mark still says to forget them. A kept record's state
     # is fsync'ed: if it is unreadable anyway, it is shown, never deleted.
-    from runtime.lifecycle import AUTO_REMOVE_MARK, remove_orphans
+    from procview.runtime.lifecycle import AUTO_REMOVE_MARK, remove_orphans
 
     gone = Record("d" * 64, "gone", "busybox", ["true"], 1.0, auto_remove=True)
     kept = Record("e" * 64, "kept", "busybox", ["true"], 1.0)

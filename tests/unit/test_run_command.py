@@ -3,8 +3,8 @@ follows click's conventions without importing click."""
 
 import pytest
 
-from runtime import run_command
-from runtime.run_command import OPTIONS, HelpRequested, UsageError, parse
+from procview.runtime import run_command
+from procview.runtime.run_command import OPTIONS, HelpRequested, UsageError, parse
 
 
 def test_defaults_and_the_command_after_image():
@@ -86,7 +86,7 @@ def test_run_path_does_not_import_click():
     import subprocess
     import sys
 
-    code = "import sys; from runtime import run_command; run_command.parse(['busybox']); print('click' in sys.modules)"
+    code = "import sys; from procview.runtime import run_command; run_command.parse(['busybox']); print('click' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -94,9 +94,9 @@ def test_run_path_does_not_import_click():
 # What ``procview run`` imports in its own process (as -X importtime lists it
 # for ``procview run --rm --no-view busybox true``); the fork server preloads
 # the same list.
-from runtime.forkserver import RUN_PATH_MODULES as _PRELOADED  # noqa: E402
+from procview.runtime.forkserver import RUN_PATH_MODULES as _PRELOADED  # noqa: E402
 
-RUN_PATH_MODULES = ("procview.entry", "runtime.forkserver", *_PRELOADED)
+RUN_PATH_MODULES = ("procview.entry", "procview.runtime.forkserver", *_PRELOADED)
 # Each costs milliseconds of a start measured against runc's whole run
 # (docs/performance.md): shutil loads the zlib, bz2 and lzma libraries,
 # typing compiles every annotation of every NamedTuple, hashlib loads OpenSSL.
@@ -113,13 +113,13 @@ def test_run_path_imports_none_of_the_expensive_modules():
 
 
 def test_fork_server_client_forwards_the_signals_procview_run_forwards():
-    from runtime import forkserver, process
+    from procview.runtime import forkserver, process
 
     assert forkserver.FORWARDED_SIGNALS == tuple(int(s) for s in process.FORWARDED_SIGNALS)
 
 
 def test_fork_server_frames_round_trip():
-    from runtime import forkserver
+    from procview.runtime import forkserver
 
     for kind, value in ((forkserver.RUNNER_PID, 4194304), (forkserver.EXIT_STATUS, 143), (forkserver.DECLINED, -1)):
         data = forkserver.frame(kind, value)
@@ -133,9 +133,9 @@ def test_fork_server_client_imports_only_built_in_modules_and_falls_back(tmp_pat
     import subprocess
     import sys
 
-    code = ("import sys; before = set(sys.modules); from runtime import forkserver; "
+    code = ("import sys; before = set(sys.modules); from procview.runtime import forkserver; "
             "forkserver.hand_over(['busybox', 'true']); print(' '.join(sorted(set(sys.modules) - before)))")
     for socket_path in (str(tmp_path / "nobody-listens.sock"), ""):
         env = {"PROCVIEW_FORKSERVER_SOCKET": socket_path, "PATH": "/usr/bin:/bin"}
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-        assert set(result.stdout.split()) <= {"__future__", "runtime", "runtime.forkserver", "_socket"}, result.stdout
+        assert set(result.stdout.split()) <= {"__future__", "procview", "procview.runtime", "procview.runtime.forkserver", "_socket"}, result.stdout

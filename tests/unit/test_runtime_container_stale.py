@@ -5,7 +5,7 @@ import fcntl
 import os
 import time
 
-from runtime.container import UNLOCKED_GRACE, cleanup_stale
+from procview.runtime.container import UNLOCKED_GRACE, cleanup_stale
 
 
 def _make(containers, name, lock=True, age=0.0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from procview.cgroups import UNLIMITED, CpuQuota
-from runtime.limits import LimitError, Limits, apply_limits, parse_bytes, parse_limits
+from procview.runtime.limits import LimitError, Limits, apply_limits, parse_bytes, parse_limits
 
 TWO_CPUS = frozenset({0, 1})
 MiB = 1 << 20

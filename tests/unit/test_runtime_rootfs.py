@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
-from runtime import process
-from runtime.rootfs import hosts_file, init_layer, prepare_bundle, resolv_conf, secure_join
+from procview.runtime import process
+from procview.runtime.rootfs import hosts_file, init_layer, prepare_bundle, resolv_conf, secure_join
 
 
 def test_secure_join_keeps_every_path_inside_the_root(tmp_path):
@@ -24,7 +24,7 @@ def test_secure_join_keeps_every_path_inside_the_root(tmp_path):
     assert secure_join(str(root), "etc/up/x") == str(root / "outside/x")
     assert secure_join(str(root), "../../x") == str(root / "x")
     assert secure_join(str(root), "/a/./b/../c") == str(root / "a/c")
-    from runtime.rootfs import RootfsError
+    from procview.runtime.rootfs import RootfsError
 
     with pytest.raises(RootfsError, match="too many levels"):
         secure_join(str(root), "loop1/x")

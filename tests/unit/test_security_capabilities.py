@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime import security
-from runtime.linux import PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_CAPBSET_READ, PR_SET_NO_NEW_PRIVS
-from runtime.security import capabilities as caps
-from runtime.security import devices
+from procview.runtime import security
+from procview.runtime.linux import PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_CAPBSET_READ, PR_SET_NO_NEW_PRIVS
+from procview.runtime.security import capabilities as caps
+from procview.runtime.security import devices
 
 ALL_CAPS = caps.known(40)
 
@@ -103,7 +103,7 @@ def test_the_view_filter_loads_first_with_a_listener_and_never_in_init(monkeypat
     """The view filter goes in before the profile's (a profile need not
     allow seccomp(2)), asks the kernel for a listener, and confine returns
     that fd; pid 1 gets no view filter."""
-    from runtime.linux import SECCOMP_FILTER_FLAG_NEW_LISTENER
+    from procview.runtime.linux import SECCOMP_FILTER_FLAG_NEW_LISTENER
 
     monkeypatch.setattr(caps, "_last_cap", lambda: 40)
     for name in ("setgroups", "setgid", "setuid"):
@@ -157,7 +157,7 @@ def test_device_program_is_whole_instructions():
 
 
 def test_masked_paths_add_each_cpus_thermal_throttle_directory(tmp_path):
-    from runtime.security import paths
+    from procview.runtime.security import paths
 
     cpus = tmp_path / "sys/devices/system/cpu"
     for name in ("cpu0/thermal_throttle", "cpu10/thermal_throttle", "cpu1", "cpufreq/thermal_throttle"):

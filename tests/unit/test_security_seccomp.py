@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from runtime.linux import PR_SET_NO_NEW_PRIVS, Linux
-from runtime.security import capabilities as caps
-from runtime.security import seccomp
+from procview.runtime.linux import PR_SET_NO_NEW_PRIVS, Linux
+from procview.runtime.security import capabilities as caps
+from procview.runtime.security import seccomp
 
 REFERENCE = "/work/shared/reference/docker-seccomp-default.json"
 X86_64 = "x86_64"
@@ -188,7 +188,7 @@ def test_cache_is_keyed_by_profile_and_caps(tmp_path):
 def test_a_cache_hit_is_an_exact_match_of_the_inputs(tmp_path, monkeypatch):
     # Every input lands in one file, as a CRC-32 collision would have it:
     # each lookup either finds its own program or rebuilds, never another's.
-    from runtime.security import programs
+    from procview.runtime.security import programs
 
     monkeypatch.setattr(programs, "_cache_path", lambda cache_dir, inputs: os.path.join(cache_dir, "same.bpf"))
     text, source = seccomp.read_profile_text(None)
@@ -213,7 +213,7 @@ def test_a_libseccomp_that_cannot_be_loaded_is_a_seccomp_error(monkeypatch):
     fails: one SeccompError (one line, exit 125), never a traceback."""
     import sys
 
-    from runtime.security import seccomp
+    from procview.runtime.security import seccomp
 
     monkeypatch.setitem(sys.modules, "pyseccomp", None)  # importing it now raises ImportError
     with pytest.raises(seccomp.SeccompError, match="libseccomp cannot be loaded"):
