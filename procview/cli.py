@@ -74,7 +74,13 @@ def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: 
     SIGTERM or SIGINT.
     """
     from procview.cgroups import CgroupError
-    from procview.daemon import ServeError, serve as run_daemon
+
+    try:  # pyfuse3's extension module links libfuse3
+        from procview.daemon import ServeError, serve as run_daemon
+    except ImportError as exc:
+        from procview.native import explain_import_error
+
+        raise click.ClickException(explain_import_error(exc)) from None
 
     _setup_logging(log_level)
     try:

@@ -72,10 +72,18 @@ class NotifyError(OSError):
 def _libseccomp():
     try:  # by soname: find_library runs ldconfig, which costs ~40 ms
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
-    except OSError:
+    except OSError as exc:
         from ctypes.util import find_library  # imports subprocess: only when the soname fails
 
-        lib = ctypes.CDLL(find_library("seccomp"), use_errno=True)
+        from procview.native import cannot_load
+
+        name = find_library("seccomp")
+        if name is None:  # CDLL(None) would be this program itself
+            raise NotifyError(cannot_load("libseccomp", exc)) from None
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError as again:
+            raise NotifyError(cannot_load("libseccomp", again)) from None
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_arch_native.restype = ctypes.c_uint32
     return lib

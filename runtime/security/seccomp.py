@@ -409,7 +409,9 @@ def _libseccomp():
     try:
         import pyseccomp
     except (ImportError, RuntimeError, OSError) as exc:
-        raise SeccompError(f"libseccomp cannot be loaded: {exc}") from None
+        from procview.native import cannot_load
+
+        raise SeccompError(cannot_load("libseccomp", exc)) from None
     return pyseccomp
 
 

@@ -225,12 +225,15 @@ class Daemons:
         self._count = 0
 
     def start(self, mount: str | os.PathLike | None = None, pidfile: str | os.PathLike | None = "auto",
-              args: tuple[str, ...] = (), env: dict | None = None, wait: bool = True) -> Daemon:
+              args: tuple[str, ...] = (), env: dict | None = None, wait: bool = True,
+              procview: str = PROCVIEW, cwd: str | os.PathLike | None = None) -> Daemon:
+        """``procview``: the executable (another installation's, say),
+        started in ``cwd``."""
         self._count += 1
         mount = str(mount if mount is not None else self.tmp_path / f"mnt{self._count}")
         if pidfile == "auto":
             pidfile = str(self.tmp_path / f"procview{self._count}.pid")
-        argv = [PROCVIEW, "serve", mount]
+        argv = [procview, "serve", mount]
         if pidfile is not None:
             argv += ["--pidfile", str(pidfile)]
         # Each daemon its own supervisor socket, unless the test names one:
@@ -243,7 +246,7 @@ class Daemons:
         log_path = str(self.tmp_path / f"procview{self._count}.log")
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     env=env if env is not None else dict(os.environ))
+                                     env=env if env is not None else dict(os.environ), cwd=cwd)
         daemon = Daemon(argv, mount, None if pidfile is None else str(pidfile), log_path, popen, seccomp_socket)
         self.started.append(daemon)
         if wait:
