@@ -23,12 +23,25 @@
    ``REQUIRES_ROOT``, for tests that need root:
    ``from conftest import requires_root`` then ``@requires_root``.
    (In CI everything runs as root, so the guard never sees it fire.)
+
+4. Default signal dispositions, whoever starts the suite. An ignored
+   signal is inherited across fork and exec: under ``nohup`` (SIGHUP) or
+   as a background job of a script (SIGINT, SIGQUIT), every daemon,
+   fork server and container the tests start would ignore it too, and
+   tests that depend on a signal's default action, or on a client that
+   differs from its fork server in what it ignores, would pass or fail by
+   who started them. So the session begins by restoring the default
+   action of every signal it was started ignoring; a test that wants a
+   signal ignored says so itself (``preexec_fn``). Python's own ignores
+   (SIGPIPE, SIGXFSZ) stay: the interpreter sets them, not the caller,
+   and ``subprocess`` restores them in every child.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -50,7 +63,29 @@ def guard_enabled() -> bool:
     return ci or os.environ.get("PROCVIEW_REQUIRE_INTEGRATION", "").strip() == "1"
 
 
+# Signals the interpreter itself ignores at start-up (see 4. above).
+PYTHON_IGNORES = {signal.SIGPIPE, signal.SIGXFSZ}
+
+
+def restore_default_signal_actions() -> list[signal.Signals]:
+    """Give every signal this process was started ignoring its default
+    action back (SIGINT: Python's KeyboardInterrupt); returns them."""
+    restored = []
+    for sig in signal.valid_signals():
+        if sig in PYTHON_IGNORES or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            ignored = signal.getsignal(sig) == signal.SIG_IGN
+        except (OSError, ValueError):  # real-time signals Python does not name
+            continue
+        if ignored:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+            restored.append(sig)
+    return restored
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    restore_default_signal_actions()
     config.addinivalue_line(
         "markers", "integration: needs root and the real kernel; must run (not skip) in CI"
     )
