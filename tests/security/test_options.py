@@ -13,7 +13,6 @@ from integration.test_run import run, state_root  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
-REFERENCE_PROFILE = "/work/shared/reference/docker-seccomp-default.json"
 
 
 def _status(state_root, *options, user_cmd="grep -E '^Cap(Eff|Bnd|Prm)' /proc/self/status"):
@@ -39,14 +38,21 @@ def test_the_view_stays_readable_but_cannot_be_unmounted_or_written(state_root, 
     assert control.stdout.strip() == "ok", control
 
 
-def test_the_reference_profile_file_behaves_like_the_built_in_default(state_root, probe):
+def test_a_profile_file_behaves_like_the_built_in_default(state_root, probe, tmp_path):
+    """Docker's profile (the built-in one's bytes, docs/security.md) given
+    as a file through --security-opt seccomp=FILE."""
+    from procview.runtime.security.programs import DEFAULT_PROFILE
+
+    profile_file = tmp_path / "docker-default.json"
+    with open(DEFAULT_PROFILE, "rb") as built_in_bytes:
+        profile_file.write_bytes(built_in_bytes.read())
     def table(*options):
         result = run(state_root, "--no-view", "-v", f"{probe}:/probe:ro", *options, "busybox", "/probe", "table")
         assert result.returncode == 0, result.stderr
         return dict(line.split() for line in result.stdout.splitlines())
 
     built_in = table()
-    from_file = table("--security-opt", f"seccomp={REFERENCE_PROFILE}")
+    from_file = table("--security-opt", f"seccomp={profile_file}")
     assert from_file == built_in
     for name in ("mount", "umount2", "unshare", "setns", "pivot_root", "keyctl", "add_key", "bpf", "perf_event_open",
                  "open_by_handle_at", "reboot", "init_module", "kexec_load", "swapon", "syslog", "userfaultfd",
