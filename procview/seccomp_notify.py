@@ -74,7 +74,6 @@ def _libseccomp():
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError as exc:
         from ctypes.util import find_library  # imports subprocess: only when the soname fails
-
         from procview.native import cannot_load
 
         name = find_library("seccomp")
