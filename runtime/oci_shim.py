@@ -269,7 +269,7 @@ def edit_seccomp(seccomp, listener, native_arches):
 
 def edit_config(config, view, listener, *, native_arches=None, proc_files=VIEW_PROC_FILES):
     """``(new_config, warnings)``: ``config`` (a parsed config.json, not
-    changed) with the view's bind mounts from ``view`` (None: no view) and
+    changed; returned itself when there is nothing to add) with the view's bind mounts from ``view`` (None: no view) and
     the view syscalls sent to ``listener`` (None: no supervisor). Adds
     nothing else. ``native_arches``: the architectures of a profile made
     for an unconfined container (default: this machine's)."""
@@ -298,6 +298,8 @@ def edit_config(config, view, listener, *, native_arches=None, proc_files=VIEW_P
         warnings += more
         if seccomp is not linux.get("seccomp"):
             new["linux"] = dict(linux, seccomp=seccomp)
+    if new == config:
+        return config, warnings  # nothing to add: the caller leaves the file alone
     return new, warnings
 
 

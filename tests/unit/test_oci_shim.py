@@ -322,3 +322,14 @@ def test_the_pass_through_path_imports_nothing_but_the_shim():
     assert [m for m in imported if m.startswith("procview")] == ["procview", "procview.runtime", "procview.runtime.oci_shim"]
     assert set(imported) - {"procview", "procview.runtime", "procview.runtime.oci_shim"} <= {
         "os", "os.path", "posixpath", "genericpath", "stat", "_stat", "_collections_abc"}, imported
+
+
+def test_nothing_to_add_returns_the_config_itself():
+    """The edge rewrites config.json only when the edit changed something."""
+    config = docker_config()
+    assert edit_config(config, None, None)[0] is config
+    config["mounts"] += [{"destination": f"/proc/{n}", "type": "bind", "source": "/l", "options": []} for n in oci_shim.VIEW_PROC_FILES]
+    config["mounts"] += [{"destination": "/sys/devices/system", "type": "bind", "source": "/l", "options": []}]
+    config["linux"]["seccomp"]["listenerPath"] = "/other"
+    new, warnings = edit_config(config, VIEW, SOCK)
+    assert new is config and len(warnings) == 1
