@@ -46,8 +46,10 @@ BIND_OPTIONS = ("bind", "rw")
 # runc's global flags (runc 1.1 main.go). Those taking a value:
 GLOBAL_VALUE_FLAGS = frozenset({"log", "log-format", "root", "criu", "rootless"})
 GLOBAL_BOOL_FLAGS = frozenset({"debug", "systemd-cgroup", "help", "h", "version", "v"})
-# create's and run's flags taking a value (runc 1.1; pidfd-socket: 1.2).
+# create's and run's flags taking a value (runc 1.1; pidfd-socket: 1.2),
+# and their booleans.
 COMMAND_VALUE_FLAGS = frozenset({"bundle", "b", "console-socket", "pid-file", "preserve-fds", "pidfd-socket"})
+COMMAND_BOOL_FLAGS = frozenset({"detach", "d", "keep", "no-pivot", "no-new-keyring", "no-subreaper", "help", "h"})
 EDITED_COMMANDS = frozenset({"create", "run"})
 
 # Go architecture -> libseccomp names, native first (Docker's archMap): a
@@ -91,6 +93,8 @@ def parse_runc_argv(argv):
     (``None`` for commands other than create and run); ``subcommand`` is
     ``None`` for ``--version``, ``--help`` or no command; ``container_id``
     is ``None`` if there is none (runc will say so) or help was asked for.
+    Raises ValueError for a flag runc 1.1 does not know, among the global
+    flags or create's and run's (runc will refuse it; nothing is edited).
     """
     args = list(argv)
     i = 0
@@ -104,6 +108,8 @@ def parse_runc_argv(argv):
         name, value = flag
         if name in ("help", "h", "version", "v"):
             return None, None, None
+        if name not in GLOBAL_VALUE_FLAGS and name not in GLOBAL_BOOL_FLAGS:
+            raise ValueError(f"unknown global flag {args[i]}")
         if name in GLOBAL_VALUE_FLAGS and value is None:
             i += 1  # the value is the next argument
         i += 1
@@ -128,6 +134,8 @@ def parse_runc_argv(argv):
         name, value = flag
         if name in ("help", "h"):
             return command, None, None
+        if name not in COMMAND_VALUE_FLAGS and name not in COMMAND_BOOL_FLAGS:
+            raise ValueError(f"unknown flag {arg} of {command}")
         if name in COMMAND_VALUE_FLAGS and value is None:
             value = rest[j + 1] if j + 1 < len(rest) else None
             j += 1
@@ -479,7 +487,11 @@ def main(argv=None):
         os.write(2, f"{PROG}: {message}\n".encode())
         _log_only(args, message)
         return NOT_FOUND_STATUS
-    command, bundle, container_id = parse_runc_argv(args)
+    try:
+        command, bundle, container_id = parse_runc_argv(args)
+    except ValueError as exc:  # runc refuses it with its own message
+        Log(args).write("warning", f"{exc}: config.json left as it is")
+        command = bundle = container_id = None
     if command in EDITED_COMMANDS and container_id is not None:
         log = Log(args)
         try:

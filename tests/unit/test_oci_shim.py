@@ -66,6 +66,17 @@ def test_parse_runc_argv(argv, expected, tmp_path, monkeypatch):
     assert parse_runc_argv(argv) == expected
 
 
+@pytest.mark.parametrize("argv", [
+    ["--no-such-flag", "run", "id"],
+    ["run", "--no-such-flag", "id"],
+    ["create", "-x", "-b", "/b", "id"],
+])
+def test_an_unknown_flag_is_refused(argv):
+    """runc refuses it too; the shim then edits nothing."""
+    with pytest.raises(ValueError, match="unknown"):
+        parse_runc_argv(argv)
+
+
 def test_global_flag_reads_runc_global_flags_only():
     argv = ["--log=/l", "--log-format", "json", "run", "--log", "/not-global", "id"]
     assert oci_shim.global_flag(argv, "log") == "/l"
