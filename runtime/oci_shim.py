@@ -318,15 +318,21 @@ def find_runc(env=None, self_path=None):
     """The real runc's path, or None: ``$PROCVIEW_RUNC``, else ``runc`` on
     PATH that is not this program, else /usr/sbin/runc, /usr/bin/runc."""
     env = os.environ if env is None else env
-    configured = env.get("PROCVIEW_RUNC")
-    if configured:
-        return configured if os.access(configured, os.X_OK) else None
     self_path = sys.argv[0] if self_path is None else self_path
     try:
         me = os.stat(self_path)
         me = (me.st_dev, me.st_ino)
     except OSError:
         me = None
+    configured = env.get("PROCVIEW_RUNC")
+    if configured:
+        try:
+            st = os.stat(configured)
+        except OSError:
+            return None
+        if (st.st_dev, st.st_ino) == me:  # would exec itself forever
+            return None
+        return configured if os.access(configured, os.X_OK) else None
     candidates = [os.path.join(d or ".", "runc") for d in env.get("PATH", "").split(os.pathsep)]
     candidates += ["/usr/sbin/runc", "/usr/bin/runc"]
     for path in candidates:

@@ -295,6 +295,7 @@ def test_find_runc(tmp_path):
     assert oci_shim.find_runc({"PATH": path}, self_path=str(me)) == str(fake)
     assert oci_shim.find_runc({"PATH": path, "PROCVIEW_RUNC": str(fake)}, self_path=str(me)) == str(fake)
     assert oci_shim.find_runc({"PATH": path, "PROCVIEW_RUNC": str(tmp_path / "none")}) is None
+    assert oci_shim.find_runc({"PATH": path, "PROCVIEW_RUNC": str(me)}, self_path=str(me)) is None  # not itself
 
 
 def test_log_lines_in_runcs_formats(tmp_path):
