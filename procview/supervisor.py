@@ -34,7 +34,9 @@ that brought it stays open as long as the listener lives: ``procview run``
 takes its EOF as "the supervisor is gone" and falls back.
 
 Bad input (garbage, no fd, an fd that is not a listener, a client that
-sends nothing) costs one log line and that connection, nothing else.
+sends nothing) costs one log line and that connection, nothing else. A
+client that connects and closes without sending a byte is a liveness
+probe (``procview-runc``, a second daemon) and is dropped silently.
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ class Supervisor:
                     return
             if scope.cancelled_caught:
                 log.warning("seccomp socket: a client sent nothing for %.0f s; dropped", HELLO_TIMEOUT)
+                return
+            if not message and not fds:
+                # Connected and closed: a liveness probe (procview-runc's
+                # check before it adds listenerPath, a second daemon's
+                # stale-socket check). Nothing to say.
+                log.debug("seccomp socket: a probe (connected, sent nothing, closed)")
                 return
             try:
                 name, listener_fd = self._listener_of(message, fds)

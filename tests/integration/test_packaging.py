@@ -85,6 +85,8 @@ def test_the_wheel_carries_the_code_the_data_and_the_executable(distributions):
     assert PROFILE in names
     assert "procview/runtime/run_command.py" in names and "procview/cli.py" in names
     assert any(name.endswith(".data/scripts/procview") for name in names), names
+    assert any(name.endswith(".data/scripts/procview-runc") for name in names), names
+    assert "procview/runtime/oci_shim.py" in names
     # One import package: nothing top-level but procview (and the metadata).
     tops = {name.split("/")[0] for name in names}
     assert {top for top in tops if not top.endswith((".dist-info", ".data"))} == {"procview"}, tops
@@ -95,7 +97,7 @@ def test_the_sdist_carries_what_a_wheel_is_built_from(distributions):
     with tarfile.open(distributions["sdist"]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
         members = {member.name.split("/", 1)[1]: member for member in sdist.getmembers() if "/" in member.name}
-    assert {PROFILE, "pyproject.toml", "README.md", "bin/procview", "dev/build_backend/procview_build.py"} <= names
+    assert {PROFILE, "pyproject.toml", "README.md", "bin/procview", "bin/procview-runc", "dev/build_backend/procview_build.py"} <= names
     # The checkout's procview/runtime symlink arrives as the files themselves.
     assert members["procview/runtime"].isdir()
     assert "procview/runtime/security/seccomp.py" in names
@@ -151,6 +153,22 @@ def test_the_main_job_runs_from_the_installed_package(installed, serve_daemons, 
     assert mem_line.split()[1] == "512", result.stdout  # busybox free: sysinfo(2), answered by the supervisor
     assert "nproc=1" in result.stdout.split()
     assert re.search(r"^MemTotal:\s+524288 kB$", result.stdout, re.M), result.stdout
+
+
+def test_the_installed_procview_runc_finds_runc(installed, tmp_path):
+    """procview-runc is installed next to procview, runs from the installed
+    package (a pass-through: runc's own --version), and says in one line,
+    exit 127, when there is no runc to run."""
+    shim = installed / "bin" / "procview-runc"
+    assert os.access(shim, os.X_OK)
+    if shutil.which("runc"):
+        result = subprocess.run([str(shim), "--version"], capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                                cwd="/", env=_clean_env(), stdin=subprocess.DEVNULL)
+        assert result.returncode == 0 and result.stdout.startswith("runc version"), result.stdout + result.stderr
+    result = subprocess.run([str(shim), "state", "x"], capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd="/",
+                            env={**_clean_env(), "PROCVIEW_RUNC": str(tmp_path / "no-runc")}, stdin=subprocess.DEVNULL)
+    assert result.returncode == 127, result.stderr
+    assert result.stderr.startswith("procview-runc: runc not found") and result.stderr.count("\n") == 1, result.stderr
 
 
 def _library_file(soname: str) -> str:

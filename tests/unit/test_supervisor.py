@@ -288,3 +288,13 @@ def test_a_storm_gets_bursts_of_answers_and_others_get_their_turns(notify):
     runs = [seen_at.count(turn) for turn in set(seen_at)]
     assert max(runs) <= 2 * BURST_ANSWERS
     assert len(runs) >= 5  # the other task ran again and again during the storm
+
+
+def test_a_probe_that_connects_and_closes_is_dropped_silently(tmp_path, caplog):
+    """procview-runc checks the supervisor is there by connecting and
+    closing: no warning per container start."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    _client_session(tmp_path, lambda sock: sock.shutdown(socket.SHUT_WR))
+    assert "seccomp socket" not in caplog.text
