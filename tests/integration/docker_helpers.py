@@ -1,0 +1,224 @@
+"""A private ``dockerd`` for the integration tests (Debian's docker.io 20.10).
+
+``private_dockerd(tmp_dir, env)`` starts one dockerd that shares nothing
+with a system Docker and changes nothing of the host:
+
+- its own API socket (``-H unix://DIR/docker.sock``), ``--data-root``,
+  ``--exec-root`` and ``--pidfile`` under DIR;
+- no network set-up: ``--bridge=none --iptables=false --ip6tables=false
+  --ip-masq=false --userland-proxy=false`` (no docker0, no iptables rule;
+  containers run with ``--network none``);
+- its own containerd, which dockerd starts itself when ``--containerd`` is
+  not given (socket, state and root under the exec and data roots);
+- ``--cgroup-parent`` a cgroup of its own, removed at the end;
+- ``--add-runtime procview=<venv>/bin/procview-runc``: the shim gets
+  ``PROCVIEW_VIEW`` and ``PROCVIEW_SECCOMP_SOCKET`` through dockerd's own
+  environment (dockerd -> containerd -> containerd-shim-runc-v2 -> runtime
+  each pass their environment on; ``test_docker.py`` checks the result);
+- logs (dockerd's, with its containerd's) to DIR/dockerd.log.
+
+Three paths outside DIR are written, because dockerd 20.10 and containerd
+1.6 hard-code them: ``/run/containerd/s/<hash>`` (the runc v2 shims'
+sockets, removed by each shim when it exits), ``/etc/docker/key.json``
+(dockerd's trust key) and the empty ``/run/docker/plugins``. ``close``
+removes each of them again if it did not exist before the daemon started
+(and holds nothing else).
+
+``close`` removes every container, stops dockerd with SIGTERM (SIGKILL if
+it hangs), kills its containerd and shims if any survived, unmounts
+whatever is left below DIR (lazily), and removes DIR and the cgroups.
+Timeouts here only bound hangs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHIM = str(REPO / ".venv" / "bin" / "procview-runc")
+PROCVIEW = str(REPO / ".venv" / "bin" / "procview")
+# Debian's client, not whatever other `docker` PATH finds first.
+DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else (shutil.which("docker") or "docker")
+DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
+
+START_TIMEOUT = 600.0  # the cgroup2 VM emulates its CPU: dockerd's start takes long there
+STOP_TIMEOUT = 120.0
+RUN_TIMEOUT = 600.0
+# Host paths dockerd and containerd create whatever their roots are, and the
+# files they may hold afterwards (see the module's docstring).
+HOST_PATHS = {"/run/containerd": set(), "/run/docker": set(), "/etc/docker": {"key.json"}}
+
+
+def have_docker() -> str | None:
+    """None if the tests can run, else why not."""
+    if os.geteuid() != 0:
+        return "needs root (dockerd)"
+    for tool in (DOCKERD, DOCKER, "containerd", "containerd-shim-runc-v2", "runc"):
+        if shutil.which(tool) is None and not os.access(tool, os.X_OK):
+            return f"needs {tool} (Debian package docker.io)"
+    return None
+
+
+def _pids_below(path: str) -> list[int]:
+    """Pids whose command line mentions ``path`` (dockerd's containerd and
+    shims name the exec root), zombies excluded."""
+    found = []
+    needle = path.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and needle in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _mounts_below(path: str) -> list[str]:
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == path or point.startswith(path + "/"):
+                points.append(point)
+    return points
+
+
+class PrivateDockerd:
+    def __init__(self, directory: Path, env: dict[str, str], runtimes: dict[str, str] | None = None):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = str(self.dir / "docker.sock")
+        self.host = f"unix://{self.socket}"
+        self.data_root = str(self.dir / "data")
+        self.exec_root = str(self.dir / "exec")
+        self.pidfile = str(self.dir / "dockerd.pid")
+        self.log_path = str(self.dir / "dockerd.log")
+        self.cgroup_parent = f"procview-pytest-docker-{uuid.uuid4().hex[:8]}"
+        self.host_paths_before = {path for path in HOST_PATHS if os.path.lexists(path)}
+        runtimes = {"procview": SHIM, **(runtimes or {})}
+        self.argv = [
+            DOCKERD, "-H", self.host, "--data-root", self.data_root, "--exec-root", self.exec_root,
+            "--pidfile", self.pidfile, "--config-file", str(self.dir / "daemon.json"),
+            "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--userland-proxy=false",
+            "--storage-driver", "overlay2", "--cgroup-parent", self.cgroup_parent, "--log-level", "info",
+        ]
+        for name, path in runtimes.items():
+            self.argv += ["--add-runtime", f"{name}={path}"]
+        (self.dir / "daemon.json").write_text("{}\n")
+        self.env = {**os.environ, **env}
+        self.env.pop("DOCKER_HOST", None)
+        self.popen: subprocess.Popen | None = None
+
+    # -- life ------------------------------------------------------------------
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            # Its own session: a signal to the test's process group does not reach it.
+            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                          env=self.env, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"dockerd exited ({self.popen.returncode}) before it answered\n{self.describe()}")
+            if os.path.exists(self.socket):
+                info = self.docker("info", "--format", "{{.ServerVersion}}", timeout=60, check=False)
+                if info.returncode == 0 and info.stdout.strip():
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dockerd did not answer `docker info` within {START_TIMEOUT:.0f} s\n{self.describe()}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def describe(self) -> str:
+        return f"dockerd: {' '.join(self.argv)}\n--- its log (last 60 lines) ---\n" + "\n".join(self.log().splitlines()[-60:])
+
+    def docker(self, *args: str, timeout: float = RUN_TIMEOUT, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        result = subprocess.run([DOCKER, "-H", self.host, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=timeout, env={k: v for k, v in os.environ.items() if k != "DOCKER_HOST"},
+                                **kwargs)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: exit {result.returncode}\n{result.stderr}\n{self.describe()}")
+        return result
+
+    def load_busybox(self, state_root: str) -> None:
+        """The built-in busybox image of ``procview image export``, loaded."""
+        archive = str(self.dir / "busybox.tar")
+        export = subprocess.run([PROCVIEW, "image", "export", "busybox", archive, "--root", state_root],
+                                capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        assert export.returncode == 0, export.stderr
+        self.docker("load", "-i", archive)
+        os.unlink(archive)
+
+    def close(self) -> list[str]:
+        """Stops everything; returns what had to be cleaned up by force."""
+        problems = []
+        if self.popen is not None and self.popen.poll() is None:
+            ids = self.docker("ps", "-aq", timeout=120, check=False).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, timeout=300, check=False)
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                problems.append(f"dockerd ignored SIGTERM for {STOP_TIMEOUT:.0f} s: killed")
+                self.popen.kill()
+                self.popen.wait()
+        # Its containerd and any shim still alive (they name the exec root).
+        for _ in range(100):
+            left = [pid for pid in _pids_below(self.exec_root) if pid != os.getpid()]
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        else:
+            problems.append(f"processes of dockerd's exec root survive SIGKILL: {left}")
+        for point in sorted(_mounts_below(str(self.dir)), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        for cgroup in glob.glob(f"/sys/fs/cgroup/{self.cgroup_parent}") + glob.glob(f"/sys/fs/cgroup/*/{self.cgroup_parent}"):
+            for sub in sorted((d for d, _, _ in os.walk(cgroup)), key=len, reverse=True):
+                for _ in range(50):
+                    try:
+                        os.rmdir(sub)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                else:
+                    problems.append(f"cgroup {sub} cannot be removed")
+        for path, allowed in HOST_PATHS.items():
+            if path in self.host_paths_before or not os.path.isdir(path):
+                continue
+            files = [os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs]
+            if set(files) <= allowed:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                problems.append(f"{path}, made by this dockerd, holds {files}: left in place")
+        if _mounts_below(str(self.dir)):
+            problems.append(f"mounts below {self.dir} survive a lazy umount: {_mounts_below(str(self.dir))}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return problems

@@ -1,0 +1,160 @@
+"""``procview-runc`` under Debian's Docker (docker.io 20.10, its containerd
+1.6 and runc), with a private dockerd for this module (docker_helpers.py):
+its own socket, data and exec roots, no bridge, no iptables rules.
+
+The dockerd registers ``--add-runtime procview=<venv>/bin/procview-runc``
+and gets ``PROCVIEW_VIEW`` / ``PROCVIEW_SECCOMP_SOCKET`` (a ``procview
+serve`` of this module, with its own supervisor socket) in its environment,
+which reaches the shim through containerd and containerd-shim-runc-v2. The
+image is the built-in busybox, from ``procview image export`` and
+``docker load`` (no registry).
+
+Inside ``docker run --runtime procview``: busybox ``free`` (sysinfo, the
+supervisor) and ``/proc/meminfo`` give the memory limit, ``nproc``
+(sched_getaffinity) and ``/sys/devices/system/cpu/online`` the CPUs.
+A container of the default runtime is unchanged; with the view's daemon
+stopped a ``--runtime procview`` container still starts (on the host's
+values); the LXCFS-style ``-v`` layout works under plain runc; exit codes
+pass through. Containers run with ``--network none`` (the daemon has no
+bridge). Timeouts only bound hangs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .docker_helpers import SHIM, PrivateDockerd, have_docker
+from .serve_helpers import Daemons, host_meminfo_kib, no_leftovers, serve_daemons  # noqa: F401 (fixtures)
+from .test_oci_shim import host_free_mib
+
+_why_not = have_docker()
+pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
+
+PROBE = ("free -m | awk '/^Mem:/{print \"free=\" $2}'; "
+         "echo nproc=$(nproc); "
+         "echo meminfo=$(head -1 /proc/meminfo | awk '{print $2}'); "
+         "echo online=$(cat /sys/devices/system/cpu/online)")
+NET = ("--network", "none")  # the private dockerd has no bridge
+
+
+def values(stdout: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
+
+
+def host_nproc() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@pytest.fixture(scope="module")
+def module_dir():
+    # Below /tmp, not pytest's deep tmp dirs: unix socket paths are short.
+    directory = Path(tempfile.mkdtemp(prefix="pv-docker-", dir="/tmp"))
+    yield directory
+    # PrivateDockerd.close and Daemons.close have emptied what they made.
+    for path in sorted(directory.rglob("*"), key=lambda p: len(str(p)), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()  # a mount point left mounted fails here, never recursively into it
+        else:
+            path.unlink()
+    directory.rmdir()
+
+
+@pytest.fixture(scope="module")
+def view(module_dir):
+    """One ``procview serve`` for the module, with its own supervisor socket."""
+    daemons = Daemons(module_dir / "serve")
+    (module_dir / "serve").mkdir()
+    try:
+        yield daemons.start(str(module_dir / "view"), args=("--seccomp-socket", str(module_dir / "serve" / "seccomp.sock")))
+    finally:
+        daemons.close()
+
+
+# A second runtime, for the test that stops its view: a wrapper that sets
+# the environment itself (the other way to point the shim at a view).
+SECOND_VIEW = "view2"
+SECOND_SOCKET = "seccomp2.sock"
+
+
+@pytest.fixture(scope="module")
+def dockerd(module_dir, view, tmp_path_factory):
+    wrapper = module_dir / "procview-runc-view2"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"PROCVIEW_VIEW={module_dir / SECOND_VIEW} PROCVIEW_SECCOMP_SOCKET={module_dir / SECOND_SOCKET} "
+                       f"exec {SHIM} \"$@\"\n")
+    wrapper.chmod(0o755)
+    daemon = PrivateDockerd(module_dir / "docker",
+                            {"PROCVIEW_VIEW": view.mount, "PROCVIEW_SECCOMP_SOCKET": view.seccomp_socket},
+                            runtimes={"procview-view2": str(wrapper)})
+    problems = []
+    try:
+        daemon.start()
+        daemon.load_busybox(str(tmp_path_factory.mktemp("procview-root")))
+        yield daemon
+    finally:
+        problems = daemon.close()
+        wrapper.unlink()
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+def run(dockerd, *args: str):
+    return dockerd.docker("run", "--rm", *NET, *args, check=False)
+
+
+def test_the_procview_runtime_gives_a_container_its_limits(dockerd, view):
+    result = run(dockerd, "--runtime", "procview", "-m", "512m", "--cpus", "1", "busybox", "sh", "-c", PROBE)
+    assert result.returncode == 0, result.stderr + dockerd.describe()
+    assert values(result.stdout) == {"free": "512", "nproc": "1", "meminfo": str(512 * 1024), "online": "0"}, (
+        result.stdout + result.stderr)
+    # The shim found view and supervisor through dockerd's environment.
+    assert "supervising container" in view.log(), view.log()
+
+
+def test_cpuset_and_a_smaller_limit(dockerd, view):
+    result = run(dockerd, "--runtime", "procview", "--cpuset-cpus", "0", "-m", "256m", "busybox", "sh", "-c", PROBE)
+    assert result.returncode == 0, result.stderr + dockerd.describe()
+    assert values(result.stdout) == {"free": "256", "nproc": "1", "meminfo": str(256 * 1024), "online": "0"}, (
+        result.stdout + result.stderr)
+
+
+def test_a_container_of_the_default_runtime_is_unchanged(dockerd, view):
+    result = run(dockerd, "-m", "512m", "--cpus", "1", "busybox", "sh", "-c", PROBE)
+    assert result.returncode == 0, result.stderr + dockerd.describe()
+    got = values(result.stdout)
+    assert abs(int(got["free"]) - host_free_mib()) <= 1, result.stdout  # busybox rounds
+    assert got["meminfo"] == str(host_meminfo_kib()), result.stdout
+    assert got["nproc"] == str(host_nproc()), result.stdout
+
+
+def test_with_the_view_stopped_the_container_still_starts(dockerd, serve_daemons, module_dir):
+    # The second runtime's view: running, then stopped.
+    daemon = serve_daemons.start(str(module_dir / SECOND_VIEW), args=("--seccomp-socket", str(module_dir / SECOND_SOCKET)))
+    result = run(dockerd, "--runtime", "procview-view2", "-m", "512m", "--cpus", "1", "busybox", "sh", "-c", PROBE)
+    assert result.returncode == 0, result.stderr + dockerd.describe()
+    assert values(result.stdout) == {"free": "512", "nproc": "1", "meminfo": str(512 * 1024), "online": "0"}, (
+        result.stdout + result.stderr)
+    assert daemon.stop() == 0, daemon.describe()
+    result = run(dockerd, "--runtime", "procview-view2", "-m", "512m", "--cpus", "1", "busybox", "sh", "-c", PROBE)
+    assert result.returncode == 0, result.stderr + dockerd.describe()
+    got = values(result.stdout)
+    assert abs(int(got["free"]) - host_free_mib()) <= 1, result.stdout
+    assert got["meminfo"] == str(host_meminfo_kib()), result.stdout
+    assert got["nproc"] == str(host_nproc()), result.stdout
+
+
+def test_the_lxcfs_style_bind_mounts_keep_working(dockerd, view):
+    result = run(dockerd, "-m", "512m", "-v", f"{view.path('proc/meminfo')}:/proc/meminfo:rw",
+                 "busybox", "sh", "-c", PROBE)
+    assert result.returncode == 0, result.stderr + dockerd.describe()
+    assert values(result.stdout)["meminfo"] == str(512 * 1024), result.stdout
+
+
+@pytest.mark.parametrize("runtime", [("--runtime", "procview"), ()], ids=["procview", "runc"])
+def test_exit_codes_pass_through(dockerd, view, runtime):
+    assert run(dockerd, *runtime, "busybox", "sh", "-c", "exit 3").returncode == 3
+    assert run(dockerd, *runtime, "busybox", "true").returncode == 0
