@@ -17,10 +17,11 @@ with a system Docker and changes nothing of the host:
   each pass their environment on; ``test_docker.py`` checks the result);
 - logs (dockerd's, with its containerd's) to DIR/dockerd.log.
 
-Three paths outside DIR are written, because dockerd 20.10 and containerd
+Four paths outside DIR are written, because dockerd 20.10 and containerd
 1.6 hard-code them: ``/run/containerd/s/<hash>`` (the runc v2 shims'
 sockets, removed by each shim when it exits), ``/etc/docker/key.json``
-(dockerd's trust key) and the empty ``/run/docker/plugins``. ``close``
+(dockerd's trust key), the empty ``/run/docker/plugins`` and the empty
+``/opt/containerd/{bin,lib}`` (containerd's "opt" plugin). ``close``
 removes each of them again if it did not exist before the daemon started
 (and holds nothing else).
 
@@ -53,7 +54,7 @@ STOP_TIMEOUT = 120.0
 RUN_TIMEOUT = 600.0
 # Host paths dockerd and containerd create whatever their roots are, and the
 # files they may hold afterwards (see the module's docstring).
-HOST_PATHS = {"/run/containerd": set(), "/run/docker": set(), "/etc/docker": {"key.json"}}
+HOST_PATHS = {"/run/containerd": set(), "/run/docker": set(), "/etc/docker": {"key.json"}, "/opt/containerd": set()}
 
 
 def have_docker() -> str | None:
