@@ -173,9 +173,12 @@ class PrivateDockerd:
         """Stops everything; returns what had to be cleaned up by force."""
         problems = []
         if self.popen is not None and self.popen.poll() is None:
-            ids = self.docker("ps", "-aq", timeout=120, check=False).stdout.split()
-            if ids:
-                self.docker("rm", "-f", *ids, timeout=300, check=False)
+            try:
+                ids = self.docker("ps", "-aq", timeout=120, check=False).stdout.split()
+                if ids:
+                    self.docker("rm", "-f", *ids, timeout=300, check=False)
+            except subprocess.TimeoutExpired:
+                problems.append("dockerd did not answer `docker ps`/`docker rm` at the end")
             self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=STOP_TIMEOUT)
