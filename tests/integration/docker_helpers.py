@@ -42,6 +42,8 @@ import time
 import uuid
 from pathlib import Path
 
+from .serve_helpers import read_log
+
 REPO = Path(__file__).resolve().parents[2]
 SHIM = str(REPO / ".venv" / "bin" / "procview-runc")
 PROCVIEW = str(REPO / ".venv" / "bin" / "procview")
@@ -143,11 +145,7 @@ class PrivateDockerd:
             time.sleep(0.2)
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def describe(self) -> str:
         return f"dockerd: {' '.join(self.argv)}\n--- its log (last 60 lines) ---\n" + "\n".join(self.log().splitlines()[-60:])

@@ -155,6 +155,15 @@ def daemon_rss_kib(pid: int) -> int:
 # -- the daemon ------------------------------------------------------------------
 
 
+def read_log(path: str) -> str:
+    """A daemon's log file as text so far ("" if there is none yet)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 class Daemon:
     """One ``procview serve`` subprocess."""
 
@@ -173,11 +182,7 @@ class Daemon:
         return self.popen.pid
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def describe(self) -> str:
         return f"daemon: {shlex.join(self.argv)} (pid {self.pid}, exit {self.popen.returncode})\n--- its stderr ---\n{self.log()}---"
