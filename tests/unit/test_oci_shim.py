@@ -345,3 +345,14 @@ def test_nothing_to_add_returns_the_config_itself():
     config["linux"]["seccomp"]["listenerPath"] = "/other"
     new, warnings = edit_config(config, VIEW, SOCK)
     assert new is config and len(warnings) == 1
+
+
+def test_the_shims_copies_of_the_view_and_socket_are_procview_runs():
+    """The shim repeats these so that its pass-through path imports
+    nothing; they must stay what procview run and procview serve use."""
+    from procview import DEFAULT_SECCOMP_SOCKET
+    from procview.runtime import rootfs
+
+    assert oci_shim.VIEW_PROC_FILES == rootfs.VIEW_PROC_FILES
+    assert oci_shim.VIEW_SYS_DIRS == rootfs.VIEW_SYS_DIRS
+    assert oci_shim.DEFAULT_SECCOMP_SOCKET == DEFAULT_SECCOMP_SOCKET
