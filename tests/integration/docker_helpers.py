@@ -11,7 +11,9 @@ with a system Docker and changes nothing of the host:
 - its own containerd, which dockerd starts itself when ``--containerd`` is
   not given (socket, state and root under the exec and data roots);
 - ``--cgroup-parent`` a cgroup of its own, removed at the end;
-- ``--add-runtime procview=<venv>/bin/procview-runc``: the shim gets
+- the runtime ``procview`` (``<venv>/bin/procview-runc``) registered in
+  its own ``daemon.json`` (``reconfigure`` rewrites the file and reloads
+  dockerd with SIGHUP, as ``systemctl reload docker`` does); the shim gets
   ``PROCVIEW_VIEW`` and ``PROCVIEW_SECCOMP_SOCKET`` through dockerd's own
   environment (dockerd -> containerd -> containerd-shim-runc-v2 -> runtime
   each pass their environment on; ``test_docker.py`` checks the result);
@@ -34,6 +36,7 @@ Timeouts here only bound hangs.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -111,16 +114,18 @@ class PrivateDockerd:
         self.log_path = str(self.dir / "dockerd.log")
         self.cgroup_parent = f"procview-pytest-docker-{uuid.uuid4().hex[:8]}"
         self.host_paths_before = {path for path in HOST_PATHS if os.path.lexists(path)}
-        runtimes = {"procview": SHIM, **(runtimes or {})}
+        self.config_path = self.dir / "daemon.json"
+        # The runtimes go in daemon.json, not --add-runtime flags: a test
+        # may then change them (and default-runtime) with ``reconfigure``,
+        # as an administrator edits the file and reloads.
+        self.config = {"runtimes": {name: {"path": path} for name, path in {"procview": SHIM, **(runtimes or {})}.items()}}
         self.argv = [
             DOCKERD, "-H", self.host, "--data-root", self.data_root, "--exec-root", self.exec_root,
-            "--pidfile", self.pidfile, "--config-file", str(self.dir / "daemon.json"),
+            "--pidfile", self.pidfile, "--config-file", str(self.config_path),
             "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--userland-proxy=false",
             "--storage-driver", "overlay2", "--cgroup-parent", self.cgroup_parent, "--log-level", "info",
         ]
-        for name, path in runtimes.items():
-            self.argv += ["--add-runtime", f"{name}={path}"]
-        (self.dir / "daemon.json").write_text("{}\n")
+        self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
         self.env = {**os.environ, **env}
         self.env.pop("DOCKER_HOST", None)
         self.popen: subprocess.Popen | None = None
@@ -144,6 +149,22 @@ class PrivateDockerd:
                 raise AssertionError(f"dockerd did not answer `docker info` within {START_TIMEOUT:.0f} s\n{self.describe()}")
             time.sleep(0.2)
 
+    def reconfigure(self, **settings) -> None:
+        """Writes ``settings`` over daemon.json's (None removes one) and has
+        dockerd reload it (SIGHUP, what ``systemctl reload docker`` sends);
+        returns once dockerd has logged the reload."""
+        self.config.update(settings)
+        self.config = {key: value for key, value in self.config.items() if value is not None}
+        self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
+        reloads = self.log().count("Reloaded configuration")
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.log().count("Reloaded configuration") == reloads:
+            if time.monotonic() > deadline or self.popen.poll() is not None:
+                raise AssertionError(f"dockerd did not reload {self.config_path}\n{self.describe()}")
+            time.sleep(0.1)
+
     def log(self) -> str:
         return read_log(self.log_path)
 
@@ -166,6 +187,10 @@ class PrivateDockerd:
         assert export.returncode == 0, export.stderr
         self.docker("load", "-i", archive)
         os.unlink(archive)
+
+    def import_rootfs(self, archive: str, reference: str) -> None:
+        """A root file system archive as an image (``docker import``)."""
+        self.docker("import", archive, reference)
 
     def close(self) -> list[str]:
         """Stops everything; returns what had to be cleaned up by force."""
