@@ -98,9 +98,10 @@ def test_containerd_s_default_seccomp_profile_keeps_the_supervisor(containerd, v
 
 
 def test_a_cpu_quota_and_a_smaller_limit(containerd, view):
-    _, got = probe(containerd, "--runc-binary", SHIM, "--memory-limit", str(256 * MiB),
-                   "--cpu-quota", "50000", "--cpu-period", "100000")
+    container_id, got = probe(containerd, "--runc-binary", SHIM, "--memory-limit", str(256 * MiB),
+                              "--cpu-quota", "50000", "--cpu-period", "100000")
     assert got == {"free": "256", "nproc": "1", "meminfo": str(256 * 1024), "online": "0"}
+    assert supervised(view, container_id), view.log()
 
 
 def test_without_runc_binary_the_container_is_unchanged(containerd, view):
