@@ -29,34 +29,31 @@ removes each of them again if it did not exist before the daemon started
 
 ``close`` removes every container, stops dockerd with SIGTERM (SIGKILL if
 it hangs), kills its containerd and shims if any survived, unmounts
-whatever is left below DIR (lazily), and removes DIR and the cgroups.
+whatever is left below DIR (lazily), and removes DIR and the cgroups
+(``engine_helpers.sweep``, shared with the private containerd).
 Timeouts here only bound hangs.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
+from .engine_helpers import (
+    RUN_TIMEOUT, SHIM, STOP_TIMEOUT, HostPaths, export_busybox, missing_tool, start_daemon, stop_daemon, sweep,
+    wait_until_ready,
+)
 from .serve_helpers import read_log
 
-REPO = Path(__file__).resolve().parents[2]
-SHIM = str(REPO / ".venv" / "bin" / "procview-runc")
-PROCVIEW = str(REPO / ".venv" / "bin" / "procview")
 # Debian's client, not whatever other `docker` PATH finds first.
 DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else (shutil.which("docker") or "docker")
 DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
 
-START_TIMEOUT = 600.0  # the cgroup2 VM emulates its CPU: dockerd's start takes long there
-STOP_TIMEOUT = 120.0
-RUN_TIMEOUT = 600.0
 # Host paths dockerd and containerd create whatever their roots are, and the
 # files they may hold afterwards (see the module's docstring).
 HOST_PATHS = {"/run/containerd": set(), "/run/docker": set(), "/etc/docker": {"key.json"}, "/opt/containerd": set()}
@@ -66,40 +63,7 @@ def have_docker() -> str | None:
     """None if the tests can run, else why not."""
     if os.geteuid() != 0:
         return "needs root (dockerd)"
-    for tool in (DOCKERD, DOCKER, "containerd", "containerd-shim-runc-v2", "runc"):
-        if shutil.which(tool) is None and not os.access(tool, os.X_OK):
-            return f"needs {tool} (Debian package docker.io)"
-    return None
-
-
-def _pids_below(path: str) -> list[int]:
-    """Pids whose command line mentions ``path`` (dockerd's containerd and
-    shims name the exec root), zombies excluded."""
-    found = []
-    needle = path.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and needle in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def _mounts_below(path: str) -> list[str]:
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point == path or point.startswith(path + "/"):
-                points.append(point)
-    return points
+    return missing_tool((DOCKERD, DOCKER, "containerd", "containerd-shim-runc-v2", "runc"), "docker.io")
 
 
 class PrivateDockerd:
@@ -113,7 +77,7 @@ class PrivateDockerd:
         self.pidfile = str(self.dir / "dockerd.pid")
         self.log_path = str(self.dir / "dockerd.log")
         self.cgroup_parent = f"procview-pytest-docker-{uuid.uuid4().hex[:8]}"
-        self.host_paths_before = {path for path in HOST_PATHS if os.path.lexists(path)}
+        self.host_paths = HostPaths(HOST_PATHS)
         self.config_path = self.dir / "daemon.json"
         # The runtimes go in daemon.json, not --add-runtime flags: a test
         # may then change them (and default-runtime) with ``reconfigure``,
@@ -133,21 +97,14 @@ class PrivateDockerd:
     # -- life ------------------------------------------------------------------
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            # Its own session: a signal to the test's process group does not reach it.
-            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          env=self.env, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"dockerd exited ({self.popen.returncode}) before it answered\n{self.describe()}")
-            if os.path.exists(self.socket):
-                info = self.docker("info", "--format", "{{.ServerVersion}}", timeout=60, check=False)
-                if info.returncode == 0 and info.stdout.strip():
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"dockerd did not answer `docker info` within {START_TIMEOUT:.0f} s\n{self.describe()}")
-            time.sleep(0.2)
+        self.popen = start_daemon(self.argv, self.env, self.log_path)
+        wait_until_ready(self.popen, self._answers, "dockerd", self.describe)
+
+    def _answers(self) -> bool:
+        if not os.path.exists(self.socket):
+            return False
+        info = self.docker("info", "--format", "{{.ServerVersion}}", timeout=60, check=False)
+        return info.returncode == 0 and bool(info.stdout.strip())
 
     def reconfigure(self, **settings) -> None:
         """Writes ``settings`` over daemon.json's (None removes one) and has
@@ -159,11 +116,8 @@ class PrivateDockerd:
         reloads = self.log().count("Reloaded configuration")
         assert self.popen is not None
         self.popen.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + START_TIMEOUT
-        while self.log().count("Reloaded configuration") == reloads:
-            if time.monotonic() > deadline or self.popen.poll() is not None:
-                raise AssertionError(f"dockerd did not reload {self.config_path}\n{self.describe()}")
-            time.sleep(0.1)
+        wait_until_ready(self.popen, lambda: self.log().count("Reloaded configuration") > reloads,
+                         f"dockerd (reloading {self.config_path})", self.describe)
 
     def log(self) -> str:
         return read_log(self.log_path)
@@ -182,9 +136,7 @@ class PrivateDockerd:
     def load_busybox(self, state_root: str) -> None:
         """The built-in busybox image of ``procview image export``, loaded."""
         archive = str(self.dir / "busybox.tar")
-        export = subprocess.run([PROCVIEW, "image", "export", "busybox", archive, "--root", state_root],
-                                capture_output=True, text=True, timeout=RUN_TIMEOUT)
-        assert export.returncode == 0, export.stderr
+        export_busybox(archive, state_root)
         self.docker("load", "-i", archive)
         os.unlink(archive)
 
@@ -202,50 +154,6 @@ class PrivateDockerd:
                     self.docker("rm", "-f", *ids, timeout=300, check=False)
             except subprocess.TimeoutExpired:
                 problems.append("dockerd did not answer `docker ps`/`docker rm` at the end")
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                problems.append(f"dockerd ignored SIGTERM for {STOP_TIMEOUT:.0f} s: killed")
-                self.popen.kill()
-                self.popen.wait()
-        # Its containerd and any shim still alive (they name the exec root).
-        for _ in range(100):
-            left = [pid for pid in _pids_below(self.exec_root) if pid != os.getpid()]
-            if not left:
-                break
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.1)
-        else:
-            problems.append(f"processes of dockerd's exec root survive SIGKILL: {left}")
-        for point in sorted(_mounts_below(str(self.dir)), reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-        for cgroup in glob.glob(f"/sys/fs/cgroup/{self.cgroup_parent}") + glob.glob(f"/sys/fs/cgroup/*/{self.cgroup_parent}"):
-            for sub in sorted((d for d, _, _ in os.walk(cgroup)), key=len, reverse=True):
-                for _ in range(50):
-                    try:
-                        os.rmdir(sub)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.1)
-                else:
-                    problems.append(f"cgroup {sub} cannot be removed")
-        for path, allowed in HOST_PATHS.items():
-            if path in self.host_paths_before or not os.path.isdir(path):
-                continue
-            files = [os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs]
-            if set(files) <= allowed:
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                problems.append(f"{path}, made by this dockerd, holds {files}: left in place")
-        if _mounts_below(str(self.dir)):
-            problems.append(f"mounts below {self.dir} survive a lazy umount: {_mounts_below(str(self.dir))}")
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        return problems
+        problems += stop_daemon(self.popen, "dockerd", STOP_TIMEOUT)
+        # Its containerd and any shim still alive name the exec root, below DIR.
+        return problems + sweep(self.dir, self.cgroup_parent, self.host_paths, "this dockerd")

@@ -110,9 +110,8 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def procview_serve_pids() -> set[int]:
-    """Pids of every running ``procview serve`` process (zombies excluded)."""
-    pids = set()
+def live_processes():
+    """(pid, argv as bytes) of every process but zombies."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -123,9 +122,14 @@ def procview_serve_pids() -> set[int]:
                 state = f.read().rpartition(")")[2].split()[0]
         except OSError:
             continue
-        if state != "Z" and any(a.endswith(b"procview") for a in argv[:2]) and b"serve" in argv:
-            pids.add(int(entry))
-    return pids
+        if state != "Z":
+            yield int(entry), argv
+
+
+def procview_serve_pids() -> set[int]:
+    """Pids of every running ``procview serve`` process (zombies excluded)."""
+    return {pid for pid, argv in live_processes()
+            if any(a.endswith(b"procview") for a in argv[:2]) and b"serve" in argv}
 
 
 def sandbox_cgroups() -> set[str]:
@@ -634,7 +638,7 @@ __all__ = [
     "Daemon", "Daemons", "ToolRun", "LineProcess",
     "serve_daemons", "procview_mount", "shared_mount", "no_leftovers",
     "container_argv", "container_fstab", "run_in_container", "run_on_host", "enter_root_cgroup", "start_python_in_container",
-    "mounts_at", "procview_mounts", "procview_serve_pids", "sandbox_cgroups", "lazy_umount",
+    "mounts_at", "procview_mounts", "live_processes", "procview_serve_pids", "sandbox_cgroups", "lazy_umount",
     "daemon_fd_count", "daemon_rss_kib",
     "meminfo_kib", "host_meminfo_kib", "cpuinfo_processors", "cpuinfo_blocks", "identifying_fields", "stat_cpu_lines", "host_cpus", "walk_no_follow",
     "errno_of", "wait_until",

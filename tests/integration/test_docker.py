@@ -26,14 +26,13 @@ bridge). Timeouts only bound hangs.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from .debian_rootfs import rootfs_tar
 from .docker_helpers import SHIM, PrivateDockerd, have_docker
-from .serve_helpers import Daemons, host_meminfo_kib, no_leftovers, serve_daemons  # noqa: F401 (fixtures)
+from .engine_helpers import module_dir, view  # noqa: F401 (fixtures)
+from .serve_helpers import host_meminfo_kib, no_leftovers, serve_daemons  # noqa: F401 (fixtures)
 from .test_oci_shim import host_free_mib
 from .test_syscall_view import LIMIT_KB, assert_container_values, needs_two_cpus, parse_probes, probe_script
 
@@ -53,31 +52,6 @@ def values(stdout: str) -> dict[str, str]:
 
 def host_nproc() -> int:
     return len(os.sched_getaffinity(0))
-
-
-@pytest.fixture(scope="module")
-def module_dir():
-    # Below /tmp, not pytest's deep tmp dirs: unix socket paths are short.
-    directory = Path(tempfile.mkdtemp(prefix="pv-docker-", dir="/tmp"))
-    yield directory
-    # PrivateDockerd.close and Daemons.close have emptied what they made.
-    for path in sorted(directory.rglob("*"), key=lambda p: len(str(p)), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            path.rmdir()  # a mount point left mounted fails here, never recursively into it
-        else:
-            path.unlink()
-    directory.rmdir()
-
-
-@pytest.fixture(scope="module")
-def view(module_dir):
-    """One ``procview serve`` for the module, with its own supervisor socket."""
-    daemons = Daemons(module_dir / "serve")
-    (module_dir / "serve").mkdir()
-    try:
-        yield daemons.start(str(module_dir / "view"), args=("--seccomp-socket", str(module_dir / "serve" / "seccomp.sock")))
-    finally:
-        daemons.close()
 
 
 # A second runtime, for the test that stops its view: a wrapper that sets
