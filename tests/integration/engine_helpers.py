@@ -1,9 +1,19 @@
 """What the tests' private container engines share: dockerd
-(docker_helpers.py) and containerd (containerd_helpers.py).
+(docker_helpers.py), containerd (containerd_helpers.py) and podman
+(podman_helpers.py).
 
 Fixtures (import them by name): ``module_dir``, a short directory under
 /tmp for a test module's daemons, and ``view``, the module's ``procview
-serve`` with a supervisor socket of its own.
+serve`` with a supervisor socket of its own; ``second_runtime``, a
+wrapper that points the shim at a second view (``SECOND_VIEW``) that a
+test starts and stops itself (``check_a_stopped_view``).
+
+What a container sees: ``PROBE`` prints busybox ``free -m``'s total
+(sysinfo, answered by the supervisor), ``nproc`` (sched_getaffinity, the
+supervisor too), ``/proc/meminfo``'s MemTotal and
+``/sys/devices/system/cpu/online`` (the view's files) as ``key=value``
+lines; ``values`` reads them, ``view_values`` is what they are with the
+view, ``assert_host_values`` checks they are the host's.
 
 An engine daemon started by a test lives in a directory of its own and
 must leave nothing behind, even after a failure, a hang or a kill:
@@ -42,7 +52,7 @@ from typing import Callable
 
 import pytest
 
-from .serve_helpers import Daemons, live_processes
+from .serve_helpers import Daemons, host_meminfo_kib, live_processes
 
 REPO = Path(__file__).resolve().parents[2]
 SHIM = str(REPO / ".venv" / "bin" / "procview-runc")
@@ -51,6 +61,48 @@ PROCVIEW = str(REPO / ".venv" / "bin" / "procview")
 START_TIMEOUT = 600.0  # the cgroup2 VM emulates its CPU: a daemon's start takes long there
 STOP_TIMEOUT = 120.0
 RUN_TIMEOUT = 600.0
+
+
+# -- what a container sees ---------------------------------------------------------
+
+PROBE = ("free -m | awk '/^Mem:/{print \"free=\" $2}'; "
+         "echo nproc=$(nproc); "
+         "echo meminfo=$(head -1 /proc/meminfo | awk '{print $2}'); "
+         "echo online=$(cat /sys/devices/system/cpu/online)")
+
+
+def values(stdout: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
+
+
+def view_values(memory_mib: int) -> dict[str, str]:
+    """What ``PROBE`` prints in a container with the view, ``memory_mib``
+    MiB of memory and one CPU (CPU 0)."""
+    return {"free": str(memory_mib), "nproc": "1", "meminfo": str(memory_mib * 1024), "online": "0"}
+
+
+def host_free_mib() -> int:
+    """busybox free's total on the host: sysinfo's totalram in MiB."""
+    import ctypes
+
+    class Sysinfo(ctypes.Structure):
+        _fields_ = [("uptime", ctypes.c_long), ("loads", ctypes.c_ulong * 3), ("totalram", ctypes.c_ulong),
+                    ("pad", ctypes.c_char * 200)]
+    info = Sysinfo()
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.sysinfo(ctypes.byref(info)) == 0
+    return info.totalram >> 20  # mem_unit is 1 on 64-bit hosts with this much RAM
+
+
+def host_nproc() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def assert_host_values(got: dict[str, str]) -> None:
+    """``PROBE``'s ``values`` are the host's: no view, no supervisor."""
+    assert abs(int(got["free"]) - host_free_mib()) <= 1, got  # busybox rounds
+    assert got["meminfo"] == str(host_meminfo_kib()), got
+    assert got["nproc"] == str(host_nproc()), got
 
 
 def missing_tool(tools: tuple[str, ...], package: str) -> str | None:
@@ -145,10 +197,48 @@ def view(module_dir):
         daemons.close()
 
 
+# A second runtime, for the test that stops its view.
+SECOND_RUNTIME = "procview-view2"
+SECOND_VIEW = "view2"
+SECOND_SOCKET = "seccomp2.sock"
+
+
+@pytest.fixture(scope="module")
+def second_runtime(module_dir):
+    """The path of a wrapper to register as ``SECOND_RUNTIME``: the shim
+    with ``PROCVIEW_VIEW`` and ``PROCVIEW_SECCOMP_SOCKET`` set to the second
+    view, the other way to point it at a view than the engine's
+    environment."""
+    wrapper = module_dir / f"procview-runc-{SECOND_VIEW}"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"PROCVIEW_VIEW={module_dir / SECOND_VIEW} PROCVIEW_SECCOMP_SOCKET={module_dir / SECOND_SOCKET} "
+                       f"exec {SHIM} \"$@\"\n")
+    wrapper.chmod(0o755)
+    yield str(wrapper)
+    wrapper.unlink()
+
+
+def check_a_stopped_view(run: Callable, serve_daemons, module_dir: Path) -> None:
+    """``run(*args)``: the engine runs a container (``args``: run's
+    options, the image and the command) and returns the CompletedProcess.
+    A container of ``SECOND_RUNTIME`` gets its view while the view runs, and
+    still starts, on the host's values, once its ``procview serve`` has
+    stopped."""
+    daemon = serve_daemons.start(str(module_dir / SECOND_VIEW), args=("--seccomp-socket", str(module_dir / SECOND_SOCKET)))
+    probe = ("--runtime", SECOND_RUNTIME, "-m", "512m", "--cpus", "1", "busybox", "sh", "-c", PROBE)
+    result = run(*probe)
+    assert result.returncode == 0, result.stderr
+    assert values(result.stdout) == view_values(512), result.stdout + result.stderr
+    assert daemon.stop() == 0, daemon.describe()
+    result = run(*probe)
+    assert result.returncode == 0, result.stderr
+    assert_host_values(values(result.stdout))
+
+
 def export_busybox(archive: str, state_root: str) -> None:
     """The built-in busybox image of ``procview image export``, as a
-    ``docker save`` archive (which ``docker load`` and ``ctr images
-    import`` both read)."""
+    ``docker save`` archive (which ``docker load``, ``ctr images import``
+    and ``podman load`` read)."""
     export = subprocess.run([PROCVIEW, "image", "export", "busybox", archive, "--root", state_root],
                             capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert export.returncode == 0, export.stderr

@@ -37,10 +37,9 @@ import tomllib
 import pytest
 
 from .containerd_helpers import CONTAINERD, CRI_PLUGIN, PrivateContainerd, cri_section, have_containerd
-from .engine_helpers import REPO, RUN_TIMEOUT, SHIM, module_dir, running, view  # noqa: F401 (fixtures)
-from .serve_helpers import host_meminfo_kib, no_leftovers  # noqa: F401 (fixture)
-from .test_docker import PROBE, host_nproc, values
-from .test_oci_shim import host_free_mib
+from .engine_helpers import (PROBE, REPO, RUN_TIMEOUT, SHIM, assert_host_values, module_dir, running,  # noqa: F401
+                             values, view)
+from .serve_helpers import no_leftovers  # noqa: F401 (fixture)
 
 _why_not = have_containerd()
 pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
@@ -75,12 +74,6 @@ def supervised(view, container_id: str) -> bool:
     """The view's supervisor took this container's seccomp listener (the
     shim found it through containerd's environment)."""
     return f"supervising container {container_id} (" in view.log()
-
-
-def assert_host_values(got: dict[str, str]) -> None:
-    assert abs(int(got["free"]) - host_free_mib()) <= 1, got  # busybox rounds
-    assert got["meminfo"] == str(host_meminfo_kib()), got
-    assert got["nproc"] == str(host_nproc()), got
 
 
 def test_runc_binary_gives_a_container_its_limits(containerd, view):

@@ -30,46 +30,23 @@ import os
 import pytest
 
 from .debian_rootfs import rootfs_tar
-from .docker_helpers import SHIM, PrivateDockerd, have_docker
-from .engine_helpers import module_dir, view  # noqa: F401 (fixtures)
+from .docker_helpers import PrivateDockerd, have_docker
+from .engine_helpers import (PROBE, SECOND_RUNTIME, assert_host_values, check_a_stopped_view,  # noqa: F401
+                             module_dir, second_runtime, values, view)
 from .serve_helpers import host_meminfo_kib, no_leftovers, serve_daemons  # noqa: F401 (fixtures)
-from .test_oci_shim import host_free_mib
 from .test_syscall_view import LIMIT_KB, assert_container_values, needs_two_cpus, parse_probes, probe_script
 
 _why_not = have_docker()
 pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
-PROBE = ("free -m | awk '/^Mem:/{print \"free=\" $2}'; "
-         "echo nproc=$(nproc); "
-         "echo meminfo=$(head -1 /proc/meminfo | awk '{print $2}'); "
-         "echo online=$(cat /sys/devices/system/cpu/online)")
 NET = ("--network", "none")  # the private dockerd has no bridge
 
 
-def values(stdout: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
-
-
-def host_nproc() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-# A second runtime, for the test that stops its view: a wrapper that sets
-# the environment itself (the other way to point the shim at a view).
-SECOND_VIEW = "view2"
-SECOND_SOCKET = "seccomp2.sock"
-
-
 @pytest.fixture(scope="module")
-def dockerd(module_dir, view, tmp_path_factory):
-    wrapper = module_dir / "procview-runc-view2"
-    wrapper.write_text("#!/bin/sh\n"
-                       f"PROCVIEW_VIEW={module_dir / SECOND_VIEW} PROCVIEW_SECCOMP_SOCKET={module_dir / SECOND_SOCKET} "
-                       f"exec {SHIM} \"$@\"\n")
-    wrapper.chmod(0o755)
+def dockerd(module_dir, view, second_runtime, tmp_path_factory):
     daemon = PrivateDockerd(module_dir / "docker",
                             {"PROCVIEW_VIEW": view.mount, "PROCVIEW_SECCOMP_SOCKET": view.seccomp_socket},
-                            runtimes={"procview-view2": str(wrapper)})
+                            runtimes={SECOND_RUNTIME: second_runtime})
     problems = []
     try:
         daemon.start()
@@ -77,7 +54,6 @@ def dockerd(module_dir, view, tmp_path_factory):
         yield daemon
     finally:
         problems = daemon.close()
-        wrapper.unlink()
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
 
@@ -105,26 +81,11 @@ def test_cpuset_and_a_smaller_limit(dockerd, view):
 def test_a_container_of_the_default_runtime_is_unchanged(dockerd, view):
     result = run(dockerd, "-m", "512m", "--cpus", "1", "busybox", "sh", "-c", PROBE)
     assert result.returncode == 0, result.stderr + dockerd.describe()
-    got = values(result.stdout)
-    assert abs(int(got["free"]) - host_free_mib()) <= 1, result.stdout  # busybox rounds
-    assert got["meminfo"] == str(host_meminfo_kib()), result.stdout
-    assert got["nproc"] == str(host_nproc()), result.stdout
+    assert_host_values(values(result.stdout))
 
 
 def test_with_the_view_stopped_the_container_still_starts(dockerd, serve_daemons, module_dir):
-    # The second runtime's view: running, then stopped.
-    daemon = serve_daemons.start(str(module_dir / SECOND_VIEW), args=("--seccomp-socket", str(module_dir / SECOND_SOCKET)))
-    result = run(dockerd, "--runtime", "procview-view2", "-m", "512m", "--cpus", "1", "busybox", "sh", "-c", PROBE)
-    assert result.returncode == 0, result.stderr + dockerd.describe()
-    assert values(result.stdout) == {"free": "512", "nproc": "1", "meminfo": str(512 * 1024), "online": "0"}, (
-        result.stdout + result.stderr)
-    assert daemon.stop() == 0, daemon.describe()
-    result = run(dockerd, "--runtime", "procview-view2", "-m", "512m", "--cpus", "1", "busybox", "sh", "-c", PROBE)
-    assert result.returncode == 0, result.stderr + dockerd.describe()
-    got = values(result.stdout)
-    assert abs(int(got["free"]) - host_free_mib()) <= 1, result.stdout
-    assert got["meminfo"] == str(host_meminfo_kib()), result.stdout
-    assert got["nproc"] == str(host_nproc()), result.stdout
+    check_a_stopped_view(lambda *args: run(dockerd, *args), serve_daemons, module_dir)
 
 
 def test_the_lxcfs_style_bind_mounts_keep_working(dockerd, view):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from .engine_helpers import host_free_mib, values
 from .serve_helpers import host_meminfo_kib, no_leftovers, serve_daemons  # noqa: F401 (fixtures)
 from .test_run import state_root  # noqa: F401 (fixture)
 
@@ -40,23 +41,6 @@ PROBE = ("busybox free -m | busybox awk '/^Mem:/{print \"free=\" $2}'; "
          "echo nproc=$(busybox nproc); "
          "echo meminfo=$(busybox head -1 /proc/meminfo | busybox awk '{print $2}'); "
          "echo online=$(busybox cat /sys/devices/system/cpu/online)")
-
-
-def values(stdout: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
-
-
-def host_free_mib() -> int:
-    """busybox free's total on the host: sysinfo's totalram in MiB."""
-    import ctypes
-
-    class Sysinfo(ctypes.Structure):
-        _fields_ = [("uptime", ctypes.c_long), ("loads", ctypes.c_ulong * 3), ("totalram", ctypes.c_ulong),
-                    ("pad", ctypes.c_char * 200)]
-    info = Sysinfo()
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.sysinfo(ctypes.byref(info)) == 0
-    return info.totalram >> 20  # mem_unit is 1 on 64-bit hosts with this much RAM
 
 
 class Runc:
