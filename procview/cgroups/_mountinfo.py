@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from procview.mounts import unescape as _unescape
+
 
 class CgroupMount(namedtuple("CgroupMount", "version mountpoint root controllers")):
     """One mounted cgroup hierarchy.
@@ -20,21 +22,6 @@ class CgroupMount(namedtuple("CgroupMount", "version mountpoint root controllers
     """
 
     __slots__ = ()
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 def parse_mountinfo(text: str) -> list[CgroupMount]:
