@@ -19,16 +19,38 @@ MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
 MS_BIND = 0x1000
 MS_MOVE = 0x2000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MS_SLAVE = 0x80000
+MS_RELATIME = 0x200000
 MS_STRICTATIME = 0x1000000
 
 # umount2(2) flags
 MNT_FORCE = 0x1
 MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+# The new mount API (linux/mount.h, fcntl.h): open_tree(2) and move_mount(2)
+# since Linux 5.2, mount_setattr(2) since 5.12, MOVE_MOUNT_BENEATH since 6.5.
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_BENEATH = 0x200
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70  # the access-time mode: relatime (0), noatime, strictatime
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 
 # clone(2)/unshare(2) namespace flags (linux/sched.h)
 CLONE_NEWTIME = 0x00000080
@@ -78,6 +100,11 @@ _SYS_CAPGET = {"x86_64": 125, "aarch64": 90}
 _SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
 _SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}
+# Syscalls added since Linux 5.1 have one number on every architecture
+# (arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h).
+_SYS_OPEN_TREE = {"x86_64": 428, "aarch64": 428}
+_SYS_MOVE_MOUNT = {"x86_64": 429, "aarch64": 429}
+_SYS_MOUNT_SETATTR = {"x86_64": 442, "aarch64": 442}
 
 
 class _CapHeader(ctypes.Structure):
@@ -86,6 +113,11 @@ class _CapHeader(ctypes.Structure):
 
 class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class _MountAttr(ctypes.Structure):  # struct mount_attr, MOUNT_ATTR_SIZE_VER0 (32 bytes)
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
 
 
 class _SockFprog(ctypes.Structure):
@@ -120,6 +152,31 @@ class Linux:
 
     def umount2(self, target: str, flags: int = 0) -> None:
         self._check(self._libc.umount2(os.fsencode(target), ctypes.c_int(flags)), "umount2", target)
+
+    def open_tree(self, path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) -> int:
+        """open_tree(2): with OPEN_TREE_CLONE, a new detached mount of what
+        ``path`` reaches (that mount alone: no AT_RECURSIVE), as an fd."""
+        return self._check(
+            self._syscall(_SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), os.fsencode(path), ctypes.c_uint(flags)), "open_tree", path
+        )
+
+    def move_mount(self, fd: int, target: str, flags: int = 0) -> None:
+        """move_mount(2) of the detached mount ``fd`` onto ``target`` (a
+        path of this process's mount namespace)."""
+        self._check(
+            self._syscall(_SYS_MOVE_MOUNT, ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD), os.fsencode(target),
+                          ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | flags)),
+            "move_mount", target,
+        )
+
+    def mount_setattr(self, fd: int, attr_set: int, attr_clr: int) -> None:
+        """mount_setattr(2) on the mount ``fd`` itself (AT_EMPTY_PATH)."""
+        attr = _MountAttr(attr_set, attr_clr, 0, 0)
+        self._check(
+            self._syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"", ctypes.c_uint(AT_EMPTY_PATH), ctypes.byref(attr),
+                          ctypes.c_size_t(ctypes.sizeof(attr))),
+            "mount_setattr", fd,
+        )
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
         number = _SYS_PIVOT_ROOT[os.uname().machine]
