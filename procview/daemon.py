@@ -43,9 +43,11 @@ class ServeError(Exception):
 
 def prepare_mountpoint(path: str, linux=None) -> None:
     """Make ``path`` ready for a new mount, or raise ServeError."""
-    os.makedirs(path, exist_ok=True)
     mounted = filesystems_at(path)
     if not mounted:
+        # (Not before: on a dead mount, stat() may fail with ENOTCONN and
+        # makedirs then takes the mount point for a file in the way.)
+        os.makedirs(path, exist_ok=True)
         return
     try:
         # statvfs reaches the daemon; stat may be answered from the kernel's
