@@ -8,6 +8,10 @@ detached, and a live one is left alone with a clear refusal. Readiness
 (pidfile, systemd's ``READY=1``) is announced only once the mount answers a
 real read. SIGTERM or SIGINT unmounts and exits 0.
 
+Once ready, it re-attaches the view in running containers whose binds of
+it died with a previous daemon (``reattach.py``), then looks again every
+few seconds.
+
 The same loop runs the seccomp supervisor (``supervisor.py``), which
 answers containers' ``sysinfo()`` and ``sched_getaffinity()`` from the
 same engine, so syscalls and files agree; its socket exists before
@@ -27,13 +31,13 @@ import trio
 from procview import unix_socket
 from procview.engine import ViewEngine
 from procview.fs import ProcviewFS
-from procview.mounts import FSTYPE, filesystems_at
+from procview.mounts import FSNAME, FSTYPE, filesystems_at, view_source
+from procview.reattach import Reattacher, live_view, next_scan_in
 from procview.supervisor import DEFAULT_SOCKET, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MOUNTPOINT = "/var/lib/procview"
-FSNAME = "procview"
 MAINTAIN_EVERY = 5.0  # seconds: load samples are due every 5 s per container (LOAD_FREQ)
 
 
@@ -104,7 +108,9 @@ def serve(
         except SupervisorError as exc:
             raise ServeError(str(exc)) from None
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
-    options |= {f"fsname={FSNAME}", f"subtype={FSNAME}", "allow_other"}
+    # The source names the mount point: a bind of the view in a container
+    # then tells which view it came from, even after its daemon died.
+    options |= {f"fsname={_fuse_option_value(view_source(mountpoint))}", f"subtype={FSNAME}", "allow_other"}
     # Hold SIGTERM/SIGINT from here until the signal watcher runs: one that
     # arrived between the mount and the watcher would kill us with the
     # mount left behind.
@@ -132,6 +138,11 @@ def serve(
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
+def _fuse_option_value(value: str) -> str:
+    # libfuse splits -o on commas; a backslash escapes one.
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
 async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, listening) -> None:
     with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held ones arrive now
@@ -146,6 +157,11 @@ async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervi
                 _write_atomically(pidfile, f"{os.getpid()}\n")
             notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
             log.info("ready")
+            view = live_view(mountpoint)
+            if view is None:
+                log.warning("%s: cannot find this daemon's own mount: containers' binds of a previous daemon stay dead", mountpoint)
+            else:
+                nursery.start_soon(_reattach, Reattacher(view))
             async for signum in signals:
                 log.info("%s: unmounting", signal.Signals(signum).name)
                 notify_systemd("STOPPING=1")
@@ -157,6 +173,22 @@ async def _maintain(engine: ViewEngine) -> None:
     while True:
         await trio.sleep(MAINTAIN_EVERY)
         engine.maintain()
+
+
+async def _reattach(reattacher: Reattacher) -> None:
+    """Repair the containers' dead binds now, then look again, more and
+    more rarely (what a scan costs, and why it repeats: docs/serve.md)."""
+    reported = wait = None
+    while True:
+        found = False
+        try:
+            found = await reattacher.run_once()
+        except Exception as exc:  # a bug must not stop the view; said once, not at every scan
+            if repr(exc) != reported:
+                log.exception("reattach: the scan failed")
+            reported = repr(exc)
+        wait = next_scan_in(wait, found)
+        await trio.sleep(wait)
 
 
 async def _wait_until_answering(mountpoint: str) -> None:
