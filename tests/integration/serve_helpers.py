@@ -554,6 +554,21 @@ class LineProcess:
             self.popen.wait()
 
 
+# For start_python_in_container: answers each request with the first line
+# of /proc/meminfo as the container reads it, or "errno N".
+MEMINFO_FIRST_LINE = r"""
+import json, sys
+def read():
+    try:
+        with open("/proc/meminfo") as f:
+            return f.read().split("\n", 1)[0]
+    except OSError as e:
+        return f"errno {e.errno}"
+for line in sys.stdin:
+    print(json.dumps(read()), flush=True)
+"""
+
+
 def start_python_in_container(sandbox, cg, mount: str, code: str, args: list[str] = (), binds: bool = True,
                               **popen_kwargs) -> LineProcess:
     """Start a stdlib-only Python (``STDLIB_PYTHON``) running ``code`` in a
@@ -638,6 +653,7 @@ __all__ = [
     "Daemon", "Daemons", "ToolRun", "LineProcess",
     "serve_daemons", "procview_mount", "shared_mount", "no_leftovers",
     "container_argv", "container_fstab", "run_in_container", "run_on_host", "enter_root_cgroup", "start_python_in_container",
+    "MEMINFO_FIRST_LINE",
     "mounts_at", "procview_mounts", "live_processes", "procview_serve_pids", "sandbox_cgroups", "lazy_umount",
     "daemon_fd_count", "daemon_rss_kib",
     "meminfo_kib", "host_meminfo_kib", "cpuinfo_processors", "cpuinfo_blocks", "identifying_fields", "stat_cpu_lines", "host_cpus", "walk_no_follow",

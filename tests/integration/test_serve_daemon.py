@@ -17,6 +17,7 @@ import socket
 import pytest
 
 from .serve_helpers import (
+    MEMINFO_FIRST_LINE,
     MiB,
     PROCVIEW,
     START_TIMEOUT,
@@ -159,18 +160,7 @@ def test_sigterm_while_a_container_holds_the_files_still_exits_0_and_unmounts(sa
     never silently the host's numbers."""
     daemon = serve_daemons.start()
     cg = sandbox.cgroup("ctr", memory=256 * MiB)
-    code = r"""
-import json, sys
-def read():
-    try:
-        with open("/proc/meminfo") as f:
-            return f.read().split("\n", 1)[0]
-    except OSError as e:
-        return f"errno {e.errno}"
-for line in sys.stdin:
-    print(json.dumps(read()), flush=True)
-"""
-    ctr = start_python_in_container(sandbox, cg, daemon.mount, code)
+    ctr = start_python_in_container(sandbox, cg, daemon.mount, MEMINFO_FIRST_LINE)
     first = ctr.request("read")
     assert first.split()[1] == str(256 * 1024), first
     assert daemon.stop(signal.SIGTERM) == 0, daemon.describe()
