@@ -140,7 +140,7 @@ def test_a_procview_run_container_reads_its_view_again_after_each_restart(root, 
         daemon = restart(serve_daemons, daemon)
         reads.wait_for(reads.last_number(), own_limit(256 * 1024, "0"))
 
-        repaired = [line for line in daemon.log().splitlines() if "re-attached the view" in line and f"mnt:[{inode}]" in line]
+        repaired = wait_until(lambda: _repair_lines(daemon.log(), inode), timeout=TIMEOUT)  # logged once the child is done
         assert len(repaired) == 1, f"one line per repaired namespace\n{daemon.describe()}"
         assert re.search(r"\(pid \d+ \(\S+\), cgroup /\S+\)", repaired[0]), f"the line names the container: {repaired[0]}"
         assert sorted(_repaired_paths(daemon.log(), inode)) == sorted(
@@ -185,7 +185,7 @@ def test_a_runc_container_with_lxcfs_style_binds_reads_again_after_kill_9(runc, 
     live = top_at(os.getpid(), second.mount)
     assert meminfo.device == cpu.device == live.device, mount_table(state["pid"])
     assert meminfo.options.startswith("ro,") and cpu.options.startswith("rw,"), "the binds keep their options"
-    assert f"mnt:[{namespace_of(state['pid'])}]" in second.log(), second.describe()
+    wait_until(lambda: _repair_lines(second.log(), namespace_of(state["pid"])), timeout=TIMEOUT)
 
 
 # -- what the repair leaves alone -----------------------------------------------------------------
@@ -244,14 +244,15 @@ def test_the_repair_leaves_other_mounts_and_live_binds_alone(sandbox, serve_daem
 
     # B was entered (its copy of the view's mount point was dead too) but its
     # /proc/meminfo is as it was: the same tmpfs file on top, and the dead
-    # bind below it still there.
+    # bind below it still there. (The daemon logs once the child is done
+    # with every namespace; A's reads come back before that.)
+    repaired = wait_until(lambda: _repaired_paths(second.log(), namespace_of(covered)), timeout=TIMEOUT)
+    assert repaired == [first.mount], second.describe()
     assert top_at(covered, "/proc/meminfo") == covering, mount_table(covered)
     with open(f"/proc/{covered}/root/proc/meminfo") as f:
         assert f.read() == "MemTotal: 1 kB (fake)\n"
     below = [m for m in _parse(mount_table(covered)) if m.mountpoint == "/proc/meminfo" and m.fstype == "fuse.procview"]
     assert len(below) == 1 and below[0].mount_id == covering.parent_id and below[0].device != top_at(os.getpid(), second.mount).device
-    repaired = _repaired_paths(second.log(), namespace_of(covered))
-    assert repaired == [first.mount], second.describe()
 
     # C: a second daemon of the same mount point, in a namespace of its own,
     # and D, a container of it. Their binds of the view are on another
@@ -284,8 +285,10 @@ def _lines_about(log: str, inode: int) -> str:
     return "\n".join(line for line in log.splitlines() if f"mnt:[{inode}]" in line)
 
 
+def _repair_lines(log: str, inode: int) -> list[str]:
+    return [line for line in log.splitlines() if "re-attached the view" in line and f"mnt:[{inode}]" in line]
+
+
 def _repaired_paths(log: str, inode: int) -> list[str]:
-    for line in log.splitlines():
-        if "re-attached the view" in line and f"mnt:[{inode}]" in line:
-            return line.rsplit("): ", 1)[1].split(", ")
-    return []
+    lines = _repair_lines(log, inode)
+    return lines[0].rsplit("): ", 1)[1].split(", ") if lines else []
