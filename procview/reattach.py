@@ -386,11 +386,15 @@ def replace(linux, clone: int, bind: Mount) -> None:
     linux.umount2(bind.mountpoint, detach)
 
 
+CLONE_FLAGS = kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC | kernel.AT_SYMLINK_NOFOLLOW
+
+
 def clone_like(linux, view_mountpoint: str, bind: Mount) -> tuple[int, bool]:
     """A detached clone of the live mount's path for ``bind``, with the
     bind's options; and whether they still need a remount after attaching
     it (no ``mount_setattr``: Linux before 5.12)."""
-    fd = linux.open_tree(clone_source(view_mountpoint, bind.root))
+    # Never through a symlink: the clone is the path named, inside the view.
+    fd = linux.open_tree(clone_source(view_mountpoint, bind.root), CLONE_FLAGS)
     try:
         linux.mount_setattr(fd, *mount_attributes(bind.options))
     except OSError as exc:

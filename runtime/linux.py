@@ -37,6 +37,7 @@ UMOUNT_NOFOLLOW = 0x8
 # The new mount API (linux/mount.h, fcntl.h): open_tree(2) and move_mount(2)
 # since Linux 5.2, mount_setattr(2) since 5.12, MOVE_MOUNT_BENEATH since 6.5.
 AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
 OPEN_TREE_CLONE = 0x1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC

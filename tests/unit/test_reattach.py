@@ -288,8 +288,8 @@ class FakeLinux:
         if name in self.fail:
             raise OSError(self.fail[name], os.strerror(self.fail[name]))
 
-    def open_tree(self, path):
-        self._call("open_tree", path)
+    def open_tree(self, path, flags):
+        self._call("open_tree", path, flags)
         return os.open("/dev/null", os.O_RDONLY)
 
     def mount_setattr(self, fd, attr_set, attr_clr):
@@ -335,7 +335,9 @@ def test_a_clone_gets_the_options_before_it_is_attached():
     fd, remount = reattach.clone_like(linux, "/var/lib/procview", BIND)
     os.close(fd)
     assert not remount
-    assert linux.calls == [("open_tree", "/var/lib/procview/proc/meminfo"), ("mount_setattr", *reattach.mount_attributes(BIND.options))]
+    assert linux.calls == [("open_tree", "/var/lib/procview/proc/meminfo", reattach.CLONE_FLAGS),
+                           ("mount_setattr", *reattach.mount_attributes(BIND.options))]
+    assert reattach.CLONE_FLAGS & kernel.AT_SYMLINK_NOFOLLOW
 
 
 def test_before_linux_5_12_the_options_come_by_remount_after():
