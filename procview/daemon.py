@@ -9,8 +9,8 @@ detached, and a live one is left alone with a clear refusal. Readiness
 real read. SIGTERM or SIGINT unmounts and exits 0.
 
 Once ready, it re-attaches the view in running containers whose binds of
-it died with a previous daemon (``reattach.py``), then looks again every
-few seconds.
+it died with a previous daemon (``reattach.py``), then looks again, more
+and more rarely.
 
 The same loop runs the seccomp supervisor (``supervisor.py``), which
 answers containers' ``sysinfo()`` and ``sched_getaffinity()`` from the
