@@ -232,8 +232,15 @@ def _cpumask(count: int) -> str:
     return ",".join(reversed(words))
 
 
-class _Snapshot(NamedTuple):
-    data: bytes
+class _OpenFile:
+    """One open file: its snapshot, and what it takes to render it again.
+    ``started``: a read at offset 0 has been served, so the next read at 0
+    starts a new snapshot."""
+
+    __slots__ = ("inode", "entry", "pid", "data", "started")
+
+    def __init__(self, inode: int, entry: Entry, pid: int, data: bytes):
+        self.inode, self.entry, self.pid, self.data, self.started = inode, entry, pid, data, False
 
 
 class ProcviewFS(pyfuse3.Operations):
@@ -255,7 +262,7 @@ class ProcviewFS(pyfuse3.Operations):
         self._inodes[Entry("dir", "").key] = pyfuse3.ROOT_INODE
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
         self._next_fh = itertools.count(1)
-        self._open_files: dict[int, bytes] = {}
+        self._open_files: dict[int, _OpenFile] = {}
         self._open_dirs: dict[int, list[tuple[str, Entry]]] = {}
 
     # -- inodes and attributes ---------------------------------------------------
@@ -388,24 +395,37 @@ class ProcviewFS(pyfuse3.Operations):
         if entry.kind == "dir" or (entry.kind == "host" and os.path.isdir(entry.host_path)):
             raise pyfuse3.FUSEError(errno.EISDIR)
         # One snapshot per open, rendered for this caller.
-        if entry.kind == "file":
-            data = self.engine.render(entry.vpath, ctx.pid)
-        elif entry.kind == "text":
-            data = (entry.text or "").encode()
-        elif entry.kind == "host":
-            data = _read_host_file(entry.host_path)
-        else:
-            raise pyfuse3.FUSEError(errno.ELOOP)
+        data = self._snapshot(entry, ctx.pid)
         fh = next(self._next_fh)
-        self._open_files[fh] = data
+        self._open_files[fh] = _OpenFile(inode, entry, ctx.pid, data)
         _announce_size(inode, data)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
+    def _snapshot(self, entry: Entry, pid: int) -> bytes:
+        """The file's text as ``pid`` sees it now (one render)."""
+        if entry.kind == "file":
+            return self.engine.render(entry.vpath, pid)
+        if entry.kind == "text":
+            return (entry.text or "").encode()
+        if entry.kind == "host":
+            return _read_host_file(entry.host_path)
+        raise pyfuse3.FUSEError(errno.ELOOP)
+
     async def read(self, fh, off, size):
-        data = self._open_files.get(fh)
-        if data is None:
+        opened = self._open_files.get(fh)
+        if opened is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return data[off:off + size]
+        if off == 0:
+            if opened.started:
+                # A reader that goes back to the start of a file it keeps
+                # open (top, free -s, vmstat N: pread at 0, or lseek + read)
+                # asks for the numbers again, as it would from the kernel's
+                # /proc: a fresh snapshot, rendered for whoever opened it.
+                # Reads past 0 continue one snapshot, never a mix of two.
+                opened.data = self._snapshot(opened.entry, opened.pid)
+                _announce_size(opened.inode, opened.data)
+            opened.started = True
+        return opened.data[off:off + size]
 
     async def release(self, fh):
         self._open_files.pop(fh, None)

@@ -310,13 +310,16 @@ print(json.dumps(result))
 
 # Run by a reader (in a container or on the host): one open of each file,
 # read whole, then again in chunks of the sizes in argv[1], at odd offsets,
-# less-style (lseek + read), and past the end. One open is one snapshot, so
-# every way must give exactly the same bytes.
+# less-style (lseek + read), and past the end. Reads past offset 0 continue
+# the snapshot the last read at offset 0 made, so every way must give
+# exactly its bytes; a read at 0 again (lseek back, pread at 0: how top and
+# free -s re-read a file they keep open) starts a new snapshot, and the
+# reads after it continue that one.
 CHUNK_CHECK = r"""
 import json, os, sys
 
-def read_seq(fd, chunk):
-    out, off = bytearray(), 0
+def read_seq(fd, chunk, off):
+    out = bytearray()
     while True:
         piece = os.pread(fd, chunk, off)
         if not piece:
@@ -334,10 +337,10 @@ for path in sys.argv[2:]:
         if not full or not full.endswith(b"\n"):
             problems.append(f"{path}: empty or no final newline: {full[-80:]!r}")
         for chunk in chunks:
-            got = read_seq(fd, chunk)
-            if got != full:
-                problems.append(f"{path}: {chunk}-byte reads gave {len(got)} bytes != the {len(full)} of one read")
-        for off in sorted({0, 1, 7, len(full) // 3, len(full) - 1, len(full)}):
+            got = read_seq(fd, chunk, 1)
+            if got != full[1:]:
+                problems.append(f"{path}: {chunk}-byte reads from offset 1 gave {len(got)} bytes != the {len(full) - 1} of one read")
+        for off in sorted({1, 7, len(full) // 3, len(full) - 1, len(full)}):
             for size in (1, 13, 4096):
                 if os.pread(fd, size, off) != full[off:off + size]:
                     problems.append(f"{path}: pread({size}, {off}) differs")
@@ -346,8 +349,11 @@ for path in sys.argv[2:]:
         if rest != full[len(full) // 2:]:
             problems.append(f"{path}: lseek to the middle + read differs")
         os.lseek(fd, 0, os.SEEK_SET)
-        if b"".join(iter(lambda: os.read(fd, 4096), b"")) != full:
-            problems.append(f"{path}: lseek back to 0 + read differs")
+        again = b"".join(iter(lambda: os.read(fd, 7), b""))  # a new snapshot, in 7-byte reads
+        if not again.endswith(b"\n") or again.count(b"\n") != full.count(b"\n"):
+            problems.append(f"{path}: lseek back to 0 + read gave {again[-80:]!r}, not a whole file like {full[-80:]!r}")
+        if os.pread(fd, 1 << 20, 1) != again[1:]:
+            problems.append(f"{path}: reads after the rewind do not continue its snapshot")
         if os.pread(fd, 4096, 1 << 40) != b"":
             problems.append(f"{path}: a read at offset 2**40 is not empty")
         os.lseek(fd, 1 << 40, os.SEEK_SET)
@@ -379,6 +385,40 @@ def test_any_offset_and_chunk_size_reassemble_one_snapshot_on_the_host(shared_mo
     run = run_on_host(STDLIB_PYTHON + ["-c", CHUNK_CHECK, "1024,65536"] + files).ok()
     result = json.loads(run.out)
     assert not result["problems"], "\n".join(result["problems"]) + f"\n{run}"
+
+
+# A reader that keeps /proc/uptime open, as top and free -s keep theirs:
+# pread at 0 again until the number moves (bounded), then lseek to 0 + read.
+REWIND_CHECK = r"""
+import os, sys, time
+fd = os.open("/proc/uptime", os.O_RDONLY)
+first = float(os.pread(fd, 100, 0).split()[0])
+deadline = time.monotonic() + 60  # bounds a hang only
+again = first
+while again == first and time.monotonic() < deadline:
+    time.sleep(0.05)
+    again = float(os.pread(fd, 100, 0).split()[0])
+os.lseek(fd, 0, os.SEEK_SET)
+third = float(os.read(fd, 100).split()[0])
+print(first, again, third)
+"""
+
+
+def test_a_reader_that_rewinds_an_open_file_gets_new_numbers(sandbox, shared_mount, pinned):
+    run = run_in_container(sandbox, pinned, shared_mount.mount, STDLIB_PYTHON + ["-c", REWIND_CHECK]).ok()
+    first, again, third = map(float, run.out.split())
+    assert first < again <= third, run
+
+
+def test_top_sees_cpu_time_move_in_a_file_it_keeps_open(sandbox, shared_mount, pinned):
+    """top opens /proc/stat once and re-reads it from offset 0 every
+    interval; with one snapshot per open it would show no CPU use at all.
+    A busy loop in the container must show up as user time."""
+    script = "while :; do :; done & top -b -d 0.5 -n 3 | grep '^%Cpu'; kill $!"
+    run = run_in_container(sandbox, pinned, shared_mount.mount, ["sh", "-c", script]).ok()
+    last = run.out.splitlines()[-1]
+    user = float(re.search(r"([\d.]+) us", last).group(1))
+    assert user > 50, run
 
 
 def test_cat_tail_head_read_the_view(sandbox, shared_mount, pinned):
