@@ -1,20 +1,28 @@
-"""Helpers for bench/read_latency.py (standard library only: the measuring
-workers import this module inside their cgroups and pid namespaces).
+"""Helpers for bench/read_latency.py and bench/restart_survival.py (standard
+library only: the measuring workers import this module inside their cgroups
+and pid namespaces).
 
 - percentiles of a sample list;
 - process and mount housekeeping (daemon CPU time, mount table, unmount);
 - decoding an ``strace -f -y -xx -s 8`` log into syscalls and FUSE requests;
 - the cProfile wrapper the profiled procview daemon runs in;
-- a one-paragraph description of the machine.
+- a one-paragraph description of the machine, and the report's header;
+- a run that cleans up after itself on failure, Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import datetime
+import json
 import math
 import os
 import platform
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +95,30 @@ def _unescape_mount(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
+def mounts_below(path: str) -> list[str]:
+    """Mount points at ``path`` or below it, in this mount namespace."""
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = _unescape_mount(line.split()[4])
+            if point == path or point.startswith(path.rstrip("/") + "/"):
+                points.append(point)
+    return points
+
+
+def remove_workdir(path: str, keep: bool, log) -> None:
+    """``rm -r`` of a benchmark's temporary directory, unless asked to keep
+    it, or something is still mounted below it (never recurse into a
+    mount)."""
+    mounted = mounts_below(path)
+    if mounted:
+        log(f"still mounted below {path}: {', '.join(mounted)}; leaving it in place")
+    elif keep:
+        log(f"logs kept in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def unmount(path: str) -> str | None:
     """Detach whatever FUSE mounts remain at ``path``; returns what was done."""
     done = None
@@ -103,6 +135,14 @@ def unmount(path: str) -> str | None:
         else:
             return done
     return done
+
+
+def how_it_ended(popen: subprocess.Popen) -> str | None:
+    """"exit status N" or "killed by signal N"; None while it runs."""
+    status = popen.poll()
+    if status is None:
+        return None
+    return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
 
 
 def tracer_of_all_threads(pid: int) -> set[int]:
@@ -329,3 +369,99 @@ def command_output(argv: list[str]) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (result.stdout or result.stderr).strip() if result.returncode == 0 else None
+
+
+def run_meta(script: str, argv: list[str], repo: str, lxcfs: str) -> dict:
+    """What a report prints with its numbers: the command as typed (from
+    the checkout), the date, the machine, LXCFS's version, procview's
+    commit, and how busy the machine was before."""
+    here = os.getcwd()
+    return {
+        "command": " ".join(["sudo", os.path.relpath(sys.executable, here), os.path.relpath(os.path.abspath(script), here)]
+                            + [shlex.quote(a) for a in argv]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_description(),
+        "lxcfs_version": (command_output([lxcfs, "--version"]) or "?").strip('"'),
+        "procview_commit": command_output(["git", "-C", repo, "rev-parse", "--short", "HEAD"]),
+        "procview_tree_dirty": bool(command_output(["git", "-C", repo, "status", "--porcelain", "--", "procview"])),
+        "load_before": load_snapshot(),
+    }
+
+
+def meta_lines(meta: dict, cgroup_layout: str, software: str) -> list[str]:
+    """The report's first lines: command, date, machine, ``software``
+    (what ran: procview's checkout, LXCFS...), machine load."""
+    machine = meta["machine"]
+    lb, la = meta["load_before"], meta.get("load_after", {})
+    return [
+        f"- Command: `{meta['command']}`",
+        f"- Date: {meta['date']}; run time {meta.get('seconds', '?')} s",
+        f"- Machine: {machine['os']}, kernel {machine['kernel']}, {machine['cpus']} vCPUs ({machine['cpu_model']}), "
+        f"{machine['memory_gib']} GiB, cgroup layout {cgroup_layout}; Python {machine['python']}",
+        f"- {software}",
+        f"- Machine load (other work on the same vCPUs shows here): before {lb.get('loadavg', '?')} "
+        f"(PSI cpu {lb.get('cpu_pressure', '?')}), after {la.get('loadavg', '?')} (PSI cpu {la.get('cpu_pressure', '?')})",
+    ]
+
+
+def checkout_description(meta: dict) -> str:
+    return f"checkout at {meta['procview_commit'] or '?'}" + (
+        " with uncommitted changes in procview/" if meta["procview_tree_dirty"] else "")
+
+
+# -- a run that cleans up ------------------------------------------------------------
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (one line for the user)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP: clean up as for Ctrl-C."""
+
+
+def run_and_report(prog: str, what: str, run, render, json_path: str | None, log) -> int:
+    """Runs ``run(stack)``, then prints ``render(results)`` (markdown, on
+    stdout) and writes the results to ``json_path``; returns the exit
+    status (1: a ``BenchError``, said in one line; 130: Ctrl-C, SIGTERM or
+    SIGHUP). Whatever ``run`` registered on the ``contextlib.ExitStack``
+    it gets is undone in every case, and no second Ctrl-C cuts that short
+    (the cleanup is bounded by timeouts). ``what``: what the cleanup
+    removes, for the message."""
+    results = _run_cleaning_up(prog, what, run, log)
+    if isinstance(results, int):
+        return results
+    print(render(results))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+        log(f"raw results in {json_path}")
+    return 0
+
+
+def _run_cleaning_up(prog: str, what: str, run, log) -> dict | int:
+
+    def interrupted(signum, frame):
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+    stack = contextlib.ExitStack()
+    try:
+        with stack:
+            try:
+                return run(stack)
+            finally:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+                log("cleaning up")
+    except (KeyboardInterrupt, Interrupted):
+        print(f"{prog}: interrupted; {what} removed", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        # A Ctrl-C pressed during the cleanup is dropped, not raised now.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})

@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -89,12 +87,7 @@ def log(message: str) -> None:
     print(f"read_latency: {message}", file=sys.stderr, flush=True)
 
 
-class BenchError(Exception):
-    """The benchmark cannot go on (one line for the user)."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP: clean up as for Ctrl-C."""
+BenchError = _util.BenchError
 
 
 # =============================================================================
@@ -297,10 +290,9 @@ class Daemon:
             f.read()
 
     def check_alive(self) -> None:
-        status = self.popen.poll()
-        if status is not None:
-            how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-            raise BenchError(f"the {self.name} daemon (pid {self.pid}) is gone ({how}); log: {self.log_tail()}")
+        ended = _util.how_it_ended(self.popen)
+        if ended:
+            raise BenchError(f"the {self.name} daemon (pid {self.pid}) is gone ({ended}); log: {self.log_tail()}")
 
     def log_tail(self) -> str:
         try:
@@ -385,7 +377,7 @@ class Bench:
 
         args = self.args
         self.tmp = tempfile.mkdtemp(prefix="procview-bench-")
-        self.stack.callback(self._remove_tmp)
+        self.stack.callback(_util.remove_workdir, self.tmp, args.keep_logs, log)
         self.mounts = {"native": "/", "procview": os.path.join(self.tmp, "procview"), "lxcfs": os.path.join(self.tmp, "lxcfs"),
                        "profiled": os.path.join(self.tmp, "procview-profiled")}
 
@@ -455,16 +447,6 @@ class Bench:
         self.workers.append(worker)
         self.stack.callback(worker.close)
         return worker
-
-    def _remove_tmp(self) -> None:
-        for mountpoint in self.mounts.values():
-            if mountpoint != "/" and _util.mounted_types(mountpoint):
-                log(f"{mountpoint} is still mounted; leaving {self.tmp} in place")
-                return
-        if self.args.keep_logs:
-            log(f"logs kept in {self.tmp}")
-            return
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def paths(self, rel: str, targets=TARGETS) -> dict:
         return {t: os.path.join(self.mounts[t], rel) for t in targets}
@@ -650,17 +632,7 @@ class Bench:
 
     def run(self) -> dict:
         args = self.args
-        here = os.getcwd()
-        self.results["meta"] = {
-            "command": " ".join(["sudo", os.path.relpath(sys.executable, here), os.path.relpath(os.path.abspath(__file__), here)]
-                                + [shlex.quote(a) for a in args.argv]),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": _util.machine_description(),
-            "lxcfs_version": (_util.command_output([args.lxcfs, "--version"]) or "?").strip('"'),
-            "procview_commit": _util.command_output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
-            "procview_tree_dirty": bool(_util.command_output(["git", "-C", REPO, "status", "--porcelain", "--", "procview"])),
-            "load_before": _util.load_snapshot(),
-        }
+        self.results["meta"] = _util.run_meta(__file__, args.argv, REPO, args.lxcfs)
         start = time.monotonic()
         self.setup()
         self.check()
@@ -690,21 +662,14 @@ def _f(value, digits=1) -> str:
 
 def render(results: dict) -> str:
     meta, setup = results["meta"], results["setup"]
-    machine = meta["machine"]
     lines: list[str] = []
     add = lines.append
     add("# procview read latency")
     add("")
-    add(f"- Command: `{meta['command']}`")
-    add(f"- Date: {meta['date']}; run time {meta.get('seconds', '?')} s")
-    add(f"- Machine: {machine['os']}, kernel {machine['kernel']}, {machine['cpus']} vCPUs ({machine['cpu_model']}), "
-        f"{machine['memory_gib']} GiB, cgroup layout {setup['cgroup_layout']}; Python {machine['python']}")
-    checkout = f"checkout at {meta['procview_commit'] or '?'}" + (" with uncommitted changes in procview/" if meta["procview_tree_dirty"] else "")
     source = "the checkout" if setup["procview_src"] == REPO else f"`{setup['procview_src']}`"
-    add(f"- procview daemons run from {source} ({checkout}); LXCFS {meta['lxcfs_version']} (`lxcfs -f -l --enable-cfs`)")
-    lb, la = meta["load_before"], meta.get("load_after", {})
-    add(f"- Machine load (other work on the same vCPUs shows here): before {lb.get('loadavg', '?')} "
-        f"(PSI cpu {lb.get('cpu_pressure', '?')}), after {la.get('loadavg', '?')} (PSI cpu {la.get('cpu_pressure', '?')})")
+    lines += _util.meta_lines(meta, setup["cgroup_layout"],
+                              f"procview daemons run from {source} ({_util.checkout_description(meta)}); "
+                              f"LXCFS {meta['lxcfs_version']} (`lxcfs -f -l --enable-cfs`)")
     check = results["check"]
     reader = check["reader"]
     who = (f"pid 1 of its own pid namespace (NSpid {' '.join(map(str, reader['nspid']))})" if setup["pid_namespace"]
@@ -900,37 +865,8 @@ def main(argv: list[str] | None = None) -> int:
         print("read_latency.py: unshare not found (util-linux); use --no-pidns", file=sys.stderr)
         return 1
 
-    def interrupted(signum, frame):
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
-    stack = contextlib.ExitStack()
-    try:
-        with stack:
-            try:
-                results = Bench(args, stack).run()
-            finally:
-                # No second Ctrl-C may cut the cleanup short (it is bounded by timeouts).
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-                log("cleaning up")
-    except (KeyboardInterrupt, Interrupted):
-        print("read_latency.py: interrupted; daemons, mounts and cgroups removed", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"read_latency.py: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        # A Ctrl-C pressed during the cleanup is dropped, not raised now.
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-    print(render(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        log(f"raw results in {args.json}")
-    return 0
+    return _util.run_and_report("read_latency.py", "daemons, mounts and cgroups", lambda stack: Bench(args, stack).run(),
+                                render, args.json, log)
 
 
 if __name__ == "__main__":
