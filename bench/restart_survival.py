@@ -514,8 +514,10 @@ def _detach_dead_mount(daemon: Daemon) -> None:
 
 
 def reattach_lines(daemon: Daemon, incarnation: int) -> list[tuple[int, str]]:
+    """What an incarnation logged about re-attaching (repairs and failures),
+    with the time each line arrived."""
     return [(stamp, text) for stamp, number, text in daemon.lines
-            if number == incarnation and ("re-attach" in text or "cannot re-attach" in text)]
+            if number == incarnation and "re-attach" in text]
 
 
 # =============================================================================
