@@ -133,7 +133,7 @@ class ListenerHolder:
         self.supervisors = supervisors
         self.exit_when_idle = exit_when_idle
         self.supervisor: socket.socket | None = None
-        self.held: list[Held] = []
+        self.held: set[Held] = set()
         self.incoming: dict[int, Incoming] = {}
         self.answered = 0  # calls answered with CONTINUE (tests, logs)
         self._slot_fd = os.memfd_create("procview-in-flight", os.MFD_CLOEXEC)
@@ -199,8 +199,11 @@ class ListenerHolder:
             # polled (each call would wake this process too): look for
             # the ended ones now and then.
             self._next_sweep = now + SWEEP_EVERY
-            for held in [h for h in self.held if h.listener.state()[1]]:
-                self._end(held)
+            self._end_the_ended()
+
+    def _end_the_ended(self) -> None:
+        for held in [h for h in self.held if h.listener.state()[1]]:
+            self._end(held)
 
     # -- runtimes (the agent socket) --
 
@@ -252,7 +255,7 @@ class ListenerHolder:
             return
         seccomp_agent.close_all(fds, keep=fds[index])
         held = Held(Listener(fds[index]), seccomp_agent.listener_only(state), seccomp_agent.describe(state), conn)
-        self.held.append(held)
+        self.held.add(held)
         log.info("holding the listener of %s", held.name)
         if self.supervisor is not None:
             self._hand(held)
@@ -295,7 +298,7 @@ class ListenerHolder:
             self._end(held)
 
     def _end(self, held: Held) -> None:
-        self.held.remove(held)
+        self.held.discard(held)
         held.listener.close()
         if held.client is not None:
             held.client.close()  # procview run takes its EOF, with the listener gone, as "finished"
@@ -364,6 +367,7 @@ class ListenerHolder:
         self.supervisor.close()
         self.supervisor = None
         self._answer_in_flight()
+        self._end_the_ended()
         if self.held:
             log.warning("the supervisor is gone: the calls of %d containers run unchanged (continue) until one attaches",
                         len(self.held))

@@ -183,7 +183,7 @@ class Supervisor:
             if fds:
                 entry = _supervised(data, fds)
                 if entry is not None:
-                    supervised.append(entry)
+                    supervised = [e for e in supervised if not e.ended] + [entry]  # ended containers are forgotten
                     nursery.start_soon(self._supervise, entry)
             elif _is_synced(data):
                 task_status.started()

@@ -13,6 +13,7 @@ import errno
 import os
 
 import pytest
+import trio
 
 from procview.supervisor import Supervisor
 from procview.views.sysinfo import SysinfoValues, mask_cpus, unpack_sysinfo
@@ -150,8 +151,6 @@ def test_a_storm_gets_bursts_of_answers_and_others_get_their_turns(notify):
     """A listener that always has a call waiting is answered at most
     BURST_ANSWERS times per turn of the event loop; another task (another
     listener, a FUSE request) runs in between."""
-    import trio
-
     from procview.supervisor import BURST_ANSWERS
 
     read_end, write_end = os.pipe()
@@ -199,3 +198,25 @@ def test_a_storm_gets_bursts_of_answers_and_others_get_their_turns(notify):
     runs = [seen_at.count(turn) for turn in set(seen_at)]
     assert max(runs) <= 2 * BURST_ANSWERS
     assert len(runs) >= 5  # the other task ran again and again during the storm
+
+
+def test_when_the_holder_goes_procview_runs_listeners_are_given_up_and_the_others_kept(notify):
+    """procview run keeps a copy and answers its listener itself a moment
+    later: ours must go (two receivers could block each other). runc keeps
+    none: ours is the last copy, kept until the next holder takes it."""
+    import json as _json
+
+    from procview import seccomp_agent
+    from procview.supervisor import _Supervised
+
+    def entry(container_id, metadata=""):
+        return _Supervised(-1, _json.loads(seccomp_agent.state_message(container_id, 1, "/b", metadata=metadata)))
+
+    async def main():
+        ours, runcs, ended = entry("run1", seccomp_agent.KEEPS_A_COPY), entry("runc1"), entry("runc2")
+        ended.ended = True
+        orphans = supervisor(notify)._holder_gone([ours, runcs, ended])
+        assert orphans == [runcs]
+        assert ours.scope.cancel_called and not runcs.scope.cancel_called and not ended.scope.cancel_called
+
+    trio.run(main)
