@@ -452,3 +452,47 @@ def test_when_the_holder_itself_is_killed_procview_serve_keeps_runcs_listeners_a
         runc_loop.stop()
     assert "went away" in run_loop.stderr() and "is back" in run_loop.stderr(), run_loop.stderr()
     assert "1 listeners given up to the procview run that keeps them, 1 kept here" in daemon.log(), daemon.log()
+
+
+# -- bad input and the daemon's choices ----------------------------------------------
+
+
+@pytest.mark.parametrize("where, says", [
+    ("live", "another listener holder is listening there"),
+    ("/proc/1/no/such/dir/s.sock", "cannot listen"),
+])
+def test_a_holder_that_cannot_listen_says_why_in_one_line(holder, where, says):
+    path = holder.agent_path if where == "live" else where
+    result = subprocess.run([PROCVIEW, "listener-holder", "--socket", path], capture_output=True, text=True,
+                            timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert holder.poll() is None  # the live one is untouched
+
+
+def test_a_second_procview_serve_on_the_same_holder_is_refused(serve_daemons, tmp_path):
+    socket_path = str(tmp_path / "agent.sock")
+    first = serve_daemons.start(args=("--seccomp-socket", socket_path))
+    second = serve_daemons.start(args=("--seccomp-socket", socket_path), wait=False)
+    assert second.popen.wait(timeout=TIMEOUT) == 1, second.describe()
+    assert "another procview serve is attached to the listener holder" in second.log(), second.describe()
+    assert first.alive() and len(listener_holder_pids(socket_path)) == 1
+
+
+def test_without_spawning_serve_waits_for_a_holder_and_is_ready_once_attached(serve_daemons, tmp_path):
+    """As under systemd (--no-spawn-holder): no holder, no readiness; the
+    holder's unit starts one, serve attaches and gets ready."""
+    socket_path = str(tmp_path / "agent.sock")
+    daemon = serve_daemons.start(args=("--seccomp-socket", socket_path, "--no-spawn-holder"), wait=False)
+    wait_until(lambda: "waiting for one" in daemon.log(), timeout=TIMEOUT)
+    assert not os.path.exists(daemon.pidfile) and not listener_holder_pids(socket_path), daemon.describe()
+    with open(tmp_path / "holder.log", "wb") as log:
+        holder = subprocess.Popen([PROCVIEW, "listener-holder", "--socket", socket_path], stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log)
+    try:
+        daemon.wait_ready()
+        assert daemon.stop(signal.SIGTERM) == 0, daemon.describe()
+        assert holder.poll() is None  # not one serve started: it stays after serve is gone
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(timeout=TIMEOUT) == 0
