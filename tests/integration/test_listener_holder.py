@@ -24,7 +24,6 @@ FUSE binds are another matter (re-attaching them, issue 17's first part).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import mmap
@@ -35,7 +34,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -45,13 +43,12 @@ from procview.listener_holder import HELLO, SYNCED, parse_control
 from procview.seccomp_notify import Listener
 
 from .serve_helpers import (  # noqa: F401 (fixtures)
-    host_cpus, listener_holder_pids, no_leftovers, read_log, serve_daemons, wait_for_holder_exit, wait_until,
+    host_cpus, listener_holder_pids, no_leftovers, read_log, serve_daemons, wait_until,
 )
 from .test_oci_shim import SHIM, runc  # noqa: F401 (fixture)
 from .test_run import PROCVIEW, state_root  # noqa: F401 (fixture)
 from .test_syscall_view import HOST_TOOLS
 
-MiB = 1 << 20
 LIMIT_KB = 512 * 1024
 TIMEOUT = 600  # bounds a hang only (the cgroup2 VM emulates its CPU)
 
