@@ -15,7 +15,9 @@ Layout of the package (read in this order):
   and the ``sysinfo``/``sched_getaffinity`` answers from the same values.
 - ``procview.fs`` and ``procview.daemon``: the FUSE filesystem and the
   ``procview serve`` daemon; ``procview.supervisor`` (with the kernel layer
-  ``procview.seccomp_notify``): the syscalls no file can fix.
+  ``procview.seccomp_notify``, the protocol ``procview.seccomp_agent`` and
+  ``procview.listener_holder``, which keeps the listeners while the daemon
+  restarts): the syscalls no file can fix.
 
 Pure functions in the middle; file reads at the edges (``cgroups``,
 ``host``, ``identity``, ``engine``).
@@ -23,6 +25,7 @@ Pure functions in the middle; file reads at the edges (``cgroups``,
 
 __version__ = "0.1.0"
 
-# Where ``procview serve``'s seccomp supervisor listens and where runtimes
-# hand it their containers' listeners (procview/supervisor.py).
+# Where runtimes hand their containers' seccomp listeners over: the
+# listener holder's socket, which passes them to ``procview serve``'s
+# supervisor (procview/listener_holder.py, procview/supervisor.py).
 DEFAULT_SECCOMP_SOCKET = "/run/procview/seccomp.sock"

@@ -63,7 +63,10 @@ def main() -> None:
 @click.option("--seccomp-socket", envvar="PROCVIEW_SECCOMP_SOCKET", default=SECCOMP_SOCKET, show_default=True,
               help="Where runtimes hand over seccomp listeners (OCI listenerPath) for sysinfo() and sched_getaffinity().")
 @click.option("--no-seccomp-socket", is_flag=True, help="Serve the files only; answer no syscalls.")
-def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: str, no_seccomp_socket: bool) -> None:
+@click.option("--spawn-holder/--no-spawn-holder", default=True, show_default=True,
+              help="Start a listener holder at the seccomp socket if none answers (under systemd its own unit runs it).")
+def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: str, no_seccomp_socket: bool,
+          spawn_holder: bool) -> None:
     """Mount the view at MOUNTPOINT (FUSE) and serve it in the foreground.
 
     Containers bind-mount its files over their own, as with LXCFS:
@@ -84,9 +87,26 @@ def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: 
 
     _setup_logging(log_level)
     try:
-        run_daemon(mountpoint, pidfile, seccomp_socket=None if no_seccomp_socket else seccomp_socket)
+        run_daemon(mountpoint, pidfile, seccomp_socket=None if no_seccomp_socket else seccomp_socket, spawn_holder=spawn_holder)
     except (ServeError, CgroupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command("listener-holder", context_settings={"ignore_unknown_options": True, "help_option_names": []},
+              add_help_option=False, short_help="Keep containers' seccomp listeners across restarts of procview serve.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def listener_holder(args):
+    """Keep containers' seccomp listeners across restarts of procview serve
+    (see 'procview listener-holder --help').
+
+    ``procview.entry`` sends the command straight to
+    ``procview.listener_holder.main``, which needs nothing but the standard
+    library (the holder lives as long as the containers); this command is
+    what ``procview --help`` lists.
+    """
+    from procview import listener_holder as holder
+
+    sys.exit(holder.main(list(args)))
 
 
 @main.command()

@@ -14,8 +14,11 @@ and more rarely.
 
 The same loop runs the seccomp supervisor (``supervisor.py``), which
 answers containers' ``sysinfo()`` and ``sched_getaffinity()`` from the
-same engine, so syscalls and files agree; its socket exists before
-readiness is announced, so containers started after it get both.
+same engine, so syscalls and files agree. It attaches to the listener
+holder (``listener_holder.py``, started here if none answers, before the
+mount) and has every listener the holder kept before readiness is
+announced: containers started after it get both, and containers that
+outlived a previous daemon get their answers back from readiness on.
 """
 
 from __future__ import annotations
@@ -91,20 +94,22 @@ def serve(
     pidfile: str | None = None,
     engine: ViewEngine | None = None,
     seccomp_socket: str | None = DEFAULT_SOCKET,
+    spawn_holder: bool = True,
 ) -> None:
     """Mount the view at ``mountpoint`` and serve until SIGTERM/SIGINT;
     with ``seccomp_socket``, also answer the sysinfo() and
-    sched_getaffinity() calls of the containers handed over there."""
+    sched_getaffinity() calls of the containers handed over there (to the
+    listener holder, started if none answers and ``spawn_holder``)."""
     # The mount table names real paths: a mount point given through a
     # symlink must be resolved, or a live procview there would go unseen.
     mountpoint = os.path.realpath(mountpoint)
     prepare_mountpoint(mountpoint)
     engine = engine or ViewEngine()
-    supervisor = listening = None
+    supervisor = None
     if seccomp_socket:
-        supervisor = Supervisor(engine, seccomp_socket)
+        supervisor = Supervisor(engine, seccomp_socket, spawn_holder=spawn_holder)
         try:
-            listening = supervisor.bind()
+            supervisor.attach()  # before the mount: a holder started here must not inherit /dev/fuse
         except SupervisorError as exc:
             raise ServeError(str(exc)) from None
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
@@ -119,13 +124,12 @@ def serve(
         try:
             pyfuse3.init(ProcviewFS(engine), mountpoint, options)
         except RuntimeError as exc:
-            if listening is not None:
-                listening.close()
-                _remove(seccomp_socket)
+            if supervisor is not None:
+                supervisor.detach()
             raise ServeError(f"{mountpoint}: cannot mount: {exc}") from None
         log.info("mounted at %s", mountpoint)
         try:
-            trio.run(_run, mountpoint, pidfile, engine, supervisor, listening)
+            trio.run(_run, mountpoint, pidfile, engine, supervisor)
         finally:
             pyfuse3.close(unmount=True)
             if pidfile:
@@ -143,15 +147,15 @@ def _fuse_option_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,")
 
 
-async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, listening) -> None:
+async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor) -> None:
     with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held ones arrive now
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pyfuse3.main)
             nursery.start_soon(_maintain, engine)
             if supervisor is not None:
-                await nursery.start(supervisor.serve, listening)
-                log.info("seccomp supervisor listening at %s", supervisor.socket_path)
+                await nursery.start(supervisor.serve)  # returns once the holder has handed over every listener
+                log.info("seccomp supervisor answering the containers handed over at %s", supervisor.socket_path)
             await _wait_until_answering(mountpoint)
             if pidfile:
                 _write_atomically(pidfile, f"{os.getpid()}\n")

@@ -4,7 +4,8 @@
 (``procview.runtime.forkserver``, built-in modules only), else to
 ``procview.runtime.run_command``, which needs neither click nor the other commands'
 modules: its start-up is measured against runc's whole run
-(docs/performance.md). Every other command, and
+(docs/performance.md). ``procview listener-holder`` goes straight to
+``procview.listener_holder`` (standard library only). Every other command, and
 ``procview --help``, goes through the click group in ``procview.cli``.
 """
 
@@ -19,6 +20,10 @@ def main() -> None:
         from procview.runtime import run_command
 
         run_command.main(sys.argv[2:])
+    if sys.argv[1:2] == ["listener-holder"]:
+        from procview import listener_holder
+
+        sys.exit(listener_holder.main(sys.argv[2:]))
     from procview.cli import main as cli
 
     cli()

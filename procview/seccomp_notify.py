@@ -40,6 +40,7 @@ SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 # struct seccomp_notif_resp {u64 id; s64 val; s32 error; u32 flags}.
 _NOTIF = struct.Struct("=QIIiIQ6Q")
 _RESP = struct.Struct("=QqiI")
+_ID = struct.Struct("=Q")  # the notification's id: the struct's first field
 
 
 def _ioc(direction: int, number: int, size: int) -> int:
@@ -51,6 +52,13 @@ _WRITE, _READ = 1, 2
 SECCOMP_IOCTL_NOTIF_RECV = _ioc(_READ | _WRITE, 0, _NOTIF.size)
 SECCOMP_IOCTL_NOTIF_SEND = _ioc(_READ | _WRITE, 1, _RESP.size)
 SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(_WRITE, 2, 8)
+
+# fcntl.ioctl copies a buffer of up to 1024 bytes to a buffer of its own and
+# back; a bigger one it hands to the kernel itself. A listener that receives
+# into a shared page this big has the notification (its id first) in shared
+# memory the moment the kernel marks it received: another process can tell
+# which call was being answered if this one dies (listener_holder.py).
+SHARED_BUFFER_SIZE = 4096
 
 
 class Notification(NamedTuple):
@@ -105,11 +113,14 @@ def native_arch() -> int:
 
 
 class Listener:
-    """One listener fd (owned: ``close`` closes it)."""
+    """One listener fd (owned: ``close`` closes it). ``buffer``: where
+    notifications are received, a writable buffer of at least
+    SHARED_BUFFER_SIZE bytes (shared memory, say); it holds the id of a
+    received call until the call is answered, else 0."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, buffer=None):
         self.fd = fd
-        self._buffer = bytearray(_NOTIF.size)
+        self._buffer = buffer if buffer is not None else bytearray(_NOTIF.size)
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN)
 
@@ -129,15 +140,25 @@ class Listener:
         """The next notification, or None if its thread was interrupted
         (killed, or a signal handler ran) since the poll said one waited."""
         buffer = self._buffer
-        buffer[:] = bytes(len(buffer))  # the kernel wants a zeroed struct
+        buffer[:_NOTIF.size] = bytes(_NOTIF.size)  # the kernel wants a zeroed struct
         try:
             fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, buffer, True)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return None
             raise NotifyError(exc.errno, f"receiving a notification: {exc.strerror}") from None
-        notification_id, pid, _flags, nr, arch, _ip, *args = _NOTIF.unpack(buffer)
+        notification_id, pid, _flags, nr, arch, _ip, *args = _NOTIF.unpack_from(buffer)
         return Notification(notification_id, pid, nr, arch, tuple(args))
+
+    def let_run(self) -> bool:
+        """Answer the waiting notification, if there is one, with CONTINUE:
+        the real syscall runs, as if there were no filter. What procview run
+        and the listener holder do while no supervisor is there. True if a
+        call was answered."""
+        if not self.state()[0]:
+            return False  # the kernel's receive would block until a call comes
+        notification = self.receive()
+        return notification is not None and self.respond(notification.id, continue_=True)
 
     def id_valid(self, notification_id: int) -> bool:
         """Whether the thread is still stopped in that syscall."""
@@ -159,7 +180,16 @@ class Listener:
             if exc.errno in (errno.ENOENT, errno.EINPROGRESS):
                 return False
             raise NotifyError(exc.errno, f"answering a notification: {exc.strerror}") from None
+        finally:
+            if _ID.unpack_from(self._buffer)[0] == notification_id:
+                _ID.pack_into(self._buffer, 0, 0)  # answered (or its thread is gone): nothing in flight
         return True
+
+
+def in_flight(buffer) -> int:
+    """The id of the call received into ``buffer`` (a Listener's) and not
+    answered yet; 0 if none."""
+    return _ID.unpack_from(buffer)[0]
 
 
 def write_target(listener: Listener, notification: Notification, address: int, data: bytes) -> int:
@@ -201,5 +231,5 @@ def real_sched_getaffinity(tid: int, length: int) -> tuple[int, bytes]:
 
 __all__ = [
     "Listener", "Notification", "NotifyError", "write_target", "real_sched_getaffinity", "syscall_number", "native_arch",
-    "SECCOMP_USER_NOTIF_FLAG_CONTINUE",
+    "SECCOMP_USER_NOTIF_FLAG_CONTINUE", "SHARED_BUFFER_SIZE", "in_flight",
 ]

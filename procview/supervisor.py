@@ -1,11 +1,16 @@
 """The seccomp supervisor: ``procview serve`` answers sysinfo() and sched_getaffinity().
 
-A runtime hands over a container's seccomp listener fd on a unix socket
+Runtimes hand over a container's seccomp listener fd on a unix socket
 (``/run/procview/seccomp.sock`` by default) with the OCI seccomp-agent
-protocol, as runc and crun do for ``linux.seccomp.listenerPath`` and
-``procview run`` does for its own containers: one message carrying the
-``ContainerProcessState`` JSON and, as SCM_RIGHTS, the fds its ``fds``
-list names; the listener is the one named ``seccompFd``.
+protocol (``seccomp_agent.py``), as runc and crun do for
+``linux.seccomp.listenerPath`` and ``procview run`` does for its own
+containers. That socket belongs to the *listener holder*
+(``listener_holder.py``), a small process that keeps every listener for
+as long as its container lives, so that the listeners outlive this
+daemon. The supervisor attaches to the holder (starting one if none
+answers) and receives a copy of every live listener from it, then each
+new one as it comes; when the holder goes, it gives its copies up and
+attaches to the next holder.
 
 From then on one trio task per listener waits for notifications and
 answers each from the view engine, with the numbers the files show
@@ -29,138 +34,224 @@ mutexes make: at most 30 µs of CPU after an answer no call follows. A
 burst gets at most BURST_ANSWERS answers per turn of the event loop, so a
 container calling sysinfo in a tight loop cannot starve another
 container's calls, nor the FUSE requests. A listener ends
-when its last process exits (the kernel reports POLLHUP). The connection
-that brought it stays open as long as the listener lives: ``procview run``
-takes its EOF as "the supervisor is gone" and falls back.
+when its last process exits (the kernel reports POLLHUP).
 
-Bad input (garbage, no fd, an fd that is not a listener, a client that
-sends nothing) costs one log line and that connection, nothing else. A
-client that connects and closes without sending a byte is a liveness
-probe (``procview-runc``, a second daemon) and is dropped silently.
+Calls are received into the holder's in-flight slot, a shared page: if
+this daemon dies between receiving a call and answering it, the holder
+finds the call's id there and answers it (continue).
+The link to the holder is closed only after every listener task has
+closed its copy: the holder answers calls itself once the link is gone,
+and two receivers on one listener could block each other in the kernel.
 """
 
 from __future__ import annotations
 
-import array
-import json
 import logging
+import mmap
 import os
 import socket
 import time
 
 import trio
 
-from procview import DEFAULT_SECCOMP_SOCKET, seccomp_notify, unix_socket
+from procview import DEFAULT_SECCOMP_SOCKET, listener_holder, seccomp_agent, seccomp_notify, unix_socket
 from procview.views.sysinfo import cut_mask, pack_sysinfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = DEFAULT_SECCOMP_SOCKET
-HELLO_TIMEOUT = 5.0  # seconds a client has to send its message
-MAX_MESSAGE = 64 * 1024  # the state JSON (runc's carries annotations)
-MAX_FDS = 16
 FOLLOW_UP_WAIT = 30e-6  # seconds a listener is watched after an answer (see above)
 BURST_ANSWERS = 16  # answers per turn of the event loop, at most
+REATTACH_EVERY = 1.0  # seconds between attempts to reach a holder after the last one went
 
 
 class SupervisorError(Exception):
     """The supervisor cannot start (one line for the user)."""
 
 
-class Supervisor:
-    """Answers the view syscalls of every listener handed to it."""
+class _Supervised:
+    """One listener this daemon answers: its fd, the state the runtime
+    sent with it, and the cancel scope of its task."""
 
-    def __init__(self, engine, socket_path: str = DEFAULT_SOCKET, notify=seccomp_notify):
+    def __init__(self, fd: int, state: dict):
+        self.fd = fd
+        self.state = state
+        self.name = seccomp_agent.describe(state)
+        self.scope = trio.CancelScope()
+        self.ended = False  # its task has closed the fd
+
+
+class Supervisor:
+    """Answers the view syscalls of every listener the holder hands it."""
+
+    def __init__(self, engine, socket_path: str = DEFAULT_SOCKET, notify=seccomp_notify, spawn_holder: bool = True):
         self.engine = engine
         self.socket_path = socket_path
         self.notify = notify
+        self.spawn_holder = spawn_holder  # start a holder when none answers (not under systemd: it has its own unit)
         self.sysinfo_nr = notify.syscall_number("sysinfo")
         self.getaffinity_nr = notify.syscall_number("sched_getaffinity")
         self.native_arch = notify.native_arch()
         self.listeners = 0  # live listeners (tests and logs)
         self.answered = 0
+        self._slot = bytearray(listener_holder.SLOT)  # where calls are received: the holder's shared page once attached
+        self._attached: listener_holder.Attached | None = None
+        self._holders_started = []  # holders this daemon started (reaped once they exit)
 
-    # -- the socket -------------------------------------------------------------
+    # -- the holder -------------------------------------------------------------
 
-    def bind(self) -> socket.socket:
-        """The listening socket at ``socket_path``: a stale one (its daemon
-        died) is replaced, a live one refused."""
+    def attach(self) -> None:
+        """Attach to the holder at ``socket_path`` (or start one), waiting
+        for one to answer when this daemon may not start it. Raises
+        SupervisorError for a holder that serves another supervisor, or
+        one that cannot be started."""
+        attached = self._find_holder()
+        if attached is None:
+            log.warning("no listener holder at %s yet (procview-listener-holder.service); waiting for one",
+                        self.socket_path)
+            while attached is None:
+                time.sleep(REATTACH_EVERY)
+                attached = self._find_holder()
+        self._use(attached)
+
+    def detach(self) -> None:
+        """Close the link to the holder before ``serve`` ran (the mount
+        failed): the holder answers its listeners itself again."""
+        if self._attached is not None:
+            self._attached.link.close()
+            self._attached = None
+
+    def _find_holder(self) -> listener_holder.Attached | None:
+        """One attempt (blocking: a holder started here is waited for);
+        None if no holder answers and none may be started."""
+        self._holders_started = [p for p in self._holders_started if p.poll() is None]  # reap the exited
         try:
-            return unix_socket.listen(self.socket_path, "supervisor")
-        except unix_socket.ListenError as exc:
+            return listener_holder.attach(self.socket_path, self.spawn_holder, _log_level())
+        except listener_holder.HolderError as exc:
             raise SupervisorError(str(exc)) from None
 
-    async def serve(self, sock: socket.socket, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Accept runtimes until cancelled; removes the socket at the end."""
-        listening = trio.socket.from_stdlib_socket(sock)
+    def _use(self, attached: listener_holder.Attached) -> None:
+        """Take ``attached`` as the holder (in the thread that answers calls:
+        the in-flight slot changes here)."""
+        if attached.process is not None:
+            self._holders_started.append(attached.process)
+        try:
+            # The old page stays mapped while listeners of the last holder
+            # still receive into it (until they are handed to this one).
+            self._slot = memoryview(mmap.mmap(attached.slot_fd, listener_holder.SLOT))
+        finally:
+            os.close(attached.slot_fd)
+        self._attached = attached
+        log.info("attached to the listener holder (pid %d) at %s", attached.pid, self.socket_path)
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Supervise the holder's listeners until cancelled; ``started``
+        once the holder has handed over every listener it held. When the
+        holder goes, attach to the next one (``attach`` must have
+        succeeded once)."""
         try:
             async with trio.open_nursery() as nursery:
-                task_status.started()
+                orphans: list[_Supervised] = []
                 while True:
-                    conn, _ = await listening.accept()
-                    nursery.start_soon(self._client, conn)
+                    orphans = self._hand_back(orphans)
+                    supervised = await self._follow(nursery, task_status)
+                    task_status = trio.TASK_STATUS_IGNORED
+                    self._attached.link.close()  # the holder is gone: nobody to order this against
+                    self._attached = None
+                    orphans = self._holder_gone(supervised + orphans)
+                    await self._reattach()
         finally:
-            listening.close()
-            try:
-                os.unlink(self.socket_path)
-            except FileNotFoundError:
-                pass
+            # Only now that every listener task has closed its copy: the
+            # holder starts answering the calls itself when the link closes.
+            if self._attached is not None:
+                self._attached.link.close()
 
-    async def _client(self, conn) -> None:
-        with conn:
-            with trio.move_on_after(HELLO_TIMEOUT) as scope:
-                try:
-                    message, fds = await _receive_with_fds(conn)
-                except OSError as exc:
-                    log.warning("seccomp socket: a client failed: %s", exc.strerror or exc)
-                    return
-            if scope.cancelled_caught:
-                log.warning("seccomp socket: a client sent nothing for %.0f s; dropped", HELLO_TIMEOUT)
-                return
-            if not message and not fds:
-                # Connected and closed: a liveness probe (procview-runc's
-                # check before it adds listenerPath, a second daemon's
-                # stale-socket check). Nothing to say.
-                log.debug("seccomp socket: a probe (connected, sent nothing, closed)")
-                return
+    async def _follow(self, nursery, task_status) -> list[_Supervised]:
+        """Supervise each listener the holder sends until it closes the
+        link; the listeners it brought."""
+        link = trio.socket.from_stdlib_socket(self._attached.link)
+        supervised = []
+        while True:
             try:
-                name, listener_fd = self._listener_of(message, fds)
-            except ValueError as exc:
-                log.warning("seccomp socket: %s; dropped", exc)
-                for fd in fds:
-                    os.close(fd)
-                return
-            for fd in fds:
-                if fd != listener_fd:
-                    os.close(fd)
-            await self.supervise(listener_fd, name, conn)
+                data, ancdata, _flags, _ = await link.recvmsg(seccomp_agent.MAX_MESSAGE,
+                                                               socket.CMSG_SPACE(seccomp_agent.MAX_FDS * 4))
+            except OSError:
+                data, ancdata = b"", []
+            fds = seccomp_agent.fds_of(ancdata)
+            if not data and not fds:
+                return supervised  # the holder is gone
+            if fds:
+                entry = _supervised(data, fds)
+                if entry is not None:
+                    supervised = [e for e in supervised if not e.ended] + [entry]  # ended containers are forgotten
+                    nursery.start_soon(self._supervise, entry)
+            elif _is_synced(data):
+                task_status.started()
+                task_status = trio.TASK_STATUS_IGNORED
 
-    def _listener_of(self, message: bytes, fds: list[int]) -> tuple[str, int]:
-        """(a name for logs, the listener fd) from one agent message."""
-        if not fds:
-            raise ValueError("a message without an fd")
+    async def _supervise(self, entry: _Supervised) -> None:
         try:
-            state = json.loads(message)
-            names = state["fds"]
-            if not isinstance(names, list):
-                raise TypeError(names)
-            index = names.index("seccompFd")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ValueError("not an OCI container process state naming a seccompFd") from None
-        if index >= len(fds):
-            raise ValueError(f"'fds' names {len(names)} fds but {len(fds)} came")
-        if not _is_listener(fds[index]):
-            raise ValueError("the seccompFd is not a seccomp listener")
-        inner = state.get("state") if isinstance(state.get("state"), dict) else {}
-        name = f"container {str(inner.get('id', '?'))[:12]} (pid {state.get('pid', '?')})"
-        return name, fds[index]
+            with entry.scope:
+                await self.supervise(entry.fd, entry.name)
+        finally:
+            entry.ended = True
+
+    def _holder_gone(self, supervised: list[_Supervised]) -> list[_Supervised]:
+        """The holder died or was stopped, and its copies with it. A
+        listener whose runtime keeps a copy (procview run) is given up: that
+        runtime answers it after a delay and hands it to the next holder
+        (both answering would risk blocking each other in the kernel).
+        Any other listener (runc's, crun's) now lives in this daemon alone:
+        it stays supervised, and goes to the next holder. Returns those."""
+        alive = [e for e in supervised if not e.ended]
+        orphans = [e for e in alive if not seccomp_agent.keeps_a_copy(e.state)]
+        for entry in alive:
+            if entry not in orphans:
+                entry.scope.cancel()
+        log.warning("the listener holder at %s went away: %d listeners given up to the procview run that keeps "
+                    "them, %d kept here until the next holder takes them", self.socket_path,
+                    len(alive) - len(orphans), len(orphans))
+        return orphans
+
+    def _hand_back(self, orphans: list[_Supervised]) -> list[_Supervised]:
+        """Hand the listeners the last holder took with it to the new one,
+        the way a runtime hands one over; it passes them back to us. Those
+        it did not take (it failed, or went too) are returned."""
+        kept = []
+        for entry in orphans:
+            if entry.ended:
+                continue
+            sock = unix_socket.connect(self.socket_path)
+            if sock is not None and seccomp_agent.hand_over(sock, seccomp_agent.listener_only(entry.state), entry.fd):
+                entry.scope.cancel()  # our old copy; the holder's comes back on the link
+            else:
+                log.warning("%s: the new listener holder did not take it; kept here", entry.name)
+                kept.append(entry)
+            if sock is not None:
+                sock.close()
+        return kept
+
+    async def _reattach(self) -> None:
+        said = False
+        while True:
+            try:  # in a thread: starting a holder waits for its hello
+                attached = await trio.to_thread.run_sync(self._find_holder, abandon_on_cancel=True)
+            except SupervisorError as exc:
+                attached = None
+                if not said:
+                    log.warning("%s; trying again every %.0f s", exc, REATTACH_EVERY)
+                    said = True
+            if attached is not None:
+                self._use(attached)
+                return
+            await trio.sleep(REATTACH_EVERY)
 
     # -- one listener -----------------------------------------------------------
 
-    async def supervise(self, fd: int, name: str, conn=None) -> None:
+    async def supervise(self, fd: int, name: str) -> None:
         """Answer ``fd``'s notifications until its processes are gone."""
         try:
-            listener = self.notify.Listener(fd)
+            listener = self.notify.Listener(fd, self._slot)
         except OSError as exc:
             os.close(fd)
             log.warning("seccomp: %s: %s", name, exc)
@@ -249,40 +340,29 @@ class Supervisor:
         listener.respond(notification.id, result, error)
 
 
-async def _receive_with_fds(conn) -> tuple[bytes, list[int]]:
-    """One message and the fds that came with it (up to EOF or MAX_MESSAGE)."""
-    chunks: list[bytes] = []
-    fds: list[int] = []
-    size = 0
-    while size < MAX_MESSAGE:
-        data, ancdata, _flags, _addr = await conn.recvmsg(MAX_MESSAGE - size, socket.CMSG_SPACE(MAX_FDS * 4))
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                received = array.array("i")
-                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-                fds.extend(received)
-        if not data:
-            break
-        chunks.append(data)
-        size += len(data)
-        if _complete_json(b"".join(chunks)):
-            break
-    return b"".join(chunks), fds
-
-
-def _is_listener(fd: int) -> bool:
-    """Whether ``fd`` is a seccomp user-notification listener (the kernel
-    names its anonymous inode so)."""
+def _supervised(message: bytes, fds: list[int]) -> _Supervised | None:
+    """The listener in one of the holder's messages (it checked it; a bad
+    one would be a bug: logged and dropped)."""
     try:
-        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:seccomp notify"
-    except OSError:
-        return False
+        state, index = seccomp_agent.parse(message, fds)
+        if not seccomp_agent.is_listener(fds[index]):
+            raise ValueError("the seccompFd is not a seccomp listener")
+    except ValueError as exc:
+        log.warning("listener holder: %s; dropped", exc)
+        seccomp_agent.close_all(fds)
+        return None
+    seccomp_agent.close_all(fds, keep=fds[index])
+    return _Supervised(fds[index], state)
 
 
-def _complete_json(data: bytes) -> bool:
+def _log_level() -> str:
+    """This daemon's log level, for a holder it starts."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+
+
+def _is_synced(message: bytes) -> bool:
     try:
-        json.loads(data)
-        return True
+        return listener_holder.parse_control(message)[0] == listener_holder.SYNCED
     except ValueError:
         return False
 

@@ -1,5 +1,6 @@
-"""Unix sockets of procview's daemons (the seccomp supervisor, the fork
-server): where they listen, and how they tell systemd they are ready.
+"""Unix sockets of procview's daemons (the listener holder, the fork
+server): where they listen, how clients reach them, and how they tell
+systemd they are ready.
 
 A daemon that died leaves its socket file behind, and ``bind`` fails on
 it; a daemon that is alive must not be replaced by a second one. So an
@@ -17,16 +18,17 @@ class ListenError(Exception):
     """The path cannot be listened on (the message says why)."""
 
 
-def listen(path: str, role: str, backlog: int = 128) -> socket.socket:
+def listen(path: str, role: str, backlog: int = 128, kind: int = socket.SOCK_STREAM) -> socket.socket:
     """A listening socket at ``path``, mode 0600 (only root may connect:
     whoever connects hands the daemon file descriptors or a command line).
-    ``role`` names the daemon in messages ("supervisor", "fork server")."""
+    ``role`` names the daemon in messages ("listener holder", "fork
+    server"); ``kind``: SOCK_STREAM or SOCK_SEQPACKET."""
     try:
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         if os.path.lexists(path):
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
                 raise ListenError(f"{path}: exists and is not a socket")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe = socket.socket(socket.AF_UNIX, kind)  # another kind would get EPROTOTYPE
             try:
                 probe.connect(path)
                 raise ListenError(f"{path}: another {role} is listening there")
@@ -34,7 +36,7 @@ def listen(path: str, role: str, backlog: int = 128) -> socket.socket:
                 os.unlink(path)  # left by a daemon that died
             finally:
                 probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
         old_umask = os.umask(0o177)  # 0600
         try:
             sock.bind(path)
@@ -46,6 +48,18 @@ def listen(path: str, role: str, backlog: int = 128) -> socket.socket:
             os.umask(old_umask)
     except OSError as exc:  # not root, a read-only /run, a path too long for a socket
         raise ListenError(f"{path}: cannot listen: {exc.strerror or exc}") from None
+    return sock
+
+
+def connect(path: str, kind: int = socket.SOCK_STREAM) -> socket.socket | None:
+    """A connection to the daemon listening at ``path``, or None if nobody
+    listens there."""
+    sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
     return sock
 
 

@@ -14,30 +14,36 @@ module is the runtime's part:
    (a container process must never hold its own listener).
 3. ``procview run`` passes it on the OCI seccomp-agent way (what runc and
    crun do for ``linux.seccomp.listenerPath``): one message with the
-   container-process-state JSON and the fd as SCM_RIGHTS.
+   container-process-state JSON and the fd as SCM_RIGHTS. At the socket
+   is the listener holder (``procview/listener_holder.py``), which keeps
+   the listener across restarts of ``procview serve`` and answers
+   *continue* while no supervisor is attached.
 4. While the container runs, ``procview run`` keeps its own copy of the fd
-   and the connection, and watches the connection. If the supervisor goes
-   away (stopped, crashed, restarting) the connection reports EOF and
-   procview run answers every notification itself with *continue*: the
-   real syscall runs, nothing hangs. Every second it tries to reach a
-   supervisor again and, once one answers, hands the fd over anew and
-   stops answering.
+   and the connection, and watches the connection. If the holder goes
+   away (stopped, killed) the connection reports EOF, and after
+   TAKEOVER_DELAY procview run answers every notification itself with
+   *continue*: the real syscall runs, nothing hangs. (The delay lets the
+   supervisor, which learns of the holder's end at the same moment, give
+   its copy up first: two receivers on one listener could block each
+   other in the kernel.) Every second it tries the socket again and, once
+   a holder answers, hands the fd over anew and stops answering.
 
-A thread whose call the supervisor had already received when it died stays
-stopped until it is killed: the kernel keeps that notification for
-whoever answers it, and its id died with the supervisor. Only that one call
-of that one thread is affected.
+A thread whose call the holder was answering when it was killed stays
+stopped until it is killed too: the kernel keeps that notification for
+whoever answers its id, and its id died with the holder. Only that one
+call of that one thread is affected.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 
-from procview import DEFAULT_SECCOMP_SOCKET
+from procview import DEFAULT_SECCOMP_SOCKET, seccomp_agent
+from procview.seccomp_agent import hand_over  # shared with the supervisor
 from procview.seccomp_notify import Listener
+from procview.unix_socket import connect
 
 
 DEFAULT_SOCKET = DEFAULT_SECCOMP_SOCKET
@@ -47,35 +53,10 @@ def _log_warning(text: str) -> None:
     import logging  # only when there is something to say: procview run does not import it otherwise
 
     logging.getLogger(__name__).warning("%s", text)
-OCI_VERSION = "1.0.2"
-SECCOMP_FD_NAME = "seccompFd"  # the OCI name of the listener in "fds"
-RECONNECT_EVERY = 1.0  # seconds, while no supervisor is answering
 
 
-def connect(path: str) -> socket.socket | None:
-    """A connection to the supervisor at ``path``, or None."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    return sock
-
-
-def state_message(container_id: str, pid: int, bundle: str, status: str = "running") -> bytes:
-    """The OCI ``ContainerProcessState`` a seccomp agent receives."""
-    state = {
-        "ociVersion": OCI_VERSION,
-        "fds": [SECCOMP_FD_NAME],
-        "pid": pid,
-        "metadata": "",
-        "state": {
-            "ociVersion": OCI_VERSION, "id": container_id, "status": status, "pid": pid, "bundle": bundle,
-            "annotations": {},
-        },
-    }
-    return json.dumps(state).encode()
+RECONNECT_EVERY = 1.0  # seconds, while no holder is answering
+TAKEOVER_DELAY = 1.0  # seconds between losing the holder and answering calls ourselves (see above)
 
 
 def with_view_filter(security, root: str):
@@ -99,22 +80,16 @@ def link_listener(listener_parent: socket.socket, agent: socket.socket, path: st
         warn("the seccomp listener did not arrive: sysinfo() and sched_getaffinity() are not virtualized")
         agent.close()
         return None
-    return AgentLink(path, agent, listener_fd, state_message(container_id, pid, bundle), warn)
-
-
-def hand_over(sock: socket.socket, message: bytes, fd: int) -> bool:
-    try:
-        socket.send_fds(sock, [message], [fd])
-        return True
-    except OSError:
-        return False
+    message = seccomp_agent.state_message(container_id, pid, bundle, metadata=seccomp_agent.KEEPS_A_COPY)
+    return AgentLink(path, agent, listener_fd, message, warn)
 
 
 class AgentLink:
     """procview run's side of one container's supervision (step 4 above).
 
     ``fds()`` are what the caller's select loop watches, ``ready(fd)`` is
-    called for each that is readable, ``timeout()`` bounds the wait.
+    called for each that is readable, ``timeout()`` bounds the wait,
+    ``tick()`` comes after every wait.
     """
 
     def __init__(self, path: str, sock: socket.socket, listener_fd: int, message: bytes, warn=None):
@@ -125,23 +100,27 @@ class AgentLink:
         self.sock: socket.socket | None = sock
         self.finished = False  # every process with the filter has exited
         self._next_attempt = 0.0
+        self._answer_from = 0.0  # when we may receive calls ourselves, once no holder has the listener
         if not hand_over(sock, message, listener_fd):
-            self._lost()
+            self._lost(handed=False)
 
     @property
     def answering(self) -> bool:
-        """True while procview run itself answers (no supervisor)."""
-        return self.sock is None
+        """True while procview run itself answers (no holder)."""
+        return self.sock is None and time.monotonic() >= self._answer_from
 
     def fds(self) -> list[int]:
         if self.finished:
             return []
-        return [self.listener.fd] if self.sock is None else [self.sock.fileno()]
+        if self.sock is not None:
+            return [self.sock.fileno()]
+        return [self.listener.fd] if self.answering else []
 
     def timeout(self) -> float | None:
         if self.sock is not None or self.finished:
             return None
-        return max(0.0, self._next_attempt - time.monotonic())
+        due = self._next_attempt if self.answering else min(self._next_attempt, self._answer_from)
+        return max(0.0, due - time.monotonic())
 
     def ready(self, fd: int) -> None:
         if self.sock is not None and fd == self.sock.fileno():
@@ -150,18 +129,18 @@ class AgentLink:
             except OSError:
                 data = b""
             if not data:
-                # The supervisor closes it when the container's last
-                # process has exited (then so have we), or when it dies.
+                # The holder closes it when the container's last process
+                # has exited (then so have we), or when it is stopped or dies.
                 if self.listener.state()[1]:
                     self._finish()
                 else:
                     self._lost()
             return
         if self.sock is None and fd == self.listener.fd:
-            self._answer_continue()
+            self.listener.let_run()
 
     def tick(self) -> None:
-        """Called after every wait: retry the supervisor when due."""
+        """Called after every wait: retry the holder when due."""
         if self.finished:
             return
         if self.sock is None and self.listener.state()[1]:
@@ -172,7 +151,7 @@ class AgentLink:
             sock = connect(self.path)
             if sock is not None and hand_over(sock, self.message, self.listener.fd):
                 self.sock = sock
-                self.warn(f"seccomp supervisor at {self.path} is back: sysinfo and sched_getaffinity are virtualized again")
+                self.warn(f"a listener holder at {self.path} is back: sysinfo and sched_getaffinity are virtualized again")
             elif sock is not None:
                 sock.close()
 
@@ -188,20 +167,16 @@ class AgentLink:
             self.sock.close()
             self.sock = None
 
-    def _lost(self) -> None:
+    def _lost(self, handed: bool = True) -> None:
+        """No holder has the listener any more (``handed``: one had it, and
+        its supervisor may be letting go of its copy right now)."""
         if self.sock is not None:
             self.sock.close()
         self.sock = None
-        self._next_attempt = time.monotonic() + RECONNECT_EVERY
-        self.warn(f"seccomp supervisor at {self.path} went away: sysinfo and sched_getaffinity get the kernel's answers")
-
-    def _answer_continue(self) -> None:
-        pending, _gone = self.listener.state()
-        if not pending:
-            return
-        notification = self.listener.receive()
-        if notification is not None:
-            self.listener.respond(notification.id, continue_=True)
+        now = time.monotonic()
+        self._next_attempt = now + RECONNECT_EVERY
+        self._answer_from = now + TAKEOVER_DELAY if handed else now
+        self.warn(f"the listener holder at {self.path} went away: sysinfo and sched_getaffinity get the kernel's answers")
 
 
 def wait_for_exit(pid: int, link: AgentLink | None) -> int:
@@ -230,6 +205,6 @@ def wait_for_exit(pid: int, link: AgentLink | None) -> int:
 
 
 __all__ = [
-    "AgentLink", "connect", "state_message", "hand_over", "with_view_filter", "link_listener", "wait_for_exit",
+    "AgentLink", "connect", "hand_over", "with_view_filter", "link_listener", "wait_for_exit",
     "DEFAULT_SOCKET",
 ]

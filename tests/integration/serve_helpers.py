@@ -8,15 +8,16 @@ module's globals)::
 - ``serve_daemons``: starts ``procview serve MOUNT --pidfile ...`` as a
   subprocess (stderr to a log file), waits for readiness (the pidfile), and
   at teardown stops every daemon still running with SIGTERM and checks that
-  it exited 0, unmounted, and removed its pidfile.
+  it exited 0, unmounted, and removed its pidfile, and that the listener
+  holder it started exited by itself (nothing left to hold) with its sockets.
 - ``procview_mount``: one daemon on a fresh mount point; yields its
   ``Daemon`` (``.mount`` is the mount path, ``.path(rel)`` a file in it).
 - ``shared_mount``: one daemon for a whole module (same checks at its
   end), mounted below a world-traversable directory so that unprivileged
   readers can reach it.
 - ``no_leftovers`` (autouse where imported): after the test *and* the
-  sandbox's cleanup, no procview process or mount the test made and no
-  cgroup of its sandbox may remain.
+  sandbox's cleanup, no procview process (serve, listener holder) or mount
+  the test made and no cgroup of its sandbox may remain.
 - ``container_argv`` / ``run_in_container`` / ``start_python_in_container``:
   run a command "in a container": in a sandbox cgroup with limits, as a
   child of pid 1 of new pid and mount namespaces (``unshare``), with the
@@ -128,8 +129,40 @@ def live_processes():
 
 def procview_serve_pids() -> set[int]:
     """Pids of every running ``procview serve`` process (zombies excluded)."""
-    return {pid for pid, argv in live_processes()
-            if any(a.endswith(b"procview") for a in argv[:2]) and b"serve" in argv}
+    return {pid for pid, argv in live_processes() if any(a.endswith(b"procview") for a in argv[:2]) and b"serve" in argv}
+
+
+def listener_holder_pids(socket_path: str | None = None) -> set[int]:
+    """Pids of running listener holders (``procview listener-holder``, or
+    one ``procview serve`` started), those serving ``socket_path`` if given."""
+    def holder(argv):
+        started_by_serve = b"procview.listener_holder" in argv
+        return started_by_serve or (b"listener-holder" in argv and any(a.endswith(b"procview") for a in argv[:2]))
+    return {pid for pid, argv in live_processes() if holder(argv) and (socket_path is None or socket_path.encode() in argv)}
+
+
+def wait_for_holder_exit(socket_path: str, timeout: float = STOP_TIMEOUT) -> str | None:
+    """Wait (bounded) for the holder at ``socket_path`` to exit and remove
+    its sockets; None, or what is left (which is then killed and removed)."""
+    from procview.listener_holder import supervisor_socket
+
+    paths = (socket_path, supervisor_socket(socket_path))
+    try:
+        wait_until(lambda: not listener_holder_pids(socket_path) and not any(os.path.exists(p) for p in paths),
+                   timeout=timeout)
+        return None
+    except AssertionError:
+        pass
+    left = f"listener holder {sorted(listener_holder_pids(socket_path))} / sockets {[p for p in paths if os.path.exists(p)]}"
+    for pid in listener_holder_pids(socket_path):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
+    return left
 
 
 def sandbox_cgroups() -> set[str]:
@@ -277,8 +310,12 @@ class Daemons:
                 problems.append(f"SIGTERM: exit code {code}, expected 0\n{daemon.describe()}")
             if daemon.pidfile and os.path.exists(daemon.pidfile):
                 problems.append(f"pidfile {daemon.pidfile} left behind\n{daemon.describe()}")
-            if daemon.seccomp_socket and os.path.exists(daemon.seccomp_socket):
-                problems.append(f"seccomp socket {daemon.seccomp_socket} left behind\n{daemon.describe()}")
+        # Each daemon's listener holder exits once no daemon is attached and
+        # no container is left (by then the test's containers have ended).
+        for socket_path in sorted({d.seccomp_socket for d in self.started if d.seccomp_socket}):
+            left = wait_for_holder_exit(socket_path)
+            if left:
+                problems.append(f"{left} still there after the daemons stopped")
         for mount in sorted({d.mount for d in self.started}):
             left = mounts_at(mount)
             if left:
@@ -307,14 +344,14 @@ def no_leftovers(request, tmp_path):
     after ``serve_daemons`` and ``sandbox`` have cleaned up. (Only what this
     test made is judged: other runs may share the machine, and a module's
     shared daemon outlives its tests.)"""
-    running_before = procview_serve_pids()
+    running_before = procview_serve_pids() | listener_holder_pids()
     yield
     problems = []
     mine = str(tmp_path)
-    ours = {pid for pid in procview_serve_pids() - running_before
+    ours = {pid for pid in (procview_serve_pids() | listener_holder_pids()) - running_before
             if _parent_of(pid) == os.getpid() or mine in _cmdline(pid)}
     if ours:
-        problems.append(f"procview serve processes left running: {sorted(ours)}")
+        problems.append(f"procview serve or listener holder processes left running: {sorted(ours)}")
         for pid in ours:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -654,7 +691,8 @@ __all__ = [
     "serve_daemons", "procview_mount", "shared_mount", "no_leftovers",
     "container_argv", "container_fstab", "run_in_container", "run_on_host", "enter_root_cgroup", "start_python_in_container",
     "MEMINFO_FIRST_LINE",
-    "mounts_at", "procview_mounts", "live_processes", "procview_serve_pids", "sandbox_cgroups", "lazy_umount",
+    "mounts_at", "procview_mounts", "live_processes", "procview_serve_pids", "listener_holder_pids",
+    "wait_for_holder_exit", "sandbox_cgroups", "lazy_umount",
     "daemon_fd_count", "daemon_rss_kib",
     "meminfo_kib", "host_meminfo_kib", "cpuinfo_processors", "cpuinfo_blocks", "identifying_fields", "stat_cpu_lines", "host_cpus", "walk_no_follow",
     "errno_of", "wait_until",

@@ -127,25 +127,30 @@ def test_a_procview_run_container_reads_its_view_again_after_each_restart(root, 
                  "--memory", "256M", "--cpus", "1", "busybox", "sh", "-c", READER)
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()
-    reads = Reads(lambda: pv(root, "logs", container).stdout)
-    reads.wait_for(0, own_limit(256 * 1024, "0"))
-    (record,) = json.loads(pv(root, "inspect", container).stdout)
-    inode = namespace_of(record["pid"])
+    try:
+        reads = Reads(lambda: pv(root, "logs", container).stdout)
+        reads.wait_for(0, own_limit(256 * 1024, "0"))
+        (record,) = json.loads(pv(root, "inspect", container).stdout)
+        inode = namespace_of(record["pid"])
 
-    # A crash, then a clean stop: both leave the binds dead; each new daemon
-    # repairs the binds of the one before (the second time, binds it made).
-    for stop in (kill_9, terminate):
-        stop(daemon)
-        reads.wait_for(reads.last_number(), NOT_CONNECTED)
-        daemon = restart(serve_daemons, daemon)
-        reads.wait_for(reads.last_number(), own_limit(256 * 1024, "0"))
+        # A crash, then a clean stop: both leave the binds dead; each new daemon
+        # repairs the binds of the one before (the second time, binds it made).
+        for stop in (kill_9, terminate):
+            stop(daemon)
+            reads.wait_for(reads.last_number(), NOT_CONNECTED)
+            daemon = restart(serve_daemons, daemon)
+            reads.wait_for(reads.last_number(), own_limit(256 * 1024, "0"))
 
-        repaired = wait_until(lambda: _repair_lines(daemon.log(), inode), timeout=TIMEOUT)  # logged once the child is done
-        assert len(repaired) == 1, f"one line per repaired namespace\n{daemon.describe()}"
-        assert re.search(r"\(pid \d+ \(\S+\), cgroup /\S+\)", repaired[0]), f"the line names the container: {repaired[0]}"
-        assert sorted(_repaired_paths(daemon.log(), inode)) == sorted(
-            [f"/proc/{name}" for name in ("meminfo", "cpuinfo", "stat", "uptime", "loadavg", "swaps", "diskstats")]
-            + ["/sys/devices/system/cpu", "/sys/devices/system/node"]), repaired[0]
+            repaired = wait_until(lambda: _repair_lines(daemon.log(), inode), timeout=TIMEOUT)  # logged once the child is done
+            assert len(repaired) == 1, f"one line per repaired namespace\n{daemon.describe()}"
+            assert re.search(r"\(pid \d+ \(\S+\), cgroup /\S+\)", repaired[0]), f"the line names the container: {repaired[0]}"
+            assert sorted(_repaired_paths(daemon.log(), inode)) == sorted(
+                [f"/proc/{name}" for name in ("meminfo", "cpuinfo", "stat", "uptime", "loadavg", "swaps", "diskstats")]
+                + ["/sys/devices/system/cpu", "/sys/devices/system/node"]), repaired[0]
+    finally:
+        # Before the daemons' teardown: the listener holder stays as long
+        # as a container's listener lives, and the teardown checks it left.
+        pv(root, "rm", "-f", container)
 
 
 # -- runc with LXCFS-style binds ----------------------------------------------------------------

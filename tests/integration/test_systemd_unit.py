@@ -15,6 +15,11 @@ unit cannot be started for real. What can be checked without it:
   once the mount answers, exit 0 and no mount left after SIGTERM to the main
   process only (KillMode=mixed), and after a SIGKILL (Restart=on-failure)
   ExecStopPost detaches the dead mount so the restart succeeds.
+
+The listener holder's unit the same way: its directives, verify, and its
+ExecStart run next to serve's (which waits for it rather than start one),
+with a runc container whose sysinfo and sched_getaffinity answers survive
+what ``systemctl restart procview`` does to serve.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from conftest import requires_root
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "procview.service"
 FORKSERVER_UNIT = REPO / "systemd" / "procview-forkserver.service"
+HOLDER_UNIT = REPO / "systemd" / "procview-listener-holder.service"
+UNITS = (UNIT, FORKSERVER_UNIT, HOLDER_UNIT)
 FORKSERVER_SOCKET = "/run/procview/forkserver.sock"
 INSTALLED = "/usr/local/bin/procview"  # where the unit expects the console script
 MOUNTPOINT = "/var/lib/procview"
@@ -125,7 +132,11 @@ def test_unit_directives():
 
     start = one(svc, "ExecStart")
     assert "procview serve" in start
-    assert exec_argv(start) == ("", [INSTALLED, "serve", MOUNTPOINT])
+    # The holder's own unit runs the holder: serve must not start one in its
+    # cgroup, which a stop or restart kills (KillMode=mixed).
+    assert exec_argv(start) == ("", [INSTALLED, "serve", "--no-spawn-holder", MOUNTPOINT])
+    assert "procview-listener-holder.service" in " ".join(unit["Unit"]["Requires"]).split()
+    assert "procview-listener-holder.service" in " ".join(unit["Unit"]["After"]).split()
 
     (stop_post,) = svc["ExecStopPost"]
     prefixes, argv = exec_argv(stop_post)
@@ -156,13 +167,20 @@ def _verify(analyze: str, unit: Path) -> subprocess.CompletedProcess:
     return subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, env=env, timeout=120)
 
 
-@pytest.mark.parametrize("unit", [UNIT, FORKSERVER_UNIT], ids=lambda unit: unit.name)
+def _installed_copies(directory: Path) -> None:
+    """Every unit, its ExecStart pointed at this checkout's console script
+    (verify looks a unit's dependencies up next to it)."""
+    for unit in UNITS:
+        text = unit.read_text()
+        assert f"ExecStart={INSTALLED} " in text
+        (directory / unit.name).write_text(text.replace(f"ExecStart={INSTALLED} ", f"ExecStart={console_script()} "))
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda unit: unit.name)
 def test_systemd_analyze_verify(tmp_path, unit):
     analyze = _systemd_analyze()
-    text = unit.read_text()
-    assert f"ExecStart={INSTALLED} " in text
+    _installed_copies(tmp_path)
     copy = tmp_path / unit.name  # verify wants a valid unit name
-    copy.write_text(text.replace(f"ExecStart={INSTALLED} ", f"ExecStart={console_script()} "))
 
     result = _verify(analyze, copy)
     about_unit = [line for line in result.stderr.splitlines() if "procview" in line]
@@ -173,8 +191,9 @@ def test_systemd_analyze_verify(tmp_path, unit):
 
     # The check above is only worth something if verify reports a bad
     # directive here: most of them are warnings with exit 0.
+    (tmp_path / "broken").mkdir()
+    _installed_copies(tmp_path / "broken")
     broken = tmp_path / "broken" / unit.name
-    broken.parent.mkdir()
     broken.write_text(copy.read_text().replace("Type=notify", "Type=notfy"))
     result = _verify(analyze, broken)
     assert "notfy" in result.stderr, f"verify did not report Type=notfy:\n{result.stderr}"
@@ -194,14 +213,30 @@ def test_forkserver_unit_directives():
     assert one(unit["Install"], "WantedBy") == "multi-user.target"
 
 
+def test_holder_unit_directives():
+    unit = parse_unit(HOLDER_UNIT.read_text())
+    svc = unit["Service"]
+    assert one(svc, "Type") == "notify" and one(svc, "NotifyAccess") == "main"
+    # Its socket is procview serve's default: neither command names it.
+    assert exec_argv(one(svc, "ExecStart")) == ("", [INSTALLED, "listener-holder"])
+    assert one(svc, "Restart") == "on-failure"
+    assert one(svc, "OOMScoreAdjust") == "-1000"
+    # Before whatever connects to its sockets; and no namespace of its own.
+    assert {"procview.service", "docker.service", "containerd.service", "podman.service"} <= set(
+        " ".join(unit["Unit"]["Before"]).split())
+    assert one(unit["Install"], "WantedBy") == "multi-user.target" and not MOUNT_NAMESPACE_OPTIONS & set(svc)
+
+
 # ------------------------------------------- the unit's commands, run ---
 
 class UnitCommands:
     """The unit's ExecStart and ExecStopPost with the console script and
     mount point replaced; started and stopped as systemd would."""
 
-    def __init__(self, workdir: Path, unit: Path = UNIT):
+    def __init__(self, workdir: Path, unit: Path = UNIT, env: dict | None = None):
+        workdir.mkdir(exist_ok=True)
         self.workdir = workdir
+        self.env = env or {}
         self.mountpoint = os.path.realpath(workdir / "mnt")
         self.socket_path = str(workdir / "forkserver.sock")
         text = unit.read_text().replace(f"ExecStart={INSTALLED} ", f"ExecStart={console_script()} ")
@@ -224,7 +259,7 @@ class UnitCommands:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         sock.settimeout(0.5)
         self.sock = sock
-        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, **self.env)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.start_argv, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, start_new_session=True)
@@ -285,8 +320,24 @@ class UnitCommands:
 
 
 @pytest.fixture
-def unit_commands(tmp_path):
-    commands = UnitCommands(tmp_path)
+def holder_commands(tmp_path):
+    """The holder's unit's ExecStart, on a socket of the test's own (both
+    commands take it from $PROCVIEW_SECCOMP_SOCKET, as a drop-in would set
+    it); checks at the end that SIGTERM stopped it, exit 0, no socket left."""
+    env = {"PROCVIEW_SECCOMP_SOCKET": str(tmp_path / "seccomp.sock")}
+    commands = UnitCommands(tmp_path / "holder", HOLDER_UNIT, env)
+    commands.start()
+    try:
+        yield commands
+        assert commands.stop(signal.SIGTERM) == 0, commands.log_text()
+        assert not os.path.exists(env["PROCVIEW_SECCOMP_SOCKET"]), "the holder left its socket"
+    finally:
+        commands.cleanup()
+
+
+@pytest.fixture
+def unit_commands(tmp_path, holder_commands):
+    commands = UnitCommands(tmp_path, env=holder_commands.env)
     try:
         yield commands
     finally:
@@ -378,3 +429,50 @@ def test_forkserver_unit_starts_serves_and_stops_like_systemd(tmp_path):
         assert not os.path.exists(uc.socket_path)
     finally:
         uc.cleanup()
+
+
+# ---------------------- the holder's unit next to procview.service ---
+
+from .test_listener_holder import RuncLoop, needs_runc  # noqa: E402
+from .test_oci_shim import runc  # noqa: E402,F401 (fixture)
+from .test_run import state_root  # noqa: E402,F401 (fixture)
+
+
+@requires_root
+def test_holder_unit_starts_notifies_and_stops_like_systemd(holder_commands):
+    """Its ExecStart: READY=1 from the main process once both sockets
+    listen; SIGTERM (the fixture's end): exit 0, sockets gone."""
+    ready = [sender for sender, msg in holder_commands.messages if "READY=1" in msg.split("\n")]
+    assert ready == [holder_commands.proc.pid]
+    socket_path = holder_commands.env["PROCVIEW_SECCOMP_SOCKET"]
+    assert os.path.exists(socket_path) and os.path.exists(socket_path.replace(".sock", "-supervisor.sock"))
+
+
+@requires_root
+@needs_runc
+def test_a_restart_of_procview_service_keeps_the_holder_and_the_containers_answers(
+        unit_commands, holder_commands, runc, tmp_path):
+    """What ``systemctl restart procview`` does, step by step: SIGTERM to
+    serve alone (KillMode=mixed; then SIGKILL to whatever is left in its
+    cgroup: nothing, serve started no holder), ExecStopPost, ExecStart. And
+    a crash: SIGKILL, ExecStopPost, ExecStart (Restart=on-failure). The
+    holder, in its own unit, lives through both; a runc container's calls
+    get the kernel's answers meanwhile and its own after each READY=1."""
+    socket_path = holder_commands.env["PROCVIEW_SECCOMP_SOCKET"]
+    serve_pid = unit_commands.start()
+    assert _children(serve_pid) == []  # --no-spawn-holder: the holder is not in procview.service's cgroup
+    loop = RuncLoop(runc, tmp_path, socket_path, lambda: f"--- serve ---\n{unit_commands.log_text()}\n"
+                                                           f"--- holder ---\n{holder_commands.log_text()}")
+    try:
+        mark = loop.output.wait_for("container", 0)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            assert unit_commands.stop(sig) == (0 if sig == signal.SIGTERM else -signal.SIGKILL), unit_commands.log_text()
+            unit_commands.stop_post()
+            mark = loop.output.wait_for("host", mark)
+            assert holder_commands.proc.poll() is None, holder_commands.log_text()
+            serve_pid = unit_commands.start()  # READY=1: the holder has handed the listener over
+            assert _children(serve_pid) == []
+            mark = loop.output.wait_for("container", mark)
+    finally:
+        loop.stop()
+    assert unit_commands.stop(signal.SIGTERM) == 0, unit_commands.log_text()

@@ -2,15 +2,15 @@
 
 What reaches the real kernel (a real listener, a real container) is in
 tests/integration/test_syscall_view.py; here: which notification gets
-which answer, what is written where, and that bad clients cost nothing.
+which answer, what is written where, and that a storm in one container
+leaves others their turns. What comes in at the socket (bad clients,
+probes) is the listener holder's: tests/unit/test_listener_holder.py.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
-import socket
 
 import pytest
 import trio
@@ -147,100 +147,10 @@ def test_a_bug_while_answering_still_answers(notify, caplog):
     assert "failed; the kernel answers it" in caplog.text
 
 
-# -- the socket: OCI seccomp-agent messages ------------------------------------------
-
-
-def test_listener_of_reads_the_oci_state(notify, monkeypatch):
-    import procview.supervisor
-
-    sup = supervisor(notify)
-    message = json.dumps({"ociVersion": "1.0.2", "fds": ["other", "seccompFd"], "pid": 12,
-                          "state": {"id": "abcdef0123456789", "pid": 12}}).encode()
-    monkeypatch.setattr(procview.supervisor, "_is_listener", lambda fd: True)
-    name, fd = sup._listener_of(message, [30, 31])
-    assert fd == 31 and name == "container abcdef012345 (pid 12)"
-
-
-@pytest.mark.parametrize("message, fds, reason", [
-    (b"hello", [3], "not an OCI container process state"),
-    (b'{"fds": ["seccompFd"]}', [], "without an fd"),
-    (b'{"fds": ["x"]}', [3], "not an OCI container process state"),
-    (b'{"fds": "seccompFd"}', [3], "not an OCI container process state"),
-    (b'{"fds": ["a", "seccompFd"]}', [3], "names 2 fds but 1 came"),
-    (b"[1, 2]", [3], "not an OCI container process state"),
-])
-def test_listener_of_refuses_bad_messages(notify, message, fds, reason):
-    with pytest.raises(ValueError, match=reason):
-        supervisor(notify)._listener_of(message, fds)
-
-
-def _client_session(tmp_path, send):
-    """Start a supervisor on a real socket, let ``send(sock)`` talk to it,
-    and return what it logged (the connection must end, the server live)."""
-    sup = Supervisor(FakeEngine(), str(tmp_path / "s.sock"))
-
-    async def main():
-        listening = sup.bind()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(sup.serve, listening)
-            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            client.connect(sup.socket_path)
-            await trio.to_thread.run_sync(send, client)
-            # The supervisor closes a bad client's connection: EOF.
-            assert await trio.to_thread.run_sync(client.recv, 16) == b""
-            client.close()
-            nursery.cancel_scope.cancel()
-        assert not os.path.exists(sup.socket_path)  # removed on the way out
-
-    trio.run(main)
-
-
-@pytest.mark.parametrize("payload, with_fd, logged", [
-    (b"garbage", True, "not an OCI container process state"),
-    (json.dumps({"fds": ["seccompFd"], "pid": 1}).encode(), False, "a message without an fd"),
-    (json.dumps({"fds": ["seccompFd"], "pid": 1, "state": {"id": "x"}}).encode(), True, "is not a seccomp listener"),
-])
-def test_bad_clients_get_a_log_line_and_lose_their_connection(tmp_path, caplog, payload, with_fd, logged):
-    def send(sock):
-        if with_fd:
-            with open("/dev/null") as f:  # an fd that is not a seccomp listener
-                socket.send_fds(sock, [payload], [f.fileno()])
-        else:
-            sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-
-    _client_session(tmp_path, send)
-    assert logged in caplog.text
-
-
-def test_a_silent_client_is_dropped_after_the_timeout(tmp_path, caplog, monkeypatch):
-    import procview.supervisor
-
-    monkeypatch.setattr(procview.supervisor, "HELLO_TIMEOUT", 0.2)
-    _client_session(tmp_path, lambda sock: None)
-    assert "sent nothing" in caplog.text
-
-
-def test_a_second_supervisor_on_the_same_socket_is_refused_and_a_stale_one_replaced(tmp_path):
-    from procview.supervisor import SupervisorError
-
-    first = Supervisor(FakeEngine(), str(tmp_path / "s.sock"))
-    listening = first.bind()
-    with pytest.raises(SupervisorError, match="another supervisor is listening"):
-        Supervisor(FakeEngine(), first.socket_path).bind()
-    listening.close()  # the first "dies": its socket file stays, nobody listens
-    Supervisor(FakeEngine(), first.socket_path).bind().close()
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(SupervisorError, match="not a socket"):
-        Supervisor(FakeEngine(), str(tmp_path / "file")).bind()
-
-
 def test_a_storm_gets_bursts_of_answers_and_others_get_their_turns(notify):
     """A listener that always has a call waiting is answered at most
     BURST_ANSWERS times per turn of the event loop; another task (another
     listener, a FUSE request) runs in between."""
-    import trio
-
     from procview.supervisor import BURST_ANSWERS
 
     read_end, write_end = os.pipe()
@@ -249,7 +159,7 @@ def test_a_storm_gets_bursts_of_answers_and_others_get_their_turns(notify):
     seen_at = []  # the other task's turn count at each answer
 
     class StormListener(FakeListener):
-        def __init__(self, fd):
+        def __init__(self, fd, buffer=None):
             super().__init__()
             self.fd = fd
 
@@ -290,11 +200,23 @@ def test_a_storm_gets_bursts_of_answers_and_others_get_their_turns(notify):
     assert len(runs) >= 5  # the other task ran again and again during the storm
 
 
-def test_a_probe_that_connects_and_closes_is_dropped_silently(tmp_path, caplog):
-    """procview-runc checks the supervisor is there by connecting and
-    closing: no warning per container start."""
-    import logging
+def test_when_the_holder_goes_procview_runs_listeners_are_given_up_and_the_others_kept(notify):
+    """procview run keeps a copy and answers its listener itself a moment
+    later: ours must go (two receivers could block each other). runc keeps
+    none: ours is the last copy, kept until the next holder takes it."""
+    import json as _json
 
-    caplog.set_level(logging.INFO)
-    _client_session(tmp_path, lambda sock: sock.shutdown(socket.SHUT_WR))
-    assert "seccomp socket" not in caplog.text
+    from procview import seccomp_agent
+    from procview.supervisor import _Supervised
+
+    def entry(container_id, metadata=""):
+        return _Supervised(-1, _json.loads(seccomp_agent.state_message(container_id, 1, "/b", metadata=metadata)))
+
+    async def main():
+        ours, runcs, ended = entry("run1", seccomp_agent.KEEPS_A_COPY), entry("runc1"), entry("runc2")
+        ended.ended = True
+        orphans = supervisor(notify)._holder_gone([ours, runcs, ended])
+        assert orphans == [runcs]
+        assert ours.scope.cancel_called and not runcs.scope.cancel_called and not ended.scope.cancel_called
+
+    trio.run(main)
