@@ -177,6 +177,20 @@ def test_the_supervisor_listens_where_runtimes_hand_over_listeners():
     assert on_host == procview.DEFAULT_SECCOMP_SOCKET == oci_shim.DEFAULT_SECCOMP_SOCKET
 
 
+def test_the_listener_holder_is_a_container_of_its_own_on_the_same_socket():
+    """The holder must outlive a restart of the procview container, so it
+    is another container of the pod, and serve never starts one itself."""
+    holder = container("listener-holder")
+    command = holder["command"]
+    assert command[0].endswith("/procview") and command[1] == "listener-holder", command
+    socket = option(serve_args(), "--seccomp-socket")
+    assert option(command, "--socket") == socket
+    assert "--no-spawn-holder" in serve_args()
+    assert host_path(pod_spec(), holder["volumeMounts"], socket)[0] == \
+        host_path(pod_spec(), container("procview")["volumeMounts"], socket)[0]
+    assert holder["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
 def test_the_daemon_sees_every_process_and_cgroup_of_the_node():
     # FUSE and the supervisor give callers' pids in the mounting daemon's pid namespace.
     assert pod_spec()["hostPID"] is True
@@ -206,10 +220,10 @@ def test_the_init_container_installs_the_shim_where_containerd_runs_it():
     assert volume["hostPath"]["type"] == "File"
 
 
-def test_both_containers_run_this_versions_image_from_its_virtualenv():
+def test_every_container_runs_this_versions_image_from_its_virtualenv():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     (venv,) = re.findall(r"python3 -m venv (\S+)", dockerfile)
-    for name in ("procview", "install-procview-runc"):
+    for name in ("procview", "listener-holder", "install-procview-runc"):
         image = container(name)["image"]
         assert image.rpartition(":")[2] == procview.__version__, image
         assert container(name)["command"][0].startswith(venv + "/bin/")
