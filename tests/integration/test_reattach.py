@@ -32,6 +32,7 @@ from .serve_helpers import (  # noqa: F401 (fixtures)
     start_python_in_container,
     wait_until,
 )
+from .test_forkserver import ForkServer
 from .test_lifecycle import pv, root  # noqa: F401 (fixture)
 from .test_oci_shim import runc  # noqa: F401 (fixture)
 from .test_run import state_root  # noqa: F401 (fixture)
@@ -151,6 +152,52 @@ def test_a_procview_run_container_reads_its_view_again_after_each_restart(root, 
         # Before the daemons' teardown: the listener holder stays as long
         # as a container's listener lives, and the teardown checks it left.
         pv(root, "rm", "-f", container)
+
+
+def test_everything_else_keeps_working_while_the_daemon_is_down_and_after(root, serve_daemons, tmp_path, monkeypatch):
+    """Issue 17, part 4: a detached container and its monitor, ``ps``,
+    ``exec``, ``logs``, ``stop`` and the fork server need no daemon, and a
+    new daemon changes nothing for them but the view coming back."""
+    daemon = serve_daemons.start()
+    server = ForkServer(str(tmp_path / "forkserver.sock"))
+    view = ("--view", daemon.mount, "--seccomp-socket", daemon.seccomp_socket)
+    container = None
+    try:
+        assert "listening" in server.proc.stderr.readline()
+        monkeypatch.setenv("PROCVIEW_FORKSERVER_SOCKET", server.socket_path)
+        started = pv(root, "run", "-d", *view, "--memory", "256M", "busybox", "sh", "-c",
+                     "echo up; trap 'echo got TERM; exit 3' TERM; while :; do sleep 0.1; done")
+        assert started.returncode == 0, started.stderr
+        container = started.stdout.strip()
+        wait_until(lambda: "up" in pv(root, "logs", container).stdout, timeout=TIMEOUT)
+
+        kill_9(daemon)
+        assert container[:12] in pv(root, "ps").stdout
+        exec_while_down = pv(root, "exec", container, "echo", "exec works")
+        assert (exec_while_down.returncode, exec_while_down.stdout) == (0, "exec works\n"), exec_while_down.stderr
+
+        daemon = restart(serve_daemons, daemon)
+        wait_until(lambda: re.search(r"MemTotal:\s+262144 kB",
+                                     pv(root, "exec", container, "head", "-1", "/proc/meminfo").stdout), timeout=TIMEOUT)
+        # A new container, run by a runner of the same fork server (seen
+        # while it waits for its stdin), gets the new view.
+        fresh = subprocess.Popen([PROCVIEW, "run", "--root", root, "-i", "--rm", *view, "--memory", "128M", "--cpus", "1",
+                                  "busybox", "sh", "-c", "read go; head -1 /proc/meminfo; free -m | awk '/^Mem:/{print $2}'; nproc"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: server.runners(), timeout=TIMEOUT)
+        finally:
+            out, err = fresh.communicate("go\n", timeout=TIMEOUT)
+        assert fresh.returncode == 0, err
+        assert re.fullmatch(r"MemTotal:\s+131072 kB\n128\n1\n", out), out
+
+        stopped = pv(root, "stop", container)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "got TERM" in pv(root, "logs", container).stdout
+    finally:
+        if container:
+            pv(root, "rm", "-f", container)
+        server.stop()
 
 
 # -- runc with LXCFS-style binds ----------------------------------------------------------------
