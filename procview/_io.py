@@ -84,3 +84,76 @@ class CounterFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class KeptFiles:
+    """Kernel files kept open by path and re-read with ``pread`` from
+    offset 0, which makes the kernel render them afresh (a seq_file
+    restarts at offset 0): the same text as ``read_text``, without the
+    path walk, open and close of every read (for a cgroup's
+    ``memory.usage_in_bytes`` ~7 µs a read becomes ~1 µs here, for
+    ``memory.stat`` ~14 µs becomes ~7).
+
+    Only for files of the kernel's pseudo file systems (proc, cgroupfs):
+    a kept fd follows the *file*, not the path, which is what a removed
+    cgroup needs (its files fail with ENODEV, and the path is opened
+    again, finding a new cgroup of the same name if there is one), but a
+    regular file replaced by rename would keep its old text.
+
+    At most ``limit`` files are kept (the oldest is closed first), so fds
+    stay bounded however many containers come and go."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, limit)
+        self._fds: dict[str, int] = {}
+
+    def read(self, path: str) -> str | None:
+        """The file's whole text now, or None, as ``read_text``."""
+        fds = self._fds
+        fd = fds.get(path)
+        if fd is not None:
+            text = _pread_text(fd)
+            if text is not None:
+                return text
+            # ENODEV (a removed cgroup), ESRCH (a process gone): the kept
+            # file is dead; the path may name a new one.
+            del fds[path]
+            os.close(fd)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        text = _pread_text(fd)
+        if text is None:
+            os.close(fd)
+            return None
+        if len(fds) >= self.limit:
+            oldest = next(iter(fds))
+            os.close(fds.pop(oldest))
+        fds[path] = fd
+        return text
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _pread_text(fd: int) -> str | None:
+    """The whole text of open file ``fd`` from offset 0, or None."""
+    try:
+        data = os.pread(fd, _CHUNK, 0)
+        # As read_text: the end is an empty read (a seq_file at the offset
+        # it stopped at continues the same rendering).
+        if data:
+            chunks, offset = [data], len(data)
+            while chunk := os.pread(fd, _CHUNK, offset):
+                chunks.append(chunk)
+                offset += len(chunk)
+            data = b"".join(chunks) if len(chunks) > 1 else data
+        return data.decode()
+    except (OSError, UnicodeDecodeError):
+        return None

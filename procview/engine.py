@@ -23,6 +23,7 @@ import re
 import time
 from typing import Callable
 
+from procview._io import KeptFiles
 from procview.cgroups import UNLIMITED, Hierarchies, discover
 from procview.host import (
     HostFiles,
@@ -90,6 +91,16 @@ class ViewEngine:
 
         self.host = HostFiles(root)
         self.hierarchies = hierarchies or discover(root)
+        # The files every request reads again (the host's /proc file being
+        # rendered, the container's counters) are kept open and re-read
+        # with pread on a real machine; fixture trees are read by path, as
+        # tests replace their files.
+        if root == "/":
+            kept = KeptFiles(_kept_files_limit())
+            self.read_host_file = kept.read
+            self.hierarchies.read_counter_file = kept.read
+        else:
+            self.read_host_file = self.host.read
         self.identity = Identity(self.hierarchies, self.host)
         self.clock = clock or SystemClock()
         self.own_timens = self.host.readlink("/proc/self/ns/time")
@@ -119,7 +130,7 @@ class ViewEngine:
         method = "_node_meminfo" if match else self.FILES.get(path)
         if method is None:
             raise KeyError(path)
-        host_text = self.host.read("/" + path)
+        host_text = self.read_host_file("/" + path)
         try:
             container = self.identity.container_of(pid)
             if container is None:
@@ -459,7 +470,7 @@ class _Request:
     def host_file(self, path: str) -> str:
         """A host file's text, read at most once per request."""
         if path not in self._host_texts:
-            self._host_texts[path] = self.engine.host.read(path)
+            self._host_texts[path] = self.engine.read_host_file(path)
         return self._host_texts[path] or ""
 
     def is_limited(self) -> bool:
@@ -567,6 +578,17 @@ class _Request:
             if len(status.nspid) > level:
                 last_pid = max(last_pid, status.nspid[level])
         return TaskCensus(threads, running, blocked, last_pid)
+
+
+def _kept_files_limit() -> int:
+    """How many files the engine keeps open: a quarter of the fds the
+    daemon may have (256 under the usual soft limit of 1024), at most 4096."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(16, min(4096, soft // 4))
 
 
 def _shift_boot(path: str, text: str, offset: float) -> str:

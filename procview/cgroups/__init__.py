@@ -79,6 +79,10 @@ class Hierarchies:
     def __init__(self, mounts: list[CgroupMount], root: str = "/"):
         self.root = root
         self.mounts = mounts
+        # How a cgroup's counters (usage, memory.stat, cpuacct, pids) are
+        # read: whole, by path. The view engine swaps in
+        # ``KeptFiles.read`` (the same text, from files kept open).
+        self.read_counter_file = read_text
         self.v1: dict[str, CgroupMount] = {}
         self.v2: CgroupMount | None = None
         for mount in mounts:

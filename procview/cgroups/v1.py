@@ -132,7 +132,7 @@ class CgroupV1(Cgroup):
 
     def _read(self, controller: str, name: str) -> str | None:
         directory = self._dir(controller)
-        return None if directory is None else read_text(os.path.join(directory, name))
+        return None if directory is None else self.hierarchies.read_counter_file(os.path.join(directory, name))
 
     def exists(self) -> bool:
         directory = self._dir("memory") or self._dir("cpu") or self._dir("cpuset")

@@ -78,7 +78,7 @@ class CgroupV2(Cgroup):
 
     def _read(self, name: str) -> str | None:
         directory = self._dir()
-        return None if directory is None else read_text(os.path.join(directory, name))
+        return None if directory is None else self.hierarchies.read_counter_file(os.path.join(directory, name))
 
     def exists(self) -> bool:
         directory = self._dir()
