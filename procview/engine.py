@@ -117,6 +117,7 @@ class ViewEngine:
         self._callers: dict[int, tuple[float, tuple]] = {}
         self._timens_offsets: dict[str, tuple[float, float]] = {}
         self._ram_counters: dict[tuple, tuple[float, object]] = {}  # container key -> (opened, CounterFile)
+        self._cpuinfo_renders: dict[tuple, str] = {}  # (host text, CPU view) -> text
 
     # -- public ---------------------------------------------------------------
 
@@ -406,10 +407,24 @@ class ViewEngine:
 
         return render_node_meminfo(host_text, node, request.meminfo_values)
 
+    # Rendered cpuinfo texts kept, by their exact inputs (at most this many).
+    CPUINFO_RENDERS_MAX = 64
+
     def _cpuinfo(self, request: "_Request", host_text: str) -> str:
+        """``render_cpuinfo``, a pure function of the host's text (read
+        afresh on every open) and the CPU view, remembered by both: the
+        host's cpuinfo changes only when a CPU's clock does (``cpu MHz``;
+        never on most VMs), so a text read again mostly renders the same."""
         from procview.views.cpuinfo import render_cpuinfo
 
-        return render_cpuinfo(host_text, request.cpu_view)
+        key = (host_text, request.cpu_view)
+        text = self._cpuinfo_renders.get(key)
+        if text is None:
+            text = render_cpuinfo(host_text, request.cpu_view)
+            if len(self._cpuinfo_renders) >= self.CPUINFO_RENDERS_MAX:
+                self._cpuinfo_renders.clear()
+            self._cpuinfo_renders[key] = text
+        return text
 
     def _cpu_list(self, request: "_Request", host_text: str) -> str:
         from procview.views.sys_cpu import render_cpu_list

@@ -256,3 +256,29 @@ def test_sysinfo_keeps_the_ram_usage_file_open_and_reopens_a_new_one(tmp_path):
     usage.write_text(str(450 * 1024 * 1024) + "\n")
     engine.clock.now += ViewEngine.LIMITS_TTL  # (the kernel's old file fails at once: ENODEV)
     assert engine.sysinfo(201).freeram == 50 * 1024 * 1024
+
+
+def test_cpuinfo_is_rendered_again_when_the_host_text_or_the_view_changes(tmp_path):
+    """Rendered cpuinfo is remembered by its exact inputs (the host's text,
+    read on every open, and the CPU view): a changed clock speed shows at
+    the next open, and each container gets its own CPUs."""
+    import shutil
+
+    root = tmp_path / "v2"
+    shutil.copytree(os.path.join(FIXTURES, "v2"), root, symlinks=True)
+    engine = ViewEngine(root=str(root), clock=FakeClock())
+    cpuinfo = root / "proc" / "cpuinfo"
+    first = text(engine, "proc/cpuinfo", 200)
+    assert text(engine, "proc/cpuinfo", 200) == first
+    assert "cpu MHz\t\t: 2445.406" in first
+    cpuinfo.write_text(cpuinfo.read_text().replace("2445.406", "3100.000", 1))
+    second = text(engine, "proc/cpuinfo", 200)
+    assert "cpu MHz\t\t: 3100.000" in second and second != first
+    processors = re.compile(r"^processor\s*:\s*(\d+)", re.M)
+    assert processors.findall(second) == ["0", "1"]  # ctr: 2 CPUs
+    # docker update --cpus 3: the new view shows once the limits are read again.
+    (root / "sys/fs/cgroup/parent/ctr/cpu.max").write_text("300000 100000\n")
+    engine.clock.now += ViewEngine.LIMITS_TTL
+    third = text(engine, "proc/cpuinfo", 200)
+    assert processors.findall(third) == ["0", "1", "2"]  # cpuset 0-2
+    assert "cpu MHz\t\t: 3100.000" in third
