@@ -203,6 +203,13 @@ def test_parse_proc_status_before_nspid():
     assert parse_proc_status("Name:\tsh\nState:\tZ (zombie)\nTgid:\t7\nPid:\t7\nPPid:\t1\n") == ProcStatus("Z", 1, ())
 
 
+def test_parse_proc_status_a_command_name_cannot_fake_a_line():
+    # The kernel escapes a newline in the name as backslash-n; a name that
+    # spells a field is not at the start of a line.
+    text = "Name:\tPPid:\t9\\nState:\tZ\nUmask:\t0022\nState:\tS (sleeping)\nPPid:\t1\nNSpid:\t7\t1\n"
+    assert parse_proc_status(text) == ProcStatus("S", 1, (7, 1))
+
+
 @pytest.mark.parametrize(
     "text",
     [
