@@ -157,3 +157,15 @@ def _pread_text(fd: int) -> str | None:
         return data.decode()
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def raise_fd_limit() -> None:
+    """Raise the soft limit on open files to the hard one. A daemon holds
+    fds per container (listeners, kept files, runtimes' connections), and
+    the soft limit (1024 under systemd, whose hard one is 524288) is sized
+    for programs that use select(); procview's daemons poll."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard != resource.RLIM_INFINITY:  # Linux caps it at fs.nr_open anyway
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

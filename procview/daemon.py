@@ -32,6 +32,7 @@ import pyfuse3
 import trio
 
 from procview import unix_socket
+from procview._io import raise_fd_limit
 from procview.engine import ViewEngine
 from procview.fs import ProcviewFS
 from procview.mounts import FSNAME, FSTYPE, filesystems_at, view_source
@@ -100,6 +101,7 @@ def serve(
     with ``seccomp_socket``, also answer the sysinfo() and
     sched_getaffinity() calls of the containers handed over there (to the
     listener holder, started if none answers and ``spawn_holder``)."""
+    raise_fd_limit()  # before the engine sizes its kept files by it
     # The mount table names real paths: a mount point given through a
     # symlink must be resolved, or a live procview there would go unseen.
     mountpoint = os.path.realpath(mountpoint)

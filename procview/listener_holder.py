@@ -55,6 +55,7 @@ import sys
 import time
 
 from procview import DEFAULT_SECCOMP_SOCKET, seccomp_agent, unix_socket
+from procview._io import raise_fd_limit
 from procview.seccomp_notify import SHARED_BUFFER_SIZE, Listener, NotifyError, in_flight
 
 log = logging.getLogger(__name__)
@@ -452,7 +453,7 @@ def serve(agent_path: str = DEFAULT_SECCOMP_SOCKET, supervisor_fd: int | None = 
         if first is not None:  # the procview serve that started us learns why
             _send_quietly(first, control(FAILED, message=str(exc)))
         raise
-    _raise_fd_limit()
+    raise_fd_limit()  # two fds a container: its listener, its runtime's connection
     stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     previous = {signum: signal.signal(signum, lambda *_: None) for signum in (signal.SIGTERM, signal.SIGINT)}
     previous_wakeup = signal.set_wakeup_fd(stop_w)
@@ -477,16 +478,6 @@ def serve(agent_path: str = DEFAULT_SECCOMP_SOCKET, supervisor_fd: int | None = 
         os.close(stop_r)
         os.close(stop_w)
     log.info("stopped")
-
-
-def _raise_fd_limit() -> None:
-    """Two fds a container (its listener, its runtime's connection): the
-    soft limit (1024 under systemd) is raised to the hard one."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _remove(path: str) -> None:

@@ -25,6 +25,7 @@ from .serve_helpers import (
     enter_root_cgroup,
     errno_of,
     host_meminfo_kib,
+    listener_holder_pids,
     meminfo_kib,
     mounts_at,
     no_leftovers,  # noqa: F401  (autouse fixture)
@@ -94,6 +95,33 @@ def test_notify_socket_gets_ready_only_once_the_mount_answers(serve_daemons, tmp
         code = daemon.stop(signal.SIGTERM)
         assert code == 0, daemon.describe()
         assert sock.recv(4096).decode().strip() == "STOPPING=1", daemon.describe()
+
+
+def _open_files_limits(pid: int) -> tuple[str, str]:
+    with open(f"/proc/{pid}/limits") as f:
+        (line,) = [line for line in f if line.startswith("Max open files")]
+    soft, hard = line.split()[3:5]
+    return soft, hard
+
+
+def test_the_daemon_and_its_holder_raise_their_open_files_limit_to_the_hard_one(serve_daemons):
+    """Listeners, kept files and runtimes' connections take fds per
+    container: both daemons start from a low soft limit (as systemd's 1024)
+    and raise it to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard // 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # the daemon inherits it
+    try:
+        daemon = serve_daemons.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    holders = listener_holder_pids(daemon.seccomp_socket)
+    assert holders, daemon.describe()
+    for pid in (daemon.popen.pid, *holders):
+        got_soft, got_hard = _open_files_limits(pid)
+        assert got_soft == got_hard != str(low), (pid, got_soft, got_hard)
 
 
 def test_log_level_debug_logs_debug(serve_daemons):
