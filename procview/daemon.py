@@ -1,7 +1,8 @@
 """``procview serve``: mount the view and keep it answering.
 
-One trio nursery holds the whole daemon: pyfuse3's request loop, the
-periodic maintenance (load-average samples, forgetting containers nobody
+One trio nursery holds the whole daemon: pyfuse3's request loop (one
+task, which reads a request that is already queued without a pass through
+trio's scheduler: ``fuse_loop.py``), the periodic maintenance (load-average samples, forgetting containers nobody
 reads), and the signal watcher. The mount point is prepared first: created
 if missing, a dead procview mount (its daemon was killed: ENOTCONN) is
 detached, and a live one is left alone with a clear refusal. Readiness
@@ -31,7 +32,7 @@ import signal
 import pyfuse3
 import trio
 
-from procview import unix_socket
+from procview import fuse_loop, unix_socket
 from procview._io import raise_fd_limit
 from procview.engine import ViewEngine
 from procview.fs import ProcviewFS
@@ -123,6 +124,7 @@ def serve(
     # mount left behind.
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
+        fuse_fds_before = fuse_loop.dev_fuse_fds()
         try:
             pyfuse3.init(ProcviewFS(engine), mountpoint, options)
         except RuntimeError as exc:
@@ -131,7 +133,10 @@ def serve(
             raise ServeError(f"{mountpoint}: cannot mount: {exc}") from None
         log.info("mounted at %s", mountpoint)
         try:
-            trio.run(_run, mountpoint, pidfile, engine, supervisor)
+            with fuse_loop.installed(fuse_loop.session_fd(fuse_fds_before)) as waiter:
+                trio.run(_run, mountpoint, pidfile, engine, supervisor, waiter)
+                if waiter is not None:
+                    log.info("requests: %d read as they came, %d after a wait", waiter.queued, waiter.waits)
         finally:
             pyfuse3.close(unmount=True)
             if pidfile:
@@ -149,11 +154,14 @@ def _fuse_option_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,")
 
 
-async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor) -> None:
+async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, waiter) -> None:
     with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held ones arrive now
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pyfuse3.main)
+            if waiter is not None:
+                nursery.start_soon(pyfuse3.main, 1, 1)  # one request task: fuse_loop.py
+            else:
+                nursery.start_soon(pyfuse3.main)
             nursery.start_soon(_maintain, engine)
             if supervisor is not None:
                 await nursery.start(supervisor.serve)  # returns once the holder has handed over every listener
