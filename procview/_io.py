@@ -12,13 +12,10 @@ import os
 _CHUNK = 65536
 
 
-def read_text(path: str) -> str | None:
-    """The file's whole text, or None if it cannot be read (missing,
-    permission, a process or cgroup that vanished, not UTF-8)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
+def read_bytes(path: str) -> bytes:
+    """The file's whole content; raises OSError (a passed-through file's
+    error goes back to its reader as it is)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         data = os.read(fd, _CHUNK)
         # Kernel files may come in several reads; the end is an empty read.
@@ -27,11 +24,18 @@ def read_text(path: str) -> str | None:
             while chunk := os.read(fd, _CHUNK):
                 chunks.append(chunk)
             data = b"".join(chunks) if len(chunks) > 1 else data
-        return data.decode()
-    except (OSError, UnicodeDecodeError):
-        return None
+        return data
     finally:
         os.close(fd)
+
+
+def read_text(path: str) -> str | None:
+    """The file's whole text, or None if it cannot be read (missing,
+    permission, a process or cgroup that vanished, not UTF-8)."""
+    try:
+        return read_bytes(path).decode()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def remove_tree(path: str) -> None:

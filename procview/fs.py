@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import pyfuse3
 
+from procview._io import read_bytes
 from procview.cgroups import format_cpulist
 from procview.engine import ViewEngine
 from procview.views.cpuview import CpuView
@@ -392,7 +393,7 @@ class ProcviewFS(pyfuse3.Operations):
         entry = self._entry(inode)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
-        if entry.kind == "dir" or (entry.kind == "host" and os.path.isdir(entry.host_path)):
+        if entry.kind == "dir":
             raise pyfuse3.FUSEError(errno.EISDIR)
         # One snapshot per open, rendered for this caller.
         data = self._snapshot(entry, ctx.pid)
@@ -513,9 +514,10 @@ def _announce_size(inode: int, data: bytes) -> None:
 
 
 def _read_host_file(path: str) -> bytes:
+    # A host directory never gets here (the kernel sends OPENDIR for it),
+    # unless the host replaced a file by one since the lookup: EISDIR then.
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return read_bytes(path)
     except OSError as exc:
         raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
 
