@@ -36,6 +36,7 @@ from procview.host import (
     scan_meminfo,
 )
 from procview.identity import Container, Identity
+from procview.inotify import WriteWatch
 from procview.views._inputs import ContainerMemory, ContainerTime, TaskCensus
 from procview.views.meminfo import kib, ram_fields, sysinfo_memory
 from procview.views.cpuview import CpuView, compute_cpu_view
@@ -94,11 +95,18 @@ class ViewEngine:
         # The files every request reads again (the host's /proc file being
         # rendered, the container's counters) are kept open and re-read
         # with pread on a real machine; fixture trees are read by path, as
-        # tests replace their files.
+        # tests replace their files. Limits are kept until a write to their
+        # cgroup directories (a real machine) or for LIMITS_TTL (fixtures,
+        # whose tests control time with their clock).
+        self._limit_writes: WriteWatch | None = None
         if root == "/":
             kept = KeptFiles(_kept_files_limit())
             self.read_host_file = kept.read
             self.hierarchies.read_counter_file = kept.read
+            try:
+                self._limit_writes = WriteWatch()
+            except OSError as exc:  # fs.inotify.max_user_instances reached
+                log.warning("cannot watch cgroup directories (%s): a limit change shows within %.0f s", exc, self.LIMITS_TTL)
         else:
             self.read_host_file = self.host.read
         self.identity = Identity(self.hierarchies, self.host)
@@ -159,6 +167,7 @@ class ViewEngine:
         if caller is None:
             return None
         container, key = caller
+        self._forget_limits_if_written()
         cached = self._sysinfo_answers.get(key)
         if cached is None or now - cached[0] >= self.SYSINFO_TTL:
             cached = (now, self._sysinfo_parts(container))
@@ -288,6 +297,7 @@ class ViewEngine:
             for key, entry in list(cache.items()):
                 if now - entry[0] >= ttl:
                     del cache[key]
+        self._watch_only_kept_limits()
         for key, (_container, last_read) in list(self._seen.items()):
             if now - last_read >= self.FORGET_AFTER:
                 del self._seen[key]
@@ -319,22 +329,46 @@ class ViewEngine:
     def _read_host_meminfo(self) -> dict[str, int]:
         return parse_meminfo(self.host.read("/proc/meminfo") or "")
 
-    # A container's limits, re-read at most this often: they change only
-    # when someone updates the cgroup (docker update), and reading them
-    # means a file per level of the hierarchy and per controller.
+    # A container's limits are read once and kept while no file in the
+    # directories they came from is written (``inotify.WriteWatch``: a
+    # write shows at the next open); at most this long in any case, which
+    # also covers what no write announces (a cpuset narrowed by CPU
+    # hotplug) and directories the kernel would not watch.
     LIMITS_TTL = 1.0
 
     def container_limits(self, container: Container, compute):
-        """``compute()`` (the container's memory limits and CPU view), cached
-        per container for LIMITS_TTL."""
+        """``compute()`` (the container's memory limits and CPU view), read
+        again when a file of its cgroup directories was written since, and
+        at least every LIMITS_TTL."""
         now = self.clock.monotonic()
+        self._forget_limits_if_written()
         cached = self._limits.get(container.key)
         if cached is None or now - cached[0] >= self.LIMITS_TTL:
             if len(self._limits) >= 4096:
                 self._limits.clear()
-            cached = (now, compute())
+            directories = ()
+            if self._limit_writes is not None:
+                # Watch before reading: a write after the read is then seen.
+                directories = tuple(container.cgroup.limit_dirs())
+                for directory in directories:
+                    self._limit_writes.add(directory)
+            cached = (now, compute(), directories)
             self._limits[container.key] = cached
         return cached[1]
+
+    def _forget_limits_if_written(self) -> None:
+        """Drop every kept limit (and the sysinfo answers made from them)
+        when a watched cgroup directory was written: limits change rarely,
+        so reading all of them again then costs little."""
+        if self._limit_writes is not None and self._limit_writes.written():
+            self._limits.clear()
+            self._sysinfo_answers.clear()
+
+    def _watch_only_kept_limits(self) -> None:
+        """Stop watching directories no kept limit came from (containers
+        gone or idle; their limits expired)."""
+        if self._limit_writes is not None:
+            self._limit_writes.keep_only({d for entry in self._limits.values() for d in entry[2]})
 
     def online_cpus(self) -> frozenset[int]:
         """The host's online CPUs (changes only with CPU hotplug)."""

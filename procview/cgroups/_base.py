@@ -74,6 +74,12 @@ class Cgroup(abc.ABC):
         """Effective memory and swap limits (swap alone)."""
 
     @abc.abstractmethod
+    def limit_dirs(self) -> list[str]:
+        """The directories ``memory_limits``, ``cpu_quota`` and ``cpuset``
+        read (this cgroup's and its ancestors', per controller): a write to
+        a file in one of them may change a limit."""
+
+    @abc.abstractmethod
     def memory_usage(self, swap: bool = True) -> MemoryUsage:
         """RAM (and, with ``swap``, swap) in use by this cgroup, in bytes;
         None where unknown. Without ``swap`` one file fewer is read."""

@@ -130,6 +130,9 @@ class CgroupV1(Cgroup):
         top = self.hierarchies.host_path(mount.mountpoint).rstrip("/") if mount is not None and mount.root == "/" else None
         return (d for d in self._levels(controller) if d.rstrip("/") != top)
 
+    def limit_dirs(self) -> list[str]:
+        return [d for controller in ("memory", "cpu", "cpuset") for d in self._levels(controller)]
+
     def _read(self, controller: str, name: str) -> str | None:
         directory = self._dir(controller)
         return None if directory is None else self.hierarchies.read_counter_file(os.path.join(directory, name))

@@ -76,6 +76,9 @@ class CgroupV2(Cgroup):
             return iter(())
         return levels(directory, self.hierarchies.host_path(self.hierarchies.v2.mountpoint))
 
+    def limit_dirs(self) -> list[str]:
+        return list(self._levels())
+
     def _read(self, name: str) -> str | None:
         directory = self._dir()
         return None if directory is None else self.hierarchies.read_counter_file(os.path.join(directory, name))

@@ -1,0 +1,105 @@
+"""Being told when a cgroup's files are written: inotify on cgroup
+directories.
+
+Every successful write(2) to a file makes the kernel queue an
+``IN_MODIFY`` event for watches on the file and on its directory
+(``fsnotify_modify``), on cgroupfs and cgroup2 as anywhere. So a watch on
+each directory a container's limits are read from tells the daemon that
+``docker update`` (or anyone) wrote a limit, before that write(2) returns:
+the daemon can keep the limits it read and still show a change at the very
+next open, at the price of one non-blocking read(2) per render.
+
+Python has no inotify binding in its standard library; the three calls
+are libc's, through ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import struct
+
+_IN_MODIFY = 0x00000002
+_IN_Q_OVERFLOW = 0x00004000  # the kernel's queue was full: events were lost
+# struct inotify_event: int wd; uint32_t mask, cookie, len; char name[len]
+_EVENT = struct.Struct("iIII")
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.inotify_add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+_libc.inotify_rm_watch.argtypes = (ctypes.c_int, ctypes.c_int)
+
+
+class WriteWatch:
+    """IN_MODIFY watches on directories, and one question: was anything in
+    them written since the last ``written()``?"""
+
+    def __init__(self):
+        fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd = fd
+        self._watches: dict[str, int] = {}  # directory -> watch descriptor
+        # poll(0) answers "nothing written" without a failing read(2) and
+        # the exception Python makes of it (0.4 µs against 1.2 µs here).
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def watching(self, directory: str) -> bool:
+        return directory in self._watches
+
+    def add(self, directory: str) -> bool:
+        """Watch ``directory`` (once); False if the kernel refused (it
+        vanished, or the user's watch limit is reached)."""
+        if directory in self._watches:
+            return True
+        wd = _libc.inotify_add_watch(self.fd, os.fsencode(directory), _IN_MODIFY)
+        if wd < 0:
+            return False
+        self._watches[directory] = wd
+        return True
+
+    def keep_only(self, directories: set[str]) -> None:
+        """Stop watching every directory not in ``directories``."""
+        for directory in [d for d in self._watches if d not in directories]:
+            # EINVAL when the directory is gone: the kernel dropped the watch.
+            _libc.inotify_rm_watch(self.fd, self._watches.pop(directory))
+
+    def written(self) -> bool:
+        """Whether a watched directory's file was written since the last
+        call (the pending events are consumed)."""
+        if not self._poller.poll(0):
+            return False
+        seen = False
+        while True:
+            try:
+                events = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return seen
+            except OSError:
+                return True  # cannot tell: say "written", re-reading is always right
+            if not events:
+                return seen
+            seen = seen or _any_write(events)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self._watches.clear()
+
+
+def _any_write(events: bytes) -> bool:
+    """Whether a buffer of ``struct inotify_event`` holds a write, or may
+    have lost one (an overflow), and not only the IN_IGNORED notes of
+    watches that went away."""
+    offset = 0
+    while offset + _EVENT.size <= len(events):
+        _wd, mask, _cookie, name_len = _EVENT.unpack_from(events, offset)
+        if mask & (_IN_MODIFY | _IN_Q_OVERFLOW):
+            return True
+        offset += _EVENT.size + name_len
+    return False
