@@ -1,8 +1,8 @@
 """``procview serve``: mount the view and keep it answering.
 
 One trio nursery holds the whole daemon: pyfuse3's request loop (one
-task, which reads a request that is already queued without a pass through
-trio's scheduler: ``fuse_loop.py``), the periodic maintenance (load-average samples, forgetting containers nobody
+task, which reads a request that is queued, or comes within 50 µs, without
+a pass through trio's scheduler: ``fuse_loop.py``), the periodic maintenance (load-average samples, forgetting containers nobody
 reads), and the signal watcher. The mount point is prepared first: created
 if missing, a dead procview mount (its daemon was killed: ENOTCONN) is
 detached, and a live one is left alone with a clear refusal. Readiness
@@ -136,7 +136,8 @@ def serve(
             with fuse_loop.installed(fuse_loop.session_fd(fuse_fds_before)) as waiter:
                 trio.run(_run, mountpoint, pidfile, engine, supervisor, waiter)
                 if waiter is not None:
-                    log.info("requests: %d read as they came, %d after a wait", waiter.queued, waiter.waits)
+                    log.info("requests: %d read as they came, %d after a wait in trio (trio's I/O %s)",
+                             waiter.queued, waiter.waits, "watched" if waiter.watches_trio else "not watched")
         finally:
             pyfuse3.close(unmount=True)
             if pidfile:

@@ -1,36 +1,44 @@
 """How the daemon waits for the next FUSE request: without a pass through
-trio's scheduler when one is already waiting.
+trio's scheduler when one is queued or about to be.
 
 pyfuse3's request loop (``pyfuse3.main``) asks ``_wait_fuse_readable``
 before it reads each request from ``/dev/fuse``. pyfuse3's own version
 takes a ``trio.Lock`` (one checkpoint: a pass through trio's run loop) and
 then awaits ``trio.lowlevel.wait_readable`` (an ``epoll_ctl`` to re-arm the
 fd, another pass, an ``epoll_wait``), even when the kernel has a request
-queued already. For a read of a ``/proc`` file (OPEN, READ, READ at EOF,
-RELEASE) that is four round trips through the scheduler, a large share of
-the ~150 µs a read costs with no rendering at all (docs/performance.md).
+queued already. A read of a ``/proc`` file is four requests (OPEN, READ,
+READ at EOF, RELEASE), so four such round trips, and in each the daemon's
+CPU goes idle until the reader's next request wakes it: on a virtual
+machine waking an idle vCPU is dear (docs/performance.md).
 
 ``RequestWaiter`` replaces it for the one request task procview runs
 (``pyfuse3.main(1, 1)``: the handlers never await, so one task answers as
 fast as more would):
 
-- a request is already queued (``poll`` with timeout 0 says so: one
-  syscall): read it now, without yielding;
-- none is: wait in trio as before (``wait_readable``), so the other tasks
-  (the seccomp supervisor, the signal watcher, the periodic maintenance)
-  run while the file system is idle;
+- a request is queued, or comes within ``SPIN`` (50 µs) while nothing
+  else is ready in trio: read it now, without yielding. A reader's next
+  request usually follows the answer to its last within a few µs (it is
+  the same ``open``/``read``/``close`` going on), so the daemon asks
+  ``poll`` with timeout 0 in a loop that long instead of sleeping;
+- nothing comes, or trio has I/O for another task (trio's own epoll fd
+  is in the same ``poll``): wait in trio as before (``wait_readable``),
+  so the other tasks (the seccomp supervisor, the signal watcher) run at
+  once and the daemon sleeps while the file system is idle. An idle
+  daemon spins once, for 50 µs, after its last request;
 - after ``FAIRNESS`` requests in a row without a wait, wait anyway: under a
-  flood of reads the other tasks still get their turn.
+  flood of reads the other tasks, and trio's timers, still get their turn.
 
 The lock is not needed with one task: it only keeps several tasks from
 reading the same fd at once.
 
-``_wait_fuse_readable`` is a private name of pyfuse3 (3.5, the version
-this was measured with, looks it up as a module global before every
-request, which is what makes the replacement take effect). ``install`` checks that it exists and, if a future pyfuse3
-drops it, leaves pyfuse3's own loop in place and says so: the view stays
-right, only slower. ``tests/integration/test_fuse_loop.py`` fails when the
-replacement stops being used.
+Two private names are used, each checked, each with a fallback that keeps
+the view right and only slower: pyfuse3's ``_wait_fuse_readable`` (3.5,
+the version this was measured with, looks it up as a module global before
+every request, which is what makes the replacement take effect; without
+it pyfuse3's own loop runs) and trio's epoll object (without it the spin
+watches ``/dev/fuse`` alone, and other tasks wait at most ``FAIRNESS``
+requests). ``tests/integration/test_fuse_loop.py`` fails when either
+stops being used.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import contextlib
 import logging
 import os
 import select
+import time
 from typing import Iterator
 
 import pyfuse3
@@ -48,6 +57,8 @@ log = logging.getLogger(__name__)
 
 # Requests answered in a row without a pass through trio's scheduler.
 FAIRNESS = 32
+# How long to look for the next request before sleeping in trio (seconds).
+SPIN = 50e-6
 
 _PYFUSE3_HOOK = "_wait_fuse_readable"
 
@@ -67,13 +78,16 @@ def dev_fuse_fds() -> set[int]:
 class RequestWaiter:
     """pyfuse3's ``_wait_fuse_readable`` for one request task on ``fd``
     (the session's ``/dev/fuse``). Counts what it did: ``queued`` requests
-    were read without waiting, ``waits`` times it waited in trio."""
+    were read without a pass through trio, ``waits`` times it waited in
+    trio; ``watches_trio`` says whether trio's own I/O can end a spin."""
 
-    def __init__(self, fd: int, fairness: int = FAIRNESS):
+    def __init__(self, fd: int, fairness: int = FAIRNESS, spin: float = SPIN):
         self.fd = fd
         self.fairness = fairness
+        self.spin = spin
         self.queued = 0
         self.waits = 0
+        self.watches_trio: bool | None = None  # known inside trio.run
         self._in_a_row = 0
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN)
@@ -81,7 +95,9 @@ class RequestWaiter:
     async def __call__(self) -> bool:
         """True when a request can be read; False when the session's fd is
         being closed (``pyfuse3.terminate``) and the loop must end."""
-        if self._in_a_row < self.fairness and self._poller.poll(0):
+        if self.watches_trio is None:
+            self._watch_trio()
+        if self._in_a_row < self.fairness and self._request_comes():
             self._in_a_row += 1
             self.queued += 1
             return True
@@ -92,6 +108,39 @@ class RequestWaiter:
         except trio.ClosedResourceError:
             return False
         return True
+
+    def _request_comes(self) -> bool:
+        """Whether a request is queued or comes within ``spin``, and no
+        other fd trio watches is ready first."""
+        poll, fd = self._poller.poll, self.fd
+        deadline = time.perf_counter() + self.spin
+        while True:
+            ready = poll(0)
+            if ready:
+                return len(ready) == 1 and ready[0][0] == fd
+            if time.perf_counter() > deadline:
+                return False
+
+    def _watch_trio(self) -> None:
+        epoll_fd = _trio_epoll_fd()
+        self.watches_trio = epoll_fd is not None
+        if epoll_fd is None:
+            log.warning("cannot see trio's epoll fd: other tasks may wait up to %d requests", self.fairness)
+        else:
+            # Readable when any fd a trio task waits for is (trio arms each
+            # with EPOLLONESHOT, so a handled one does not count again).
+            self._poller.register(epoll_fd, select.POLLIN)
+
+
+def _trio_epoll_fd() -> int | None:
+    """The epoll fd of the running trio loop (a private attribute of
+    trio's Linux I/O manager), or None."""
+    try:
+        from trio._core._run import GLOBAL_RUN_CONTEXT
+
+        return GLOBAL_RUN_CONTEXT.runner.io_manager._epoll.fileno()
+    except (AttributeError, ImportError, RuntimeError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

@@ -58,9 +58,11 @@ def test_readers_in_three_containers_at_once_each_see_their_own(sandbox, procvie
         assert seen == {"totals": {str(mib * 1024): READS}, "bad_uptime": 0}, f"the {mib} MiB container read {seen}"
 
     assert procview_mount.stop() == 0
-    counts = re.search(r"requests: (\d+) read as they came, (\d+) after a wait", procview_mount.log())
+    counts = re.search(r"requests: (\d+) read as they came, (\d+) after a wait in trio \(trio's I/O (\w+ ?\w*)\)",
+                       procview_mount.log())
     assert counts, f"no request count in the daemon's log:\n{procview_mount.log()}"
-    queued, waited = map(int, counts.groups())
+    queued, waited, trio_io = int(counts[1]), int(counts[2]), counts[3]
+    assert trio_io == "watched", "trio's epoll fd was not found: other tasks wait longer during reads"
     # 3 readers x 400 x 2 files x 4 requests each (OPEN, READ, READ at EOF,
     # RELEASE): with three readers and the RELEASE of each close queued as
     # the next OPEN comes, a share of them is waiting when the loop asks.
