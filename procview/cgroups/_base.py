@@ -262,12 +262,13 @@ def levels(directory: str, mountpoint: str) -> Iterator[str]:
         current = os.path.dirname(current)
 
 
-def read_id_lists(directory: str, filename: str) -> list[int] | None:
-    """Ids listed in ``filename`` in a cgroup directory and all below it."""
+def read_id_lists(directory: str, filename: str, read=read_text) -> list[int] | None:
+    """Ids listed in ``filename`` in a cgroup directory and all below it
+    (``read``: how to read a file, ``read_text`` or a kept-files reader)."""
     ids: list[int] = []
     found_any = False
-    for dirpath, _dirnames, _files in os.walk(directory):
-        text = read_text(os.path.join(dirpath, filename))
+    for cgroup_dir in _with_descendants(directory):
+        text = read(os.path.join(cgroup_dir, filename))
         if text is None:
             continue
         found_any = True
@@ -277,6 +278,25 @@ def read_id_lists(directory: str, filename: str) -> list[int] | None:
             except ValueError:
                 continue
     return ids if found_any else None
+
+
+def _with_descendants(directory: str) -> Iterator[str]:
+    """``directory`` and every cgroup directory below it, parents first.
+
+    A cgroup directory's link count is 2 plus its number of child cgroups
+    (kernfs keeps it so, on cgroupfs and cgroup2 alike), so a cgroup
+    without children, the usual container, costs one stat() instead of a
+    listing of its thirty-odd files. (A file system that does not count
+    links this way, btrfs says 1 for every directory, gets listed.)"""
+    yield directory
+    try:
+        if os.stat(directory).st_nlink == 2:
+            return
+        children = [entry.path for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return  # removed meanwhile
+    for child in children:
+        yield from _with_descendants(child)
 
 
 def remove_tree(directory: str) -> None:

@@ -288,7 +288,7 @@ class CgroupV1(Cgroup):
 
     def threads(self) -> list[int] | None:
         directory = self._task_dir()
-        return None if directory is None else read_id_lists(directory, "tasks")
+        return None if directory is None else read_id_lists(directory, "tasks", self.hierarchies.read_counter_file)
 
     def processes(self) -> list[int] | None:
         directory = self._task_dir()

@@ -170,7 +170,7 @@ class CgroupV2(Cgroup):
 
     def threads(self) -> list[int] | None:
         directory = self._dir()
-        return None if directory is None else read_id_lists(directory, "cgroup.threads")
+        return None if directory is None else read_id_lists(directory, "cgroup.threads", self.hierarchies.read_counter_file)
 
     def processes(self) -> list[int] | None:
         directory = self._dir()

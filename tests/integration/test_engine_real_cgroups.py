@@ -123,6 +123,22 @@ def test_loadavg_counts_the_container_and_names_its_own_pids(sandbox):
     assert last_pid == 3
 
 
+def test_loadavg_counts_the_threads_of_child_cgroups_too(sandbox):
+    # A container that makes cgroups of its own (systemd inside, a nested
+    # runtime) still has those threads: the census walks below its cgroup.
+    cg = sandbox.cgroup("nested", memory=256 * MiB)
+    child = sandbox.cgroup("nested/payload")
+    grandchild = sandbox.cgroup("nested/payload/worker")
+    ctr = sandbox.start(cg, ["sh", "-c", "sleep 600 & sleep 600 & wait"], pidns=True)
+    wait_until(lambda: len(_children(ctr.pid)) == 2 and all(_state(p) == "S" for p in [ctr.pid, *_children(ctr.pid)]))
+    first, second = _children(ctr.pid)
+    child.add_process(first)
+    grandchild.add_process(second)
+    text = ViewEngine().render("proc/loadavg", ctr.pid).decode()
+    # unshare, sh and the two sleeps, two of them one and two levels down.
+    assert text.split()[3].split("/")[1] == "4", text
+
+
 def test_stat_counters_never_decrease_under_a_busy_loop(sandbox):
     cg = sandbox.cgroup("busy", cpus=0.5)
     ctr = sandbox.start(cg, ["sh", "-c", "while :; do :; done"], pidns=True)
