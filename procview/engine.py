@@ -434,7 +434,7 @@ class ViewEngine:
     def _swaps(self, request: "_Request", host_text: str) -> str:
         from procview.views.swaps import render_swaps
 
-        return render_swaps(host_text, request.meminfo_values)
+        return render_swaps(host_text, request.swap_values)
 
     def _node_meminfo(self, request: "_Request", host_text: str, node: int) -> str:
         from procview.views.sys_node import render_node_meminfo
@@ -569,6 +569,16 @@ class _Request:
         from procview.views.meminfo import meminfo_values
 
         return meminfo_values(self.host_meminfo, self.memory, self.overcommit_ratio)
+
+    @functools.cached_property
+    def swap_values(self) -> dict[str, int]:
+        """SwapTotal and SwapFree as ``meminfo_values`` has them."""
+        from procview.views.meminfo import swap_values
+
+        if "meminfo_values" in self.__dict__:
+            return self.meminfo_values
+        memory = ContainerMemory(self.memory_limits, self.cgroup.memory_usage(), None)
+        return swap_values(self.host_meminfo, memory)
 
     @functools.cached_property
     def cpu_view(self) -> CpuView:

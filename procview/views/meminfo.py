@@ -115,6 +115,13 @@ def _stat_sum_kb(stat: MemoryStat | None, fields: tuple[str, ...]) -> int:
     return sum(_stat_kb(stat, field) or 0 for field in fields)
 
 
+def _stat_in_kb(stat: MemoryStat | None) -> dict[str, int]:
+    """The fields ``stat`` has, in kB (as ``kib``); unknown ones left out."""
+    if stat is None:
+        return {}
+    return {field: max(0, int(value)) // 1024 for field, value in zip(stat._fields, stat) if value is not None}
+
+
 def _anon_pages_kb(stat: MemoryStat | None) -> int:
     """AnonPages: ``anon`` (v1 ``total_rss``). If a kernel leaves it out,
     the anon LRU lists minus shmem (which lives on them) give nearly the
@@ -168,7 +175,8 @@ def stat_fields(host: dict[str, int], total_kb: int, stat: MemoryStat | None) ->
     - ShmemPmdMapped, FilePmdMapped: not counted per cgroup; the host's
       value, capped at the huge pages they are part of.
     """
-    fields = {name: min(_stat_sum_kb(stat, parts), total_kb) for name, parts in STAT_FIELDS.items()}
+    stat_kb = _stat_in_kb(stat)  # once, not once per line: meminfo is read on every open
+    fields = {name: min(sum([stat_kb.get(part, 0) for part in parts]), total_kb) for name, parts in STAT_FIELDS.items()}
     fields["Buffers"] = 0
     fields["AnonPages"] = min(_anon_pages_kb(stat), total_kb)
     fields["Mlocked"] = min(max(0, host.get("Mlocked", 0)), fields["Unevictable"])
@@ -357,6 +365,18 @@ def sysinfo_memory(host: dict[str, int], memory: ContainerMemory) -> dict[str, i
     return {name: fields[name] for name in SYSINFO_FIELDS}
 
 
+def swap_values(host: dict[str, int], memory: ContainerMemory) -> dict[str, int]:
+    """SwapTotal and SwapFree of ``meminfo_values(host, memory)``, by the
+    same function (``swap_fields``) but without the rest: ``/proc/swaps``
+    needs no ``memory.stat`` and none of the other fifty lines."""
+    if "MemTotal" not in host:
+        return {name: max(0, host.get(name, 0)) for name in ("SwapTotal", "SwapFree")}
+    limits = memory.limits or MemoryLimits(None, None)
+    usage = memory.usage or MemoryUsage(None, None)
+    fields = swap_fields(host, limits, usage, None)  # memory.stat feeds only Zswapped
+    return {"SwapTotal": fields["SwapTotal"], "SwapFree": fields["SwapFree"]}
+
+
 def render_meminfo(host_text: str, memory: ContainerMemory, overcommit_ratio: int = 50) -> str:
     """The container's ``/proc/meminfo``: the host's text with the numbers
     of ``meminfo_values``. Every host line stays, in the host's order and
@@ -370,6 +390,7 @@ __all__ = [
     "MACHINE_CONSTANTS",
     "STAT_FIELDS",
     "SYSINFO_FIELDS",
+    "swap_values",
     "sysinfo_memory",
     "effective_memory_kb",
     "meminfo_values",

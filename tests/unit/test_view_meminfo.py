@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from procview.cgroups import UNLIMITED, MemoryLimits, MemoryStat, MemoryUsage
 from procview.host import parse_meminfo
 from procview.views._inputs import ContainerMemory
-from procview.views.meminfo import effective_memory_kb, meminfo_values, render_meminfo
+from procview.views.meminfo import effective_memory_kb, meminfo_values, render_meminfo, swap_values
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "host"
 HOST_TEXT = (FIXTURES / "meminfo.txt").read_text()
@@ -575,3 +575,13 @@ def test_any_cgroup_values_give_a_sane_file(host_text, memory, ratio):
             assert value <= total, name
     if "SwapTotal" in values:
         assert values["SwapFree"] <= values["SwapTotal"] <= parse_meminfo(host_text)["SwapTotal"]
+
+
+@given(
+    host=st.sampled_from([HOST, SWAP_HOST, parse_meminfo(GENERIC_HOST_TEXT), {"SwapTotal": 4096, "SwapFree": 1024}]),
+    memory=_MEMORY,
+)
+def test_swap_values_alone_are_meminfos(host, memory):
+    # /proc/swaps computes them without memory.stat: the same numbers.
+    full = meminfo_values(host, memory)
+    assert swap_values(host, memory) == {"SwapTotal": full.get("SwapTotal", 0), "SwapFree": full.get("SwapFree", 0)}
