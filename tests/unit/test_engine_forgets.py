@@ -45,20 +45,20 @@ def _assert_forgotten(engine, key) -> None:
     assert key not in engine._ram_counters and key not in engine._limits
 
 
-def test_a_container_whose_cgroup_was_removed_is_forgotten_at_the_next_pass(machine):
-    root, engine = machine
-    key = _read_everything(engine)
+def _remove_cgroup(root) -> None:
     for directory in glob.glob(str(root / "**" / "parent" / "ctr"), recursive=True):
         shutil.rmtree(directory)
-    engine.clock.now += ViewEngine.GONE_CHECK_AFTER
-    engine.maintain()
-    _assert_forgotten(engine, key)
 
 
-def test_a_container_whose_init_exited_is_forgotten_at_the_next_pass(machine):
+def _end_init(root) -> None:
+    shutil.rmtree(root / "proc" / str(CONTAINER_INIT))  # its cgroup stays (a runtime may reuse it)
+
+
+@pytest.mark.parametrize("goes", [_remove_cgroup, _end_init], ids=["cgroup removed", "init exited"])
+def test_a_container_that_is_gone_is_forgotten_at_the_next_pass(machine, goes):
     root, engine = machine
     key = _read_everything(engine)
-    shutil.rmtree(root / "proc" / str(CONTAINER_INIT))  # its cgroup stays (a runtime may reuse it)
+    goes(root)
     engine.clock.now += ViewEngine.GONE_CHECK_AFTER
     engine.maintain()
     _assert_forgotten(engine, key)
@@ -94,7 +94,7 @@ def test_the_inits_of_exited_namespaces_are_dropped(machine):
     engine.render("proc/meminfo", CONTAINER_PROCESS)
     assert len(engine.identity._inits) == 1
     assert engine.identity.forget_exited_inits() == 0
-    shutil.rmtree(root / "proc" / str(CONTAINER_INIT))
+    _end_init(root)
     assert engine.identity.forget_exited_inits() == 1
     assert engine.identity._inits == {} and engine.identity._cgroups == {}
 
