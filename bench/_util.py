@@ -1,4 +1,4 @@
-"""Helpers for bench/read_latency.py and bench/restart_survival.py (standard
+"""Helpers for the benchmarks in bench/ (standard
 library only: the measuring workers import this module inside their cgroups
 and pid namespaces).
 
@@ -6,6 +6,9 @@ and pid namespaces).
 - process and mount housekeeping (daemon CPU time, mount table, unmount);
 - decoding an ``strace -f -y -xx -s 8`` log into syscalls and FUSE requests;
 - the cProfile wrapper the profiled procview daemon runs in;
+- FUSE daemons on temporary mount points, each in a cgroup of its own (CPU
+  time, RSS, fds), and the run's cgroups (``procview.cgroups``, imported
+  only by the parent);
 - a one-paragraph description of the machine, and the report's header;
 - a run that cleans up after itself on failure, Ctrl-C and SIGTERM.
 """
@@ -143,6 +146,28 @@ def how_it_ended(popen: subprocess.Popen) -> str | None:
     if status is None:
         return None
     return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+
+
+def file_tail(path: str, empty: str, size: int = 1500) -> str:
+    """The last ``size`` characters of a log file, or ``empty`` if it has
+    none (or cannot be read)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-size:].strip() or empty
+    except OSError:
+        return empty
+
+
+def kill_group(popen: subprocess.Popen) -> None:
+    """SIGKILL the process group ``popen`` leads (a session of its own) if
+    it still runs, reap it and close its pipes."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+    for stream in (popen.stdin, popen.stdout):
+        with contextlib.suppress(OSError, ValueError):
+            stream.close()
 
 
 def tracer_of_all_threads(pid: int) -> set[int]:
@@ -407,6 +432,179 @@ def meta_lines(meta: dict, cgroup_layout: str, software: str) -> list[str]:
 def checkout_description(meta: dict) -> str:
     return f"checkout at {meta['procview_commit'] or '?'}" + (
         " with uncommitted changes in procview/" if meta["procview_tree_dirty"] else "")
+
+
+# -- FUSE daemons and the cgroups of a benchmark --------------------------------------
+
+
+class Daemon:
+    """A FUSE daemon on its own mount point, in its own (unlimited) cgroup
+    so its CPU time, threads and children included, can be read in ns.
+    ``log``: where its stop reports a mount it had to detach."""
+
+    def __init__(self, name: str, argv: list[str], mountpoint: str, fstype: str, cgroup, logdir: str, env=None, log=None):
+        self.name = name
+        self.mountpoint = mountpoint
+        self.fstype = fstype
+        self.cgroup = cgroup
+        self.log = log or (lambda message: None)
+        self.log_path = os.path.join(logdir, f"daemon-{name}.log")
+        os.makedirs(mountpoint, exist_ok=True)
+        with open(self.log_path, "w") as log_file:
+            self.popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=lambda: cgroup.add_process(os.getpid()), env=env,
+                cwd="/",  # "python -m/-c" import from the cwd first: not the checkout, not our mount points
+            )
+        self.pid = self.popen.pid
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the mount is there and answers a read."""
+        deadline = time.monotonic() + timeout
+        while self.fstype not in mounted_types(self.mountpoint):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name}: not mounted at {self.mountpoint} after {timeout:.0f} s: {self.log_tail()}")
+            time.sleep(0.05)
+        with open(os.path.join(self.mountpoint, "proc", "uptime"), "rb") as f:
+            f.read()
+
+    def check_alive(self) -> None:
+        ended = how_it_ended(self.popen)
+        if ended:
+            raise BenchError(f"the {self.name} daemon (pid {self.pid}) is gone ({ended}); log: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return file_tail(self.log_path, "(empty)")
+
+    def cpu(self) -> dict:
+        """CPU time so far, in µs: utime and stime of the process
+        (/proc/PID/stat, clock ticks) and user and system time of its cgroup
+        (cpuacct, ns: threads and forked helpers included)."""
+        ticks = process_cpu_ticks(self.pid)
+        if ticks is None:
+            self.check_alive()
+            raise BenchError(f"cannot read /proc/{self.pid}/stat")
+        usage = self.cgroup.cpu_usage()
+        tick_us = 1e6 / CLK_TCK
+        return {
+            "stat_us": (ticks[0] + ticks[1]) * tick_us,
+            "stat_user_us": ticks[0] * tick_us,
+            "stat_sys_us": ticks[1] * tick_us,
+            "cgroup_us": None if usage is None else (usage.total.user_ns + usage.total.system_ns) / 1000,
+            "cgroup_user_us": None if usage is None else usage.total.user_ns / 1000,
+            "cgroup_sys_us": None if usage is None else usage.total.system_ns / 1000,
+        }
+
+    def memory(self) -> dict:
+        """VmRSS and VmHWM (its peak RSS so far) in KiB, and open fds."""
+        self.check_alive()
+        return process_memory(self.pid)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)  # both unmount on SIGTERM
+            try:
+                self.popen.wait(timeout=15)  # LXCFS joins its 5 s loadavg thread
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        how = unmount(self.mountpoint)
+        if how:
+            self.log(f"{self.name}: {how}")
+
+
+def process_memory(pid: int) -> dict:
+    """``VmRSS_kB``, ``VmHWM_kB`` (/proc/PID/status) and ``fds`` (entries
+    of /proc/PID/fd) of a process; missing values are None."""
+    found = {"VmRSS_kB": None, "VmHWM_kB": None, "fds": None}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if f"{name}_kB" in found:
+                    found[f"{name}_kB"] = int(value.split()[0])
+        found["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def cpu_delta(before: dict, after: dict, per: float) -> dict:
+    """CPU used between two ``Daemon.cpu()`` readings, divided by ``per``."""
+    return {key: None if before[key] is None or after[key] is None else (after[key] - before[key]) / per for key in before}
+
+
+def cpu_stat(cg) -> dict:
+    """The cgroup's cpu.stat (throttling counters)."""
+    try:
+        directory = cg._dir("cpu") if cg.version == 1 else cg._dir()
+        with open(os.path.join(directory, "cpu.stat")) as f:
+            return {k: int(v) for k, v in (line.split() for line in f if len(line.split()) == 2)}
+    except (OSError, TypeError, ValueError):
+        return {}
+
+
+def remove_cgroup(cg, log, timeout: float = 15.0) -> bool:
+    """Remove one cgroup, waiting for its exited tasks to leave it; says
+    (and returns False) if it could not."""
+    from procview.cgroups import CgroupError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cg.remove()
+            return True
+        except CgroupError as exc:
+            if time.monotonic() > deadline:
+                log(f"could not remove cgroup {cg.path}: {exc}")
+                return False
+            time.sleep(0.05)  # tasks leave their cgroups asynchronously after exit
+
+
+class BenchCgroups:
+    """The cgroups of one run, below ``/procview-bench-XXXXXXXX`` (made
+    through ``procview.cgroups``, so v1, hybrid and v2 hosts all work).
+    Whatever is left is removed deepest first when ``stack`` unwinds,
+    after the processes in them (registered later, so stopped first)."""
+
+    def __init__(self, stack: contextlib.ExitStack, log):
+        import uuid
+
+        from procview import cgroups
+
+        self._cgroups = cgroups
+        self.hierarchies = cgroups.discover()
+        self.layout = self.hierarchies.layout.value
+        self.base = f"/procview-bench-{uuid.uuid4().hex[:8]}"
+        self.log = log
+        self._made: list = []
+        stack.callback(self.remove_all)
+        self.make("")
+
+    def make(self, name: str, memory: int | None = None, cpu_quota: tuple[int, int] | None = None):
+        """``BASE/name`` with a memory limit (bytes) and a CPU quota
+        ((quota µs, period µs)) if given."""
+        cg = self.hierarchies.cgroup(f"{self.base}/{name}" if name else self.base)
+        self._made.append(cg)
+        cg.create()
+        if memory is not None:
+            cg.set_memory_limit(memory)
+        if cpu_quota is not None:
+            cg.set_cpu_quota(self._cgroups.CpuQuota(*cpu_quota))
+        return cg
+
+    def remove(self, cgs: list) -> list:
+        """Remove these (their processes gone); returns those that stay."""
+        left = [cg for cg in cgs if not remove_cgroup(cg, self.log)]
+        gone = {id(cg) for cg in cgs} - {id(cg) for cg in left}
+        self._made = [cg for cg in self._made if id(cg) not in gone]
+        return left
+
+    def remove_all(self) -> None:
+        for cg in reversed(self._made):
+            remove_cgroup(cg, self.log)
+        self._made = []
 
 
 # -- a run that cleans up ------------------------------------------------------------

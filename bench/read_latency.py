@@ -48,7 +48,6 @@ import sys
 import tempfile
 import time
 import traceback
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402  (stdlib only; the workers import it too)
@@ -88,6 +87,7 @@ def log(message: str) -> None:
 
 
 BenchError = _util.BenchError
+Daemon = _util.Daemon
 
 
 # =============================================================================
@@ -236,11 +236,7 @@ class Worker:
         return self.receive()
 
     def _log_tail(self) -> str:
-        try:
-            with open(self.log_path) as f:
-                return f.read()[-2000:].strip() or f"exit status {self.popen.poll()}"
-        except OSError:
-            return f"exit status {self.popen.poll()}"
+        return _util.file_tail(self.log_path, f"exit status {self.popen.poll()}", 2000)
 
     def close(self) -> None:
         if self.popen.poll() is None:
@@ -250,117 +246,7 @@ class Worker:
                 self.popen.wait(timeout=2)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-        for stream in (self.popen.stdin, self.popen.stdout):
-            with contextlib.suppress(OSError, ValueError):
-                stream.close()
-
-
-class Daemon:
-    """A FUSE daemon on its own mount point, in its own (unlimited) cgroup
-    so its CPU time, threads and children included, can be read in ns."""
-
-    def __init__(self, name: str, argv: list[str], mountpoint: str, fstype: str, cgroup, logdir: str, env=None):
-        self.name = name
-        self.mountpoint = mountpoint
-        self.fstype = fstype
-        self.cgroup = cgroup
-        self.log_path = os.path.join(logdir, f"daemon-{name}.log")
-        os.makedirs(mountpoint, exist_ok=True)
-        with open(self.log_path, "w") as log_file:
-            self.popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=lambda: cgroup.add_process(os.getpid()), env=env,
-                cwd="/",  # "python -m/-c" import from the cwd first: not the checkout, not our mount points
-            )
-        self.pid = self.popen.pid
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the mount is there and answers a read."""
-        deadline = time.monotonic() + timeout
-        while self.fstype not in _util.mounted_types(self.mountpoint):
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.name}: not mounted at {self.mountpoint} after {timeout:.0f} s: {self.log_tail()}")
-            time.sleep(0.05)
-        with open(os.path.join(self.mountpoint, "proc", "uptime"), "rb") as f:
-            f.read()
-
-    def check_alive(self) -> None:
-        ended = _util.how_it_ended(self.popen)
-        if ended:
-            raise BenchError(f"the {self.name} daemon (pid {self.pid}) is gone ({ended}); log: {self.log_tail()}")
-
-    def log_tail(self) -> str:
-        try:
-            with open(self.log_path) as f:
-                return f.read()[-1500:].strip() or "(empty)"
-        except OSError:
-            return "(no log)"
-
-    def cpu(self) -> dict:
-        """CPU time so far, in µs: utime and stime of the process
-        (/proc/PID/stat, clock ticks) and user and system time of its cgroup
-        (cpuacct, ns: threads and forked helpers included)."""
-        ticks = _util.process_cpu_ticks(self.pid)
-        if ticks is None:
-            self.check_alive()
-            raise BenchError(f"cannot read /proc/{self.pid}/stat")
-        usage = self.cgroup.cpu_usage()
-        tick_us = 1e6 / _util.CLK_TCK
-        return {
-            "stat_us": (ticks[0] + ticks[1]) * tick_us,
-            "stat_user_us": ticks[0] * tick_us,
-            "stat_sys_us": ticks[1] * tick_us,
-            "cgroup_us": None if usage is None else (usage.total.user_ns + usage.total.system_ns) / 1000,
-            "cgroup_user_us": None if usage is None else usage.total.user_ns / 1000,
-            "cgroup_sys_us": None if usage is None else usage.total.system_ns / 1000,
-        }
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)  # both unmount on SIGTERM
-            try:
-                self.popen.wait(timeout=15)  # LXCFS joins its 5 s loadavg thread
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        how = _util.unmount(self.mountpoint)
-        if how:
-            log(f"{self.name}: {how}")
-
-
-def _remove_cgroup(cg, timeout: float = 15.0) -> None:
-    from procview.cgroups import CgroupError
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cg.remove()
-            return
-        except CgroupError as exc:
-            if time.monotonic() > deadline:
-                log(f"could not remove cgroup {cg.path}: {exc}")
-                return
-            time.sleep(0.05)  # tasks leave their cgroups asynchronously after exit
-
-
-def _cpu_delta(before: dict, after: dict, per: float) -> dict:
-    """CPU used between two ``Daemon.cpu()`` readings, divided by ``per``."""
-    return {key: None if before[key] is None or after[key] is None else (after[key] - before[key]) / per for key in before}
-
-
-def _cpu_stat(cg) -> dict:
-    """The cgroup's cpu.stat (throttling counters)."""
-    try:
-        directory = cg._dir("cpu") if cg.version == 1 else cg._dir()
-        with open(os.path.join(directory, "cpu.stat")) as f:
-            return {k: int(v) for k, v in (line.split() for line in f if len(line.split()) == 2)}
-    except (OSError, TypeError, ValueError):
-        return {}
+        _util.kill_group(self.popen)
 
 
 class Bench:
@@ -373,33 +259,20 @@ class Bench:
     # -- setup ----------------------------------------------------------------
 
     def setup(self) -> None:
-        from procview import cgroups
-
         args = self.args
         self.tmp = tempfile.mkdtemp(prefix="procview-bench-")
         self.stack.callback(_util.remove_workdir, self.tmp, args.keep_logs, log)
         self.mounts = {"native": "/", "procview": os.path.join(self.tmp, "procview"), "lxcfs": os.path.join(self.tmp, "lxcfs"),
                        "profiled": os.path.join(self.tmp, "procview-profiled")}
 
-        hier = cgroups.discover()
-        self.layout = hier.layout.value
-        base = f"/procview-bench-{uuid.uuid4().hex[:8]}"
-        self.base_path = base
-        made = []
+        tree = _util.BenchCgroups(self.stack, log)
+        self.layout = tree.layout
+        base = self.base_path = tree.base
+        quota = (CPU_QUOTA_US, CPU_PERIOD_US)
 
         def cgroup(path, limited):
-            cg = hier.cgroup(f"{base}/{path}" if path else base)
-            made.append(cg)
-            cg.create()
-            if limited:
-                cg.set_memory_limit(MEMORY_LIMIT)
-                cg.set_cpu_quota(cgroups.CpuQuota(CPU_QUOTA_US, CPU_PERIOD_US))
-            return cg
+            return tree.make(path, MEMORY_LIMIT, quota) if limited else tree.make(path)
 
-        # Removed deepest first, after every process in them is gone (the
-        # callbacks below run in reverse order of registration).
-        self.stack.callback(lambda: [_remove_cgroup(cg) for cg in reversed(made)])
-        cgroup("", False)
         self.reader_cg = cgroup("reader", True)
         daemon_cgs = {name: cgroup(f"daemon-{name}", False) for name in ("procview", "lxcfs", "profiled")}
 
@@ -420,7 +293,7 @@ class Bench:
             specs["profiled"] = ([sys.executable, "-c", _util.PROFILED_DAEMON, self.mounts["profiled"],
                                   os.path.join(self.tmp, "profiled.pid"), self.profile_out], "fuse.procview", env)
         for name, (argv, fstype, daemon_env) in specs.items():
-            daemon = Daemon(name, argv, self.mounts[name], fstype, daemon_cgs[name], self.tmp, daemon_env)
+            daemon = Daemon(name, argv, self.mounts[name], fstype, daemon_cgs[name], self.tmp, daemon_env, log)
             self.daemons[name] = daemon
             self.stack.callback(daemon.stop)
         for daemon in self.daemons.values():
@@ -478,14 +351,14 @@ class Bench:
         args = self.args
         total = len(self.files) * len(TARGETS) * (args.iterations + args.warmup)
         log(f"latency: {total} samples ({args.iterations} per file and target, rounds of {args.chunk})")
-        before = _cpu_stat(self.reader_cg)
+        before = _util.cpu_stat(self.reader_cg)
         reply = self.reader.call({
             "cmd": "latency",
             "targets": list(TARGETS),
             "files": [[name, self.paths(rel)] for name, rel in self.files],
             "iterations": args.iterations, "warmup": args.warmup, "chunk": args.chunk,
         })
-        after = _cpu_stat(self.reader_cg)
+        after = _util.cpu_stat(self.reader_cg)
         self.alive()
         summary = {name: {t: _util.summarize_ns(reply["samples"][name][t]) for t in TARGETS} for name, _ in self.files}
         self.results["latency"] = summary
@@ -506,7 +379,7 @@ class Bench:
         start = time.monotonic()
         time.sleep(args.idle_seconds)
         seconds = time.monotonic() - start
-        idle = {d: _cpu_delta(before[d], self.daemons[d].cpu(), seconds) for d in DAEMONS}  # µs per s
+        idle = {d: _util.cpu_delta(before[d], self.daemons[d].cpu(), seconds) for d in DAEMONS}  # µs per s
         per_file = {}
         for index, (name, rel) in enumerate(self.files):
             per_file[name] = {}
@@ -517,7 +390,7 @@ class Bench:
                 self.reader.call({"cmd": "reads", "path": path, "n": 20})
                 c0 = daemon.cpu()
                 reply = self.reader.call({"cmd": "reads", "path": path, "n": n})
-                entry = _cpu_delta(c0, daemon.cpu(), n)  # µs per read
+                entry = _util.cpu_delta(c0, daemon.cpu(), n)  # µs per read
                 entry["reads"] = n
                 entry["wall_us_per_read"] = (reply["end_ns"] - reply["start_ns"]) / 1000 / n
                 per_file[name][d] = entry
@@ -623,7 +496,7 @@ class Bench:
             entry = {"readers": len(replies), "reads": total, "seconds": (end - start) / 1e9,
                      "reads_per_s": total / ((end - start) / 1e9)}
             if daemon:
-                entry["cpu_per_read"] = _cpu_delta(c0, daemon.cpu(), total)
+                entry["cpu_per_read"] = _util.cpu_delta(c0, daemon.cpu(), total)
             out[target] = entry
         self.alive()
         self.results["concurrency"] = out

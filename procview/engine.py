@@ -23,7 +23,7 @@ import re
 import time
 from typing import Callable
 
-from procview._io import KeptFiles
+from procview._io import KeptFiles, return_free_heap
 from procview.cgroups import UNLIMITED, Hierarchies, discover
 from procview.host import (
     HostFiles,
@@ -98,11 +98,12 @@ class ViewEngine:
         # tests replace their files. Limits are kept until a write to their
         # cgroup directories (a real machine) or for LIMITS_TTL (fixtures,
         # whose tests control time with their clock).
+        self._kept: KeptFiles | None = None
         self._limit_writes: WriteWatch | None = None
         if root == "/":
-            kept = KeptFiles(_kept_files_limit())
-            self.read_host_file = kept.read
-            self.hierarchies.read_counter_file = kept.read
+            self._kept = KeptFiles(_kept_files_limit())
+            self.read_host_file = self._kept.read
+            self.hierarchies.read_counter_file = self._kept.read
             try:
                 self._limit_writes = WriteWatch()
             except OSError as exc:  # fs.inotify.max_user_instances reached
@@ -278,12 +279,26 @@ class ViewEngine:
     # A container nobody has read for this long is forgotten (its stat
     # counters and load averages start afresh if it is read again).
     FORGET_AFTER = 600.0
+    # A container not read for this long is checked for being gone (its
+    # cgroup removed, or its init exited) at each maintenance pass; one
+    # read lately is alive, and costs the pass nothing.
+    GONE_CHECK_AFTER = 1.0
 
     def maintain(self) -> None:
         """Periodic work (the daemon calls it every few seconds): sample the
-        load of every tracked container whose 5 s sample is due, and drop the
-        state of containers nobody reads any more."""
+        load of every tracked container whose 5 s sample is due, drop the
+        state of containers that are gone or nobody reads any more, close
+        the files kept open for them (an open file of a removed cgroup
+        keeps it, and its memory, in the kernel), and give the memory a
+        burst of readers left free back to the kernel."""
         now = self.clock.monotonic()
+        for key, (container, last_read) in list(self._seen.items()):
+            idle = now - last_read
+            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(container)):
+                self._forget(key)
+        self.identity.forget_exited_inits()
+        if self._kept is not None:
+            self._kept.close_stale()
         for key in self.loads.keys_due(now):
             entry = self._seen.get(key)
             census = _Request(self, entry[0]).census if entry else None
@@ -298,13 +313,28 @@ class ViewEngine:
                 if now - entry[0] >= ttl:
                     del cache[key]
         self._watch_only_kept_limits()
-        for key, (_container, last_read) in list(self._seen.items()):
-            if now - last_read >= self.FORGET_AFTER:
-                del self._seen[key]
-                self.stat_history.forget(key)
-                entry = self._ram_counters.pop(key, None)
-                if entry is not None:
-                    entry[1].close()
+        if self._kept is not None:  # a real machine (not a test's fixture tree)
+            return_free_heap()
+
+    def _is_gone(self, container: Container) -> bool:
+        """No request can name this container again: its cgroup was
+        removed, or (in a pid namespace) its init is not running any more
+        (the key holds the init's start time, so a new init is a new key)."""
+        if not container.cgroup.exists():
+            return True
+        if container.host_pidns:
+            return False  # a host process's "container" is its cgroup alone
+        return self.identity.start_time(container.init_pid) != container.init_start
+
+    def _forget(self, key: tuple) -> None:
+        """Drop what is tracked for one container."""
+        del self._seen[key]
+        self.stat_history.forget(key)
+        self.loads.forget(key)
+        self._limits.pop(key, None)
+        entry = self._ram_counters.pop(key, None)
+        if entry is not None:
+            entry[1].close()
 
     def warn_once(self, kind: str, message: str, *args, **kwargs) -> None:
         if kind in self._warned:

@@ -157,7 +157,7 @@ class Identity:
             pidfd = _open_pidfd(record.pid)
             # The pidfd is opened after the start time was read: check that
             # it is still the same process before trusting it.
-            if pidfd is not None and self._start_time(record.pid) != record.start:
+            if pidfd is not None and self.start_time(record.pid) != record.start:
                 os.close(pidfd)
                 return None
             record = record._replace(pidfd=pidfd)
@@ -170,7 +170,17 @@ class Identity:
         if record is not None and record.pidfd is not None:
             os.close(record.pidfd)
 
-    def _start_time(self, pid: int) -> int | None:
+    def forget_exited_inits(self) -> int:
+        """Drop the namespaces whose init has exited, closing their pidfds
+        (each pins the dead process's pid), so neither fds nor entries grow
+        with containers that came and went; returns how many."""
+        exited = [pidns for pidns, record in self._inits.items() if not self._still_init(record, pidns)]
+        for pidns in exited:
+            self._forget(pidns)
+        return len(exited)
+
+    def start_time(self, pid: int) -> int | None:
+        """Process ``pid``'s start time (clock ticks after boot), None if gone."""
         text = self.host.read(f"/proc/{pid}/stat")
         parsed = parse_proc_pid_stat(text) if text else None
         return parsed.starttime if parsed else None
@@ -179,10 +189,10 @@ class Identity:
         if record.pidfd is not None:
             return _alive(record.pidfd)  # one syscall, no file to open
         # Same start time and same namespace: not a recycled pid.
-        return self._start_time(record.pid) == record.start and self.pid_namespace(record.pid) == pidns
+        return self.start_time(record.pid) == record.start and self.pid_namespace(record.pid) == pidns
 
     def _record(self, pid: int, nspid: tuple[int, ...]) -> _InitRecord | None:
-        start = self._start_time(pid)
+        start = self.start_time(pid)
         return None if start is None else _InitRecord(pid, start, len(nspid) - 1)
 
     def _walk_to_init(self, pid: int, pidns: str) -> _InitRecord | None:

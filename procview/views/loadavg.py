@@ -165,6 +165,10 @@ class LoadTracker:
             del self._tracked[key]
         return expired
 
+    def forget(self, key) -> None:
+        """Stop tracking ``key`` (its container is gone)."""
+        self._tracked.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._tracked)
 
