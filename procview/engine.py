@@ -359,6 +359,10 @@ class ViewEngine:
     def _read_host_meminfo(self) -> dict[str, int]:
         return parse_meminfo(self.host.read("/proc/meminfo") or "")
 
+    # Containers with at most this many threads have their threads'
+    # /proc/TID/status files kept open (see _Request.census).
+    KEPT_THREADS = 32
+
     # A container's limits are read once and kept while no file in the
     # directories they came from is written (``inotify.WriteWatch``: a
     # write shows at the next open); at most this long in any case, which
@@ -650,10 +654,14 @@ class _Request:
         threads = running = blocked = 0
         last_pid = 0
         level = self.container.pidns_level
-        host = self.engine.host
+        engine = self.engine
         caller = self.container.caller_pid
+        # A small container's status files are kept open and re-read with
+        # pread, like its counters; a big one's are read by path, so that
+        # its threads do not push every other container's files out.
+        read = engine.read_host_file if len(tids) <= engine.KEPT_THREADS else engine.host.read
         for tid in tids:
-            text = host.read(f"/proc/{tid}/status")
+            text = read(f"/proc/{tid}/status")
             status = parse_proc_status(text) if text else None
             if status is None:
                 continue  # exited since the cgroup listed it
