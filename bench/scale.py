@@ -56,6 +56,7 @@ REPO = os.path.dirname(HERE)
 
 DAEMONS = ("procview", "lxcfs")
 LABEL = {"procview": "procview", "lxcfs": "LXCFS"}
+SPLIT = "procview-split"  # --procview-daemons K: K independent daemons, the containers split between them
 FILES = ("meminfo", "stat", "uptime", "cpuinfo")  # the order scale_reader.c reads them in
 
 MiB = 1024 * 1024
@@ -130,11 +131,11 @@ def fds_into(pid: int, marker: str) -> int:
 
 
 class RssSampler:
-    """The highest VmRSS of a process while it runs (a thread polling
-    /proc/PID/status)."""
+    """The highest VmRSS of processes (summed) while they run (a thread
+    polling /proc/PID/status)."""
 
-    def __init__(self, pid: int):
-        self.pid = pid
+    def __init__(self, pids: list[int]):
+        self.pids = pids
         self.peak_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -145,15 +146,42 @@ class RssSampler:
 
     def _run(self) -> None:
         while True:
-            rss = _util.process_memory(self.pid)["VmRSS_kB"]
-            if rss:
-                self.peak_kb = max(self.peak_kb, rss)
+            rss = [_util.process_memory(pid)["VmRSS_kB"] for pid in self.pids]
+            if all(rss):
+                self.peak_kb = max(self.peak_kb, sum(rss))
             if self._stop.wait(RSS_SAMPLE_EVERY):
                 return
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class DaemonGroup:
+    """K independent ``procview serve`` daemons measured as one target:
+    what one process per core could give (each serves its own mount, and
+    container i reads through mount i % K). CPU, RSS and fds are the sums."""
+
+    def __init__(self, daemons: list):
+        self.members = daemons
+        self.name = SPLIT
+        self.mountpoint = ":".join(d.mountpoint for d in daemons)
+
+    @property
+    def pids(self) -> list[int]:
+        return [d.pid for d in self.members]
+
+    def cpu(self) -> dict:
+        readings = [d.cpu() for d in self.members]
+        return {key: None if any(r[key] is None for r in readings) else sum(r[key] for r in readings) for key in readings[0]}
+
+    def memory(self) -> dict:
+        readings = [d.memory() for d in self.members]
+        return {key: None if any(r[key] is None for r in readings) else sum(r[key] for r in readings) for key in readings[0]}
+
+    def check_alive(self) -> None:
+        for daemon in self.members:
+            daemon.check_alive()
 
 
 class Readers:
@@ -212,8 +240,19 @@ class Bench:
             daemon = _util.Daemon(name, argv, self.mounts[name], fstype, cg, self.tmp, daemon_env, log)
             self.daemons[name] = daemon
             self.stack.callback(daemon.stop)
+        for index in range(1, args.procview_daemons):
+            name = f"procview-{index + 1}"
+            mount = os.path.join(self.tmp, name)
+            argv = [sys.executable, "-m", "procview", "serve", mount, "--log-level", "warning", "--no-seccomp-socket"]
+            daemon = _util.Daemon(name, argv, mount, "fuse.procview", self.cgroups.make(f"daemon-{name}"), self.tmp, env, log)
+            self.daemons[name] = daemon
+            self.stack.callback(daemon.stop)
         for daemon in self.daemons.values():
             daemon.wait_ready()
+        self.targets = {name: self.daemons[name] for name in DAEMONS}
+        if args.procview_daemons > 1:
+            members = [self.daemons["procview"]] + [self.daemons[f"procview-{i + 1}"] for i in range(1, args.procview_daemons)]
+            self.targets[SPLIT] = DaemonGroup(members)
         log("daemons ready: " + ", ".join(f"{d.name} pid {d.pid}" for d in self.daemons.values()))
         self.results["setup"] = {
             "cgroup_layout": self.cgroups.layout,
@@ -222,11 +261,12 @@ class Bench:
             "procview_src": os.path.abspath(args.procview_src) if args.procview_src else REPO,
             "settle_s": args.settle,
             "start": {name: d.memory() for name, d in self.daemons.items()},
+            "procview_daemons": args.procview_daemons,
         }
 
     def round(self, containers: int, target: str) -> dict:
         """N fresh containers reading through one daemon, then gone."""
-        args, daemon = self.args, self.daemons[target]
+        args, daemon = self.args, self.targets[target]
         rounds = rounds_for(containers, args.reads, args.min_rounds)
         group = f"n{containers}-{target}"
         log(f"{containers} containers reading through {target}: {rounds} rounds of {len(FILES)} files each")
@@ -237,12 +277,12 @@ class Bench:
             memory, quota, cpus = container_limits(index, self.host_cpus)
             made.append(self.cgroups.make(f"{group}/c{index}", memory, quota))
             spec.append((memory // 1024, cpus))
-        readers = Readers(self.reader, self.mounts[target], rounds, spec, self.tmp)
+        readers = Readers(self.reader, daemon.mountpoint, rounds, spec, self.tmp)
         try:
             pids = readers.pids()
             for cg, pid in zip(made, pids):
                 cg.add_process(pid)
-            with RssSampler(daemon.pid) as sampler:
+            with RssSampler(getattr(daemon, "pids", None) or [daemon.pid]) as sampler:
                 cpu_before = daemon.cpu()
                 lines = self._release_and_collect(readers)
                 cpu_after = daemon.cpu()
@@ -259,7 +299,8 @@ class Bench:
         time.sleep(args.settle)
         after = daemon.memory()
         entry["memory"] = {"before": before, "peak_rss_kB": sampler.peak_kb, "peak": peak, "after": after}
-        entry["fds_on_removed_cgroups"] = fds_into(daemon.pid, f"{self.cgroups.base}/{group}/")
+        entry["fds_on_removed_cgroups"] = sum(fds_into(pid, f"{self.cgroups.base}/{group}/")
+                                              for pid in getattr(daemon, "pids", None) or [daemon.pid])
         log(f"  {entry['reads_per_s']:,.0f} reads/s, median {entry['median_us']:.0f} µs, p99 {entry['p99_us']:.0f} µs, "
             f"{entry['wrong']} wrong, {entry['errors']} errors; RSS {before['VmRSS_kB']} -> {sampler.peak_kb} -> "
             f"{after['VmRSS_kB']} kB, fds {before['fds']} -> {after['fds']}")
@@ -284,8 +325,9 @@ class Bench:
         self.results["meta"] = _util.run_meta(__file__, args.argv, REPO, args.lxcfs)
         start = time.monotonic()
         self.setup()
+        targets = tuple(self.targets)
         for step, containers in enumerate(args.containers):
-            order = DAEMONS if step % 2 == 0 else DAEMONS[::-1]
+            order = targets if step % 2 == 0 else targets[::-1]
             for target in order:
                 self.results["rounds"].append(self.round(containers, target))
         self.results["end"] = {name: d.memory() for name, d in self.daemons.items()}
@@ -307,6 +349,12 @@ def _f(value, digits=0) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def _label(target: str, setup: dict) -> str:
+    if target == SPLIT:
+        return f"procview, {setup['procview_daemons']} daemons"
+    return LABEL[target]
+
+
 def render(results: dict) -> str:
     meta, setup = results["meta"], results["setup"]
     lines: list[str] = ["# procview with N containers reading at once", ""]
@@ -325,7 +373,7 @@ def render(results: dict) -> str:
     for e in results["rounds"]:
         m = e["memory"]
         lines.append(
-            f"| {e['containers']:,} | {LABEL[e['target']]} | {e['reads']:,} | {_f(e['reads_per_s'])} | {_f(e['median_us'])} "
+            f"| {e['containers']:,} | {_label(e['target'], setup)} | {e['reads']:,} | {_f(e['reads_per_s'])} | {_f(e['median_us'])} "
             f"| {_f(e['p99_us'])} | {e['wrong']} | {e['errors']} | {_f(e['cpu_per_read_us'])} "
             f"| {_mib(m['before']['VmRSS_kB'])} / {_mib(m['peak_rss_kB'])} / {_mib(m['after']['VmRSS_kB'])} "
             f"| {_mib(m['peak']['VmHWM_kB'])} | {m['before']['fds']} → {m['after']['fds']} | {e['fds_on_removed_cgroups']} |")
@@ -335,14 +383,18 @@ def render(results: dict) -> str:
         by_n.setdefault(e["containers"], {})[e["target"]] = e
     verdicts = []
     for n, pair in by_n.items():
-        if len(pair) == 2:
+        if "procview" in pair and "lxcfs" in pair:
             ratio = pair["procview"]["reads_per_s"] / pair["lxcfs"]["reads_per_s"]
-            verdicts.append(f"N = {n:,}: procview {ratio:.2f}× LXCFS's reads/s")
+            verdict = f"N = {n:,}: procview {ratio:.2f}× LXCFS's reads/s"
+            if SPLIT in pair:
+                split = pair[SPLIT]["reads_per_s"] / pair["lxcfs"]["reads_per_s"]
+                verdict += f" ({setup['procview_daemons']} daemons: {split:.2f}×)"
+            verdicts.append(verdict)
     wrong = sum(e["wrong"] for e in results["rounds"])
     lines.append("; ".join(verdicts) + f". Wrong values in all: {wrong}.")
     for e in results["rounds"]:
         for example in e["wrong_examples"]:
-            lines.append(f"- wrong ({LABEL[e['target']]}, N = {e['containers']}): `{example}`")
+            lines.append(f"- wrong ({_label(e['target'], setup)}, N = {e['containers']}): `{example}`")
     lines.append("")
     return "\n".join(lines)
 
@@ -360,10 +412,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--procview-src", metavar="DIR", help="run procview serve from this source tree (PYTHONPATH)")
     parser.add_argument("--lxcfs", default="lxcfs", help="the LXCFS binary (default: lxcfs on PATH)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory (daemon logs)")
+    parser.add_argument("--procview-daemons", type=int, default=1, metavar="K",
+                        help="also measure K independent procview daemons, the containers split between their mounts "
+                             "(what one process per core could give; default 1: not measured)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if any(n < 1 or n > 10000 for n in args.containers):
         parser.error("--containers: each N must be between 1 and 10000")
+    if not 1 <= args.procview_daemons <= 16:
+        parser.error("--procview-daemons: K must be between 1 and 16")
     if args.reads < 1 or args.min_rounds < 1 or args.settle < 0:
         parser.error("--reads and --min-rounds must be at least 1, --settle at least 0")
     return args

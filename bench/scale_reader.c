@@ -144,10 +144,18 @@ static void child(const char *mount, int rounds, long memtotal_kb, int cpus, int
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: scale_reader MOUNT ROUNDS SPEC\n");
+        fprintf(stderr, "usage: scale_reader MOUNT[:MOUNT...] ROUNDS SPEC\n");
         return 2;
     }
-    const char *mount = argv[1];
+    /* Several mounts (independent daemons): container i reads through mount i % count. */
+    static char *mounts[MAX_CONTAINERS];
+    int mount_count = 0;
+    for (char *m = strtok(argv[1], ":"); m && mount_count < MAX_CONTAINERS; m = strtok(NULL, ":"))
+        mounts[mount_count++] = m;
+    if (mount_count == 0) {
+        fprintf(stderr, "scale_reader: no mount\n");
+        return 2;
+    }
     int rounds = atoi(argv[2]);
     static long memtotal[MAX_CONTAINERS];
     static int cpus[MAX_CONTAINERS];
@@ -190,7 +198,7 @@ int main(int argc, char **argv) {
         if (pid == 0) {
             close(go[1]);
             prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives the parent */
-            child(mount, rounds, memtotal[i], cpus[i], go[0], &slots[i], latencies + i * per_child);
+            child(mounts[i % mount_count], rounds, memtotal[i], cpus[i], go[0], &slots[i], latencies + i * per_child);
             _exit(0);
         }
         pids[i] = pid;
