@@ -95,11 +95,25 @@ class WriteWatch:
 def _any_write(events: bytes) -> bool:
     """Whether a buffer of ``struct inotify_event`` holds a write, or may
     have lost one (an overflow), and not only the IN_IGNORED notes of
-    watches that went away."""
+    watches that went away or the kernel's own notices on event counters
+    (``*.events`` files: see ``is_event_counter``)."""
     offset = 0
     while offset + _EVENT.size <= len(events):
         _wd, mask, _cookie, name_len = _EVENT.unpack_from(events, offset)
-        if mask & (_IN_MODIFY | _IN_Q_OVERFLOW):
+        if mask & _IN_Q_OVERFLOW:
             return True
+        if mask & _IN_MODIFY:
+            name = events[offset + _EVENT.size:offset + _EVENT.size + name_len].rstrip(b"\0")
+            if not is_event_counter(name):
+                return True
         offset += _EVENT.size + name_len
     return False
+
+
+def is_event_counter(name: bytes) -> bool:
+    """``memory.events``, ``pids.events``, ``cgroup.events`` and their
+    ``.local`` twins: read-only counters the kernel announces with
+    IN_MODIFY itself whenever one moves (on every memory.high or memory.max
+    breach, say). Nobody writes them and no limit is read from them, so
+    they must not make the daemon read every container's limits again."""
+    return name.endswith((b".events", b".events.local"))

@@ -1,7 +1,9 @@
 """procview.inotify.WriteWatch on a temporary directory (inotify works on
 any file system; the daemon uses it on cgroup directories)."""
 
-from procview.inotify import WriteWatch
+import struct
+
+from procview.inotify import WriteWatch, _any_write
 
 
 def _write(path, text="1"):
@@ -57,3 +59,16 @@ def test_a_directory_that_does_not_exist_is_refused(tmp_path):
         assert len(watch) == 0
     finally:
         watch.close()
+
+
+def _event(mask: int, name: bytes = b"") -> bytes:
+    padded = name + b"\0" * (16 - len(name) % 16) if name else b""
+    return struct.pack("iIII", 1, mask, 0, len(padded)) + padded
+
+
+def test_the_kernels_notices_on_event_counters_are_not_writes():
+    assert not _any_write(_event(0x2, b"memory.events") + _event(0x2, b"cgroup.events.local"))
+    assert not _any_write(_event(0x8000))  # IN_IGNORED: a watch went away
+    assert _any_write(_event(0x2, b"memory.events") + _event(0x2, b"memory.max"))
+    assert _any_write(_event(0x2))  # a watch on the file itself: no name
+    assert _any_write(_event(0x4000))  # the queue overflowed: a write may be lost
