@@ -126,16 +126,20 @@ def test_loadavg_counts_the_container_and_names_its_own_pids(sandbox):
 def test_loadavg_counts_the_threads_of_child_cgroups_too(sandbox):
     # A container that makes cgroups of its own (systemd inside, a nested
     # runtime) still has those threads: the census walks below its cgroup.
-    cg = sandbox.cgroup("nested", memory=256 * MiB)
-    child = sandbox.cgroup("nested/payload")
-    grandchild = sandbox.cgroup("nested/payload/worker")
-    ctr = sandbox.start(cg, ["sh", "-c", "sleep 600 & sleep 600 & wait"], pidns=True)
+    # Processes live in leaves only (cgroup v2's rule): the init in
+    # init.scope, which the view strips, as systemd inside a container does.
+    sandbox.cgroup("nested", memory=256 * MiB)
+    init_scope = sandbox.cgroup("nested/init.scope")
+    other = sandbox.cgroup("nested/other")
+    sandbox.cgroup("nested/payload")
+    worker = sandbox.cgroup("nested/payload/worker")
+    ctr = sandbox.start(init_scope, ["sh", "-c", "sleep 600 & sleep 600 & wait"], pidns=True)
     wait_until(lambda: len(_children(ctr.pid)) == 2 and all(_state(p) == "S" for p in [ctr.pid, *_children(ctr.pid)]))
     first, second = _children(ctr.pid)
-    child.add_process(first)
-    grandchild.add_process(second)
+    other.add_process(first)
+    worker.add_process(second)
     text = ViewEngine().render("proc/loadavg", ctr.pid).decode()
-    # unshare, sh and the two sleeps, two of them one and two levels down.
+    # unshare and sh in init.scope, a sleep one level down, one two levels down.
     assert text.split()[3].split("/")[1] == "4", text
 
 
