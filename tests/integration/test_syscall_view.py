@@ -28,8 +28,10 @@ import socket
 import subprocess
 import time
 
+import psutil
 import pytest
 
+from procview import cgroups
 from .serve_helpers import no_leftovers, procview_mount, serve_daemons  # noqa: F401 (fixtures)
 from .test_run import PROCVIEW, run, state_root  # noqa: F401 (fixture)
 
@@ -242,6 +244,38 @@ def test_a_dead_supervisor_never_stalls_a_call_and_a_restarted_one_takes_over(st
     # procview run never noticed: its connection is to the holder, which stayed.
     assert container.stderr.read() == ""
     assert "the supervisor is gone" in daemon.log(), daemon.log()  # the holder logs where its daemon did
+
+
+def test_a_limit_written_shows_at_the_next_sysinfo_call(state_root, procview_mount):
+    # The supervisor keeps a container's sysinfo answer for a moment and
+    # its limits longer; a write to the cgroup (docker update) must drop
+    # both at once (the engine watches the cgroup directories: inotify).
+    container = subprocess.Popen(
+        [PROCVIEW, "run", "--root", state_root, "-i", "--view", procview_mount.mount,
+         "--seccomp-socket", procview_mount.seccomp_socket, "--memory", "512M", *HOST_TOOLS,
+         "busybox", "python3", "-c", SYSINFO_LOOP],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+    def ask() -> int:
+        container.stdin.write("\n")
+        container.stdin.flush()
+        line = container.stdout.readline()
+        assert line, f"the container ended: {container.stderr.read()}"
+        return int(line)
+
+    try:
+        assert ask() == LIMIT_KB
+        # The container's python3 (procview run's own command line names the script too).
+        caller = next(p for p in psutil.process_iter(["cmdline"])
+                      if p.info["cmdline"][:3] == ["python3", "-c", SYSINFO_LOOP])
+        cgroup = cgroups.discover().cgroup_of(caller.pid)
+        for mib in (384, 256, 448, 320):
+            cgroup.set_memory_limit(mib * 1024 * 1024)
+            assert ask() == mib * 1024, f"after writing {mib} MiB"
+    finally:
+        container.stdin.close()
+        assert container.wait(timeout=TIMEOUT) == 0, container.stderr.read()
 
 
 # -- runc with listenerPath: the OCI seccomp agent protocol --------------------------
