@@ -32,6 +32,7 @@ import psutil
 import pytest
 
 from procview import cgroups
+from procview.runtime.container import CGROUP_PARENT
 from .serve_helpers import no_leftovers, procview_mount, serve_daemons  # noqa: F401 (fixtures)
 from .test_run import PROCVIEW, run, state_root  # noqa: F401 (fixture)
 
@@ -268,8 +269,11 @@ def test_a_limit_written_shows_at_the_next_sysinfo_call(state_root, procview_mou
         assert ask() == LIMIT_KB
         # The container's python3 (procview run's own command line names the script too).
         caller = next(p for p in psutil.process_iter(["cmdline"])
-                      if p.info["cmdline"][:3] == ["python3", "-c", SYSINFO_LOOP])
+                      if (p.info["cmdline"] or [])[:3] == ["python3", "-c", SYSINFO_LOOP])
         cgroup = cgroups.discover().cgroup_of(caller.pid)
+        # Write limits only to a container's own cgroup, never to whatever
+        # cgroup a mismatched process is in (the test runner's, say).
+        assert cgroup.path.startswith(f"{CGROUP_PARENT}/"), cgroup.path
         for mib in (384, 256, 448, 320):
             cgroup.set_memory_limit(mib * 1024 * 1024)
             assert ask() == mib * 1024, f"after writing {mib} MiB"
