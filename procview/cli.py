@@ -22,8 +22,8 @@ from procview import DEFAULT_SECCOMP_SOCKET as SECCOMP_SOCKET, __version__
 EXIT_FAILURE = 1
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), format="procview: %(levelname)s: %(message)s", stream=sys.stderr)
+def _setup_logging(level: str, name: str = "procview") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format=f"{name}: %(levelname)s: %(message)s", stream=sys.stderr)
 
 
 class _LazyGroup(click.Group):
@@ -65,8 +65,13 @@ def main() -> None:
 @click.option("--no-seccomp-socket", is_flag=True, help="Serve the files only; answer no syscalls.")
 @click.option("--spawn-holder/--no-spawn-holder", default=True, show_default=True,
               help="Start a listener holder at the seccomp socket if none answers (under systemd its own unit runs it).")
+@click.option("--shards", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Answer on this many cores: K daemons, shard i>0 mounted at MOUNTPOINT.shards/i; procview run and "
+                   "procview-runc spread containers over them.")
+@click.option("--shard-index", type=int, default=None, hidden=True)  # set by shard 0 for the shards it starts
+@click.option("--parent-fd", type=int, default=None, hidden=True)
 def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: str, no_seccomp_socket: bool,
-          spawn_holder: bool) -> None:
+          spawn_holder: bool, shards: int, shard_index: int | None, parent_fd: int | None) -> None:
     """Mount the view at MOUNTPOINT (FUSE) and serve it in the foreground.
 
     Containers bind-mount its files over their own, as with LXCFS:
@@ -75,6 +80,11 @@ def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: 
     runc and crun with linux.seccomp.listenerPath) also get their own
     values from sysinfo() and sched_getaffinity(). Stops, unmounting, on
     SIGTERM or SIGINT.
+
+    With --shards K, K daemons serve the view, one Python process per
+    core: this one at MOUNTPOINT (the path binds name) and K-1 children at
+    MOUNTPOINT.shards/1 ... K-1, started again if they die and stopped
+    with this one.
     """
     from procview.cgroups import CgroupError
 
@@ -85,9 +95,10 @@ def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: 
 
         raise click.ClickException(explain_import_error(exc)) from None
 
-    _setup_logging(log_level)
+    _setup_logging(log_level, "procview" if shard_index is None else f"procview shard {shard_index}")
     try:
-        run_daemon(mountpoint, pidfile, seccomp_socket=None if no_seccomp_socket else seccomp_socket, spawn_holder=spawn_holder)
+        run_daemon(mountpoint, pidfile, seccomp_socket=None if no_seccomp_socket else seccomp_socket, spawn_holder=spawn_holder,
+                   shards=shards, log_level=log_level, parent_fd=parent_fd)
     except (ServeError, CgroupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 

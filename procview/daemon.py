@@ -20,6 +20,11 @@ holder (``listener_holder.py``, started here if none answers, before the
 mount) and has every listener the holder kept before readiness is
 announced: containers started after it get both, and containers that
 outlived a previous daemon get their answers back from readiness on.
+
+With ``--shards K`` it is shard 0 of K daemons (``shards.py``): it starts
+the other K-1 before its own mount and is ready once all of them answer.
+A shard is this same daemon, told by ``parent_fd`` where to say it is
+ready and to stop when its parent is gone.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 
 import pyfuse3
 import trio
@@ -38,6 +44,7 @@ from procview.engine import ViewEngine
 from procview.fs import ProcviewFS
 from procview.mounts import FSNAME, FSTYPE, filesystems_at, view_source
 from procview.reattach import Reattacher, live_view, next_scan_in
+from procview.shards import ShardError, ShardGroup
 from procview.supervisor import DEFAULT_SOCKET, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -97,15 +104,26 @@ def serve(
     engine: ViewEngine | None = None,
     seccomp_socket: str | None = DEFAULT_SOCKET,
     spawn_holder: bool = True,
+    shards: int = 1,
+    log_level: str = "info",
+    parent_fd: int | None = None,
 ) -> None:
     """Mount the view at ``mountpoint`` and serve until SIGTERM/SIGINT;
     with ``seccomp_socket``, also answer the sysinfo() and
     sched_getaffinity() calls of the containers handed over there (to the
-    listener holder, started if none answers and ``spawn_holder``)."""
+    listener holder, started if none answers and ``spawn_holder``). With
+    ``shards`` > 1, start and keep shards 1..K-1 (``shards.py``); as a
+    shard (``parent_fd``: the line to shard 0), say READY=1 there and
+    stop when it closes."""
     raise_fd_limit()  # before the engine sizes its kept files by it
+    parent = _parent_line(parent_fd)
     # The mount table names real paths: a mount point given through a
     # symlink must be resolved, or a live procview there would go unseen.
     mountpoint = os.path.realpath(mountpoint)
+    try:
+        group = ShardGroup(mountpoint, shards, log_level)
+    except ShardError as exc:
+        raise ServeError(str(exc)) from None
     prepare_mountpoint(mountpoint)
     engine = engine or ViewEngine()
     supervisor = None
@@ -115,6 +133,33 @@ def serve(
             supervisor.attach()  # before the mount: a holder started here must not inherit /dev/fuse
         except SupervisorError as exc:
             raise ServeError(str(exc)) from None
+    try:
+        group.start()  # before the mount too, for the same reason
+    except ShardError as exc:
+        if supervisor is not None:
+            supervisor.detach()
+        raise ServeError(str(exc)) from None
+    try:
+        _serve_mounted(mountpoint, pidfile, engine, supervisor, group, parent)
+    finally:
+        group.stop()
+
+
+def _parent_line(fd: int | None) -> socket.socket | None:
+    """A shard's line to shard 0, kept from its own children (a
+    re-attaching child holding it would hide the parent's exit)."""
+    if fd is None:
+        return None
+    try:
+        line = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ServeError(f"--parent-fd {fd}: {exc.strerror or exc}") from None
+    line.set_inheritable(False)
+    return line
+
+
+def _serve_mounted(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, group: ShardGroup,
+                   parent: socket.socket | None) -> None:
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     # The source names the mount point: a bind of the view in a container
     # then tells which view it came from, even after its daemon died.
@@ -134,7 +179,7 @@ def serve(
         log.info("mounted at %s", mountpoint)
         try:
             with fuse_loop.installed(fuse_loop.session_fd(fuse_fds_before)) as waiter:
-                trio.run(_run, mountpoint, pidfile, engine, supervisor, waiter)
+                trio.run(_run, mountpoint, pidfile, engine, supervisor, waiter, group, parent)
                 if waiter is not None:
                     log.info("requests: %d read as they came, %d after a wait in trio (trio's I/O %s)",
                              waiter.queued, waiter.waits, "watched" if waiter.watches_trio else "not watched")
@@ -155,10 +200,15 @@ def _fuse_option_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,")
 
 
-async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, waiter) -> None:
+async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, waiter, group: ShardGroup,
+               parent: socket.socket | None) -> None:
     with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held ones arrive now
         async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            nursery.start_soon(_stop_on_signal, signals, stop)
+            if parent is not None:
+                nursery.start_soon(_stop_when_parent_gone, parent, stop)
             if waiter is not None:
                 nursery.start_soon(pyfuse3.main, 1, 1)  # one request task: fuse_loop.py
             else:
@@ -171,17 +221,50 @@ async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervi
             if pidfile:
                 _write_atomically(pidfile, f"{os.getpid()}\n")
             notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
+            if parent is not None:
+                _tell_parent_ready(parent)
             log.info("ready")
+            nursery.start_soon(group.watch)
             view = live_view(mountpoint)
             if view is None:
                 log.warning("%s: cannot find this daemon's own mount: containers' binds of a previous daemon stay dead", mountpoint)
             else:
                 nursery.start_soon(_reattach, Reattacher(view))
-            async for signum in signals:
-                log.info("%s: unmounting", signal.Signals(signum).name)
-                notify_systemd("STOPPING=1")
-                break
+            await stop.wait()
+            notify_systemd("STOPPING=1")
             nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(signals, stop: trio.Event) -> None:
+    async for signum in signals:
+        log.info("%s: unmounting", signal.Signals(signum).name)
+        stop.set()
+        return
+
+
+async def _stop_when_parent_gone(parent: socket.socket, stop: trio.Event) -> None:
+    """A shard stops once shard 0 is gone (its end of the line closed),
+    even killed: no shard outlives the daemon that watches it."""
+    while True:
+        await trio.lowlevel.wait_readable(parent)
+        try:
+            if not parent.recv(64, socket.MSG_DONTWAIT):
+                break
+        except BlockingIOError:
+            continue
+        except OSError:
+            break
+    log.info("shard 0 is gone: unmounting")
+    stop.set()
+
+
+def _tell_parent_ready(parent: socket.socket) -> None:
+    from procview.shards import READY
+
+    try:
+        parent.send(READY)
+    except OSError:
+        pass  # shard 0 is gone: _stop_when_parent_gone stops this shard
 
 
 async def _maintain(engine: ViewEngine) -> None:

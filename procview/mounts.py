@@ -6,10 +6,14 @@ imports it on its start path."""
 from __future__ import annotations
 
 import os
+import zlib
 from collections import namedtuple
 
 FSTYPE = "fuse.procview"
 FSNAME = "procview"
+# ``procview serve VIEW --shards K``: shard 0 is VIEW itself, shard i the
+# daemon mounted at VIEW.shards/i (docs/serve.md, "Shards").
+SHARDS_SUFFIX = ".shards"
 
 
 class Mount(namedtuple("Mount", "mount_id parent_id device root mountpoint options fstype source")):
@@ -107,3 +111,55 @@ def is_live_procview(path: str) -> bool:
     except OSError:
         return False
     return os.path.exists(os.path.join(path, "proc", "meminfo"))
+
+
+# -- shards: which daemon serves a container ----------------------------------------
+
+
+def shard_mountpoint(view: str, index: int) -> str:
+    """Where shard ``index`` of the view at ``view`` is mounted: shard 0 is
+    the view itself (the path LXCFS-style binds name), the others are
+    ``VIEW.shards/INDEX``, beside the view (nothing can be mounted inside a
+    FUSE mount it does not serve)."""
+    return view if index == 0 else os.path.join(view + SHARDS_SUFFIX, str(index))
+
+
+def shard_index(container_id: str, count: int) -> int:
+    """The shard a container's files come from, among ``count``: a hash of
+    its id that every process computes alike (CRC-32; Python's ``hash`` of
+    a string changes from one process to the next)."""
+    return zlib.crc32(container_id.encode()) % count if count > 1 else 0
+
+
+def shard_mountpoints(mounts: list[Mount], view: str) -> list[str]:
+    """The view's shards found in a mount table, shard 0 (``view``) first,
+    then ``VIEW.shards/N`` in order of N: every procview mount there, live
+    or not (a shard being restarted keeps its place)."""
+    prefix = view + SHARDS_SUFFIX + "/"
+    found = {}
+    for mount in mounts:
+        name = mount.mountpoint[len(prefix):]
+        if mount.fstype == FSTYPE and mount.mountpoint.startswith(prefix) and name.isdigit():
+            found[int(name)] = mount.mountpoint
+    return [view] + [found[index] for index in sorted(found)]
+
+
+def view_for_container(view: str, container_id: str) -> str:
+    """The mount point a container's view is bound from: the shard its id
+    hashes to, or ``view`` (shard 0) when that shard does not answer right
+    now. ``view`` is a live view's real path. Every shard is a whole
+    daemon that renders for whoever calls, so any choice is right; the
+    hash only spreads the containers over the daemons."""
+    shards = shard_mountpoints(_own_mounts(), view)
+    chosen = shards[shard_index(container_id, len(shards))]
+    if chosen != view and not _answers(chosen):
+        return view
+    return chosen
+
+
+def _answers(path: str) -> bool:
+    try:
+        os.statvfs(path)  # reaches the daemon (ENOTCONN once it is gone)
+    except OSError:
+        return False
+    return True

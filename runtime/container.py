@@ -147,7 +147,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
             if not config.privileged:
                 _restrict_devices(cgroup, linux)
 
-        view = _find_view(config, warn)
+        view = _find_view(config, container_id, warn)
         agent = None
         if view is not None:
             agent = _connect_agent(config, warn)
@@ -570,14 +570,16 @@ def _environment(image_config: dict, config: ContainerConfig, hostname: str) -> 
     return env
 
 
-def _find_view(config: ContainerConfig, warn) -> str | None:
+def _find_view(config: ContainerConfig, container_id: str, warn) -> str | None:
+    """The procview mount to bind the container's files from: the view's
+    shard for this container (``procview serve --shards``), or None."""
     if not config.use_view:
         return None
     path = os.path.abspath(config.view or DEFAULT_VIEW)
-    from procview.mounts import is_live_procview
+    from procview.mounts import is_live_procview, view_for_container
 
     if is_live_procview(path):
-        return path
+        return view_for_container(os.path.realpath(path), container_id)
     warn(f"no procview view at {path}: the container sees the host's /proc (start 'procview serve {path}')")
     return None
 

@@ -441,9 +441,10 @@ def write_atomically(path, data):
         pass
 
 
-def prepare_bundle(bundle, log, env=None):
-    """Edit ``bundle/config.json`` for the view, or leave it (warnings go
-    to ``log``). Never raises for anything a container could start with."""
+def prepare_bundle(bundle, log, env=None, container_id=""):
+    """Edit ``bundle/config.json`` for the view (bound from the view's
+    shard for ``container_id``), or leave it (warnings go to ``log``).
+    Never raises for anything a container could start with."""
     import json
 
     env = os.environ if env is None else env
@@ -460,13 +461,13 @@ def prepare_bundle(bundle, log, env=None):
         return
     view = env.get("PROCVIEW_VIEW") or DEFAULT_VIEW
     listener = env.get("PROCVIEW_SECCOMP_SOCKET") or DEFAULT_SECCOMP_SOCKET
-    from procview.mounts import is_live_procview
+    from procview.mounts import is_live_procview, view_for_container
 
     if not is_live_procview(view):
         log.write("warning", f"no live procview view at {view} (is procview serve running?): the container's /proc and /sys files are the host's")
         view = None
     else:
-        view = os.path.realpath(view)
+        view = view_for_container(os.path.realpath(view), container_id)
     if not supervisor_listening(listener):
         log.write("warning", f"no procview supervisor listening at {listener}: sysinfo and sched_getaffinity are the kernel's")
         listener = None
@@ -501,7 +502,7 @@ def main(argv=None):
     if command in EDITED_COMMANDS and container_id is not None:
         log = Log(args)
         try:
-            prepare_bundle(bundle, log)
+            prepare_bundle(bundle, log, container_id=container_id)
         except Exception as exc:  # a bug here must not stop the container
             log.write("warning", f"internal error, config.json left as it was: {exc!r}")
     try:

@@ -128,8 +128,9 @@ def live_processes():
 
 
 def procview_serve_pids() -> set[int]:
-    """Pids of every running ``procview serve`` process (zombies excluded)."""
-    return {pid for pid, argv in live_processes() if any(a.endswith(b"procview") for a in argv[:2]) and b"serve" in argv}
+    """Pids of every running ``procview serve`` process (zombies excluded),
+    shards too (``python -m procview serve``)."""
+    return {pid for pid, argv in live_processes() if any(a.endswith(b"procview") for a in argv[:3]) and b"serve" in argv}
 
 
 def listener_holder_pids(socket_path: str | None = None) -> set[int]:
