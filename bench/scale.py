@@ -56,7 +56,7 @@ REPO = os.path.dirname(HERE)
 
 DAEMONS = ("procview", "lxcfs")
 LABEL = {"procview": "procview", "lxcfs": "LXCFS"}
-SPLIT = "procview-split"  # --procview-daemons K: K independent daemons, the containers split between them
+SHARDED = "procview-sharded"  # --procview-shards K: procview serve --shards K
 FILES = ("meminfo", "stat", "uptime", "cpuinfo")  # the order scale_reader.c reads them in
 
 MiB = 1024 * 1024
@@ -157,41 +157,63 @@ class RssSampler:
         self._thread.join()
 
 
-class DaemonGroup:
-    """K independent ``procview serve`` daemons measured as one target:
-    what one process per core could give (each serves its own mount, and
-    container i reads through mount i % K). CPU, RSS and fds are the sums."""
+class ShardedDaemon:
+    """``procview serve --shards K`` measured as one target: each container
+    reads through the shard its name hashes to (``procview.mounts``, as
+    ``procview run`` picks); CPU from the daemon's cgroup, which holds all
+    K processes; RSS and fds summed over them."""
 
-    def __init__(self, daemons: list):
-        self.members = daemons
-        self.name = SPLIT
-        self.mountpoint = ":".join(d.mountpoint for d in daemons)
+    def __init__(self, daemon, shards: int):
+        from procview.mounts import shard_mountpoint
+
+        self.daemon = daemon
+        self.name = SHARDED
+        self.shards = shards
+        self.mountpoint = ":".join(shard_mountpoint(daemon.mountpoint, i) for i in range(shards))
+
+    def mount_of(self, container: str) -> int:
+        from procview.mounts import shard_index
+
+        return shard_index(container, self.shards)
 
     @property
     def pids(self) -> list[int]:
-        return [d.pid for d in self.members]
+        try:
+            with open(f"/proc/{self.daemon.pid}/task/{self.daemon.pid}/children") as f:
+                children = [int(pid) for pid in f.read().split()]
+        except OSError:
+            children = []
+        return [self.daemon.pid] + [pid for pid in children if b"--shard-index" in _cmdline(pid)]
 
     def cpu(self) -> dict:
-        readings = [d.cpu() for d in self.members]
-        return {key: None if any(r[key] is None for r in readings) else sum(r[key] for r in readings) for key in readings[0]}
+        return self.daemon.cpu()
 
     def memory(self) -> dict:
-        readings = [d.memory() for d in self.members]
+        readings = [_util.process_memory(pid) for pid in self.pids]
         return {key: None if any(r[key] is None for r in readings) else sum(r[key] for r in readings) for key in readings[0]}
 
     def check_alive(self) -> None:
-        for daemon in self.members:
-            daemon.check_alive()
+        self.daemon.check_alive()
+        if len(self.pids) != self.shards:
+            raise BenchError(f"procview serve --shards {self.shards}: {len(self.pids)} processes: {self.daemon.log_tail()}")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 class Readers:
     """One ``scale_reader`` and its children (one per container); killed
     with its process group on the way out."""
 
-    def __init__(self, binary: str, mount: str, rounds: int, spec: list[tuple[int, int]], workdir: str):
+    def __init__(self, binary: str, mount: str, rounds: int, spec: list[tuple[int, int, int]], workdir: str):
         spec_path = os.path.join(workdir, "spec.txt")
         with open(spec_path, "w") as f:
-            f.write("".join(f"{kb} {cpus}\n" for kb, cpus in spec))
+            f.write("".join(f"{kb} {cpus} {mount}\n" for kb, cpus, mount in spec))
         self.log_path = os.path.join(workdir, "readers.log")
         with open(self.log_path, "a") as log_file:
             self.popen = subprocess.Popen([binary, mount, str(rounds), spec_path], stdin=subprocess.PIPE,
@@ -240,19 +262,19 @@ class Bench:
             daemon = _util.Daemon(name, argv, self.mounts[name], fstype, cg, self.tmp, daemon_env, log)
             self.daemons[name] = daemon
             self.stack.callback(daemon.stop)
-        for index in range(1, args.procview_daemons):
-            name = f"procview-{index + 1}"
+        if args.procview_shards > 1:
+            name = SHARDED
             mount = os.path.join(self.tmp, name)
-            argv = [sys.executable, "-m", "procview", "serve", mount, "--log-level", "warning", "--no-seccomp-socket"]
+            argv = [sys.executable, "-m", "procview", "serve", mount, "--log-level", "warning", "--no-seccomp-socket",
+                    "--shards", str(args.procview_shards)]
             daemon = _util.Daemon(name, argv, mount, "fuse.procview", self.cgroups.make(f"daemon-{name}"), self.tmp, env, log)
             self.daemons[name] = daemon
             self.stack.callback(daemon.stop)
         for daemon in self.daemons.values():
             daemon.wait_ready()
         self.targets = {name: self.daemons[name] for name in DAEMONS}
-        if args.procview_daemons > 1:
-            members = [self.daemons["procview"]] + [self.daemons[f"procview-{i + 1}"] for i in range(1, args.procview_daemons)]
-            self.targets[SPLIT] = DaemonGroup(members)
+        if args.procview_shards > 1:
+            self.targets[SHARDED] = ShardedDaemon(self.daemons[SHARDED], args.procview_shards)
         log("daemons ready: " + ", ".join(f"{d.name} pid {d.pid}" for d in self.daemons.values()))
         self.results["setup"] = {
             "cgroup_layout": self.cgroups.layout,
@@ -261,7 +283,7 @@ class Bench:
             "procview_src": os.path.abspath(args.procview_src) if args.procview_src else REPO,
             "settle_s": args.settle,
             "start": {name: d.memory() for name, d in self.daemons.items()},
-            "procview_daemons": args.procview_daemons,
+            "procview_shards": args.procview_shards,
         }
 
     def round(self, containers: int, target: str) -> dict:
@@ -276,7 +298,8 @@ class Bench:
         for index in range(containers):
             memory, quota, cpus = container_limits(index, self.host_cpus)
             made.append(self.cgroups.make(f"{group}/c{index}", memory, quota))
-            spec.append((memory // 1024, cpus))
+            mount = daemon.mount_of(f"{group}-c{index}") if isinstance(daemon, ShardedDaemon) else 0
+            spec.append((memory // 1024, cpus, mount))
         readers = Readers(self.reader, daemon.mountpoint, rounds, spec, self.tmp)
         try:
             pids = readers.pids()
@@ -350,8 +373,8 @@ def _f(value, digits=0) -> str:
 
 
 def _label(target: str, setup: dict) -> str:
-    if target == SPLIT:
-        return f"procview, {setup['procview_daemons']} daemons"
+    if target == SHARDED:
+        return f"procview, {setup['procview_shards']} shards"
     return LABEL[target]
 
 
@@ -386,9 +409,9 @@ def render(results: dict) -> str:
         if "procview" in pair and "lxcfs" in pair:
             ratio = pair["procview"]["reads_per_s"] / pair["lxcfs"]["reads_per_s"]
             verdict = f"N = {n:,}: procview {ratio:.2f}× LXCFS's reads/s"
-            if SPLIT in pair:
-                split = pair[SPLIT]["reads_per_s"] / pair["lxcfs"]["reads_per_s"]
-                verdict += f" ({setup['procview_daemons']} daemons: {split:.2f}×)"
+            if SHARDED in pair:
+                sharded = pair[SHARDED]["reads_per_s"] / pair["lxcfs"]["reads_per_s"]
+                verdict += f" ({setup['procview_shards']} shards: {sharded:.2f}×)"
             verdicts.append(verdict)
     wrong = sum(e["wrong"] for e in results["rounds"])
     lines.append("; ".join(verdicts) + f". Wrong values in all: {wrong}.")
@@ -412,15 +435,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--procview-src", metavar="DIR", help="run procview serve from this source tree (PYTHONPATH)")
     parser.add_argument("--lxcfs", default="lxcfs", help="the LXCFS binary (default: lxcfs on PATH)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory (daemon logs)")
-    parser.add_argument("--procview-daemons", type=int, default=1, metavar="K",
-                        help="also measure K independent procview daemons, the containers split between their mounts "
-                             "(what one process per core could give; default 1: not measured)")
+    parser.add_argument("--procview-shards", type=int, default=1, metavar="K",
+                        help="also measure procview serve --shards K, each container reading through the shard its "
+                             "name hashes to (default 1: not measured)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if any(n < 1 or n > 10000 for n in args.containers):
         parser.error("--containers: each N must be between 1 and 10000")
-    if not 1 <= args.procview_daemons <= 16:
-        parser.error("--procview-daemons: K must be between 1 and 16")
+    if not 1 <= args.procview_shards <= 64:
+        parser.error("--procview-shards: K must be between 1 and 64")
     if args.reads < 1 or args.min_rounds < 1 or args.settle < 0:
         parser.error("--reads and --min-rounds must be at least 1, --settle at least 0")
     return args

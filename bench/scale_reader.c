@@ -147,7 +147,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: scale_reader MOUNT[:MOUNT...] ROUNDS SPEC\n");
         return 2;
     }
-    /* Several mounts (independent daemons): container i reads through mount i % count. */
+    /* Several mounts (the shards of one view): container i reads through
+       the mount its spec line names (third field; 0 if none). */
     static char *mounts[MAX_CONTAINERS];
     int mount_count = 0;
     for (char *m = strtok(argv[1], ":"); m && mount_count < MAX_CONTAINERS; m = strtok(NULL, ":"))
@@ -159,14 +160,26 @@ int main(int argc, char **argv) {
     int rounds = atoi(argv[2]);
     static long memtotal[MAX_CONTAINERS];
     static int cpus[MAX_CONTAINERS];
+    static int mount_of[MAX_CONTAINERS];
     int n = 0;
     FILE *spec = fopen(argv[3], "r");
     if (!spec) {
         perror(argv[3]);
         return 2;
     }
-    while (n < MAX_CONTAINERS && fscanf(spec, "%ld %d", &memtotal[n], &cpus[n]) == 2)
+    char spec_line[128];
+    while (n < MAX_CONTAINERS && fgets(spec_line, sizeof spec_line, spec)) {
+        int fields = sscanf(spec_line, "%ld %d %d", &memtotal[n], &cpus[n], &mount_of[n]);
+        if (fields < 2)
+            break;
+        if (fields == 2)
+            mount_of[n] = 0;
+        if (mount_of[n] < 0 || mount_of[n] >= mount_count) {
+            fprintf(stderr, "scale_reader: container %d: no mount %d\n", n, mount_of[n]);
+            return 2;
+        }
         n++;
+    }
     fclose(spec);
     if (n == 0 || rounds < 1) {
         fprintf(stderr, "scale_reader: no containers or no rounds\n");
@@ -198,7 +211,7 @@ int main(int argc, char **argv) {
         if (pid == 0) {
             close(go[1]);
             prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives the parent */
-            child(mounts[i % mount_count], rounds, memtotal[i], cpus[i], go[0], &slots[i], latencies + i * per_child);
+            child(mounts[mount_of[i]], rounds, memtotal[i], cpus[i], go[0], &slots[i], latencies + i * per_child);
             _exit(0);
         }
         pids[i] = pid;

@@ -299,7 +299,7 @@ def test_a_thousand_containers_coming_and_going(sandbox, daemon, scale_bench, sc
         for index in range(PER_WAVE):
             memory, quota, cpus = scale_bench.container_limits(wave * PER_WAVE + index, host_cpus)
             made.append(sandbox.cgroup(f"w{wave}c{index}", memory=memory, cpus=quota[0] / quota[1], period=quota[1]))
-            spec.append((memory // 1024, cpus))
+            spec.append((memory // 1024, cpus, 0))
         readers = scale_bench.Readers(scale_reader, daemon.mount, ROUNDS, spec, str(tmp_path))
         try:
             for cg, pid in zip(made, readers.pids()):
