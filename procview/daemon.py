@@ -225,7 +225,8 @@ async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervi
                 _tell_parent_ready(parent)
             log.info("ready")
             nursery.start_soon(group.watch)
-            view = live_view(mountpoint)
+            # Shard 0 also takes over the binds of shards it no longer runs.
+            view = live_view(mountpoint, shards=None if parent is not None else len(group.shards) + 1)
             if view is None:
                 log.warning("%s: cannot find this daemon's own mount: containers' binds of a previous daemon stay dead", mountpoint)
             else:

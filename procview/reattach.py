@@ -50,7 +50,7 @@ import tempfile
 import time
 from collections import namedtuple
 
-from procview.mounts import FSTYPE, Mount, mount_at, parse_mountinfo, top_mount, view_source
+from procview.mounts import FSTYPE, SHARDS_SUFFIX, Mount, mount_at, parse_mountinfo, top_mount, view_source
 from procview.runtime import linux as kernel
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,10 @@ REPAIR_TIMEOUT = 60.0  # seconds: bounds a child stuck on a hung file system (an
 ANSWERING_RECHECK = 60.0  # seconds before a bind that answered (another daemon's) is checked again
 
 
-class LiveView(namedtuple("LiveView", "mountpoint source device")):
+class LiveView(namedtuple("LiveView", "mountpoint source device shards", defaults=(None,))):
     """This daemon's mount: its path, its FUSE source and its connection's
-    ``major:minor``."""
+    ``major:minor``; for shard 0 of ``procview serve --shards K``, K (it
+    adopts the binds of shards K and above, see ``is_retired_shard``)."""
 
     __slots__ = ()
 
@@ -98,9 +99,21 @@ def stale_binds(mounts: list[Mount], view: LiveView) -> list[Mount]:
     parents = {mount.parent_id for mount in mounts}
     return [
         mount for mount in mounts
-        if mount.fstype == FSTYPE and mount.source == view.source and mount.device != view.device
-        and mount.mount_id not in parents
+        if mount.fstype == FSTYPE and (mount.source == view.source or is_retired_shard(mount.source, view))
+        and mount.device != view.device and mount.mount_id not in parents
     ]
+
+
+def is_retired_shard(source: str, view: LiveView) -> bool:
+    """Whether ``source`` is a shard of ``view`` that no daemon will serve
+    again: numbered K or above, ``view`` being shard 0 of K (serve was
+    started again with fewer shards). Shard 0 re-attaches such binds to
+    itself; a shard below K re-attaches its own."""
+    if view.shards is None:
+        return False
+    prefix = f"{view.source}{SHARDS_SUFFIX}/"
+    index = source[len(prefix):]
+    return source.startswith(prefix) and index.isdigit() and int(index) >= view.shards
 
 
 def may_hold_stale_binds(mountinfo_text: str) -> bool:
@@ -172,13 +185,14 @@ def namespace_inode(link: str) -> int | None:
 # -- the daemon's side: find the namespaces ----------------------------------------
 
 
-def live_view(mountpoint: str) -> LiveView | None:
+def live_view(mountpoint: str, shards: int | None = None) -> LiveView | None:
     """This daemon's view at ``mountpoint``, from its own mount table (None
-    if the top mount there is not a procview: nothing to re-attach to)."""
+    if the top mount there is not a procview: nothing to re-attach to);
+    ``shards``: K, for shard 0 of K."""
     mount = mount_at(mountpoint)
     if mount is None or mount.fstype != FSTYPE:
         return None
-    return LiveView(mountpoint, view_source(mountpoint), mount.device)
+    return LiveView(mountpoint, view_source(mountpoint), mount.device, shards)
 
 
 def mount_namespaces(proc: str = "/proc") -> dict[int, int]:

@@ -26,7 +26,7 @@ from .serve_helpers import (  # noqa: F401 (fixtures)
     serve_daemons,
 )
 from .test_lifecycle import pv, root  # noqa: F401 (fixture)
-from .test_reattach import READER, Reads, own_limit
+from .test_reattach import NOT_CONNECTED, READER, Reads, own_limit
 from .test_run import state_root  # noqa: F401 (fixture)
 
 TIMEOUT = 300  # bounds a hang only (the cgroup2 VM emulates its CPU)
@@ -104,6 +104,29 @@ def test_shards_stop_when_shard_0_is_killed_and_a_new_serve_takes_the_mounts_bac
     again = serve_daemons.start(daemon.mount, args=("--shards", "3"))
     assert sorted(shard_pids(again)) == [1, 2] and len(shard_mounts(again)) == 2, again.describe()
     assert mounts_at(daemon.mount) == ["fuse.procview"], "the dead mount was replaced, not stacked on"
+
+
+def test_after_a_crash_serve_with_fewer_shards_takes_over_the_binds_of_the_shards_it_no_longer_runs(
+        serve_daemons, sandbox, tmp_path):
+    daemon = serve_daemons.start(args=("--shards", "3"))
+    cg = sandbox.cgroup("reader", memory=232 * 2**20, cpuset={0})
+    output = tmp_path / "reads"
+    with open(output, "w") as out:
+        sandbox.start(cg, container_argv(shard_mountpoint(daemon.mount, 2), ["sh", "-c", READER]), stdout=out,
+                      stderr=subprocess.STDOUT)
+    reads = Reads(output.read_text)
+    reads.wait_for(0, own_limit(232 * 1024, "0"))
+    pids = set(shard_pids(daemon).values())
+    daemon.popen.kill()
+    daemon.popen.wait(timeout=TIMEOUT)
+    wait_until(lambda: not (pids & {pid for pid, _ in live_processes()}), timeout=TIMEOUT)
+    reads.wait_for(reads.last_number(), NOT_CONNECTED)
+
+    # Two shards now: no daemon serves shard 2 again, so shard 0 binds its
+    # own files over the container's dead ones.
+    again = serve_daemons.start(daemon.mount, args=("--shards", "2", "--log-level", "debug"))
+    reads.wait_for(reads.last_number(), own_limit(232 * 1024, "0"))
+    assert "reattach" in again.log(), again.describe()
 
 
 def test_procview_run_binds_each_container_from_the_shard_its_id_hashes_to(root, serve_daemons):

@@ -94,6 +94,23 @@ def test_only_uncovered_leaves_of_this_view_on_another_connection_are_stale():
     assert [b.mount_id for b in binds] == [51, 62, 65, 69]
 
 
+def _shard_binds(*indexes: int) -> list[Mount]:
+    return [Mount(80 + i, 49, f"0:{40 + i}", "/proc/meminfo", f"/proc/meminfo{i}", "rw", "fuse.procview",
+                  f"procview:/var/lib/procview.shards/{i}" if i else "procview:/var/lib/procview") for i in indexes]
+
+
+def test_shard_0_of_k_adopts_the_binds_of_shards_k_and_above_only():
+    binds = _shard_binds(0, 1, 2, 3, 11)
+    shard_0_of_2 = RUN_VIEW._replace(shards=2)
+    assert [b.mount_id for b in reattach.stale_binds(binds, shard_0_of_2)] == [80, 82, 83, 91]
+    assert [b.mount_id for b in reattach.stale_binds(binds, RUN_VIEW._replace(shards=1))] == [80, 81, 82, 83, 91]
+    assert [b.mount_id for b in reattach.stale_binds(binds, RUN_VIEW)] == [80], "a shard (no K) keeps to its own"
+    other = [m._replace(source=m.source.replace("/var/lib/procview", "/var/lib/procview2")) for m in binds]
+    assert reattach.stale_binds(other, shard_0_of_2) == [], "another view's shards are not ours"
+    odd = [m._replace(source="procview:/var/lib/procview.shards/x") for m in binds[1:2]]
+    assert reattach.stale_binds(odd, RUN_VIEW._replace(shards=1)) == []
+
+
 def test_the_quick_look_skips_namespaces_without_a_procview_mount():
     assert reattach.may_hold_stale_binds(fixture("unshare-mixed.txt"))
     assert reattach.may_hold_stale_binds(fixture("procview-run-after-restart.txt"))
