@@ -37,7 +37,7 @@ from procview.host import (
 )
 from procview.identity import Container, Identity
 from procview.inotify import WriteWatch
-from procview.views._inputs import ContainerMemory, ContainerTime, TaskCensus
+from procview.views._inputs import ContainerMemory, ContainerTime, TaskCensus, ThreadStates
 from procview.views.meminfo import kib, ram_fields, sysinfo_memory
 from procview.views.cpuview import CpuView, compute_cpu_view
 
@@ -127,6 +127,7 @@ class ViewEngine:
         self._timens_offsets: dict[str, tuple[float, float]] = {}
         self._ram_counters: dict[tuple, tuple[float, object]] = {}  # container key -> (opened, CounterFile)
         self._cpuinfo_renders: dict[tuple, str] = {}  # (host text, CPU view) -> text
+        self._censuses: dict[tuple, tuple[float, float, int, ThreadStates | None]] = {}  # container key -> (taken, expires, pid ns level, census)
 
     # -- public ---------------------------------------------------------------
 
@@ -332,6 +333,7 @@ class ViewEngine:
         self.stat_history.forget(key)
         self.loads.forget(key)
         self._limits.pop(key, None)
+        self._censuses.pop(key, None)
         entry = self._ram_counters.pop(key, None)
         if entry is not None:
             entry[1].close()
@@ -360,8 +362,62 @@ class ViewEngine:
         return parse_meminfo(self.host.read("/proc/meminfo") or "")
 
     # Containers with at most this many threads have their threads'
-    # /proc/TID/status files kept open (see _Request.census).
+    # /proc/TID/status files kept open (see take_census).
     KEPT_THREADS = 32
+
+    # A census is shared by the container's reads for one clock tick
+    # (1/USER_HZ s, the unit of a task's times in /proc): readers that come back to
+    # back, a benchmark or a shell loop, pay for one census per tick, not
+    # one per read. The kernel's running/total counts are instantaneous,
+    # LXCFS's up to 5 s old (its load thread's last sample); procview's
+    # are at most one tick old, and each reader still counts itself as
+    # running (``ThreadStates.seen_by``).
+    CENSUS_TTL = 1.0 / USER_HZ
+
+    def thread_states(self, container: Container) -> ThreadStates | None:
+        """The census of ``container``'s threads, taken at most CENSUS_TTL
+        ago (None when its cgroup cannot be listed)."""
+        now = self.clock.monotonic()
+        kept = self._censuses.get(container.key)
+        if kept is not None and kept[0] <= now < kept[1] and kept[2] == container.pidns_level:
+            return kept[3]
+        states = self.take_census(container)
+        if len(self._censuses) >= 4096:
+            self._censuses.clear()
+        self._censuses[container.key] = (now, now + self.CENSUS_TTL, container.pidns_level, states)
+        return states
+
+    def take_census(self, container: Container) -> ThreadStates | None:
+        """Every thread of the container's cgroup (and its descendants) and
+        its state, from /proc/TID/status; None when the cgroup cannot be
+        listed."""
+        tids = container.cgroup.threads()
+        if tids is None:
+            return None
+        threads = running = blocked = 0
+        last_pid = 0
+        not_running: dict[int, str] = {}
+        level = container.pidns_level
+        # A small container's status files are kept open and re-read with
+        # pread, like its counters; a big one's are read by path, so that
+        # its threads do not push every other container's files out.
+        read = self.read_host_file if len(tids) <= self.KEPT_THREADS else self.host.read
+        for tid in tids:
+            text = read(f"/proc/{tid}/status")
+            status = parse_proc_status(text) if text else None
+            if status is None:
+                continue  # exited since the cgroup listed it
+            threads += 1
+            state = status.state
+            if state == "R":
+                running += 1
+            else:
+                not_running[tid] = state
+                if state == "D":
+                    blocked += 1
+            if len(status.nspid) > level:
+                last_pid = max(last_pid, status.nspid[level])
+        return ThreadStates(TaskCensus(threads, running, blocked, last_pid), not_running)
 
     # A container's limits are read once and kept while no file in the
     # directories they came from is written (``inotify.WriteWatch``: a
@@ -647,34 +703,9 @@ class _Request:
 
     @functools.cached_property
     def census(self) -> TaskCensus | None:
-        """The container's threads, read from the cgroup and /proc/TID/status."""
-        tids = self.cgroup.threads()
-        if tids is None:
-            return None
-        threads = running = blocked = 0
-        last_pid = 0
-        level = self.container.pidns_level
-        engine = self.engine
-        caller = self.container.caller_pid
-        # A small container's status files are kept open and re-read with
-        # pread, like its counters; a big one's are read by path, so that
-        # its threads do not push every other container's files out.
-        read = engine.read_host_file if len(tids) <= engine.KEPT_THREADS else engine.host.read
-        for tid in tids:
-            text = read(f"/proc/{tid}/status")
-            status = parse_proc_status(text) if text else None
-            if status is None:
-                continue  # exited since the cgroup listed it
-            threads += 1
-            if tid == caller or status.state == "R":
-                # The reader is running as far as it knows: it is inside
-                # read(), though it waits on FUSE (state D) while we render.
-                running += 1
-            elif status.state == "D":
-                blocked += 1
-            if len(status.nspid) > level:
-                last_pid = max(last_pid, status.nspid[level])
-        return TaskCensus(threads, running, blocked, last_pid)
+        """The container's threads as this request's caller sees them."""
+        states = self.engine.thread_states(self.container)
+        return None if states is None else states.seen_by(self.container.caller_pid)
 
 
 def _kept_files_limit() -> int:
