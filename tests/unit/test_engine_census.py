@@ -20,18 +20,13 @@ def counts(engine: ViewEngine, pid: int) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def start_thread(root, tid: int, ns_pid: int, state: str = "R") -> None:
-    """Thread ``tid`` (``ns_pid`` in ctr's namespace) appears in ctr: in
-    /proc (a copy of 201, another python3 thread) and in every task list
-    of ctr's cgroup directories."""
+def start_thread(root, tid: int, ns_pid: int, state: str = "R", start: int = 8640131) -> None:
+    """Thread ``tid`` (``ns_pid`` in ctr's namespace, started ``start``
+    ticks after boot) appears in ctr: in /proc (a copy of 201, another
+    python3 thread) and in every task list of ctr's cgroup directories."""
     proc = root / "proc"
     shutil.copytree(proc / "201", proc / str(tid), symlinks=True)
-    status = (proc / "201" / "status").read_text()
-    status = status.replace("NSpid:\t201\t2", f"NSpid:\t{tid}\t{ns_pid}").replace("State:\tR (running)", f"State:\t{state}")
-    assert f"NSpid:\t{tid}\t{ns_pid}" in status
-    (proc / str(tid) / "status").write_text(status)
-    stat = (proc / "201" / "stat").read_text()
-    (proc / str(tid) / "stat").write_text(stat.replace("201 (python3) R", f"{tid} (python3) {state}", 1))
+    write_thread(root, tid, ns_pid, state, start)
     lists = [
         os.path.join(directory, name)
         for directory, _dirs, files in os.walk(root)
@@ -43,6 +38,18 @@ def start_thread(root, tid: int, ns_pid: int, state: str = "R") -> None:
     for path in lists:
         with open(path, "a") as f:
             f.write(f"{tid}\n")
+
+
+def write_thread(root, tid: int, ns_pid: int, state: str, start: int) -> None:
+    """Thread ``tid``'s status and stat: 201's with these values."""
+    proc = root / "proc"
+    status = (proc / "201" / "status").read_text()
+    status = status.replace("NSpid:\t201\t2", f"NSpid:\t{tid}\t{ns_pid}").replace("State:\tR (running)", f"State:\t{state}")
+    assert f"NSpid:\t{tid}\t{ns_pid}" in status
+    (proc / str(tid) / "status").write_text(status)
+    stat = (proc / "201" / "stat").read_text().replace("201 (python3) R", f"{tid} (python3) {state}", 1)
+    assert " 8640131 " in stat  # field 22, the start time
+    (proc / str(tid) / "stat").write_text(stat.replace(" 8640131 ", f" {start} ", 1))
 
 
 def test_each_reader_counts_itself_running_in_a_shared_census(machine):
@@ -88,3 +95,32 @@ def test_a_blocked_reader_counts_as_running_not_blocked(machine):
     assert re.search(r"^procs_running 2$", stat_by_203, re.M) and re.search(r"^procs_blocked 0$", stat_by_203, re.M)
     assert counts(engine, 203) == ("2/4", "6")
 
+
+
+def test_a_threads_status_is_read_once_not_at_every_census(machine, monkeypatch):
+    """The census reads each thread's stat (its state); its status, three
+    times the work, only for a thread it has not seen, for the thread's pid
+    in the container's namespace, which never changes."""
+    import procview.engine
+
+    root, engine = machine
+    statuses = []
+    real = procview.engine.parse_proc_status
+    monkeypatch.setattr(procview.engine, "parse_proc_status", lambda text: statuses.append(text) or real(text))
+    assert counts(engine, 201) == ("1/3", "5")
+    assert len(statuses) == 3  # 200, 201, 210
+    engine.clock.now += 1 / USER_HZ
+    start_thread(root, 203, 6)
+    assert counts(engine, 201) == ("2/4", "6")
+    assert len(statuses) == 4  # 203 alone
+
+
+def test_a_reused_thread_id_is_a_new_thread(machine):
+    """A thread id the kernel gave again (after going through pid_max) is
+    told apart by its start time: its pid in the namespace is read anew."""
+    root, engine = machine
+    start_thread(root, 203, 6)
+    assert counts(engine, 201) == ("2/4", "6")
+    write_thread(root, 203, 4, "S", start=8650000)  # 203 exited, and a new thread got its id
+    engine.clock.now += 1 / USER_HZ
+    assert counts(engine, 201) == ("1/4", "5")
