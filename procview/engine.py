@@ -376,12 +376,12 @@ class ViewEngine:
     # itself as running (``ThreadStates.seen_by``).
     CENSUS_TTL = 1.0 / USER_HZ
 
-    def thread_states(self, container: Container) -> ThreadStates | None:
-        """The census of ``container``'s threads, taken at most CENSUS_TTL
-        ago (None when its cgroup cannot be listed)."""
+    def thread_states(self, container: Container, key: tuple) -> ThreadStates | None:
+        """The census of ``container``'s threads (``key``: its key), taken
+        at most CENSUS_TTL ago (None when its cgroup cannot be listed)."""
         now = self.clock.monotonic()
         level = container.pidns_level
-        kept = self._censuses.get(container.key)
+        kept = self._censuses.get(key)
         if kept is not None and kept[2] == level:
             if kept[0] <= now < kept[1]:
                 return kept[3]
@@ -391,7 +391,7 @@ class ViewEngine:
         states, ns_pids = self.take_census(container.cgroup, level, known_pids)
         if len(self._censuses) >= 4096:
             self._censuses.clear()
-        self._censuses[container.key] = (now, now + self.CENSUS_TTL, level, states, ns_pids)
+        self._censuses[key] = (now, now + self.CENSUS_TTL, level, states, ns_pids)
         return states
 
     def take_census(self, cgroup, level: int, known_pids: dict) -> tuple[ThreadStates | None, dict]:
@@ -610,9 +610,9 @@ class ViewEngine:
         return render_loadavg(self._load_averages(request), census)
 
     def _load_averages(self, request: "_Request"):
-        """The container's load averages; a census (every thread's status)
+        """The container's load averages; a census (every thread's state)
         is taken only when the request has one or a sample is due."""
-        key, now = request.container.key, self.clock.monotonic()
+        key, now = request.container_key, self.clock.monotonic()
         needs_census = "census" in request.__dict__ or self.loads.is_due(key, now)
         return self.loads.averages(key, request.census if needs_census else None, now)
 
@@ -728,9 +728,14 @@ class _Request:
         return ContainerTime(uptime, btime, age)
 
     @functools.cached_property
+    def container_key(self) -> tuple:
+        """``container.key``, made once (it sorts the cgroup's paths)."""
+        return self.container.key
+
+    @functools.cached_property
     def census(self) -> TaskCensus | None:
         """The container's threads as this request's caller sees them."""
-        states = self.engine.thread_states(self.container)
+        states = self.engine.thread_states(self.container, self.container_key)
         return None if states is None else states.seen_by(self.container.caller_pid)
 
 

@@ -75,4 +75,5 @@ class ThreadStates(NamedTuple):
         census = self.census
         if state is None:
             return census  # running already, or not one of the census's threads
-        return census._replace(running=census.running + 1, blocked=census.blocked - (state == "D"))
+        threads, running, blocked, last_pid = census
+        return TaskCensus(threads, running + 1, blocked - (state == "D"), last_pid)
