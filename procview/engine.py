@@ -399,7 +399,7 @@ class ViewEngine:
         from /proc/TID/stat (None when the cgroup cannot be listed), and
         the pid of each in the container's namespace (``NSpid`` at
         ``level``), by (thread id, start time): a thread's pid there never
-        changes, so /proc/TID/status, three times the work of its stat, is
+        changes, so /proc/TID/status, twice the work of its stat, is
         read only for threads the last census did not see (``known_pids``,
         the last census's map)."""
         tids = cgroup.threads()

@@ -98,9 +98,9 @@ def test_a_blocked_reader_counts_as_running_not_blocked(machine):
 
 
 def test_a_threads_status_is_read_once_not_at_every_census(machine, monkeypatch):
-    """The census reads each thread's stat (its state); its status, three
-    times the work, only for a thread it has not seen, for the thread's pid
-    in the container's namespace, which never changes."""
+    """The census reads each thread's stat (its state); its status, twice
+    the work, only for a thread it has not seen, for the thread's pid in
+    the container's namespace, which never changes."""
     import procview.engine
 
     root, engine = machine
