@@ -29,6 +29,7 @@ from procview.host import (
     HostFiles,
     parse_btime,
     parse_meminfo,
+    parse_proc_pid_stat,
     parse_proc_status,
     parse_timens_boottime_offset,
     parse_uptime,
@@ -37,7 +38,7 @@ from procview.host import (
 )
 from procview.identity import Container, Identity
 from procview.inotify import WriteWatch
-from procview.views._inputs import ContainerMemory, ContainerTime, TaskCensus
+from procview.views._inputs import ContainerMemory, ContainerTime, TaskCensus, ThreadStates
 from procview.views.meminfo import kib, ram_fields, sysinfo_memory
 from procview.views.cpuview import CpuView, compute_cpu_view
 
@@ -127,6 +128,8 @@ class ViewEngine:
         self._timens_offsets: dict[str, tuple[float, float]] = {}
         self._ram_counters: dict[tuple, tuple[float, object]] = {}  # container key -> (opened, CounterFile)
         self._cpuinfo_renders: dict[tuple, str] = {}  # (host text, CPU view) -> text
+        # container key -> (taken, expires, pid ns level, census, each thread's pid in the container's namespace)
+        self._censuses: dict[tuple, tuple[float, float, int, ThreadStates | None, dict]] = {}
 
     # -- public ---------------------------------------------------------------
 
@@ -332,6 +335,7 @@ class ViewEngine:
         self.stat_history.forget(key)
         self.loads.forget(key)
         self._limits.pop(key, None)
+        self._censuses.pop(key, None)
         entry = self._ram_counters.pop(key, None)
         if entry is not None:
             entry[1].close()
@@ -360,8 +364,86 @@ class ViewEngine:
         return parse_meminfo(self.host.read("/proc/meminfo") or "")
 
     # Containers with at most this many threads have their threads'
-    # /proc/TID/status files kept open (see _Request.census).
+    # /proc/TID/stat files kept open (see take_census).
     KEPT_THREADS = 32
+
+    # A census is shared by the container's reads for one clock tick
+    # (1/USER_HZ s, the unit of a task's times in /proc): readers that come
+    # back to back, a benchmark or a shell loop, pay for one census per
+    # tick, not one per read. The kernel's running/total counts are
+    # instantaneous, LXCFS's up to 5 s old (its load thread's last sample);
+    # procview's are at most one tick old, and each reader still counts
+    # itself as running (``ThreadStates.seen_by``).
+    CENSUS_TTL = 1.0 / USER_HZ
+
+    def thread_states(self, container: Container, key: tuple) -> ThreadStates | None:
+        """The census of ``container``'s threads (``key``: its key), taken
+        at most CENSUS_TTL ago (None when its cgroup cannot be listed)."""
+        now = self.clock.monotonic()
+        level = container.pidns_level
+        kept = self._censuses.get(key)
+        if kept is not None and kept[2] == level:
+            if kept[0] <= now < kept[1]:
+                return kept[3]
+            known_pids = kept[4]
+        else:
+            known_pids = {}
+        states, ns_pids = self.take_census(container.cgroup, level, known_pids)
+        if len(self._censuses) >= 4096:
+            self._censuses.clear()
+        self._censuses[key] = (now, now + self.CENSUS_TTL, level, states, ns_pids)
+        return states
+
+    def take_census(self, cgroup, level: int, known_pids: dict) -> tuple[ThreadStates | None, dict]:
+        """Every thread of ``cgroup`` (and its descendants) and its state,
+        from /proc/TID/stat (None when the cgroup cannot be listed), and
+        the pid of each in the container's namespace (``NSpid`` at
+        ``level``), by (thread id, start time): a thread's pid there never
+        changes, so /proc/TID/status, twice the work of its stat, is
+        read only for threads the last census did not see (``known_pids``,
+        the last census's map)."""
+        tids = cgroup.threads()
+        if tids is None:
+            return None, {}
+        threads = running = blocked = 0
+        last_pid = 0
+        not_running: dict[int, str] = {}
+        ns_pids: dict[tuple[int, int], int] = {}
+        # A small container's stat files are kept open and re-read with
+        # pread, like its counters; a big one's are read by path, so that
+        # its threads do not push every other container's files out.
+        read = self.read_host_file if len(tids) <= self.KEPT_THREADS else self.host.read
+        for tid in tids:
+            text = read(f"/proc/{tid}/stat")
+            stat = parse_proc_pid_stat(text) if text else None
+            if stat is None:
+                continue  # exited since the cgroup listed it
+            thread = (tid, stat.starttime)  # a reused thread id has another start time
+            ns_pid = known_pids.get(thread)
+            if ns_pid is None:
+                ns_pid = tid if level == 0 else self._namespace_pid(tid, level)
+                if ns_pid is None:
+                    continue  # exited since its stat was read
+            ns_pids[thread] = ns_pid
+            threads += 1
+            state = stat.state
+            if state == "R":
+                running += 1
+            else:
+                not_running[tid] = state
+                if state == "D":
+                    blocked += 1
+            last_pid = max(last_pid, ns_pid)
+        return ThreadStates(TaskCensus(threads, running, blocked, last_pid), not_running), ns_pids
+
+    def _namespace_pid(self, tid: int, level: int) -> int | None:
+        """Thread ``tid``'s pid in the pid namespace ``level`` deep (0 where
+        it has none that deep), or None if it is gone."""
+        text = self.host.read(f"/proc/{tid}/status")
+        status = parse_proc_status(text) if text else None
+        if status is None:
+            return None
+        return status.nspid[level] if len(status.nspid) > level else 0
 
     # A container's limits are read once and kept while no file in the
     # directories they came from is written (``inotify.WriteWatch``: a
@@ -528,9 +610,9 @@ class ViewEngine:
         return render_loadavg(self._load_averages(request), census)
 
     def _load_averages(self, request: "_Request"):
-        """The container's load averages; a census (every thread's status)
+        """The container's load averages; a census (every thread's state)
         is taken only when the request has one or a sample is due."""
-        key, now = request.container.key, self.clock.monotonic()
+        key, now = request.container_key, self.clock.monotonic()
         needs_census = "census" in request.__dict__ or self.loads.is_due(key, now)
         return self.loads.averages(key, request.census if needs_census else None, now)
 
@@ -646,35 +728,15 @@ class _Request:
         return ContainerTime(uptime, btime, age)
 
     @functools.cached_property
+    def container_key(self) -> tuple:
+        """``container.key``, made once (it sorts the cgroup's paths)."""
+        return self.container.key
+
+    @functools.cached_property
     def census(self) -> TaskCensus | None:
-        """The container's threads, read from the cgroup and /proc/TID/status."""
-        tids = self.cgroup.threads()
-        if tids is None:
-            return None
-        threads = running = blocked = 0
-        last_pid = 0
-        level = self.container.pidns_level
-        engine = self.engine
-        caller = self.container.caller_pid
-        # A small container's status files are kept open and re-read with
-        # pread, like its counters; a big one's are read by path, so that
-        # its threads do not push every other container's files out.
-        read = engine.read_host_file if len(tids) <= engine.KEPT_THREADS else engine.host.read
-        for tid in tids:
-            text = read(f"/proc/{tid}/status")
-            status = parse_proc_status(text) if text else None
-            if status is None:
-                continue  # exited since the cgroup listed it
-            threads += 1
-            if tid == caller or status.state == "R":
-                # The reader is running as far as it knows: it is inside
-                # read(), though it waits on FUSE (state D) while we render.
-                running += 1
-            elif status.state == "D":
-                blocked += 1
-            if len(status.nspid) > level:
-                last_pid = max(last_pid, status.nspid[level])
-        return TaskCensus(threads, running, blocked, last_pid)
+        """The container's threads as this request's caller sees them."""
+        states = self.engine.thread_states(self.container, self.container_key)
+        return None if states is None else states.seen_by(self.container.caller_pid)
 
 
 def _kept_files_limit() -> int:

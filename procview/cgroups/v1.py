@@ -287,8 +287,13 @@ class CgroupV1(Cgroup):
         return value if isinstance(value, int) else None
 
     def threads(self) -> list[int] | None:
+        # Read afresh by path, never kept open: v1 builds a pid list at the
+        # first read after open and hands it to later reads of the same open
+        # file until it has not been read for a second
+        # (CGROUP_PIDLIST_DESTROY_DELAY), so a kept ``tasks`` file read more
+        # often than that would never show a new thread.
         directory = self._task_dir()
-        return None if directory is None else read_id_lists(directory, "tasks", self.hierarchies.read_counter_file)
+        return None if directory is None else read_id_lists(directory, "tasks")
 
     def processes(self) -> list[int] | None:
         directory = self._task_dir()

@@ -52,3 +52,28 @@ class TaskCensus(NamedTuple):
     running: int
     blocked: int
     last_pid: int
+
+
+class ThreadStates(NamedTuple):
+    """A census of a container's threads, the same for every reader.
+
+    ``census`` counts each thread by the state the kernel gave it;
+    ``not_running`` maps the id of every thread not in state R to its
+    state, so that ``seen_by`` can count the reader itself as running.
+    """
+
+    census: TaskCensus
+    not_running: dict[int, str]
+
+    def seen_by(self, reader: int) -> TaskCensus:
+        """The census thread ``reader`` should see: it counts itself as
+        running, as the kernel counts a task reading ``/proc/loadavg``,
+        though while its file is rendered it waits on FUSE (state D or
+        S). A reader the census did not see (not in the container, or
+        started since) is not counted."""
+        state = self.not_running.get(reader)
+        census = self.census
+        if state is None:
+            return census  # running already, or not one of the census's threads
+        threads, running, blocked, last_pid = census
+        return TaskCensus(threads, running + 1, blocked - (state == "D"), last_pid)

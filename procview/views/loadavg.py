@@ -25,6 +25,7 @@ the clock; all state lives in the ``LoadTracker`` instance.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable
 from typing import NamedTuple
@@ -76,7 +77,7 @@ def active_tasks(census: TaskCensus) -> int:
 class _Tracked:
     """What ``LoadTracker`` remembers about one container."""
 
-    __slots__ = ("loads", "next_sample", "last_read")
+    __slots__ = ("_loads", "average", "next_sample", "last_read")
 
     def __init__(self, now: float):
         # Like the kernel at boot: the averages start at 0 and the first
@@ -85,9 +86,18 @@ class _Tracked:
         self.next_sample = now + LoadTracker.INTERVAL
         self.last_read = now
 
+    @property
+    def loads(self) -> tuple[int, int, int]:
+        return self._loads
+
+    @loads.setter
+    def loads(self, loads: tuple[int, int, int]) -> None:
+        # The averages as floats, made once per sample, not on every read.
+        self._loads = loads
+        self.average = LoadAverage(*(load / FIXED_1 for load in loads))
+
     def as_average(self) -> LoadAverage:
-        one, five, fifteen = (load / FIXED_1 for load in self.loads)
-        return LoadAverage(one, five, fifteen)
+        return self.average
 
 
 class LoadTracker:
@@ -228,6 +238,14 @@ def format_load(value: float) -> str:
     return f"{whole}.{hundredths:02d}"
 
 
+@functools.lru_cache(maxsize=4096)
+def format_loads(averages: LoadAverage) -> str:
+    """The three averages as ``/proc/loadavg`` prints them, remembered:
+    a container's averages change once per 5 s sample, and its file may be
+    read thousands of times in between."""
+    return " ".join([format_load(value) for value in averages])
+
+
 def render_loadavg(averages: LoadAverage, census: TaskCensus) -> str:
     """``/proc/loadavg`` for a container, e.g. ``0.52 0.58 0.59 2/143 4321``.
 
@@ -249,8 +267,7 @@ def render_loadavg(averages: LoadAverage, census: TaskCensus) -> str:
     running = max(0, census.running)
     threads = max(running, census.threads)
     last_pid = max(0, census.last_pid)
-    loads = " ".join(format_load(value) for value in averages)
-    return f"{loads} {running}/{threads} {last_pid}\n"
+    return f"{format_loads(averages)} {running}/{threads} {last_pid}\n"
 
 
 __all__ = [
@@ -259,6 +276,7 @@ __all__ = [
     "calc_load",
     "active_tasks",
     "format_load",
+    "format_loads",
     "render_loadavg",
     "FSHIFT",
     "FIXED_1",

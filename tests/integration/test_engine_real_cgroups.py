@@ -180,3 +180,35 @@ def test_show_command_prints_the_view(sandbox):
         check=True, capture_output=True, text=True,
     ).stdout
     assert parse_meminfo(out)["MemTotal"] == 256 * 1024
+
+
+# The container's init: starts a sleeping thread for each line on its stdin.
+_THREAD_ON_EACH_LINE = """
+import sys, threading, time
+for _line in sys.stdin:
+    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+"""
+
+
+def test_loadavg_counts_a_thread_started_in_the_container(sandbox):
+    """A thread started in the container shows at the first read one clock
+    tick (CENSUS_TTL) after the last census, though reads come more often
+    than once a second (v1 keeps a ``tasks`` file's pid list for an open
+    file until it has not been read for a second)."""
+    cg = sandbox.cgroup("tick", memory=256 * MiB)
+    ctr = sandbox.start(cg, [sys.executable, "-c", _THREAD_ON_EACH_LINE], pidns=True, stdin=subprocess.PIPE)
+    engine = ViewEngine()
+
+    def counts():
+        fields = engine.render("proc/loadavg", ctr.pid).decode().split()
+        return int(fields[3].split("/")[1]), int(fields[4])
+
+    # The python init, and the `unshare` that forked it (in the cgroup first).
+    assert counts() == (2, 1)
+    for started in (1, 2):
+        ctr.popen.stdin.write(b"\n")
+        ctr.popen.stdin.flush()
+        wait_until(lambda: len(os.listdir(f"/proc/{ctr.pid}/task")) == 1 + started)
+        time.sleep(engine.CENSUS_TTL)  # at least one tick since the last census
+        # Each thread takes the namespace's next pid: 2, then 3.
+        assert counts() == (2 + started, 1 + started)

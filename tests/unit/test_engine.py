@@ -205,14 +205,14 @@ def test_sysinfo_and_affinity_leave_unlimited_callers_to_the_kernel(engine):
 
 
 def test_sysinfo_load_follows_the_kernels_average_without_a_census_per_call(engine, monkeypatch):
-    """A census reads every thread's status: sysinfo takes one only when a
+    """A census reads every thread's stat: sysinfo takes one only when a
     5-second load sample is due (busy callers make thousands of calls)."""
     import procview.engine
 
     engine.sysinfo(200)  # starts tracking
     reads = []
-    real = procview.engine.parse_proc_status
-    monkeypatch.setattr(procview.engine, "parse_proc_status", lambda text: reads.append(1) or real(text))
+    real = procview.engine.parse_proc_pid_stat
+    monkeypatch.setattr(procview.engine, "parse_proc_pid_stat", lambda text: reads.append(1) or real(text))
     engine.sysinfo(200)
     assert reads == []
     engine.clock.now += 5.0

@@ -34,7 +34,7 @@ def _read_everything(engine) -> tuple:
         engine.render(path, CONTAINER_PROCESS)
     engine.sysinfo(CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    assert key in engine._seen and key in engine.loads and key in engine._ram_counters
+    assert key in engine._seen and key in engine.loads and key in engine._ram_counters and key in engine._censuses
     return key
 
 
@@ -42,7 +42,7 @@ def _assert_forgotten(engine, key) -> None:
     assert key not in engine._seen
     assert key not in engine.loads
     assert key not in engine.stat_history._per_cpu and key not in engine.stat_history._processes
-    assert key not in engine._ram_counters and key not in engine._limits
+    assert key not in engine._ram_counters and key not in engine._limits and key not in engine._censuses
 
 
 def _remove_cgroup(root) -> None:
