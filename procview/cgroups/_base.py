@@ -258,7 +258,6 @@ class HierarchyFiles:
         return known[1]
 
 
-
 def write_text(path: str, value: str) -> None:
     """Write one value to an existing cgroup file (never creates files)."""
     try:

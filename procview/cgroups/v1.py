@@ -239,8 +239,8 @@ class CgroupV1(Cgroup):
     def _blkio(self, directory: str, top: str, names: tuple[str, ...]):
         """The first of ``names`` this kernel has, parsed, or None. Only the
         names the hierarchy's top cgroup has are tried (``HierarchyFiles``):
-        this kernel lacks most of them, and a failed open costs more than
-        a read of a kept file."""
+        a kernel lacks most of them, and a failed open costs more than a
+        read of a kept file."""
         for name in self.hierarchies.files.present(top, names):
             parsed = parse_blkio_recursive(self.hierarchies.read_counter_file(os.path.join(directory, name)))
             if parsed is not None:
