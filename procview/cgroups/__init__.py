@@ -37,7 +37,7 @@ from ._values import (
     MemoryUsage,
     min_limit,
 )
-from ._base import Cgroup, CgroupError
+from ._base import Cgroup, CgroupError, HierarchyFiles
 
 __all__ = [
     "UNLIMITED",
@@ -83,6 +83,8 @@ class Hierarchies:
         # read: whole, by path. The view engine swaps in
         # ``KeptFiles.read`` (the same text, from files kept open).
         self.read_counter_file = read_text
+        # Which interface files its cgroups have, per hierarchy (v1 blkio).
+        self.files = HierarchyFiles()
         self.v1: dict[str, CgroupMount] = {}
         self.v2: CgroupMount | None = None
         for mount in mounts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import errno
 import os
+import time
 from collections.abc import Iterator
 
 from procview._io import read_text
@@ -224,6 +225,37 @@ class Cgroup(abc.ABC):
 
 
 # -- helpers shared by the backends ------------------------------------------
+
+
+class HierarchyFiles:
+    """Which of some candidate file names a hierarchy's cgroups have.
+
+    Which interface files a cgroup has is the kernel's choice, the same in
+    every cgroup of a hierarchy: v1 ``blkio`` has CFQ's ``blkio.io_*``
+    before Linux 5.0, the throttle layer's always, BFQ's while the bfq
+    module is loaded. Trying a name the kernel lacks costs a failed open
+    (~11 µs, the path walk through kernfs) on every read, so the names
+    are asked once of the hierarchy's top cgroup (never removed, unlike a
+    container's, whose missing file may only mean it is gone) and asked
+    again after ``RECHECK`` seconds, which a scheduler module loaded or
+    unloaded meanwhile needs. (Only root-flagged files such as CFQ's
+    ``weight`` differ between the top and the rest; no candidate is one.)"""
+
+    RECHECK = 10.0
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        # (top directory, candidate names) -> (asked at, the names it has)
+        self._present: dict[tuple[str, tuple[str, ...]], tuple[float, tuple[str, ...]]] = {}
+
+    def present(self, top: str, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Those of ``names`` that the cgroups under ``top`` have, in order."""
+        key = (top, names)
+        now = self._clock()
+        known = self._present.get(key)
+        if known is None or now - known[0] >= self.RECHECK:
+            known = self._present[key] = (now, tuple(name for name in names if os.path.exists(os.path.join(top, name))))
+        return known[1]
 
 
 def write_text(path: str, value: str) -> None:

@@ -236,21 +236,29 @@ class CgroupV1(Cgroup):
 
     # -- io ---------------------------------------------------------------
 
-    def _blkio(self, names):
-        for name in names:
-            parsed = parse_blkio_recursive(self._read("blkio", name))
+    def _blkio(self, directory: str, top: str, names: tuple[str, ...]):
+        """The first of ``names`` this kernel has, parsed, or None. Only the
+        names the hierarchy's top cgroup has are tried (``HierarchyFiles``):
+        a kernel lacks most of them, and a failed open costs more than a
+        read of a kept file."""
+        for name in self.hierarchies.files.present(top, names):
+            parsed = parse_blkio_recursive(self.hierarchies.read_counter_file(os.path.join(directory, name)))
             if parsed is not None:
                 return parsed
         return None
 
     def io_stats(self):
-        serviced = self._blkio(_BLKIO_SERVICED)
-        service_bytes = self._blkio(_BLKIO_BYTES)
+        directory = self._dir("blkio")
+        if directory is None:
+            return None
+        top = self.hierarchies.host_path(self.hierarchies.v1["blkio"].mountpoint)
+        serviced = self._blkio(directory, top, _BLKIO_SERVICED)
+        service_bytes = self._blkio(directory, top, _BLKIO_BYTES)
         if serviced is None and service_bytes is None:
             return None
-        merged = self._blkio(_BLKIO_MERGED) or {}
-        service_time = self._blkio(_BLKIO_TIMES[0]) or {}
-        wait_time = self._blkio(_BLKIO_TIMES[1]) or {}
+        merged = self._blkio(directory, top, _BLKIO_MERGED) or {}
+        service_time = self._blkio(directory, top, _BLKIO_TIMES[0]) or {}
+        wait_time = self._blkio(directory, top, _BLKIO_TIMES[1]) or {}
         serviced = serviced or {}
         service_bytes = service_bytes or {}
         result = {}

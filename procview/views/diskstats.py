@@ -82,28 +82,34 @@ def container_counters(stat: IoStat) -> list[int]:
 
 def format_line(major: int, minor: int, name: str, counters: list[int]) -> str:
     """One line in the kernel's format (``"%4d %7d %s %lu ..."``)."""
-    return f"{major:4d} {minor:7d} {name} " + " ".join(str(value) for value in counters)
+    return f"{major:4d} {minor:7d} {name} " + " ".join(map(str, counters))
 
 
-def _container_line(host_line: str, io: dict[tuple[int, int], IoStat]) -> str | None:
+def _used_devices(io: dict[tuple[int, int], IoStat]) -> dict[tuple[str, str], IoStat]:
+    """The devices with some I/O, keyed by their numbers as the kernel
+    prints them (``%d``), so a host line is matched without converting
+    its numbers."""
+    return {(str(major), str(minor)): stat for (major, minor), stat in io.items() if _has_io(stat)}
+
+
+def _container_line(host_line: str, used: dict[tuple[str, str], IoStat]) -> str | None:
     """The container's version of one host line, or None when the container
     has done no I/O on that device (or the line cannot be parsed)."""
-    fields = host_line.split()
-    columns = len(fields) - _NAME_FIELDS
+    # Most host lines are other devices: look at the numbers only.
+    head = host_line.split(None, _NAME_FIELDS)
+    if len(head) <= _NAME_FIELDS:
+        return None
+    stat = used.get((head[0], head[1]))
+    if stat is None:
+        return None
+    columns = len(head[_NAME_FIELDS].split())
     if columns < _OLDEST_COUNTERS:
-        return None
-    try:
-        major, minor = int(fields[0]), int(fields[1])
-    except ValueError:
-        return None
-    stat = io.get((major, minor))
-    if stat is None or not _has_io(stat):
         return None
     counters = container_counters(stat)
     # Keep the host's column count, so a tool that checks it (psutil does)
     # sees what this kernel prints; columns newer than we know stay 0.
     counters = counters[:columns] + [0] * (columns - len(counters))
-    return format_line(major, minor, fields[2], counters)
+    return format_line(int(head[0]), int(head[1]), head[2], counters)
 
 
 def render_diskstats(host_text: str, io: dict[tuple[int, int], IoStat] | None) -> str:
@@ -123,11 +129,12 @@ def render_diskstats(host_text: str, io: dict[tuple[int, int], IoStat] | None) -
     is every other container's I/O, which LXCFS shows on cgroup v2
     (its defect D12). An empty diskstats is a valid file: tools list no disks.
     """
-    if not io:
+    used = _used_devices(io) if io else None
+    if not used:
         return ""
     lines = []
     for host_line in host_text.splitlines():
-        line = _container_line(host_line, io)
+        line = _container_line(host_line, used)
         if line is not None:
             lines.append(line + "\n")
     return "".join(lines)

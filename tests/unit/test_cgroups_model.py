@@ -28,7 +28,7 @@ from procview.cgroups import (
     MemoryUsage,
     discover,
 )
-from procview.cgroups._base import cgroup_dir, levels
+from procview.cgroups._base import HierarchyFiles, cgroup_dir, levels
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LAYOUTS = ["v1", "hybrid", "v2"]
@@ -613,15 +613,73 @@ def test_io_stats(layout):
     assert hierarchies(layout).cgroup("/parent/ctr").io_stats() == CTR_IO
 
 
+CFQ_SERVICED = "8:0 Read 7\n8:0 Write 9\n8:0 Total 16\nTotal 16\n"
+
+
+def put_cfq_serviced(root: Path, layout: str) -> None:
+    """blkio.io_serviced_recursive, as a kernel with CFQ has it: in every
+    cgroup of the hierarchy, its top one included."""
+    for path in ("/", "/parent", "/parent/ctr"):
+        put(cgdir(root, layout, "blkio", path) / "blkio.io_serviced_recursive", CFQ_SERVICED if path == "/parent/ctr" else "Total 0\n")
+
+
 def test_io_stats_v1_prefers_cfq_files(v1_layout, tmp_path):
     # Kernels before 5.0 with CFQ have blkio.io_serviced_recursive; it is
     # read first when present.
     root = writable_copy(v1_layout, tmp_path)
-    directory = cgdir(root, v1_layout, "blkio", "/parent/ctr")
-    put(directory / "blkio.io_serviced_recursive", "8:0 Read 7\n8:0 Write 9\n8:0 Total 16\nTotal 16\n")
+    put_cfq_serviced(root, v1_layout)
     stats = discover(str(root)).cgroup("/parent/ctr").io_stats()
     assert stats[(8, 0)] == IoStat(read_ios=7, write_ios=9)
     assert stats[(254, 0)] == IoStat(read_bytes=49152000, write_bytes=13926400, discard_bytes=1048576)
+
+
+def reads_of(hier: Hierarchies) -> list[str]:
+    """Record the file names the hierarchies' counter reads try."""
+    tried = []
+    read = hier.read_counter_file
+
+    def recording_read(path):
+        tried.append(os.path.basename(path))
+        return read(path)
+
+    hier.read_counter_file = recording_read
+    return tried
+
+
+def test_io_stats_v1_tries_only_the_names_the_hierarchy_has(v1_layout):
+    # A failed open costs ~11 µs, and this kernel lacks most blkio names
+    # (CFQ's, and BFQ's without the bfq module): only the names the
+    # hierarchy's top cgroup has are tried, on every read.
+    hier = hierarchies(v1_layout)
+    tried = reads_of(hier)
+    for _ in range(2):
+        assert hier.cgroup("/parent/ctr").io_stats() == CTR_IO
+    assert tried == ["blkio.throttle.io_serviced_recursive", "blkio.throttle.io_service_bytes_recursive"] * 2
+
+
+def test_io_stats_v1_a_removed_cgroup_does_not_hide_names(v1_layout):
+    # /parent/gone has no files at all and /broken no blkio ones: read
+    # first, they must not make the hierarchy look as if it lacked the names.
+    hier = hierarchies(v1_layout)
+    assert hier.cgroup("/parent/gone").io_stats() is None
+    assert hier.cgroup("/broken").io_stats() is None
+    assert hier.cgroup("/parent/ctr").io_stats() == CTR_IO
+
+
+def test_io_stats_v1_sees_names_a_module_adds_after_the_recheck(v1_layout, tmp_path):
+    # Loading a scheduler module (bfq) adds its blkio files to every
+    # cgroup; the names are asked of the top cgroup again after RECHECK.
+    root = writable_copy(v1_layout, tmp_path)
+    hier = discover(str(root))
+    now = [1000.0]
+    hier.files = HierarchyFiles(clock=lambda: now[0])
+    ctr = hier.cgroup("/parent/ctr")
+    assert ctr.io_stats() == CTR_IO
+    put_cfq_serviced(root, v1_layout)
+    now[0] += HierarchyFiles.RECHECK / 2
+    assert (8, 0) not in ctr.io_stats()
+    now[0] += HierarchyFiles.RECHECK / 2
+    assert ctr.io_stats()[(8, 0)] == IoStat(read_ios=7, write_ios=9)
 
 
 # -- tasks ----------------------------------------------------------------------------------------

@@ -93,6 +93,21 @@ def test_zero_only_and_unknown_devices_are_omitted():
     assert render_diskstats(HOST_4_14, io) == ""
 
 
+def test_device_numbers_match_whatever_their_width():
+    # The kernel pads to %4d %7d; wider numbers (a dynamic major, a large
+    # minor) push the columns right, and a line is found by its numbers.
+    host = (
+        "   8       0 sda 1 2 3 4 5 6 7 8 9 10 11\n"
+        "10000 12345678 big0 1 2 3 4 5 6 7 8 9 10 11\n"
+        " 259 1 nvme0n1p1 1 2 3 4 5 6 7 8 9 10 11\n"
+    )
+    io = {(10000, 12345678): IoStat(read_ios=2), (259, 1): IoStat(write_ios=3), (8, 1): IoStat(read_ios=1)}
+    assert render_diskstats(host, io) == (
+        "10000 12345678 big0 2 0 0 0 0 0 0 0 0 0 0\n"
+        " 259       1 nvme0n1p1 0 0 0 0 3 0 0 0 0 0 0\n"
+    )
+
+
 def test_sectors_are_whole_512_byte_units():
     io = {(8, 16): IoStat(read_ios=1, read_bytes=1000)}
     assert render_diskstats(HOST_4_14, io) == "   8      16 sdb 1 0 1 0 0 0 0 0 0 0 0\n"
