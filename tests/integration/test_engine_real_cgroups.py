@@ -214,51 +214,42 @@ def test_loadavg_counts_a_thread_started_in_the_container(sandbox):
         assert counts() == (2 + started, 1 + started)
 
 
-def _whole_disk(path: str) -> tuple[int, int, str]:
-    """(major, minor, name) of the disk holding ``path`` (a partition's
-    disk: cgroups count I/O per disk)."""
-    dev = os.stat(path).st_dev
-    sys_dir = os.path.realpath(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
-    if os.path.exists(os.path.join(sys_dir, "partition")):
-        sys_dir = os.path.dirname(sys_dir)
-    with open(os.path.join(sys_dir, "dev")) as f:
-        major, minor = f.read().split(":")
-    return int(major), int(minor), os.path.basename(sys_dir)
-
-
 @pytest.fixture
-def disk_dir():
-    """A directory on a disk (/tmp may be a tmpfs), removed afterwards."""
-    import shutil
-    import tempfile
-
-    directory = tempfile.mkdtemp(prefix="procview-pytest-io-", dir="/var/tmp")
+def loop_disk(tmp_path):
+    """(major, minor, name, path) of a loop device this test made on a
+    file: a disk of its own, so no host disk is written to or given a
+    rule, and the throttle state the kernel keeps per disk goes with it."""
+    backing = tmp_path / "disk.img"
+    with open(backing, "wb") as f:
+        f.truncate(8 * MiB)
+    device = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True).stdout.strip()
     try:
-        yield directory
+        rdev = os.stat(device).st_rdev
+        yield os.major(rdev), os.minor(rdev), os.path.basename(device), device
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        subprocess.run(["losetup", "--detach", device], check=True)
 
 
-def test_diskstats_shows_the_containers_direct_io_on_its_disk(sandbox, disk_dir):
+def test_diskstats_shows_the_containers_direct_io_on_its_disk(sandbox, loop_disk):
     """16 reads and 16 writes of 64 KiB that bypass the page cache show on
     the line of the disk they went to, and no other device shows. On v1
     the counters are the blkio files the hierarchy's top cgroup has
     (``HierarchyFiles``): the kernel's, not the fixtures'."""
-    major, minor, name = _whole_disk(disk_dir)
+    major, minor, name, device = loop_disk
     cg = sandbox.cgroup("io", memory=256 * MiB)
     hierarchies = sandbox.hierarchies
     if hierarchies.layout.value != "v2":
         # Linux 6.x counts v1's blkio.throttle.* only on a disk that has a
-        # throttle rule somewhere; this one never throttles (1 PiB/s).
+        # throttle rule somewhere; this one never throttles (1 PiB/s), and
+        # the disk is the test's own.
         from procview.cgroups._base import cgroup_dir, write_text
 
         mount = hierarchies.v1["blkio"]
         directory = cgroup_dir(mount.mountpoint, mount.root, f"{sandbox.base}/io")
         write_text(os.path.join(directory, "blkio.throttle.read_bps_device"), f"{major}:{minor} {1 << 50}")
-    data = os.path.join(disk_dir, "data")
     script = (
-        f"dd if=/dev/zero of={data} bs=64k count=16 oflag=direct status=none && "
-        f"dd if={data} of=/dev/null bs=64k iflag=direct status=none && echo done && exec sleep 600"
+        f"dd if=/dev/zero of={device} bs=64k count=16 oflag=direct status=none && "
+        f"dd if={device} of=/dev/null bs=64k count=16 iflag=direct status=none && echo done && exec sleep 600"
     )
     ctr = sandbox.start(cg, ["sh", "-c", script], pidns=True, stdout=subprocess.PIPE)
     assert ctr.popen.stdout.readline() == b"done\n"
