@@ -61,8 +61,9 @@ class ShardError(Exception):
 def shard_argv(index: int, mountpoint: str, log_level: str, parent_fd: int) -> list[str]:
     """The command line of shard ``index``: a whole ``procview serve`` on
     its own mount, without syscalls (shard 0 answers those), told which
-    inherited fd is its line to the parent."""
-    return [sys.executable, "-m", "procview", "serve", mountpoint, "--no-seccomp-socket", "--log-level", log_level,
+    inherited fd is its line to the parent (-P: the working directory
+    must not shadow the package)."""
+    return [sys.executable, "-P", "-m", "procview", "serve", mountpoint, "--no-seccomp-socket", "--log-level", log_level,
             "--shard-index", str(index), "--parent-fd", str(parent_fd)]
 
 

@@ -130,7 +130,7 @@ def live_processes():
 def procview_serve_pids() -> set[int]:
     """Pids of every running ``procview serve`` process (zombies excluded),
     shards too (``python -m procview serve``)."""
-    return {pid for pid, argv in live_processes() if any(a.endswith(b"procview") for a in argv[:3]) and b"serve" in argv}
+    return {pid for pid, argv in live_processes() if any(a.endswith(b"procview") for a in argv[:4]) and b"serve" in argv}
 
 
 def listener_holder_pids(socket_path: str | None = None) -> set[int]:

@@ -74,7 +74,7 @@ def test_a_container_goes_to_its_shard_or_to_the_view_when_that_shard_does_not_a
 
 def test_a_shard_is_a_serve_without_syscalls_that_knows_its_parent():
     argv = shard_argv(2, "/v.shards/2", "debug", 7)
-    assert argv[1:5] == ["-m", "procview", "serve", "/v.shards/2"]
+    assert argv[1:6] == ["-P", "-m", "procview", "serve", "/v.shards/2"]
     assert "--no-seccomp-socket" in argv
     assert argv[argv.index("--parent-fd") + 1] == "7" and argv[argv.index("--shard-index") + 1] == "2"
     assert argv[argv.index("--log-level") + 1] == "debug"
