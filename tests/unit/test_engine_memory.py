@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from procview import identity
+from procview._io import KeptFiles
 from procview.engine import ViewEngine
 
 from test_engine import FIXTURES, LAYOUTS, FakeClock
@@ -58,3 +59,17 @@ def test_an_init_moved_to_another_cgroup_is_another_container(machine):
     after = engine.identity.container_of(CONTAINER_PROCESS)
     assert after.cgroup.path == "/parent" and before.cgroup.path == "/parent/ctr"
     assert after.key != before.key
+
+
+def test_kept_files_of_a_thousand_gone_directories_leave_tables_of_nothing(tmp_path):
+    kept = KeptFiles(limit=4096)
+    for index in range(1000):
+        directory = tmp_path / f"c{index}"
+        directory.mkdir()
+        (directory / "memory.stat").write_text("x\n")
+        kept.read(str(directory / "memory.stat"))
+        shutil.rmtree(directory)
+    assert kept.close_stale() == 1000
+    assert len(kept) == 0
+    for table in (kept._fds, kept._dir_inodes, kept._dir_files):
+        assert sys.getsizeof(table) == EMPTY_DICT_SIZE
