@@ -429,7 +429,14 @@ class ProcviewFS(pyfuse3.Operations):
         return opened.data[off:off + size]
 
     async def release(self, fh):
-        self._open_files.pop(fh, None)
+        open_files = self._open_files
+        open_files.pop(fh, None)
+        if not open_files:
+            # A burst of readers grows the table to the number of files the
+            # kernel had not yet released (thousands: it sends RELEASE as a
+            # background request, a dozen at a time), and a dict keeps its
+            # size when emptied; a new one holds nothing from the burst.
+            self._open_files = {}
 
     async def flush(self, fh):
         # ENOSYS tells the kernel never to send FLUSH again: one request

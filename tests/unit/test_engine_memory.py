@@ -11,10 +11,12 @@ import shutil
 import sys
 
 import pytest
+import trio
 
 from procview import identity
 from procview._io import KeptFiles
 from procview.engine import ViewEngine
+from procview.fs import ProcviewFS, _OpenFile
 
 from test_engine import FIXTURES, LAYOUTS, FakeClock
 
@@ -73,3 +75,18 @@ def test_kept_files_of_a_thousand_gone_directories_leave_tables_of_nothing(tmp_p
     assert len(kept) == 0
     for table in (kept._fds, kept._dir_inodes, kept._dir_files):
         assert sys.getsizeof(table) == EMPTY_DICT_SIZE
+
+
+def test_the_open_files_table_is_new_once_the_last_file_is_released():
+    fs = ProcviewFS(ViewEngine(root=os.path.join(FIXTURES, "v2"), clock=FakeClock()))
+    entry = fs._entry(1)
+    for fh in range(1, 5001):  # a burst of files the kernel has not released yet
+        fs._open_files[fh] = _OpenFile(1, entry, 1, b"x")
+
+    async def release_all():
+        for fh in range(1, 5001):
+            await fs.release(fh)
+
+    trio.run(release_all)
+    assert fs._open_files == {}
+    assert sys.getsizeof(fs._open_files) == EMPTY_DICT_SIZE
