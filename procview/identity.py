@@ -75,6 +75,20 @@ def strip_init_scope(path: str) -> str:
     return path
 
 
+def limits_cgroup(cgroup: Cgroup) -> Cgroup:
+    """The cgroup whose limits apply to a process of ``cgroup``: a trailing
+    ``/init.scope`` stripped. On cgroup v1 each hierarchy's path is a string
+    of its own, nearly always all equal: one string is kept for each
+    distinct path (a daemon keeps a cgroup per container it serves)."""
+    distinct: dict[str, str] = {}
+
+    def shared(path: str) -> str:
+        path = strip_init_scope(path)
+        return distinct.setdefault(path, path)
+
+    return cgroup.with_path(shared)
+
+
 class _InitRecord(NamedTuple):
     pid: int
     start: int
@@ -127,7 +141,7 @@ class Identity:
             cgroup = self.hierarchies.cgroup_of(pid)
             if cgroup is None:
                 return None
-            cgroup = cgroup.with_path(strip_init_scope)
+            cgroup = limits_cgroup(cgroup)
             return Container(cgroup, pid, pid, None, True, 0, container_key(cgroup, None))
         init = self._init_of(pid, pidns)
         if init is None:
@@ -138,7 +152,7 @@ class Identity:
             cgroup = self.hierarchies.cgroup_of(init.pid)
             if cgroup is None:
                 return None
-            cgroup = cgroup.with_path(strip_init_scope)
+            cgroup = limits_cgroup(cgroup)
             if cached is not None and cached[1] == cgroup and cached[2][1] == init.start:
                 # Unchanged, as nearly always: go on handing out the same
                 # cgroup and key. The engine's tables (stat history, load

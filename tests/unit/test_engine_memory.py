@@ -42,6 +42,13 @@ def test_a_container_read_again_is_handed_the_same_cgroup_and_key(machine):
     assert first.key == (first.cgroup.key, first.init_start)
 
 
+def test_a_v1_cgroup_keeps_one_string_for_the_path_all_its_hierarchies_share(machine):
+    _root, engine = machine
+    paths = getattr(engine.identity.container_of(CONTAINER_PROCESS).cgroup, "paths", {"v2": "/parent/ctr"})
+    assert set(paths.values()) == {"/parent/ctr"}
+    assert len({id(path) for path in paths.values()}) == 1
+
+
 def test_every_table_of_the_engine_holds_the_one_key(machine):
     _root, engine = machine
     for _ in range(3):
