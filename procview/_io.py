@@ -113,10 +113,14 @@ class KeptFiles:
     def __init__(self, limit: int):
         self.limit = max(1, limit)
         self._fds: dict[str, int] = {}
-        # directory -> (its inode when its first file was kept, the kept
-        # paths in it): a directory removed, or removed and made again
-        # under the same name, has another inode or none.
-        self._dirs: dict[str, tuple[int | None, set[str]]] = {}
+        # directory -> its inode when its first file was kept: a directory
+        # removed, or removed and made again under the same name, has
+        # another inode or none. Two flat tables rather than one record
+        # per directory: with a thousand containers they hold thousands of
+        # directories, and every small object a burst of them leaves
+        # behind can keep one of Python's 1 MiB arenas from being freed.
+        self._dir_inodes: dict[str, int | None] = {}
+        self._dir_files: dict[str, int] = {}  # directory -> how many of its files are kept
 
     def read(self, path: str) -> str | None:
         """The file's whole text now, or None, as ``read_text``."""
@@ -147,32 +151,36 @@ class KeptFiles:
         """Close the kept files whose directory is gone or is another one
         now (one ``stat`` per directory); returns how many were closed.
         For periodic maintenance: reads never pay for it."""
-        closed = 0
-        for directory, (inode, paths) in list(self._dirs.items()):
-            if _inode(directory) != inode or inode is None:
-                stale = list(paths)
-                for path in stale:
-                    self._close(path)
-                closed += len(stale)
-        return closed
+        stale = {d for d, inode in self._dir_inodes.items() if inode is None or _inode(d) != inode}
+        if not stale:
+            return 0
+        paths = [path for path in self._fds if os.path.dirname(path) in stale]
+        for path in paths:
+            self._close(path)
+        # Tables that held a burst's thousands of entries keep their size
+        # when emptied; copies are sized for what is left.
+        self._fds, self._dir_inodes, self._dir_files = dict(self._fds), dict(self._dir_inodes), dict(self._dir_files)
+        return len(paths)
 
     def _note_directory(self, path: str) -> None:
         directory = os.path.dirname(path)
-        entry = self._dirs.get(directory)
-        if entry is None:
+        count = self._dir_files.get(directory)
+        if count is None:
             # Stat'ed after the file was opened: if the directory was
             # replaced in between, the next close_stale closes a live file,
             # which is only opened again.
-            entry = self._dirs[directory] = (_inode(directory), set())
-        entry[1].add(path)
+            self._dir_inodes[directory] = _inode(directory)
+            count = 0
+        self._dir_files[directory] = count + 1
 
     def _close(self, path: str) -> None:
         os.close(self._fds.pop(path))
         directory = os.path.dirname(path)
-        paths = self._dirs[directory][1]
-        paths.discard(path)
-        if not paths:
-            del self._dirs[directory]
+        count = self._dir_files.pop(directory) - 1
+        if count:
+            self._dir_files[directory] = count
+        else:
+            del self._dir_inodes[directory]
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -181,7 +189,8 @@ class KeptFiles:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
-        self._dirs.clear()
+        self._dir_inodes.clear()
+        self._dir_files.clear()
 
 
 def _inode(path: str) -> int | None:

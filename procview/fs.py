@@ -27,6 +27,7 @@ them (nothing root-only on the host becomes readable to others).
 
 from __future__ import annotations
 
+import array
 import errno
 import itertools
 import logging
@@ -233,15 +234,70 @@ def _cpumask(count: int) -> str:
     return ",".join(reversed(words))
 
 
-class _OpenFile:
-    """One open file: its snapshot, and what it takes to render it again.
-    ``started``: a read at offset 0 has been served, so the next read at 0
-    starts a new snapshot."""
+class OpenFiles:
+    """The files open through the mount, by file handle: each one's
+    snapshot, and what it takes to render it again (its entry and inode,
+    the pid that opened it; ``started``: a read at offset 0 has been
+    served, so the next read at 0 starts a new snapshot).
 
-    __slots__ = ("inode", "entry", "pid", "data", "started")
+    Kept in tables indexed by the handle, not as an object per open file.
+    The kernel sends RELEASE as a background request, a dozen in flight at
+    a time, so while many readers keep the daemon busy it holds thousands
+    of files their readers have closed (17,940 with 1,000 containers in
+    ``bench/scale.py``). An object, a handle and a pid per file took ~150
+    bytes each from Python's small-object allocator, whose 1 MiB arenas
+    are given back only when wholly empty, and a few objects allocated
+    later keep most of them from ever being so (docs/performance.md,
+    "Scale"). The tables are one allocation each, dropped when the last
+    file is released after a burst; a released handle is handed out again."""
 
-    def __init__(self, inode: int, entry: Entry, pid: int, data: bytes):
-        self.inode, self.entry, self.pid, self.data, self.started = inode, entry, pid, data, False
+    # Tables longer than this are made anew when the last file is released.
+    SMALL = 64
+
+    def __init__(self):
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        # Handles start at 1: slot 0 is never used.
+        self.data: list[bytes | None] = [None]
+        self.entries: list[Entry | None] = [None]
+        self.inodes = array.array("Q", [0])
+        self.pids = array.array("i", [0])
+        self.started = bytearray(1)
+        self._released = array.array("L")
+        self._count = 0
+
+    def add(self, inode: int, entry: Entry, pid: int, data: bytes) -> int:
+        """A new open file; returns its handle."""
+        self._count += 1
+        if self._released:
+            fh = self._released.pop()
+            self.data[fh], self.entries[fh], self.inodes[fh], self.pids[fh] = data, entry, inode, pid
+            return fh
+        self.data.append(data)
+        self.entries.append(entry)
+        self.inodes.append(inode)
+        self.pids.append(pid)
+        self.started.append(0)
+        return len(self.data) - 1
+
+    def snapshot(self, fh: int) -> bytes | None:
+        """The open file's snapshot, None if ``fh`` is not open."""
+        return self.data[fh] if 0 < fh < len(self.data) else None
+
+    def release(self, fh: int) -> None:
+        if self.snapshot(fh) is None:
+            return
+        self.data[fh] = self.entries[fh] = None
+        self.started[fh] = 0
+        self._count -= 1
+        if self._count == 0 and len(self.data) > self.SMALL:
+            self._start_afresh()  # the end of a burst: tables as small as before it
+        else:
+            self._released.append(fh)
+
+    def __len__(self) -> int:
+        return self._count
 
 
 class ProcviewFS(pyfuse3.Operations):
@@ -262,8 +318,8 @@ class ProcviewFS(pyfuse3.Operations):
         self._entries: dict[int, Entry] = {pyfuse3.ROOT_INODE: Entry("dir", "")}
         self._inodes[Entry("dir", "").key] = pyfuse3.ROOT_INODE
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
-        self._next_fh = itertools.count(1)
-        self._open_files: dict[int, _OpenFile] = {}
+        self._next_dir_fh = itertools.count(1)
+        self._open_files = OpenFiles()
         self._open_dirs: dict[int, list[tuple[str, Entry]]] = {}
 
     # -- inodes and attributes ---------------------------------------------------
@@ -366,7 +422,7 @@ class ProcviewFS(pyfuse3.Operations):
         if entry.kind == "host" and not os.path.isdir(entry.host_path):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # The listing depends on the caller: take it now, while we know who asks.
-        fh = next(self._next_fh)
+        fh = next(self._next_dir_fh)
         self._open_dirs[fh] = self.tree.list_dir(entry, self._view(ctx.pid))
         return fh
 
@@ -397,8 +453,7 @@ class ProcviewFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         # One snapshot per open, rendered for this caller.
         data = self._snapshot(entry, ctx.pid)
-        fh = next(self._next_fh)
-        self._open_files[fh] = _OpenFile(inode, entry, ctx.pid, data)
+        fh = self._open_files.add(inode, entry, ctx.pid, data)
         _announce_size(inode, data)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
@@ -413,23 +468,24 @@ class ProcviewFS(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.ELOOP)
 
     async def read(self, fh, off, size):
-        opened = self._open_files.get(fh)
-        if opened is None:
+        files = self._open_files
+        data = files.snapshot(fh)
+        if data is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         if off == 0:
-            if opened.started:
+            if files.started[fh]:
                 # A reader that goes back to the start of a file it keeps
                 # open (top, free -s, vmstat N: pread at 0, or lseek + read)
                 # asks for the numbers again, as it would from the kernel's
                 # /proc: a fresh snapshot, rendered for whoever opened it.
                 # Reads past 0 continue one snapshot, never a mix of two.
-                opened.data = self._snapshot(opened.entry, opened.pid)
-                _announce_size(opened.inode, opened.data)
-            opened.started = True
-        return opened.data[off:off + size]
+                data = files.data[fh] = self._snapshot(files.entries[fh], files.pids[fh])
+                _announce_size(files.inodes[fh], data)
+            files.started[fh] = 1
+        return data[off:off + size]
 
     async def release(self, fh):
-        self._open_files.pop(fh, None)
+        self._open_files.release(fh)
 
     async def flush(self, fh):
         # ENOSYS tells the kernel never to send FLUSH again: one request

@@ -47,7 +47,10 @@ class Container(NamedTuple):
     for a caller in the host pid namespace). ``init_start``: its start time
     in clock ticks after boot, None in the host pid namespace (the
     "container" then started at boot). ``pidns_level``: index into a task's
-    ``NSpid`` of the container's own pid (0 on the host).
+    ``NSpid`` of the container's own pid (0 on the host). ``key``: what
+    per-container state is kept under (``container_key``); while the
+    container's cgroup does not change, every request is handed the same
+    key object.
     """
 
     cgroup: Cgroup
@@ -56,19 +59,34 @@ class Container(NamedTuple):
     init_start: int | None
     host_pidns: bool
     pidns_level: int
+    key: tuple
 
-    @property
-    def key(self) -> tuple:
-        """Identity for per-container state (stat history, load averages):
-        the cgroup and the init's start, so a new container in a reused
-        cgroup starts afresh."""
-        return (self.cgroup.key, self.init_start)
+
+def container_key(cgroup: Cgroup, init_start: int | None) -> tuple:
+    """Identity for per-container state (stat history, load averages):
+    the cgroup and the init's start, so a new container in a reused cgroup
+    starts afresh."""
+    return (cgroup.key, init_start)
 
 
 def strip_init_scope(path: str) -> str:
     if path.endswith(INIT_SCOPE):
         return path[: -len(INIT_SCOPE)] or "/"
     return path
+
+
+def limits_cgroup(cgroup: Cgroup) -> Cgroup:
+    """The cgroup whose limits apply to a process of ``cgroup``: a trailing
+    ``/init.scope`` stripped. On cgroup v1 each hierarchy's path is a string
+    of its own, nearly always all equal: one string is kept for each
+    distinct path (a daemon keeps a cgroup per container it serves)."""
+    distinct: dict[str, str] = {}
+
+    def shared(path: str) -> str:
+        path = strip_init_scope(path)
+        return distinct.setdefault(path, path)
+
+    return cgroup.with_path(shared)
 
 
 class _InitRecord(NamedTuple):
@@ -108,7 +126,7 @@ class Identity:
         # pidns -> (when read, the init's cgroup): a container's init moves
         # between cgroups only if someone moves it, so its cgroup is read
         # again at most every CGROUP_TTL seconds, not on every request.
-        self._cgroups: dict[str, tuple[float, Cgroup]] = {}
+        self._cgroups: dict[str, tuple[float, Cgroup, tuple]] = {}  # + the container's key
 
     def pid_namespace(self, pid: int) -> str | None:
         return self.host.readlink(f"/proc/{pid}/ns/pid")
@@ -123,21 +141,28 @@ class Identity:
             cgroup = self.hierarchies.cgroup_of(pid)
             if cgroup is None:
                 return None
-            return Container(cgroup.with_path(strip_init_scope), pid, pid, None, True, 0)
+            cgroup = limits_cgroup(cgroup)
+            return Container(cgroup, pid, pid, None, True, 0, container_key(cgroup, None))
         init = self._init_of(pid, pidns)
         if init is None:
             return None
         now = time.monotonic()
         cached = self._cgroups.get(pidns)
-        if cached is not None and now - cached[0] < CGROUP_TTL:
-            cgroup = cached[1]
-        else:
+        if cached is None or now - cached[0] >= CGROUP_TTL:
             cgroup = self.hierarchies.cgroup_of(init.pid)
             if cgroup is None:
                 return None
-            cgroup = cgroup.with_path(strip_init_scope)
-            self._cgroups[pidns] = (now, cgroup)
-        return Container(cgroup, pid, init.pid, init.start, False, init.level)
+            cgroup = limits_cgroup(cgroup)
+            if cached is not None and cached[1] == cgroup and cached[2][1] == init.start:
+                # Unchanged, as nearly always: go on handing out the same
+                # cgroup and key. The engine's tables (stat history, load
+                # averages, limits) each keep the key they were first given,
+                # so a new, equal cgroup at every re-read would keep another
+                # copy of its path strings alive per table.
+                cached = self._cgroups[pidns] = (now, cached[1], cached[2])
+            else:
+                cached = self._cgroups[pidns] = (now, cgroup, container_key(cgroup, init.start))
+        return Container(cached[1], pid, init.pid, init.start, False, init.level, cached[2])
 
     # -- finding the pid-namespace init --------------------------------------
 

@@ -1,0 +1,117 @@
+"""What a burst of containers and readers leaves behind in the daemon:
+one copy of each container's cgroup and key however often it is read, and
+tables emptied after the burst sized for what is left (an emptied dict
+keeps the size it grew to). Over copies of the fixture machines
+(tests/fixtures/README.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+from procview import identity
+from procview._io import KeptFiles
+from procview.engine import ViewEngine
+from procview.fs import Entry, OpenFiles
+
+from test_engine import FIXTURES, LAYOUTS, FakeClock
+
+CONTAINER_INIT, CONTAINER_PROCESS = 200, 201
+EMPTY_DICT_SIZE = sys.getsizeof({})
+
+
+@pytest.fixture(params=LAYOUTS)
+def machine(request, tmp_path, monkeypatch):
+    """A writable copy of a fixture machine and an engine over it that
+    reads the container init's cgroup again at every request."""
+    monkeypatch.setattr(identity, "CGROUP_TTL", 0.0)
+    root = tmp_path / request.param
+    shutil.copytree(os.path.join(FIXTURES, request.param), root, symlinks=True)
+    return root, ViewEngine(root=str(root), clock=FakeClock())
+
+
+def test_a_container_read_again_is_handed_the_same_cgroup_and_key(machine):
+    _root, engine = machine
+    first = engine.identity.container_of(CONTAINER_PROCESS)
+    again = engine.identity.container_of(CONTAINER_PROCESS)
+    assert again.cgroup is first.cgroup
+    assert again.key is first.key
+    assert first.key == (first.cgroup.key, first.init_start)
+
+
+def test_a_v1_cgroup_keeps_one_string_for_the_path_all_its_hierarchies_share(machine):
+    _root, engine = machine
+    paths = getattr(engine.identity.container_of(CONTAINER_PROCESS).cgroup, "paths", {"v2": "/parent/ctr"})
+    assert set(paths.values()) == {"/parent/ctr"}
+    assert len({id(path) for path in paths.values()}) == 1
+
+
+def test_every_table_of_the_engine_holds_the_one_key(machine):
+    _root, engine = machine
+    for _ in range(3):
+        for path in ("proc/stat", "proc/loadavg", "proc/meminfo"):
+            engine.render(path, CONTAINER_PROCESS)
+    key = engine.identity.container_of(CONTAINER_PROCESS).key
+    for table in (engine._seen, engine._limits, engine.stat_history._per_cpu):
+        assert [k for k in table if k is key] == list(table) == [key]
+
+
+def test_an_init_moved_to_another_cgroup_is_another_container(machine):
+    root, engine = machine
+    before = engine.identity.container_of(CONTAINER_PROCESS)
+    cgroup_file = root / "proc" / str(CONTAINER_INIT) / "cgroup"
+    cgroup_file.write_text(cgroup_file.read_text().replace("/parent/ctr", "/parent"))
+    after = engine.identity.container_of(CONTAINER_PROCESS)
+    assert after.cgroup.path == "/parent" and before.cgroup.path == "/parent/ctr"
+    assert after.key != before.key
+
+
+def test_kept_files_of_a_thousand_gone_directories_leave_tables_of_nothing(tmp_path):
+    kept = KeptFiles(limit=4096)
+    for index in range(1000):
+        directory = tmp_path / f"c{index}"
+        directory.mkdir()
+        (directory / "memory.stat").write_text("x\n")
+        kept.read(str(directory / "memory.stat"))
+        shutil.rmtree(directory)
+    assert kept.close_stale() == 1000
+    assert len(kept) == 0
+    for table in (kept._fds, kept._dir_inodes, kept._dir_files):
+        assert sys.getsizeof(table) == EMPTY_DICT_SIZE
+
+
+def test_an_open_file_is_its_snapshot_until_released_and_its_handle_is_handed_out_again():
+    files = OpenFiles()
+    entry = Entry("file", "proc/meminfo")
+    first, second = files.add(7, entry, 4242, b"one\n"), files.add(7, entry, 4343, b"two\n")
+    assert (first, second) == (1, 2)
+    assert files.snapshot(first) == b"one\n" and files.pids[second] == 4343 and files.entries[second] is entry
+    files.started[first] = 1
+    files.release(first)
+    files.release(first)  # a second RELEASE of a handle changes nothing
+    assert files.snapshot(first) is None and files.snapshot(99) is None and files.snapshot(0) is None
+    assert len(files) == 1
+    again = files.add(8, entry, 4444, b"three\n")
+    assert again == first and files.started[again] == 0 and files.inodes[again] == 8
+    assert files.snapshot(second) == b"two\n"
+
+
+def test_open_files_take_no_small_object_each_and_a_burst_leaves_tables_as_before():
+    """The kernel holds back RELEASE: a burst of readers leaves thousands
+    of closed files in the daemon (docs/performance.md, "Scale")."""
+    files = OpenFiles()
+    entry, data = Entry("file", "proc/meminfo"), b"MemTotal: 262144 kB\n" * 40
+    blocks_before = sys.getallocatedblocks()
+    handles = [files.add(100_000 + n, entry, 300_000 + n, data) for n in range(5000)]
+    blocks_held = sys.getallocatedblocks() - blocks_before
+    # Python's small objects: the handles list of this test (5,000 ints)
+    # and little more; an object, a handle and a pid per file were 15,000.
+    assert blocks_held < 5000 + 500, blocks_held
+    initial = (len(OpenFiles().data), len(OpenFiles().pids))
+    for fh in handles:
+        files.release(fh)
+    assert len(files) == 0
+    assert (len(files.data), len(files.pids)) == initial
