@@ -31,7 +31,7 @@ LXCFS leak we avoid (its host CommitLimit next to a 256 MiB MemTotal).
 from __future__ import annotations
 
 from procview.cgroups import UNLIMITED, MemoryLimits, MemoryStat, MemoryUsage
-from procview.host import parse_meminfo, replace_meminfo_values
+from procview.host import replace_meminfo_values, scan_meminfo
 from procview.views._inputs import ContainerMemory
 
 # Properties of the machine, not amounts of memory the container holds: the
@@ -382,8 +382,9 @@ def render_meminfo(host_text: str, memory: ContainerMemory, overcommit_ratio: in
     of ``meminfo_values``. Every host line stays, in the host's order and
     column alignment, so parsers that expect this kernel's layout (psutil,
     procps ``free``, Node ``os.freemem``) read it unchanged."""
-    values = meminfo_values(parse_meminfo(host_text), memory, overcommit_ratio)
-    return replace_meminfo_values(host_text, values)
+    scan = scan_meminfo(host_text)
+    values = meminfo_values(scan.values, memory, overcommit_ratio)
+    return replace_meminfo_values(host_text, values, scan=scan)
 
 
 __all__ = [
