@@ -18,21 +18,30 @@ _MEMINFO_LINE = re.compile(r"^([^:\s]+):(\s+)(\d+)(.*)$")
 # The same, over a whole text at once (one C-level scan instead of a
 # Python loop).
 _MEMINFO_LINES = re.compile(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", re.M)
-# Just the value column of every line: the blanks after "Name:" and the
-# number, as one string (``int()`` skips the blanks; its length is the
-# column's width). Finding a literal ":" is a fast C scan, 3x faster than
-# matching every line whole.
-_MEMINFO_COLUMN = re.compile(r":([ \t]+\d+)")
+# A line's value column: the blanks after "Name:" and the number, as one
+# string (``int()`` skips the blanks; its length is the column's width).
+_MEMINFO_COLUMN = r"([ \t]+\d+)"
 
 
-class MeminfoLayout(namedtuple("MeminfoLayout", "names template")):
+class MeminfoLayout(namedtuple("MeminfoLayout", "names widths template pattern")):
     """What stays the same between two reads of a meminfo text: its names,
-    in order, and a %-format of the whole text with one right-aligned
-    ``%Nd`` in each line's value column (its width, after at least one
-    space: wider numbers grow the line). A kernel writes the same layout
-    on every read (a number wider than its column makes another one)."""
+    in order, its value columns' widths, and a %-format of the whole text
+    with one right-aligned ``%Nd`` in each column (after at least one
+    space: a wider number grows the line). ``pattern`` matches exactly the
+    texts of this layout whatever their numbers, capturing each column
+    (None for a text too long to be worth one). A kernel writes the same
+    layout on every read; a number that outgrows its column makes another."""
 
     __slots__ = ()
+
+    def columns_of(self, text: str) -> tuple[str, ...] | None:
+        """The value columns of ``text`` if it has this layout (the same
+        names and tails, columns of the same widths), else None."""
+        match = self.pattern.fullmatch(text)
+        if match is None:
+            return None
+        columns = match.groups()
+        return columns if tuple(map(len, columns)) == self.widths else None
 
     def fill(self, numbers) -> str:
         """The text with ``numbers`` (ints, in the order of ``names``)."""
@@ -54,48 +63,57 @@ class MeminfoScan(namedtuple("MeminfoScan", "values numbers layout")):
     __slots__ = ()
 
 
-# Layouts seen, by the text's length and column widths. A machine has one
-# or two (a number that outgrows its column); the bound only guards
-# against a stream of odd texts.
-_LAYOUTS: dict = {}
-_LAYOUTS_MAX = 64
+# Layouts seen, the newest first. A machine has one or two per file (a
+# number that outgrows its column makes another); the bound keeps a stream
+# of odd texts from making each scan try many.
+_LAYOUTS: list[MeminfoLayout] = []
+_LAYOUTS_MAX = 8
+# Longer texts get a layout but no pattern (compiling one would cost more
+# than it saves).
+_PATTERN_MAX_LINES = 256
 
 
 def scan_meminfo(text: str) -> MeminfoScan:
     """Scan a meminfo-style text once, for parsing and rewriting it.
 
     The daemon scans the host's /proc/meminfo on every open, and only its
-    numbers change between reads: so the names and the template are
+    numbers change between reads: so the names, widths and template are
     worked out once per layout (``_LAYOUTS``), and a read costs one
-    C-level regex pass, the ints and one %-format. A kept layout is used
-    only if it writes this very text back from the text's own numbers
-    (so it has this text's names, columns and tails); otherwise the text
-    is scanned line by line and its layout kept."""
-    columns = _MEMINFO_COLUMN.findall(text)
+    C-level match of the layout's pattern (which also proves the text has
+    that layout), the ints and one %-format. A text of no kept layout is
+    scanned line by line and its layout kept."""
+    for layout in _LAYOUTS:
+        columns = layout.columns_of(text)
+        if columns is not None:
+            break
+    else:
+        lines = _MEMINFO_LINES.findall(text)
+        if len(lines) != len(text.splitlines()):
+            return MeminfoScan({name: int(digits) for name, _spaces, digits, _rest in lines}, (), None)
+        layout = _layout_of(lines, text.endswith("\n"))
+        if layout.pattern is not None:
+            _LAYOUTS.insert(0, layout)
+            del _LAYOUTS[_LAYOUTS_MAX:]
+        columns = [spaces + digits for _name, spaces, digits, _rest in lines]
     numbers = list(map(int, columns))
-    key = (len(text), tuple(map(len, columns)))
-    layout = _LAYOUTS.get(key)
-    if layout is None or layout.fill(numbers) != text:
-        layout = _layout_of(text, columns)
-        if layout is None:
-            return MeminfoScan({name: int(digits) for name, _spaces, digits, _rest in _MEMINFO_LINES.findall(text)}, (), None)
-        if len(_LAYOUTS) >= _LAYOUTS_MAX:
-            _LAYOUTS.clear()
-        _LAYOUTS[key] = layout
     return MeminfoScan(dict(zip(layout.names, numbers)), numbers, layout)
 
 
-def _layout_of(text: str, columns: list[str]) -> MeminfoLayout | None:
-    """The layout of ``text`` (``columns``: its ``_MEMINFO_COLUMN``
-    matches), or None unless every line is a meminfo line and the columns
-    are exactly those lines' value columns (a ":" in a line's tail would
-    add one)."""
-    lines = _MEMINFO_LINES.findall(text)
-    if len(lines) != len(text.splitlines()) or [spaces + digits for _, spaces, digits, _ in lines] != columns:
-        return None
-    template = "".join([f"{name}: %{len(spaces) + len(digits) - 1}d{rest.replace('%', '%%')}\n"
-                        for name, spaces, digits, rest in lines])
-    return MeminfoLayout(tuple([line[0] for line in lines]), template if text.endswith("\n") else template[:-1])
+def _layout_of(lines: list[tuple[str, str, str, str]], final_newline: bool) -> MeminfoLayout:
+    """The layout of a text whose every line is one of ``lines`` (its
+    ``_MEMINFO_LINES`` matches)."""
+    widths = tuple([len(spaces) + len(digits) for _name, spaces, digits, _rest in lines])
+    end = "\n" if final_newline else ""
+    template = "\n".join([f"{_literal(name)}: %{width - 1}d{_literal(rest)}" for (name, _, _, rest), width in zip(lines, widths)])
+    pattern = None
+    if len(lines) <= _PATTERN_MAX_LINES:
+        pattern = re.compile("\n".join([re.escape(f"{name}:") + _MEMINFO_COLUMN + re.escape(rest) for name, _, _, rest in lines]) + end)
+    return MeminfoLayout(tuple([line[0] for line in lines]), widths, template + end if lines else "", pattern)
+
+
+def _literal(text: str) -> str:
+    """``text`` as literal text of a %-format."""
+    return text.replace("%", "%%")
 
 
 def parse_meminfo(text: str, scan: MeminfoScan | None = None) -> dict[str, int]:

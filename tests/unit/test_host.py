@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from procview.host import (
     HostFiles,
@@ -157,7 +159,7 @@ def test_scan_meminfo_layout_writes_what_the_line_by_line_rewrite_writes(relpath
         assert replace_meminfo_values(host, values, scan=scan) == _line_by_line(host, values)
 
 
-def test_scan_meminfo_a_kept_layout_serves_only_texts_it_writes_back():
+def test_scan_meminfo_a_kept_layout_serves_only_texts_of_that_layout():
     # Same length and column widths, other names: the kept layout of the
     # first text must not name the second one's lines.
     first = "DirectMap4k:      123 kB\nDirectMap2M:     4567 kB\n"
@@ -191,6 +193,29 @@ def test_scan_meminfo_odd_texts_parse_and_rewrite_as_line_by_line(text):
     values = {name: 9 for name in scan.values}  # every line rewritten (the whole-file path also respaces the others)
     assert replace_meminfo_values(text, values, scan=scan) == _line_by_line(text, values)
     assert scan_meminfo(text) == scan  # the second time (a kept layout, if any) too
+
+
+_NAMES = st.sampled_from(["MemTotal", "MemFree", "DirectMap4k", "DirectMap2M", "HugePages_Total", "Odd%"])
+_LINE = st.tuples(_NAMES, st.sampled_from([":", ": ", ":\t", ":       "]), st.integers(0, 10**12), st.sampled_from([" kB", "", " %d", " kB: 7"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(_LINE, max_size=6), st.booleans()), min_size=1, max_size=6))
+def test_scan_meminfo_in_any_order_of_texts_agrees_with_the_line_scan(texts):
+    # Texts scanned one after another share kept layouts; each scan must
+    # still answer as a scan of that text alone: its values, and the same
+    # rewrite as the line-by-line path.
+    import re
+
+    for lines, final_newline in texts:
+        text = "\n".join(f"{name}{sep}{number}{rest}" for name, sep, number, rest in lines) + ("\n" if final_newline and lines else "")
+        found = re.findall(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", text, re.M)
+        scan = scan_meminfo(text)
+        assert scan.values == {name: int(digits) for name, _, digits, _ in found}
+        values = {name: 3 for name in scan.values}
+        assert replace_meminfo_values(text, values, scan=scan) == _line_by_line(text, values)
+        if scan.layout is not None:
+            assert scan.layout.fill_from(values) == _line_by_line(text, values)
 
 
 # -- /proc/uptime and btime ----------------------------------------------------------
