@@ -104,10 +104,13 @@ def _layout_of(lines: list[tuple[str, str, str, str]], final_newline: bool) -> M
     ``_MEMINFO_LINES`` matches)."""
     widths = tuple([len(spaces) + len(digits) for _name, spaces, digits, _rest in lines])
     end = "\n" if final_newline else ""
-    template = "\n".join([f"{_literal(name)}: %{width - 1}d{_literal(rest)}" for (name, _, _, rest), width in zip(lines, widths)])
+    template = "\n".join(
+        [f"{_literal(name)}: %{width - 1}d{_literal(rest)}" for (name, _, _, rest), width in zip(lines, widths)]
+    )
     pattern = None
     if len(lines) <= _PATTERN_MAX_LINES:
-        pattern = re.compile("\n".join([re.escape(f"{name}:") + _MEMINFO_COLUMN + re.escape(rest) for name, _, _, rest in lines]) + end)
+        lines_pattern = [re.escape(f"{name}:") + _MEMINFO_COLUMN + re.escape(rest) for name, _, _, rest in lines]
+        pattern = re.compile("\n".join(lines_pattern) + end)
     return MeminfoLayout(tuple([line[0] for line in lines]), widths, template + end if lines else "", pattern)
 
 

@@ -25,7 +25,14 @@ from ._base import (
     tightest_quota,
     write_text,
 )
-from ._formats import FlatKeyedSelection, format_cpulist, parse_cpu_max, parse_flat_keyed, parse_nested_keyed, parse_single_value
+from ._formats import (
+    FlatKeyedSelection,
+    format_cpulist,
+    parse_cpu_max,
+    parse_flat_keyed,
+    parse_nested_keyed,
+    parse_single_value,
+)
 from ._values import (
     UNLIMITED,
     CpuQuota,

@@ -119,7 +119,8 @@ def _stat_in_kb(stat: MemoryStat | None) -> dict[str, int]:
     """The fields ``stat`` has, in kB (as ``kib``); unknown ones left out."""
     if stat is None:
         return {}
-    return {field: int(value) >> 10 if value > 0 else 0 for field, value in zip(stat._fields, stat) if value is not None}
+    fields = zip(stat._fields, stat)
+    return {field: int(value) >> 10 if value > 0 else 0 for field, value in fields if value is not None}
 
 
 def _anon_pages_kb(stat: MemoryStat | None) -> int:
@@ -287,7 +288,9 @@ def direct_map_fields(host: dict[str, int], total_kb: int) -> dict[str, int]:
     largest fractions).
     """
     # ("in" first: a cheap operator that rules out almost every name.)
-    host_map = {name: max(0, value) for name, value in host.items() if "DirectMap" in name and name.startswith("DirectMap")}
+    host_map = {
+        name: max(0, value) for name, value in host.items() if "DirectMap" in name and name.startswith("DirectMap")
+    }
     host_sum = sum(host_map.values())
     if host_sum == 0:
         return host_map
