@@ -27,6 +27,7 @@ from procview._io import KeptFiles, return_free_heap
 from procview.cgroups import UNLIMITED, Hierarchies, discover
 from procview.host import (
     HostFiles,
+    MeminfoScan,
     parse_btime,
     parse_meminfo,
     parse_proc_pid_stat,
@@ -545,7 +546,11 @@ class ViewEngine:
     def _meminfo(self, request: "_Request", host_text: str) -> str:
         # The same numbers as swaps and node meminfo (render_meminfo's
         # work, without parsing the host's text a second time).
-        return replace_meminfo_values(host_text, request.meminfo_values, lines=request.host_meminfo_lines)
+        # meminfo_values has every host line, each an int >= 0: the fast fill.
+        scan = request.host_meminfo_scan
+        if scan.layout is not None:
+            return scan.layout.fill_from(request.meminfo_values)
+        return replace_meminfo_values(host_text, request.meminfo_values, scan=scan)
 
     def _swaps(self, request: "_Request", host_text: str) -> str:
         from procview.views.swaps import render_swaps
@@ -648,14 +653,14 @@ class _Request:
         return self.cpu_view.limited
 
     @functools.cached_property
-    def host_meminfo_lines(self) -> list:
+    def host_meminfo_scan(self) -> MeminfoScan:
         """The host's ``/proc/meminfo`` scanned once, for parsing and, for
         ``/proc/meminfo`` itself, rewriting."""
         return scan_meminfo(self.host_file("/proc/meminfo"))
 
     @functools.cached_property
     def host_meminfo(self) -> dict[str, int]:
-        return parse_meminfo(self.host_file("/proc/meminfo"), self.host_meminfo_lines)
+        return self.host_meminfo_scan.values
 
     @functools.cached_property
     def _limits(self):

@@ -16,44 +16,127 @@ from procview.cgroups import parse_cpulist
 # "Name:   12345 kB" or "HugePages_Total:       0" (no unit).
 _MEMINFO_LINE = re.compile(r"^([^:\s]+):(\s+)(\d+)(.*)$")
 # The same, over a whole text at once (one C-level scan instead of a
-# Python loop: meminfo is read on every open and sysinfo computation).
+# Python loop).
 _MEMINFO_LINES = re.compile(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", re.M)
+# A line's value column: the blanks after "Name:" and the number, as one
+# string (``int()`` skips the blanks; its length is the column's width).
+_MEMINFO_COLUMN = r"([ \t]+\d+)"
 
 
-def scan_meminfo(text: str) -> list[tuple[str, str, str, str]]:
-    """The meminfo lines of ``text``, each as (name, spaces, digits, rest).
-    A caller that both parses and rewrites the same text scans it once and
-    passes the lines to both."""
-    return _MEMINFO_LINES.findall(text)
+class MeminfoLayout(namedtuple("MeminfoLayout", "names widths template pattern")):
+    """What stays the same between two reads of a meminfo text: its names,
+    in order, its value columns' widths, and a %-format of the whole text
+    with one right-aligned ``%Nd`` in each column (after at least one
+    space: a wider number grows the line). ``pattern`` matches exactly the
+    texts of this layout whatever their numbers, capturing each column
+    (None for a text too long to be worth one). A kernel writes the same
+    layout on every read; a number that outgrows its column makes another."""
+
+    __slots__ = ()
+
+    def columns_of(self, text: str) -> tuple[str, ...] | None:
+        """The value columns of ``text`` if it has this layout (the same
+        names and tails, columns of the same widths), else None."""
+        match = self.pattern.fullmatch(text)
+        if match is None:
+            return None
+        columns = match.groups()
+        return columns if tuple(map(len, columns)) == self.widths else None
+
+    def fill(self, numbers) -> str:
+        """The text with ``numbers`` (ints, in the order of ``names``)."""
+        return self.template % tuple(numbers)
+
+    def fill_from(self, values: dict[str, int]) -> str:
+        """The text with ``values[name]`` in each line: ``values`` must have
+        every name, each an int >= 0 (``meminfo_values`` answers so)."""
+        return self.template % tuple(map(values.__getitem__, self.names))
 
 
-def parse_meminfo(text: str, lines: list | None = None) -> dict[str, int]:
+class MeminfoScan(namedtuple("MeminfoScan", "values numbers layout")):
+    """One meminfo text, scanned once: its ``values`` ({name: int}, as
+    ``parse_meminfo``), its ``layout`` (a MeminfoLayout, or None when a
+    line is not a ``Name: number`` line, which only the line-by-line
+    rewrite keeps as it is) and, with a layout, the host's ``numbers`` in
+    the order of its names (a name the text repeats keeps each line's)."""
+
+    __slots__ = ()
+
+
+# Layouts seen, the newest first. A machine has one or two per file (a
+# number that outgrows its column makes another); the bound keeps a stream
+# of odd texts from making each scan try many.
+_LAYOUTS: list[MeminfoLayout] = []
+_LAYOUTS_MAX = 8
+# Longer texts get a layout but no pattern (compiling one would cost more
+# than it saves).
+_PATTERN_MAX_LINES = 256
+
+
+def scan_meminfo(text: str) -> MeminfoScan:
+    """Scan a meminfo-style text once, for parsing and rewriting it.
+
+    The daemon scans the host's /proc/meminfo on every open, and only its
+    numbers change between reads: so the names, widths and template are
+    worked out once per layout (``_LAYOUTS``), and a read costs one
+    C-level match of the layout's pattern (which also proves the text has
+    that layout), the ints and one %-format. A text of no kept layout is
+    scanned line by line and its layout kept."""
+    for layout in _LAYOUTS:
+        columns = layout.columns_of(text)
+        if columns is not None:
+            break
+    else:
+        lines = _MEMINFO_LINES.findall(text)
+        if len(lines) != len(text.splitlines()):
+            return MeminfoScan({name: int(digits) for name, _spaces, digits, _rest in lines}, (), None)
+        layout = _layout_of(lines, text.endswith("\n"))
+        if layout.pattern is not None:
+            _LAYOUTS.insert(0, layout)
+            del _LAYOUTS[_LAYOUTS_MAX:]
+        columns = [spaces + digits for _name, spaces, digits, _rest in lines]
+    numbers = list(map(int, columns))
+    return MeminfoScan(dict(zip(layout.names, numbers)), numbers, layout)
+
+
+def _layout_of(lines: list[tuple[str, str, str, str]], final_newline: bool) -> MeminfoLayout:
+    """The layout of a text whose every line is one of ``lines`` (its
+    ``_MEMINFO_LINES`` matches)."""
+    widths = tuple([len(spaces) + len(digits) for _name, spaces, digits, _rest in lines])
+    end = "\n" if final_newline else ""
+    template = "\n".join(
+        [f"{_literal(name)}: %{width - 1}d{_literal(rest)}" for (name, _, _, rest), width in zip(lines, widths)]
+    )
+    pattern = None
+    if len(lines) <= _PATTERN_MAX_LINES:
+        lines_pattern = [re.escape(f"{name}:") + _MEMINFO_COLUMN + re.escape(rest) for name, _, _, rest in lines]
+        pattern = re.compile("\n".join(lines_pattern) + end)
+    return MeminfoLayout(tuple([line[0] for line in lines]), widths, template + end if lines else "", pattern)
+
+
+def _literal(text: str) -> str:
+    """``text`` as literal text of a %-format."""
+    return text.replace("%", "%%")
+
+
+def parse_meminfo(text: str, scan: MeminfoScan | None = None) -> dict[str, int]:
     """``/proc/meminfo`` (or a node's meminfo with the ``Node N`` prefix
     removed) as {name: value}; values are kB for ``kB`` lines, counts for
-    the HugePages_* lines. Unknown or odd lines are skipped. ``lines``:
+    the HugePages_* lines. Unknown or odd lines are skipped. ``scan``:
     ``scan_meminfo(text)``, if the caller has it already."""
-    if lines is None:
-        lines = _MEMINFO_LINES.findall(text)
-    return {name: int(digits) for name, _spaces, digits, _rest in lines}
+    return (scan or scan_meminfo(text)).values
 
 
-def replace_meminfo_values(text: str, values: dict[str, int], prefix: str = "", lines: list | None = None) -> str:
+def replace_meminfo_values(text: str, values: dict[str, int], prefix: str = "", scan: MeminfoScan | None = None) -> str:
     """Rewrite the numbers of a meminfo-style text, keeping every line, the
     host's order and column alignment; names not in ``values`` keep their
     host value. ``prefix`` is stripped before matching (``Node 0 ``).
-    ``lines``: ``scan_meminfo(text)``, if the caller has it already."""
+    ``scan``: ``scan_meminfo(text)``, if the caller has it already."""
     if not prefix:
-        if lines is None:
-            lines = _MEMINFO_LINES.findall(text)
-        if len(lines) == len(text.splitlines()):  # every line is a meminfo line: the fast way
-            # One %-format for the whole file instead of a Python string per
-            # line: each number goes right-aligned into the host's column,
-            # after at least one space (wider numbers grow the line).
-            template = "".join([f"{name}: %{len(spaces) + len(digits) - 1}d{rest.replace('%', '%%')}\n"
-                                for name, spaces, digits, rest in lines])
-            numbers = tuple([max(0, int(values[name])) if name in values else int(digits) for name, _, digits, _ in lines])
-            out = template % numbers
-            return out if text.endswith("\n") else out[:-1]
+        scan = scan or scan_meminfo(text)
+        if scan.layout is not None:  # every line is a meminfo line: one %-format for the whole file
+            return scan.layout.fill([max(0, int(values[name])) if name in values else number
+                                     for name, number in zip(scan.layout.names, scan.numbers)])
     out = []
     for line in text.splitlines():
         body = line[len(prefix):] if prefix and line.startswith(prefix) else line

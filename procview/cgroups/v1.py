@@ -28,6 +28,7 @@ from ._base import (
     write_text,
 )
 from ._formats import (
+    FlatKeyedSelection,
     format_cpulist,
     parse_blkio_recursive,
     parse_cpuacct_usage_all,
@@ -67,6 +68,7 @@ _MEMORY_STAT_KEYS = {
     "total_rss_huge": "anon_thp",
     "total_swapcached": "swapcached",
 }
+_MEMORY_STAT = FlatKeyedSelection(_MEMORY_STAT_KEYS)
 
 # Block I/O counters: the first file that exists wins. The plain names are
 # CFQ's (kernels before 5.0); blk-mq kernels keep the throttle layer's
@@ -177,10 +179,9 @@ class CgroupV1(Cgroup):
         return (parse_flat_keyed(self._read("memory", "memory.oom_control")) or {}).get("oom_kill")
 
     def memory_stat(self) -> MemoryStat | None:
-        raw = parse_flat_keyed(self._read("memory", "memory.stat"))
-        if not raw:
+        fields = _MEMORY_STAT.parse(self._read("memory", "memory.stat"))
+        if not fields:
             return None
-        fields = {field: raw[key] for key, field in _MEMORY_STAT_KEYS.items() if key in raw}
         slab = _slabinfo_bytes(self._read("memory", "memory.kmem.slabinfo"))
         if slab is not None:
             # v1 does not say which slab caches are reclaimable: count all of

@@ -25,7 +25,14 @@ from ._base import (
     tightest_quota,
     write_text,
 )
-from ._formats import format_cpulist, parse_cpu_max, parse_flat_keyed, parse_nested_keyed, parse_single_value
+from ._formats import (
+    FlatKeyedSelection,
+    format_cpulist,
+    parse_cpu_max,
+    parse_flat_keyed,
+    parse_nested_keyed,
+    parse_single_value,
+)
 from ._values import (
     UNLIMITED,
     CpuQuota,
@@ -41,7 +48,8 @@ from ._values import (
 # The controllers the runtime needs enabled for its containers.
 MANAGED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "io")
 
-_MEMORY_STAT_FIELDS = frozenset(MemoryStat._fields)
+# memory.stat: v2's keys are MemoryStat's field names.
+_MEMORY_STAT = FlatKeyedSelection({field: field for field in MemoryStat._fields})
 
 
 class CgroupV2(Cgroup):
@@ -112,10 +120,8 @@ class CgroupV2(Cgroup):
         return (parse_flat_keyed(self._read("memory.events")) or {}).get("oom_kill")
 
     def memory_stat(self) -> MemoryStat | None:
-        raw = parse_flat_keyed(self._read("memory.stat"))
-        if not raw:
-            return None
-        return MemoryStat(**{key: value for key, value in raw.items() if key in _MEMORY_STAT_FIELDS})
+        fields = _MEMORY_STAT.parse(self._read("memory.stat"))
+        return MemoryStat(**fields) if fields else None
 
     # -- cpu --------------------------------------------------------------
 

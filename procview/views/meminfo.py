@@ -31,7 +31,7 @@ LXCFS leak we avoid (its host CommitLimit next to a 256 MiB MemTotal).
 from __future__ import annotations
 
 from procview.cgroups import UNLIMITED, MemoryLimits, MemoryStat, MemoryUsage
-from procview.host import parse_meminfo, replace_meminfo_values
+from procview.host import replace_meminfo_values, scan_meminfo
 from procview.views._inputs import ContainerMemory
 
 # Properties of the machine, not amounts of memory the container holds: the
@@ -119,7 +119,8 @@ def _stat_in_kb(stat: MemoryStat | None) -> dict[str, int]:
     """The fields ``stat`` has, in kB (as ``kib``); unknown ones left out."""
     if stat is None:
         return {}
-    return {field: max(0, int(value)) // 1024 for field, value in zip(stat._fields, stat) if value is not None}
+    fields = zip(stat._fields, stat)
+    return {field: int(value) >> 10 if value > 0 else 0 for field, value in fields if value is not None}
 
 
 def _anon_pages_kb(stat: MemoryStat | None) -> int:
@@ -175,8 +176,15 @@ def stat_fields(host: dict[str, int], total_kb: int, stat: MemoryStat | None) ->
     - ShmemPmdMapped, FilePmdMapped: not counted per cgroup; the host's
       value, capped at the huge pages they are part of.
     """
-    stat_kb = _stat_in_kb(stat)  # once, not once per line: meminfo is read on every open
-    fields = {name: min(sum([stat_kb.get(part, 0) for part in parts]), total_kb) for name, parts in STAT_FIELDS.items()}
+    # memory.stat in kB once, not once per line, and plain loops: meminfo
+    # is read on every open.
+    in_kb = _stat_in_kb(stat).get
+    fields = {}
+    for name, parts in STAT_FIELDS.items():
+        kb = 0
+        for part in parts:
+            kb += in_kb(part, 0)
+        fields[name] = kb if kb < total_kb else total_kb
     fields["Buffers"] = 0
     fields["AnonPages"] = min(_anon_pages_kb(stat), total_kb)
     fields["Mlocked"] = min(max(0, host.get("Mlocked", 0)), fields["Unevictable"])
@@ -279,7 +287,10 @@ def direct_map_fields(host: dict[str, int], total_kb: int) -> dict[str, int]:
     to exactly MemTotal (rounding leftovers go to the lines with the
     largest fractions).
     """
-    host_map = {name: max(0, value) for name, value in host.items() if name.startswith("DirectMap")}
+    # ("in" first: a cheap operator that rules out almost every name.)
+    host_map = {
+        name: max(0, value) for name, value in host.items() if "DirectMap" in name and name.startswith("DirectMap")
+    }
     host_sum = sum(host_map.values())
     if host_sum == 0:
         return host_map
@@ -333,14 +344,14 @@ def meminfo_values(host: dict[str, int], memory: ContainerMemory, overcommit_rat
     fields.update(commit_fields(fields, fields["SwapTotal"] - fields["SwapFree"], overcommit_ratio))
     fields.update(direct_map_fields(host, total_kb))
 
-    values = {}
-    for name, host_value in host.items():
-        if name in fields:
-            values[name] = fields[name]
-        elif name in MACHINE_CONSTANTS:
-            values[name] = max(0, host_value)
-        else:
-            values[name] = min(max(0, host_value), total_kb)
+    # Every host line clamped, in the host's order; then the machine
+    # constants and the lines computed above replace theirs (a
+    # comprehension and set operations: fewer Python steps per line).
+    values = {name: (value if value < total_kb else total_kb) if value > 0 else 0 for name, value in host.items()}
+    for name in MACHINE_CONSTANTS & values.keys():
+        values[name] = max(0, host[name])
+    for name in fields.keys() & values.keys():
+        values[name] = fields[name]
     return values
 
 
@@ -382,8 +393,9 @@ def render_meminfo(host_text: str, memory: ContainerMemory, overcommit_ratio: in
     of ``meminfo_values``. Every host line stays, in the host's order and
     column alignment, so parsers that expect this kernel's layout (psutil,
     procps ``free``, Node ``os.freemem``) read it unchanged."""
-    values = meminfo_values(parse_meminfo(host_text), memory, overcommit_ratio)
-    return replace_meminfo_values(host_text, values)
+    scan = scan_meminfo(host_text)
+    values = meminfo_values(scan.values, memory, overcommit_ratio)
+    return replace_meminfo_values(host_text, values, scan=scan)
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from procview.cgroups import UNLIMITED, CgroupMount, format_cpulist, parse_cpulist, parse_single_value
 from procview.cgroups._formats import (
+    FlatKeyedSelection,
     parse_blkio_recursive,
     parse_cpu_max,
     parse_cpuacct_usage_all,
@@ -141,6 +142,47 @@ def test_parse_flat_keyed():
     assert parse_flat_keyed(text) == {"user": 240, "system": 60}
     assert parse_flat_keyed("") == {}
     assert parse_flat_keyed(None) is None
+
+
+V1_MEMORY_STAT = (  # a v1 memory.stat: each counter twice, the cgroup's own and total_*
+    "cache 4096\nrss 8192\nrss_huge 0\nshmem 0\nswap 0\n"
+    "hierarchical_memory_limit 536870912\n"
+    "total_cache 40960\ntotal_rss 81920\ntotal_rss_huge 2097152\ntotal_shmem 4096\ntotal_swap 0\n"
+)
+V1_SELECTION = FlatKeyedSelection({"total_rss": "anon", "total_cache": "file", "total_rss_huge": "anon_thp", "total_shmem": "shmem"})
+
+
+def test_flat_keyed_selection_reads_only_its_keys_under_their_names():
+    # rss and total_rss, total_rss and total_rss_huge: a key matches whole, never a prefix.
+    assert V1_SELECTION.parse(V1_MEMORY_STAT) == {"file": 40960, "anon": 81920, "anon_thp": 2097152, "shmem": 4096}
+    v2 = FlatKeyedSelection({"anon": "anon", "anon_thp": "anon_thp", "file": "file"})
+    assert v2.parse("anon 12288\nfile 4096\nkernel 0\nanon_thp 0\nfile_mapped 7\n") == {"anon": 12288, "file": 4096, "anon_thp": 0}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, None),  # no file
+        ("", {}),
+        ("garbage\n\n\x00\xff", {}),
+        ("rss 5\ncache 6\n", {}),  # v1 without its total_* keys: none of the selected ones
+        ("total_rss 5", {"anon": 5}),  # no final newline
+        ("total_rss x\ntotal_cache 7 kB\ntotal_shmem\n", {}),  # garbled values, a third field, no value
+        ("total_rss -4096\ntotal_cache +7\n", {"anon": -4096, "file": 7}),  # as int() reads them
+        ("total_rss 1\ntotal_rss 2\n", {"anon": 2}),  # twice: the last line, as parse_flat_keyed
+        ("  total_rss\t 3 \n", {"anon": 3}),  # blanks around, as str.split
+        ("xtotal_rss 1\ntotal_rssx 2\ntotal.rss 3\n", {}),  # near misses
+    ],
+)
+def test_flat_keyed_selection_odd_input(text, expected):
+    assert V1_SELECTION.parse(text) == expected
+
+
+@given(st.lists(st.tuples(st.sampled_from(["total_rss", "total_cache", "rss", "total_rss_huge", "x y", ""]), st.text("0123456789-x ", max_size=6))))
+def test_flat_keyed_selection_agrees_with_parse_flat_keyed(lines):
+    text = "".join(f"{key} {value}\n" for key, value in lines)
+    full = parse_flat_keyed(text)
+    assert V1_SELECTION.parse(text) == {name: full[key] for key, name in V1_SELECTION.names.items() if key in full}
 
 
 # -- nested keyed (v2 io.stat)

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from procview.host import (
     HostFiles,
@@ -118,9 +120,9 @@ def test_replace_meminfo_values_whole_file_and_line_by_line_agree():
     whole = replace_meminfo_values(host, values)
     assert whole.endswith("Odd_Field:       2 %\n")
     assert whole == replace_meminfo_values(prefixed, values, prefix="P ").replace("P ", "")
-    lines = scan_meminfo(host)
-    assert replace_meminfo_values(host, values, lines=lines) == whole
-    assert parse_meminfo(host, lines) == parse_meminfo(host)
+    scan = scan_meminfo(host)
+    assert replace_meminfo_values(host, values, scan=scan) == whole
+    assert parse_meminfo(host, scan) == parse_meminfo(host)
 
 
 def test_replace_meminfo_values_node_prefix():
@@ -132,6 +134,88 @@ def test_replace_meminfo_values_node_prefix():
     assert lines[2] == "Node 0 MemUsed:          307200 kB"
     assert "Node 0 HugePages_Total:     2" in lines
     assert [len(line) for line in lines] == [len(line) for line in host.splitlines()]
+
+
+def _line_by_line(text: str, values: dict) -> str:
+    """The reference rewrite: the per-line path, which a prefix selects."""
+    prefixed = "".join(f"P {line}\n" for line in text.splitlines())
+    out = replace_meminfo_values(prefixed, values, prefix="P ").replace("P ", "")
+    return out if text.endswith("\n") else out[:-1]
+
+
+@pytest.mark.parametrize(
+    "relpath",
+    ["v1/proc/meminfo", "hybrid/proc/meminfo", "v2/proc/meminfo", "host/meminfo.txt", "host/meminfo_swap_hugepages.txt"],
+)
+def test_scan_meminfo_layout_writes_what_the_line_by_line_rewrite_writes(relpath):
+    host = (FIXTURES / relpath).read_text()
+    scan = scan_meminfo(host)
+    assert scan.layout is not None
+    assert scan.values == parse_meminfo(host) and len(scan.numbers) == len(host.splitlines())
+    assert scan.layout.fill(scan.numbers) == host
+    for factor in (0, 3, 10**6):  # smaller, and wider than every column
+        values = {name: value * factor // 7 for name, value in scan.values.items()}
+        assert scan.layout.fill_from(values) == _line_by_line(host, values)
+        assert replace_meminfo_values(host, values, scan=scan) == _line_by_line(host, values)
+
+
+def test_scan_meminfo_a_kept_layout_serves_only_texts_of_that_layout():
+    # Same length and column widths, other names: the kept layout of the
+    # first text must not name the second one's lines.
+    first = "DirectMap4k:      123 kB\nDirectMap2M:     4567 kB\n"
+    second = "DirectMap8k:      999 kB\nDirectMap1G:     1234 kB\n"
+    assert scan_meminfo(first).values == {"DirectMap4k": 123, "DirectMap2M": 4567}
+    scan = scan_meminfo(second)
+    assert scan.values == {"DirectMap8k": 999, "DirectMap1G": 1234}
+    assert scan.layout.fill_from({"DirectMap8k": 1, "DirectMap1G": 2}) == "DirectMap8k:        1 kB\nDirectMap1G:        2 kB\n"
+    # A number that outgrew its column is another layout (one space, then the number).
+    wide = scan_meminfo("MemTotal: 123456789012 kB\nMemFree:        5 kB")
+    assert wide.layout.fill_from({"MemTotal": 1, "MemFree": 2}) == "MemTotal:            1 kB\nMemFree:        2 kB"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "MemTotal:       100 kB\nOdd line\nMemFree:\t 5 kB\n",  # a line that is not a meminfo line
+        "MemTotal:       100 kB\nX:    12 kB: 5\n",  # a ":" and a number in a line's tail
+        "MemTotal:\t100 kB\nMemFree:  007 kB\n",  # a tab, leading zeros: not what a template writes back
+        "MemTotal:       100 kB\nMemTotal:         7 kB\n",  # a name twice: each line keeps its number
+        "MemTotal:       100 %d kB\n",  # a "%" in the tail
+    ],
+)
+def test_scan_meminfo_odd_texts_parse_and_rewrite_as_line_by_line(text):
+    import re
+
+    lines = re.findall(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", text, re.M)
+    scan = scan_meminfo(text)
+    assert scan.values == {name: int(digits) for name, _, digits, _ in lines}
+    values = {name: 9 for name in scan.values}  # every line rewritten (the whole-file path also respaces the others)
+    assert replace_meminfo_values(text, values, scan=scan) == _line_by_line(text, values)
+    assert scan_meminfo(text) == scan  # the second time (a kept layout, if any) too
+
+
+_NAMES = st.sampled_from(["MemTotal", "MemFree", "DirectMap4k", "DirectMap2M", "HugePages_Total", "Odd%"])
+_LINE = st.tuples(_NAMES, st.sampled_from([":", ": ", ":\t", ":       "]), st.integers(0, 10**12), st.sampled_from([" kB", "", " %d", " kB: 7"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(_LINE, max_size=6), st.booleans()), min_size=1, max_size=6))
+def test_scan_meminfo_in_any_order_of_texts_agrees_with_the_line_scan(texts):
+    # Texts scanned one after another share kept layouts; each scan must
+    # still answer as a scan of that text alone: its values, and the same
+    # rewrite as the line-by-line path.
+    import re
+
+    for lines, final_newline in texts:
+        text = "\n".join(f"{name}{sep}{number}{rest}" for name, sep, number, rest in lines) + ("\n" if final_newline and lines else "")
+        found = re.findall(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", text, re.M)
+        scan = scan_meminfo(text)
+        assert scan.values == {name: int(digits) for name, _, digits, _ in found}
+        values = {name: 3 for name in scan.values}
+        assert replace_meminfo_values(text, values, scan=scan) == _line_by_line(text, values)
+        if scan.layout is not None:
+            assert scan.layout.fill_from(values) == _line_by_line(text, values)
 
 
 # -- /proc/uptime and btime ----------------------------------------------------------

@@ -585,3 +585,43 @@ def test_swap_values_alone_are_meminfos(host, memory):
     # /proc/swaps computes them without memory.stat: the same numbers.
     full = meminfo_values(host, memory)
     assert swap_values(host, memory) == {"SwapTotal": full.get("SwapTotal", 0), "SwapFree": full.get("SwapFree", 0)}
+
+
+# -- the daemon's fast path writes what the reference functions write ---------
+
+_FIXTURE_MACHINES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+class _StillClock:
+    @staticmethod
+    def boottime():
+        return 97320.45
+
+    @staticmethod
+    def realtime():
+        return 1732510000 + 97320.45
+
+    @staticmethod
+    def monotonic():
+        return 1000.0
+
+
+@pytest.mark.parametrize("layout", ["v1", "hybrid", "v2"])
+@pytest.mark.parametrize("pid", [50, 200, 210])  # the limited containers
+def test_engine_meminfo_is_the_line_by_line_rewrite_of_meminfo_values(layout, pid):
+    # The engine fills a kept template from its per-request scan; the
+    # reference is render_meminfo's numbers written back line by line
+    # (the path a prefix selects), from the same host text and cgroup.
+    from procview.engine import ViewEngine, _Request
+    from procview.host import replace_meminfo_values
+
+    engine = ViewEngine(root=str(_FIXTURE_MACHINES / layout), clock=_StillClock())
+    host_text = (_FIXTURE_MACHINES / layout / "proc" / "meminfo").read_text()
+    request = _Request(engine, engine.identity.container_of(pid))
+    assert request.is_limited()
+    values = meminfo_values(parse_meminfo(host_text), request.memory, engine.overcommit_ratio())
+    prefixed = "".join(f"P {line}\n" for line in host_text.splitlines())
+    expected = replace_meminfo_values(prefixed, values, prefix="P ").replace("P ", "")
+    for _ in range(2):  # a kept layout the second time
+        assert engine.render("proc/meminfo", pid).decode() == expected
+    assert render_meminfo(host_text, request.memory, engine.overcommit_ratio()) == expected
