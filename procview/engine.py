@@ -27,6 +27,7 @@ from procview._io import KeptFiles, return_free_heap
 from procview.cgroups import UNLIMITED, Hierarchies, discover
 from procview.host import (
     HostFiles,
+    MeminfoLayouts,
     MeminfoScan,
     parse_btime,
     parse_meminfo,
@@ -129,6 +130,7 @@ class ViewEngine:
         self._timens_offsets: dict[str, tuple[float, float]] = {}
         self._ram_counters: dict[tuple, tuple[float, object]] = {}  # container key -> (opened, CounterFile)
         self._cpuinfo_renders: dict[tuple, str] = {}  # (host text, CPU view) -> text
+        self.meminfo_layouts = MeminfoLayouts()  # the host meminfo's layout: names and columns, never numbers
         # container key -> (taken, expires, pid ns level, census, each thread's pid in the container's namespace)
         self._censuses: dict[tuple, tuple[float, float, int, ThreadStates | None, dict]] = {}
 
@@ -656,7 +658,7 @@ class _Request:
     def host_meminfo_scan(self) -> MeminfoScan:
         """The host's ``/proc/meminfo`` scanned once, for parsing and, for
         ``/proc/meminfo`` itself, rewriting."""
-        return scan_meminfo(self.host_file("/proc/meminfo"))
+        return scan_meminfo(self.host_file("/proc/meminfo"), self.engine.meminfo_layouts)
 
     @functools.cached_property
     def host_meminfo(self) -> dict[str, int]:

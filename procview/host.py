@@ -63,37 +63,56 @@ class MeminfoScan(namedtuple("MeminfoScan", "values numbers layout")):
     __slots__ = ()
 
 
-# Layouts seen, the newest first. A machine has one or two per file (a
-# number that outgrows its column makes another); the bound keeps a stream
-# of odd texts from making each scan try many.
-_LAYOUTS: list[MeminfoLayout] = []
-_LAYOUTS_MAX = 8
 # Longer texts get a layout but no pattern (compiling one would cost more
 # than it saves).
 _PATTERN_MAX_LINES = 256
 
 
-def scan_meminfo(text: str) -> MeminfoScan:
+class MeminfoLayouts:
+    """The meminfo layouts a reader has seen, newest first. A machine has
+    one or two per file (a number that outgrows its column makes another);
+    the bound keeps a stream of odd texts from making each scan try many.
+    The view engine keeps one for the daemon's life; only structure is
+    kept, never a number."""
+
+    MAX = 8
+
+    def __init__(self):
+        self._layouts: list[MeminfoLayout] = []
+
+    def matching(self, text: str) -> tuple[MeminfoLayout, tuple[str, ...]] | None:
+        """A kept layout of ``text`` and its value columns, or None."""
+        for layout in self._layouts:
+            columns = layout.columns_of(text)
+            if columns is not None:
+                return layout, columns
+        return None
+
+    def keep(self, layout: MeminfoLayout) -> None:
+        if layout.pattern is not None:
+            self._layouts.insert(0, layout)
+            del self._layouts[self.MAX:]
+
+
+def scan_meminfo(text: str, layouts: MeminfoLayouts | None = None) -> MeminfoScan:
     """Scan a meminfo-style text once, for parsing and rewriting it.
 
     The daemon scans the host's /proc/meminfo on every open, and only its
-    numbers change between reads: so the names, widths and template are
-    worked out once per layout (``_LAYOUTS``), and a read costs one
+    numbers change between reads: so with ``layouts`` the names, widths
+    and template are worked out once per layout, and a read costs one
     C-level match of the layout's pattern (which also proves the text has
     that layout), the ints and one %-format. A text of no kept layout is
-    scanned line by line and its layout kept."""
-    for layout in _LAYOUTS:
-        columns = layout.columns_of(text)
-        if columns is not None:
-            break
+    scanned line by line and its layout kept there."""
+    found = layouts.matching(text) if layouts is not None else None
+    if found is not None:
+        layout, columns = found
     else:
         lines = _MEMINFO_LINES.findall(text)
         if len(lines) != len(text.splitlines()):
             return MeminfoScan({name: int(digits) for name, _spaces, digits, _rest in lines}, (), None)
         layout = _layout_of(lines, text.endswith("\n"))
-        if layout.pattern is not None:
-            _LAYOUTS.insert(0, layout)
-            del _LAYOUTS[_LAYOUTS_MAX:]
+        if layouts is not None:
+            layouts.keep(layout)
         columns = [spaces + digits for _name, spaces, digits, _rest in lines]
     numbers = list(map(int, columns))
     return MeminfoScan(dict(zip(layout.names, numbers)), numbers, layout)

@@ -23,6 +23,7 @@ from procview.host import (
     parse_timens_boottime_offset,
     parse_uptime,
     replace_meminfo_values,
+    MeminfoLayouts,
     scan_meminfo,
 )
 
@@ -164,12 +165,14 @@ def test_scan_meminfo_a_kept_layout_serves_only_texts_of_that_layout():
     # first text must not name the second one's lines.
     first = "DirectMap4k:      123 kB\nDirectMap2M:     4567 kB\n"
     second = "DirectMap8k:      999 kB\nDirectMap1G:     1234 kB\n"
-    assert scan_meminfo(first).values == {"DirectMap4k": 123, "DirectMap2M": 4567}
-    scan = scan_meminfo(second)
+    layouts = MeminfoLayouts()
+    assert scan_meminfo(first, layouts).values == {"DirectMap4k": 123, "DirectMap2M": 4567}
+    assert scan_meminfo(first.replace("123", "124"), layouts).layout is scan_meminfo(first, layouts).layout, "kept"
+    scan = scan_meminfo(second, layouts)
     assert scan.values == {"DirectMap8k": 999, "DirectMap1G": 1234}
     assert scan.layout.fill_from({"DirectMap8k": 1, "DirectMap1G": 2}) == "DirectMap8k:        1 kB\nDirectMap1G:        2 kB\n"
     # A number that outgrew its column is another layout (one space, then the number).
-    wide = scan_meminfo("MemTotal: 123456789012 kB\nMemFree:        5 kB")
+    wide = scan_meminfo("MemTotal: 123456789012 kB\nMemFree:        5 kB", layouts)
     assert wide.layout.fill_from({"MemTotal": 1, "MemFree": 2}) == "MemTotal:            1 kB\nMemFree:        2 kB"
 
 
@@ -188,11 +191,12 @@ def test_scan_meminfo_odd_texts_parse_and_rewrite_as_line_by_line(text):
     import re
 
     lines = re.findall(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", text, re.M)
-    scan = scan_meminfo(text)
+    layouts = MeminfoLayouts()
+    scan = scan_meminfo(text, layouts)
     assert scan.values == {name: int(digits) for name, _, digits, _ in lines}
     values = {name: 9 for name in scan.values}  # every line rewritten (the whole-file path also respaces the others)
     assert replace_meminfo_values(text, values, scan=scan) == _line_by_line(text, values)
-    assert scan_meminfo(text) == scan  # the second time (a kept layout, if any) too
+    assert scan_meminfo(text, layouts) == scan  # the second time (a kept layout, if any) too
 
 
 _NAMES = st.sampled_from(["MemTotal", "MemFree", "DirectMap4k", "DirectMap2M", "HugePages_Total", "Odd%"])
@@ -207,10 +211,11 @@ def test_scan_meminfo_in_any_order_of_texts_agrees_with_the_line_scan(texts):
     # rewrite as the line-by-line path.
     import re
 
+    layouts = MeminfoLayouts()
     for lines, final_newline in texts:
         text = "\n".join(f"{name}{sep}{number}{rest}" for name, sep, number, rest in lines) + ("\n" if final_newline and lines else "")
         found = re.findall(r"^([^:\s\n]+):([ \t]+)(\d+)(.*)$", text, re.M)
-        scan = scan_meminfo(text)
+        scan = scan_meminfo(text, layouts)
         assert scan.values == {name: int(digits) for name, _, digits, _ in found}
         values = {name: 3 for name in scan.values}
         assert replace_meminfo_values(text, values, scan=scan) == _line_by_line(text, values)
