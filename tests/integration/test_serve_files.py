@@ -418,7 +418,10 @@ def test_top_sees_cpu_time_move_in_a_file_it_keeps_open(sandbox, shared_mount, p
     run = run_in_container(sandbox, pinned, shared_mount.mount, ["sh", "-c", script]).ok()
     last = run.out.splitlines()[-1]
     user = float(re.search(r"([\d.]+) us", last).group(1))
-    assert user > 50, run
+    # A frozen snapshot shows 0.0. The loop's share of its one CPU depends
+    # on how busy the host is (it was 39 % once under a CI VM and helpers'
+    # benchmarks), so any clear use passes.
+    assert user > 10, run
 
 
 def test_cat_tail_head_read_the_view(sandbox, shared_mount, pinned):
