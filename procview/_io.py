@@ -104,8 +104,9 @@ class KeptFiles:
     again, finding a new cgroup of the same name if there is one), but a
     regular file replaced by rename would keep its old text.
 
-    At most ``limit`` files are kept (the oldest is closed first), so fds
-    stay bounded however many containers come and go. Files of directories
+    At most ``limit`` files are kept (the one read least recently is
+    closed first), so fds stay bounded however many containers come and
+    go, and the host files every render reads are never the ones closed. Files of directories
     that are gone are closed by ``close_stale``: an open file of a removed
     cgroup pins that cgroup in the kernel (a "dying" cgroup, with its
     memory) until it is closed."""
@@ -125,14 +126,16 @@ class KeptFiles:
     def read(self, path: str) -> str | None:
         """The file's whole text now, or None, as ``read_text``."""
         fds = self._fds
-        fd = fds.get(path)
+        fd = fds.pop(path, None)
         if fd is not None:
             text = _pread_text(fd)
             if text is not None:
+                fds[path] = fd  # now the most recently read (a dict keeps insertion order)
                 return text
             # ENODEV (a removed cgroup), ESRCH (a process gone): the kept
             # file is dead; the path may name a new one.
-            self._close(path)
+            os.close(fd)
+            self._release_directory(path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -142,7 +145,7 @@ class KeptFiles:
             os.close(fd)
             return None
         if len(fds) >= self.limit:
-            self._close(next(iter(fds)))  # the oldest
+            self._close(next(iter(fds)))  # the least recently read
         fds[path] = fd
         self._note_directory(path)
         return text
@@ -175,6 +178,10 @@ class KeptFiles:
 
     def _close(self, path: str) -> None:
         os.close(self._fds.pop(path))
+        self._release_directory(path)
+
+    def _release_directory(self, path: str) -> None:
+        """One file fewer kept in ``path``'s directory."""
         directory = os.path.dirname(path)
         count = self._dir_files.pop(directory) - 1
         if count:

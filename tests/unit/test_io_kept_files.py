@@ -63,13 +63,14 @@ def test_a_dead_file_is_dropped_and_its_path_opened_again():
     assert len(kept) == 0
 
 
-def test_fds_stay_bounded_and_the_oldest_goes_first():
-    kept = KeptFiles(limit=2)
+def test_fds_stay_bounded_and_the_least_recently_read_goes_first():
+    kept = KeptFiles(limit=3)
     before = _open_fds()
-    for name in ("ostype", "osrelease", "hostname", "domainname"):
+    for name in ("ostype", "osrelease", "hostname", "ostype", "domainname"):
         assert kept.read(f"/proc/sys/kernel/{name}") is not None
-    assert len(kept) == 2
-    assert _open_fds() == before + 2
-    assert list(kept._fds) == ["/proc/sys/kernel/hostname", "/proc/sys/kernel/domainname"]
+    assert len(kept) == 3
+    assert _open_fds() == before + 3
+    # ostype was read again after osrelease, so osrelease went first.
+    assert list(kept._fds) == ["/proc/sys/kernel/hostname", "/proc/sys/kernel/ostype", "/proc/sys/kernel/domainname"]
     kept.close()
     assert _open_fds() == before
