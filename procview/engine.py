@@ -88,6 +88,13 @@ class ViewEngine:
         "sys/devices/system/cpu/possible": "_cpu_list",
         "sys/devices/system/cpu/present": "_cpu_list",
     }
+    # Files a container's view is made without the host's text of: the
+    # host's file is read only when it is served as it is (a caller with
+    # no limit, or a failed render).
+    RENDERED_WITHOUT_HOST_TEXT = frozenset({
+        "proc/uptime", "proc/loadavg",
+        "sys/devices/system/cpu/online", "sys/devices/system/cpu/possible", "sys/devices/system/cpu/present",
+    })
 
     def __init__(self, root: str = "/", clock=None, hierarchies: Hierarchies | None = None):
         from procview.views.loadavg import LoadTracker
@@ -146,12 +153,13 @@ class ViewEngine:
         method = "_node_meminfo" if match else self.FILES.get(path)
         if method is None:
             raise KeyError(path)
-        host_text = self.read_host_file("/" + path)
+        host_path = "/" + path
+        host_text = None if path in self.RENDERED_WITHOUT_HOST_TEXT else self.read_host_file(host_path)
         try:
             container = self.identity.container_of(pid)
             if container is None:
                 return self._host_content(path, host_text, pid)
-            request = _Request(self, container, {"/" + path: host_text})
+            request = _Request(self, container, None if host_text is None else {host_path: host_text})
             if not request.is_limited():
                 return self._host_content(path, host_text, pid)
             self._seen[container.key] = (container, self.clock.monotonic())
@@ -534,7 +542,10 @@ class ViewEngine:
     def _host_content(self, path: str, host_text: str | None, pid: int) -> bytes:
         """The host's file, as the kernel would show it to this caller: a
         caller in a time namespace sees uptime and btime shifted by its
-        boottime offset (the daemon itself reads them unshifted)."""
+        boottime offset (the daemon itself reads them unshifted).
+        ``host_text`` None: not read yet (or unreadable: read once more)."""
+        if host_text is None:
+            host_text = self.read_host_file("/" + path)
         if host_text is None:
             return b""
         if path in ("proc/uptime", "proc/stat"):
@@ -606,7 +617,7 @@ class ViewEngine:
     def _uptime(self, request: "_Request", host_text: str) -> str:
         from procview.views.uptime import render_uptime
 
-        return render_uptime(request.time, request.cpu_view, request.cpu_usage)
+        return render_uptime(request.time, request.cpu_view, request.cpu_busy_ns)
 
     def _loadavg(self, request: "_Request", host_text: str) -> str:
         from procview.views.loadavg import render_loadavg
@@ -710,6 +721,16 @@ class _Request:
     @functools.cached_property
     def cpu_usage(self):
         return self.cgroup.cpu_usage()
+
+    @functools.cached_property
+    def cpu_busy_ns(self) -> int | None:
+        """The CPU time the cgroup has used, user plus system: from
+        ``cpu_usage`` if this request has it, else one counter (cheaper
+        than per-CPU usage, more so the more CPUs the host has)."""
+        if "cpu_usage" in self.__dict__:
+            usage = self.cpu_usage
+            return None if usage is None else usage.total.user_ns + usage.total.system_ns
+        return self.cgroup.cpu_busy_ns()
 
     @functools.cached_property
     def time(self) -> ContainerTime:

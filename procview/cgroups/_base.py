@@ -126,6 +126,12 @@ class Cgroup(abc.ABC):
     def cpu_usage(self) -> CpuUsage | None:
         ...
 
+    def cpu_busy_ns(self) -> int | None:
+        """CPU time used, user plus system, in ns (``cpu_usage``'s total;
+        a hierarchy with a one-number counter reads that instead)."""
+        usage = self.cpu_usage()
+        return None if usage is None else usage.total.user_ns + usage.total.system_ns
+
     @abc.abstractmethod
     def io_stats(self) -> dict[tuple[int, int], IoStat] | None:
         ...

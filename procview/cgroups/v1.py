@@ -221,6 +221,12 @@ class CgroupV1(Cgroup):
         user_share = self._user_share()
         return CpuUsage(CpuTimes(int(usage * user_share), usage - int(usage * user_share)), None)
 
+    def cpu_busy_ns(self) -> int | None:
+        # cpuacct.usage is the sum of usage_all's user and system columns
+        # (the same per-CPU counters), one number however many CPUs.
+        usage = parse_single_value(self._read("cpuacct", "cpuacct.usage"))
+        return usage if isinstance(usage, int) else super().cpu_busy_ns()
+
     def _user_share(self) -> float:
         # cpuacct.stat splits user/system in ticks; use it to split totals.
         stat = parse_flat_keyed(self._read("cpuacct", "cpuacct.stat")) or {}

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 
-from procview.cgroups import CpuUsage
 from procview.views._inputs import ContainerTime
 from procview.views.cpuview import CpuView
 
 NANOSECONDS_PER_SECOND = 1e9
 
 
-def render_uptime(time: ContainerTime, view: CpuView, usage: CpuUsage | None) -> str:
+def render_uptime(time: ContainerTime, view: CpuView, busy_ns: int | None) -> str:
     """Render ``/proc/uptime`` for one caller.
 
     - Field 1, uptime = ``time.uptime``: the container's age, or its time
@@ -30,7 +29,7 @@ def render_uptime(time: ContainerTime, view: CpuView, usage: CpuUsage | None) ->
       container could have used since it started (its capacity, min(n view
       CPUs, quota/period), the same base as the idle column of
       ``/proc/stat``, so the two files agree), minus the CPU time its cgroup
-      used (``usage.total`` user + system). Like the kernel's, it is summed
+      used (``busy_ns``, user + system). Like the kernel's, it is summed
       over the CPUs (LXCFS forgets to multiply, and on cgroup v2 subtracts
       nothing at all: D9). Unknown usage (None) counts as 0 busy.
 
@@ -39,15 +38,9 @@ def render_uptime(time: ContainerTime, view: CpuView, usage: CpuUsage | None) ->
     that says "-0.37" breaks every parser.
     """
     uptime = _seconds(time.uptime)
-    idle = _seconds(_seconds(time.age) * view.capacity - _busy_seconds(usage))
+    busy = 0.0 if busy_ns is None else busy_ns / NANOSECONDS_PER_SECOND
+    idle = _seconds(_seconds(time.age) * view.capacity - busy)
     return "%.2f %.2f\n" % (uptime, idle)
-
-
-def _busy_seconds(usage: CpuUsage | None) -> float:
-    """CPU seconds the cgroup has used, user plus system; 0 when unknown."""
-    if usage is None:
-        return 0.0
-    return (usage.total.user_ns + usage.total.system_ns) / NANOSECONDS_PER_SECOND
 
 
 def _seconds(value: float) -> float:

@@ -597,6 +597,23 @@ def test_cpu_usage_v2_totals_in_nanoseconds():
     assert usage == CpuUsage(CpuTimes(2405000000, 595000000), None)
 
 
+def test_cpu_busy_ns_v1_is_the_one_number_of_cpuacct_usage(v1_layout, tmp_path):
+    # usage_all's columns sum to 3 s; a usage of 3.5 s shows which was read.
+    root = writable_copy(v1_layout, tmp_path)
+    put(cgdir(root, v1_layout, "cpuacct", "/parent/ctr") / "cpuacct.usage", "3500000000\n")
+    assert discover(str(root)).cgroup("/parent/ctr").cpu_busy_ns() == 3500000000
+
+
+def test_cpu_busy_ns_v1_without_cpuacct_usage_sums_the_per_cpu_usage(v1_layout, tmp_path):
+    root = writable_copy(v1_layout, tmp_path)
+    remove_files(root, "cpuacct.usage")
+    assert discover(str(root)).cgroup("/parent/ctr").cpu_busy_ns() == 3000000000
+
+
+def test_cpu_busy_ns_v2_is_user_plus_system():
+    assert hierarchies("v2").cgroup("/parent/ctr").cpu_busy_ns() == 3000000000
+
+
 # -- block I/O ---------------------------------------------------------------------------------
 
 CTR_IO = {
