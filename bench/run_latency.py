@@ -11,7 +11,12 @@ Each round runs, in turn (so drift hits all alike):
 - ``runc run`` of an OCI bundle whose rootfs is the *same* busybox layer
   directory (read-only root, no terminal, ``runc spec`` defaults otherwise);
 - ``python3 -c pass``: the bare interpreter start that every ``procview``
-  command pays before doing anything.
+  command pays before doing anything;
+- ``procview run --network none`` and ``--network bridge`` (no fork
+  server), both inside a network namespace the benchmark makes as a
+  stand-in for the host (``nsenter --net``), so the bridge, veths and
+  nftables table of the bridged runs are made there and never on the real
+  host: the cost of a bridged container's network is the difference.
 
 It prints the median, p90 and minimum of each, and procview's medians minus
 the interpreter's (the runtime's own work), to compare with runc's whole run.
@@ -41,6 +46,10 @@ WITH_SERVER = "procview run --rm --no-view busybox true (fork server)"
 ALONE = "procview run --rm --no-view busybox true (no fork server)"
 RUNC = "runc run (same rootfs)"
 PYTHON_PASS = "python3 -c pass"
+NET_NONE = "procview run --network none (stand-in host namespace)"
+NET_BRIDGE = "procview run --network bridge (stand-in host namespace)"
+NET_BRIDGE_SERVER = "procview run --network bridge (stand-in host namespace, fork server)"
+NET_BRIDGE_IN_USE = "procview run --network bridge (stand-in host namespace, fork server, network in use)"
 
 
 def timed(argv: list[str], env: dict | None = None) -> float:
@@ -98,16 +107,38 @@ def main() -> int:
         socket_path = os.path.join(workdir, "forkserver.sock")
         server = start_forkserver(socket_path)
         procview = [PROCVIEW, "run", "--rm", "--no-view", "--root", root, "busybox", "true"]
+        no_server = dict(os.environ, PROCVIEW_FORKSERVER_SOCKET="")
+        host_netns = stand_in_host(workdir)
+        enter = ["nsenter", f"--net={host_netns}"]
+        in_netns = [*enter, *procview[:2], "--network"]
+        # A fork server serves only clients in its own namespaces.
+        netns_socket = os.path.join(workdir, "forkserver-netns.sock")
+        netns_server = start_forkserver(netns_socket, enter)
         runs = {
             WITH_SERVER: (procview, dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=socket_path)),
-            ALONE: (procview, dict(os.environ, PROCVIEW_FORKSERVER_SOCKET="")),
+            ALONE: (procview, no_server),
             RUNC: None,
             PYTHON_PASS: ([PYTHON, "-c", "pass"], None),
+            NET_NONE: ([*in_netns, "none", *procview[2:]], no_server),
+            NET_BRIDGE: ([*in_netns, "bridge", *procview[2:]], no_server),
+            NET_BRIDGE_SERVER: ([*in_netns, "bridge", *procview[2:]], dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=netns_socket)),
+            NET_BRIDGE_IN_USE: ([*in_netns, "bridge", *procview[2:]], dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=netns_socket)),
         }
+        # For the last row another container stays on the network, so the
+        # bridge and table are there already and stay (the rows before
+        # make and remove them in every run: they are its last user).
+        neighbour = None
         samples = {name: [] for name in runs}
         try:
             for i in range(args.runs + 2):
                 for name, run in runs.items():
+                    if name == NET_BRIDGE_IN_USE and neighbour is None:
+                        neighbour = subprocess.Popen([*in_netns, "bridge", *procview[2:-1], "sleep", "3600"],
+                                                     env=no_server, stderr=subprocess.DEVNULL)
+                        wait_for_bridge(host_netns)
+                    if name != NET_BRIDGE_IN_USE and neighbour is not None:
+                        stop_neighbour(neighbour)
+                        neighbour = None
                     if run is None:
                         elapsed = timed(["runc", "--root", os.path.join(workdir, "runc-state"), "run", "--bundle", bundle, f"bench-{os.getpid()}-{i}"])
                     else:
@@ -115,8 +146,11 @@ def main() -> int:
                     if i >= 2:  # two warm-up rounds: the image exists, bytecode is cached
                         samples[name].append(elapsed)
         finally:
-            server.terminate()
-            server.wait()
+            if neighbour is not None:
+                stop_neighbour(neighbour)
+            for running in (server, netns_server):
+                running.terminate()
+                running.wait()
         results = {name: summary(values) for name, values in samples.items()}
         print(f"| command | median | p90 | min | n |\n|---|---|---|---|---|")
         for name, r in results.items():
@@ -125,17 +159,46 @@ def main() -> int:
         own = {name: results[name]["median_ms"] - interpreter for name in (WITH_SERVER, ALONE)}
         print(f"\nprocview's own work (median minus the interpreter's start): {own[WITH_SERVER]:.1f} ms with the fork "
               f"server, {own[ALONE]:.1f} ms without; runc's whole run: {results[RUNC]['median_ms']:.1f} ms")
+        bridge_cost = results[NET_BRIDGE]["median_ms"] - results[NET_NONE]["median_ms"]
+        print(f"a bridged container's network (median, bridge minus none): {bridge_cost:.1f} ms")
+        own["bridge_minus_none"] = bridge_cost
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"results": results, "procview_minus_python_ms": own}, f, indent=2)
         return 0
     finally:
+        if os.path.exists(os.path.join(workdir, "host-netns")):
+            subprocess.run(["umount", os.path.join(workdir, "host-netns")], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def start_forkserver(socket_path: str) -> subprocess.Popen:
-    """``procview forkserver`` on its own socket, once it listens."""
-    server = subprocess.Popen([PROCVIEW, "forkserver", "--socket", socket_path], stderr=subprocess.PIPE, text=True)
+def wait_for_bridge(host_netns: str) -> None:
+    deadline = time.monotonic() + 30
+    while subprocess.run(["nsenter", f"--net={host_netns}", "ip", "link", "show", "procview0"],
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit("run_latency: the neighbour container's bridge did not come up")
+        time.sleep(0.05)
+
+
+def stop_neighbour(neighbour: subprocess.Popen) -> None:
+    neighbour.terminate()  # procview run passes it on; its cleanup removes the bridge
+    neighbour.wait()
+
+
+def stand_in_host(workdir: str) -> str:
+    """A network namespace bound at a file in ``workdir``, loopback up:
+    where the bridged runs make their bridge, veths and table."""
+    path = os.path.join(workdir, "host-netns")
+    open(path, "w").close()
+    subprocess.run(["unshare", f"--net={path}", "ip", "link", "set", "lo", "up"], check=True)
+    return path
+
+
+def start_forkserver(socket_path: str, prefix: tuple = ()) -> subprocess.Popen:
+    """``procview forkserver`` on its own socket, once it listens
+    (``prefix``: a command it runs under, as ``nsenter``)."""
+    server = subprocess.Popen([*prefix, PROCVIEW, "forkserver", "--socket", socket_path], stderr=subprocess.PIPE, text=True)
     line = server.stderr.readline()
     if "listening" not in line:
         server.kill()

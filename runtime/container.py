@@ -34,7 +34,7 @@ from procview._io import read_text, remove_tree
 from procview.cgroups import Cgroup, CgroupError, Layout, discover
 from procview.runtime import namespaces, process
 from procview.runtime.limits import Limits, apply_limits
-from procview.runtime.linux import PR_SET_PDEATHSIG, Linux
+from procview.runtime.linux import CLONE_NEWNET, PR_SET_PDEATHSIG, Linux
 from procview.runtime.rootfs import (
     MountPlan, RootfsError, Volume, hosts_file, init_layer, mount_rootfs, pivot_into, prepare_bundle, resolv_conf,
 )
@@ -63,7 +63,7 @@ _CONFIG_DEFAULTS = {  # every field but ``image`` (the image reference), with it
     "read_only": False,
     "interactive": False,
     "tty": False,
-    "net_host": False,
+    "network": "none",  # none, host or bridge (runtime/network)
     "limits": Limits(),
     "view": None,  # a procview mount point; None: the default one
     "use_view": True,
@@ -86,6 +86,10 @@ class ContainerConfig(namedtuple("ContainerConfig", ("image", *_CONFIG_DEFAULTS)
 
     __slots__ = ()
 
+    @property
+    def net_host(self) -> bool:
+        return self.network == "host"
+
 
 def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None,
         container_id: str | None = None, on_started=None, on_exited=None, kept_upper: str | None = None,
@@ -94,10 +98,10 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
     convention). Raises RunError before the command starts.
 
     ``container_id``: the id to use (a detached container's monitor passes
-    its record's); ``on_started(pid, cgroup_path, env, workdir, image)`` is
-    called once the command runs, with pid 1's host pid, the command's
-    environment and working directory, and the image it runs
-    (``runtime/lifecycle.py``);
+    its record's); ``on_started(pid, cgroup_path, env, workdir, image,
+    networks)`` is called once the command runs, with pid 1's host pid, the
+    command's environment and working directory, the image it runs and its
+    networks' addresses (``runtime/lifecycle.py``);
     ``on_exited(oom_killed)`` once it has ended, before the cgroup goes:
     whether the kernel's OOM killer killed anything in it. ``kept_upper``:
     the container's writable layer, kept after the run (``rootfs.prepare_bundle``);
@@ -125,9 +129,14 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         undo.callback(remove_tree, bundle_path)
         lock = _claim_directory(containers_dir, container_id)
         undo.callback(os.close, lock)
+        attachment = None
+        if config.network == "bridge":
+            attachment = _attach_network(root, container_id, bundle_path, linux)
+            undo.callback(_detach_network, root, attachment, linux)
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
-            bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host),
+            bundle_path, _init_layer(root), hostname,
+            hosts_file(hostname, config.net_host, attachment.address if attachment else None),
             resolv_conf(host_resolv, config.net_host), kept_upper,
         )
 
@@ -165,14 +174,38 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
             volatile=volatile_upper,
         )
 
+        networks = {} if attachment is None else {attachment.network.name: {
+            "address": attachment.address, "prefix_len": attachment.prefix_len, "gateway": attachment.gateway,
+        }}
+
         def started(pid: int, cgroup_path: str, env: dict, workdir: str) -> None:
             if on_started is not None:
-                on_started(pid, cgroup_path, env, workdir, image)
+                on_started(pid, cgroup_path, env, workdir, image, networks)
 
+        netns_fd = None
+        if attachment is not None:
+            netns_fd = os.open(attachment.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            undo.callback(os.close, netns_fd)
         return _start_and_wait(
             linux, config, plan, cgroup, configure_cgroup, argv, env, hostname, hierarchies.layout is Layout.V2,
-            security, agent, container_id, warn, started, on_exited,
+            security, agent, container_id, warn, started, on_exited, netns_fd,
         )
+
+
+def _attach_network(root: str, container_id: str, bundle_path: str, linux):
+    """The container's place on the bridge network (``runtime/network``)."""
+    from procview.runtime import network
+
+    try:
+        return network.attach(root, container_id, bundle_path, linux)
+    except network.NetworkError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _detach_network(root: str, attachment, linux) -> None:
+    from procview.runtime import network
+
+    network.detach(root, attachment, linux)
 
 
 # -- the two sides of the fork ---------------------------------------------------
@@ -233,7 +266,7 @@ def _restrict_devices(cgroup, linux) -> None:
 
 def _start_and_wait(
     linux, config, plan, cgroup, configure_cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn,
-    on_started=None, on_exited=None,
+    on_started=None, on_exited=None, netns_fd=None,
 ) -> int:
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -273,7 +306,7 @@ def _start_and_wait(
                     parent_end.close()
             _container_init(
                 linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child, security, listener_child,
-                join_files, signal_mask,
+                join_files, signal_mask, netns_fd,
             )
         except BaseException as exc:  # noqa: BLE001 - pid 1 must report, never unwind into the caller's code
             process.report(report_w, "init", str(exc) or type(exc).__name__, process.EXIT_PROCVIEW_FAILED)
@@ -339,7 +372,7 @@ class _ExecFailed(RunError):
 
 
 def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock, security, listener_sock,
-                    join_files, signal_mask) -> None:
+                    join_files, signal_mask, netns_fd=None) -> None:
     """pid 1 of the container. Never returns.
 
     Security (``runtime/security``): masked and read-only paths here,
@@ -377,9 +410,12 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
         wait_for_cgroup()
     stage = "namespaces"
     try:
-        linux.unshare(namespaces.for_init(config.net_host, cgroupns))
+        if netns_fd is not None:  # made and wired by procview run (runtime/network)
+            linux.setns(netns_fd, CLONE_NEWNET)
+            os.close(netns_fd)
+        linux.unshare(namespaces.for_init(new_network=config.network == "none", cgroup_namespace=cgroupns))
         linux.sethostname(hostname)
-        if not config.net_host:
+        if config.network == "none":
             stage = "loopback"
             linux.interface_up("lo")
         stage = "rootfs"
@@ -640,9 +676,21 @@ def cleanup_stale(containers_dir: str, hierarchies) -> None:
         cgroup_path = (read_text(os.path.join(path, "cgroup")) or "").strip()
         if cgroup_path:
             _remove_cgroup(hierarchies.cgroup(cgroup_path), kill=True)
+        if os.path.exists(os.path.join(path, "network")):
+            _reclaim_network(os.path.dirname(containers_dir), entry, path)
         remove_tree(path)
         if fd is not None:
             os.close(fd)
+
+
+def _reclaim_network(root: str, container_id: str, path: str) -> None:
+    """The address, interfaces and namespace file of a killed run."""
+    from procview.runtime import network
+
+    try:
+        network.reclaim(root, container_id, path, Linux())
+    except (OSError, network.NetworkError) as exc:
+        _warn(f"could not reclaim the network of container {container_id[:12]}: {exc}")
 
 
 def _younger_than_grace(path: str) -> bool:

@@ -182,16 +182,30 @@ RUN_PATH_MODULES = (
 )
 
 
+# And what ``--network bridge`` adds: pyroute2 alone takes ~150 ms to import
+# (its package imports all of its modules), more than the rest of a run.
+BRIDGE_PATH_MODULES = ("procview.runtime.network", "procview.runtime.network.links", "procview.runtime.network.nat")
+
+
 def preload() -> None:
     """Import everything a foreground ``procview run`` imports, load the
     libraries it loads and compile the image references' patterns, so that
-    every runner starts with them."""
+    every runner starts with them; the same for ``--network bridge``'s
+    modules and libnftables, where they are installed."""
     import importlib
 
     import re
 
     for name in RUN_PATH_MODULES:
         importlib.import_module(name)
+    try:
+        for name in BRIDGE_PATH_MODULES:
+            importlib.import_module(name)
+        from procview.runtime.network import nat
+
+        nat._libnftables()  # dlopen it once
+    except Exception:  # noqa: BLE001 - pyroute2 or libnftables missing: a runner says so itself, as without a server
+        pass
     from procview.runtime.images import store
     from procview.runtime.security import programs
 

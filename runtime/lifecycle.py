@@ -122,6 +122,7 @@ class Record:
         layers: list | None = None,  # its diff_ids, bottom first (the store keeps them for us)
         volumes: list | None = None,  # volume targets in the container: not its own content
         auto_remove: bool = False,  # --rm: forgotten when it ends
+        networks: dict | None = None,  # while it runs: network name -> {"address", "prefix_len", "gateway"}
     ):
         self.id, self.name, self.image, self.command, self.created = id, name, image, command, created
         self.phase, self.monitor_pid, self.pid, self.cgroup = phase, monitor_pid, pid, cgroup
@@ -134,6 +135,7 @@ class Record:
         self.layers = [] if layers is None else layers
         self.volumes = [] if volumes is None else volumes
         self.auto_remove = auto_remove
+        self.networks = {} if networks is None else networks
 
     def __eq__(self, other) -> bool:
         return type(other) is Record and vars(self) == vars(other)
@@ -381,10 +383,10 @@ class _Recorder:
     def __init__(self, store: RecordStore, record: Record):
         self.store, self.record = store, record
 
-    def started(self, pid: int, cgroup_path: str, env: dict, workdir: str, image) -> None:
+    def started(self, pid: int, cgroup_path: str, env: dict, workdir: str, image, networks: dict | None = None) -> None:
         record = self.record
         record.phase, record.pid, record.cgroup, record.started_at = RUNNING, pid, cgroup_path, time.time()
-        record.env, record.workdir = env, workdir
+        record.env, record.workdir, record.networks = env, workdir, networks or {}
         record.image_id, record.layers = image.id, image.diff_ids
         record.exit_code = record.error = None
         self.store.save(record)
@@ -400,6 +402,7 @@ class _Recorder:
             record.error = error
         record.phase = PENDING if restarting else _final_phase(code, record.error)
         record.exit_code, record.finished_at = code, time.time()
+        record.networks = {}  # its addresses went back with the run
         if os.path.isdir(self.store.path(record.id)):  # rm -f may have removed it meanwhile
             self.store.save(record)
 
@@ -572,9 +575,9 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
     told = ready_w is None
     recorder = _Recorder(store, record)
 
-    def started(pid: int, cgroup_path: str, env: dict, workdir: str, image) -> None:
+    def started(pid: int, cgroup_path: str, env: dict, workdir: str, image, networks: dict | None = None) -> None:
         nonlocal told
-        recorder.started(pid, cgroup_path, env, workdir, image)
+        recorder.started(pid, cgroup_path, env, workdir, image, networks)
         hook_failed = record.post_start and _run_hook(store, record, record.post_start, root, timeout=None)
         if hook_failed:
             # Kubernetes' PostStart: a failed hook kills the container.

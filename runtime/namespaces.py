@@ -1,7 +1,8 @@
 """Which namespaces a container gets, and the time namespace's offset.
 
 A container gets new mount, uts, ipc, pid and network namespaces (the
-network one holds only loopback, up; ``--net host`` keeps the host's), a
+network one holds only loopback, up; ``--network host`` keeps the host's,
+``--network bridge`` joins one made beforehand: runtime/network), a
 cgroup namespace where the host has cgroup v2 (Docker's default: on v1 the
 host's cgroup namespace is kept), and a **time namespace** whose boottime
 offset makes the container's clock start at 0. That one offset fixes
@@ -39,10 +40,12 @@ def for_children(time_namespace: bool) -> int:
     return CLONE_NEWPID | (CLONE_NEWTIME if time_namespace else 0)
 
 
-def for_init(net_host: bool, cgroup_namespace: bool) -> int:
-    """Flags pid 1 unshares for itself."""
+def for_init(new_network: bool, cgroup_namespace: bool) -> int:
+    """Flags pid 1 unshares for itself. ``new_network``: a network
+    namespace of its own (``--network none``); with ``host`` it keeps the
+    host's, with ``bridge`` it joins the one made for it."""
     flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
-    if not net_host:
+    if new_network:
         flags |= CLONE_NEWNET
     if cgroup_namespace:
         flags |= CLONE_NEWCGROUP

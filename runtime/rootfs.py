@@ -164,8 +164,10 @@ def prepare_bundle(path: str, init: str, hostname: str, hosts: str, resolv_conf:
     return bundle
 
 
-def hosts_file(hostname: str, net_host: bool) -> str:
-    """/etc/hosts: the host's with --net host, else Docker's standard lines."""
+def hosts_file(hostname: str, net_host: bool, address: str | None = None) -> str:
+    """/etc/hosts: the host's with --network host, else Docker's standard
+    lines, the host name on the container's ``address`` (a bridge
+    network's) or on 127.0.1.1."""
     if net_host:
         try:
             with open("/etc/hosts") as f:
@@ -179,7 +181,7 @@ def hosts_file(hostname: str, net_host: bool) -> str:
         "ff00::\tip6-mcastprefix\n"
         "ff02::1\tip6-allnodes\n"
         "ff02::2\tip6-allrouters\n"
-        f"127.0.1.1\t{hostname}\n"
+        f"{address or '127.0.1.1'}\t{hostname}\n"
     )
 
 

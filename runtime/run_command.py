@@ -60,8 +60,9 @@ OPTIONS = (
     Option(("--read-only",), "read_only", FLAG, "Mount the container's root filesystem read-only."),
     Option(("-i", "--interactive"), "interactive", FLAG, "Keep standard input open."),
     Option(("-t", "--tty"), "tty", FLAG, "Allocate a terminal."),
-    Option(("--net", "--network"), "network", VALUE, "private: only loopback; host: the host's network.",
-           default="private", choices=("private", "host")),
+    Option(("--network", "--net"), "network", VALUE,
+           "none: only loopback (also: private); host: the host's network; bridge: an address on procview0, "
+           "outbound NAT.", default="none", choices=("none", "host", "bridge", "private")),
     Option(("--init",), "use_init", FLAG, "Run a tiny init as pid 1 that reaps zombies and forwards signals (default).",
            default=True, negation="--no-init"),
     Option(("--view",), "view", VALUE, "procview mount to bind into the container (default /var/lib/procview).", metavar="PATH"),
@@ -287,7 +288,7 @@ def container_config(options: dict):
         image=options["image"], command=options["command"], env=tuple(env_items), workdir=options["workdir"],
         user=options["user"], hostname=options["hostname"], name=options["name"], volumes=tuple(volumes),
         read_only=options["read_only"], interactive=options["interactive"], tty=options["tty"],
-        net_host=options["network"] == "host", limits=limits, view=options["view"], use_view=not options["no_view"],
+        network="none" if options["network"] == "private" else options["network"], limits=limits, view=options["view"], use_view=not options["no_view"],
         init=options["use_init"], cap_add=options["cap_add"], cap_drop=options["cap_drop"],
         privileged=options["privileged"], security_opt=options["security_opt"], seccomp_socket=options["seccomp_socket"],
     )

@@ -12,7 +12,7 @@ def test_defaults_and_the_command_after_image():
     assert options["image"] == "busybox"
     assert options["command"] == ("ls", "-l", "--rm")  # options end at IMAGE
     assert options["remove"] is False and options["use_init"] is True
-    assert options["network"] == "private" and options["root"] == "/var/lib/procview-runtime"
+    assert options["network"] == "none" and options["root"] == "/var/lib/procview-runtime"
     assert options["env"] == () and options["memory"] is None
 
 
@@ -52,7 +52,7 @@ def test_environment_gives_defaults_and_options_override_them():
     (["busybox", "--memory"][1:], "option --memory requires an argument"),
     (["-m"], "option -m requires an argument"),
     (["--cpu-quota", "lots", "busybox"], "invalid value for --cpu-quota: 'lots' is not an integer"),
-    (["--net", "bridge", "busybox"], "invalid value for --net: 'bridge' (choose from private, host)"),
+    (["--net", "macvlan", "busybox"], "invalid value for --net: 'macvlan' (choose from none, host, bridge, private)"),
     (["--rm=yes", "busybox"], "option --rm does not take a value"),
     ([], "missing argument IMAGE"),
     (["--rm", "--"], "missing argument IMAGE"),

@@ -1,0 +1,203 @@
+"""Container networks: ``--network none|host|bridge``.
+
+- ``none`` (``private``, the old name, still works): a network namespace
+  of the container's own with loopback only, up (pid 1 unshares it).
+- ``host``: the host's network namespace.
+- ``bridge``: a namespace plugged into the ``bridge`` network, as Docker's
+  default: the Linux bridge ``procview0`` holds the gateway (the subnet's
+  first address), each container is one veth pair away from it with the
+  next free address (``ipam``), and an nftables rule of procview's own
+  table masquerades what leaves the subnet (``nat``). The namespace is
+  made and wired before the container's first process exists
+  (``netns``), so the command starts with its network up, and pid 1 joins
+  it with ``setns``.
+
+What a bridge attachment creates, in order, each undone in reverse by
+``detach``: a marker file in the container's directory (so that whoever
+finds the container's run killed knows to ``reclaim``), the address's
+lease, the bridge and the table (shared by the network's containers),
+the namespace's file, the veth pair. The bridge and the table go with the
+last lease. A lock per network orders attaches and detaches, so one never
+removes the bridge another is plugging into.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import sys
+from typing import NamedTuple
+
+from procview.runtime.network.ipam import IpamError, Leases, Subnet
+
+# The file in a container's directory that says it was attached (its
+# content: the network's name), and the namespace's file beside it.
+MARKER = "network"
+NETNS_FILE = "netns"
+
+
+class NetworkError(Exception):
+    """A network could not be set up (one line; ``procview run`` exits 125)."""
+
+
+class BridgeNetwork(NamedTuple):
+    name: str
+    interface: str  # the bridge's name on the host
+    subnet: str
+
+
+DEFAULT_BRIDGE = BridgeNetwork("bridge", "procview0", "10.89.0.0/16")
+
+
+class Attachment(NamedTuple):
+    """One container's place on a bridge network."""
+
+    network: BridgeNetwork
+    container_id: str
+    netns_path: str  # the namespace pid 1 joins
+    address: str  # the container's IPv4 address
+    prefix_len: int
+    gateway: str
+    host_end: str  # the veth's name on the host
+
+
+def host_end_name(container_id: str) -> str:
+    """The veth's host end: ``pv`` and 12 characters of the id (an
+    interface name has at most 15)."""
+    return "pv" + container_id[:12]
+
+
+def networks_dir(root: str, name: str) -> str:
+    return os.path.join(root, "networks", name)
+
+
+def attach(root: str, container_id: str, container_dir: str, linux, network: BridgeNetwork = DEFAULT_BRIDGE) -> Attachment:
+    """Give the container an address on ``network`` and a network
+    namespace wired to it, at ``container_dir``/netns."""
+    try:
+        from procview.runtime.network import links, nat, netns
+    except ImportError as exc:
+        raise NetworkError(f"network {network.name}: {exc.name} is not installed") from None
+    subnet = _subnet(network)
+    directory = networks_dir(root, network.name)
+    _write(os.path.join(container_dir, MARKER), network.name)
+    netns_path = os.path.join(container_dir, NETNS_FILE)
+    host_end = host_end_name(container_id)
+    with _locked(directory), contextlib.ExitStack() as undo:
+        leases = Leases(directory, subnet)
+        try:
+            _check_no_overlap(subnet, network.interface)
+            address = leases.take(container_id)
+        except IpamError as exc:
+            raise NetworkError(f"network {network.name}: {exc}") from None
+        undo.callback(_detach_locked, network, leases, container_id, netns_path, host_end, linux)
+        try:
+            _enable_forwarding()
+            links.ensure_bridge(network.interface, str(subnet.gateway), subnet.network.prefixlen)
+            nat.replace_table([(network.interface, str(subnet))])
+            netns.create(linux, netns_path)
+            links.plug_container(network.interface, host_end, netns_path, str(address), subnet.network.prefixlen,
+                                 str(subnet.gateway))
+        except (OSError, nat.NftError, links.NetlinkError) as exc:
+            raise NetworkError(f"network {network.name}: {getattr(exc, 'strerror', None) or exc}") from None
+        undo.pop_all()
+    return Attachment(network, container_id, netns_path, str(address), subnet.network.prefixlen, str(subnet.gateway), host_end)
+
+
+def detach(root: str, attachment: Attachment, linux) -> None:
+    """Undo ``attach``: the veth, the namespace's file, the lease; the
+    bridge and table too if no other container is on the network."""
+    network = attachment.network
+    directory = networks_dir(root, network.name)
+    with _locked(directory):
+        leases = Leases(directory, _subnet(network))
+        _detach_locked(network, leases, attachment.container_id, attachment.netns_path, attachment.host_end, linux)
+
+
+def reclaim(root: str, container_id: str, container_dir: str, linux) -> None:
+    """What a killed run of ``container_id`` left on its network, if it
+    had one (its directory has the marker): the same as ``detach``."""
+    try:
+        with open(os.path.join(container_dir, MARKER)) as f:
+            name = f.read().strip()
+    except OSError:
+        return
+    network = DEFAULT_BRIDGE if name == DEFAULT_BRIDGE.name else None
+    if network is None:
+        return
+    directory = networks_dir(root, network.name)
+    with _locked(directory):
+        leases = Leases(directory, _subnet(network))
+        _detach_locked(network, leases, container_id, os.path.join(container_dir, NETNS_FILE),
+                       host_end_name(container_id), linux)
+
+
+def _detach_locked(network, leases: Leases, container_id: str, netns_path: str, host_end: str, linux) -> None:
+    """Each step is tried whatever the one before did: a step that fails
+    is reported (one line on stderr) and the rest still run, so that one
+    stuck interface never keeps a lease, or the table, forever."""
+    from procview.runtime.network import links, nat, netns
+
+    def step(what: str, call, *args) -> None:
+        try:
+            call(*args)
+        except Exception as exc:  # noqa: BLE001 - netlink, nftables or the filesystem: report, go on
+            print(f"procview: warning: network {network.name}: {what}: {exc}", file=sys.stderr)
+
+    step(f"removing {host_end}", links.delete_link, host_end)
+    step("removing the namespace's file", netns.remove, linux, netns_path)
+    step("releasing the address", leases.release_container, container_id)
+    if not leases.holders():
+        step(f"removing {network.interface}", links.delete_link, network.interface)
+        step("removing the nftables table", nat.remove_table)
+
+
+def _subnet(network: BridgeNetwork) -> Subnet:
+    try:
+        return Subnet.parse(network.subnet)
+    except IpamError as exc:
+        raise NetworkError(f"network {network.name}: {exc}") from None
+
+
+def _check_no_overlap(subnet: Subnet, bridge: str) -> None:
+    """The subnet must not overlap a route of the host's (other than the
+    network's own bridge's, and the default route): its addresses would
+    shadow, or be shadowed by, real ones."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        bridge_index = (ipr.link_lookup(ifname=bridge) or [None])[0]
+        for route in ipr.get_routes(family=2, table=254):
+            if route["dst_len"] == 0 or route.get("oif") == bridge_index:
+                continue
+            dst = ipaddress.IPv4Network(f"{route.get('dst')}/{route['dst_len']}", strict=False)
+            if dst.overlaps(subnet.network):
+                raise IpamError(f"subnet {subnet} overlaps the host's route to {dst}")
+
+
+def _enable_forwarding() -> None:
+    """The host forwards IPv4 packets (Docker turns it on as well): the
+    bridge's traffic to anywhere else is routed, not switched."""
+    path = "/proc/sys/net/ipv4/ip_forward"
+    with open(path) as f:
+        if f.read().strip() == "1":
+            return
+    _write(path, "1")
+
+
+@contextlib.contextmanager
+def _locked(directory: str):
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)

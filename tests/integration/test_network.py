@@ -1,0 +1,261 @@
+"""``procview run --network bridge``: real namespaces, a real bridge, veths
+and nftables (runtime/network).
+
+Nothing here touches the real host's network. Each test makes a network
+namespace that stands in for the host (``NetHost``) and runs ``procview
+run`` inside it (``nsenter --net``), so the bridge, the veths, the
+forwarding switch and procview's nftables table all live and die there.
+Outbound NAT is checked against a server in a second namespace the test
+makes (the "outside", on 198.51.100.0/24, TEST-NET-2), joined to the
+stand-in host by a veth pair: no packet leaves this machine.
+
+After every test, the stand-in host must be as the test made it: no
+procview interface, no procview table, no lease, no container directory,
+no mount under the state root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import wait_until
+from .test_run import PROCVIEW, state_root  # noqa: F401  (fixture)
+
+OUTSIDE_HOST_ADDRESS = "198.51.100.1"  # the stand-in host's end of the link to the outside
+OUTSIDE_SERVER_ADDRESS = "198.51.100.2"
+BRIDGE = "procview0"
+
+# A server in the outside namespace that answers every connection with
+# the address it came from (what NAT made of the container's).
+PEER_ADDRESS_SERVER = r"""
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((sys.argv[1], 8080))
+server.listen()
+print("listening", flush=True)
+while True:
+    connection, (address, _port) = server.accept()
+    connection.sendall(address.encode() + b"\n")
+    connection.close()
+"""
+
+
+class NetHost:
+    """A network namespace bound at a file: a stand-in for the host."""
+
+    def __init__(self, path: str):
+        self.path = path
+        open(path, "w").close()
+        subprocess.run(["unshare", f"--net={path}", "true"], check=True)
+        self.ip("link", "set", "lo", "up")
+
+    def command(self, *argv: str) -> list[str]:
+        return ["nsenter", f"--net={self.path}", *argv]
+
+    def run(self, *argv: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*argv), capture_output=True, text=True, timeout=timeout, **kwargs)
+
+    def ip(self, *args: str) -> str:
+        result = self.run("ip", *args)
+        assert result.returncode == 0, (args, result.stderr)
+        return result.stdout
+
+    def links(self) -> list[str]:
+        return [link["ifname"] for link in json.loads(self.ip("-j", "link", "show"))]
+
+    def nft_tables(self) -> list[str]:
+        result = self.run("nft", "list", "tables")
+        assert result.returncode == 0, result.stderr
+        return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+    def close(self) -> None:
+        subprocess.run(["umount", self.path], check=False)
+        os.unlink(self.path)
+
+
+@pytest.fixture
+def net_host(tmp_path, state_root):  # noqa: F811
+    """The stand-in host; afterwards it must hold nothing of procview's."""
+    host = NetHost(str(tmp_path / "host-netns"))
+    before = set(host.links())
+    yield host
+    try:
+        assert set(host.links()) == before, f"interfaces left behind: {set(host.links()) - before}"
+        assert "table ip procview" not in host.nft_tables()
+        leases = os.path.join(state_root, "networks", "bridge", "leases")
+        assert not os.path.isdir(leases) or os.listdir(leases) == [], f"leases left behind: {os.listdir(leases)}"
+        assert not [line for line in open("/proc/self/mountinfo") if state_root in line], "mounts left under the state root"
+    finally:
+        host.close()
+
+
+def procview_run(net_host, state_root, *args, **kwargs):  # noqa: F811
+    return net_host.run(PROCVIEW, "run", "--root", state_root, "--no-view", *args, **kwargs)
+
+
+def start_procview_run(net_host, state_root, *args):  # noqa: F811
+    return subprocess.Popen(net_host.command(PROCVIEW, "run", "--root", state_root, "--no-view", *args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()  # procview run passes it to the container
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+HTTP_SERVER = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
+# An HTTP GET with nc (Debian's static busybox wget crashes in its
+# name-service lookups), tried until the server listens.
+HTTP_GET = ("for i in $(seq 50); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} 8080 > /tmp/reply "
+            "&& [ -s /tmp/reply ] && exec cat /tmp/reply; sleep 0.2; done; exit 1")
+
+
+def test_a_bridged_container_has_an_address_a_route_and_its_hosts_line(net_host, state_root):  # noqa: F811
+    result = procview_run(net_host, state_root, "--network", "bridge", "--hostname", "web", "busybox", "sh", "-c",
+                          "ip -4 -o addr show eth0; ip route; tail -1 /etc/hosts; ping -c1 -W5 10.89.0.1 >/dev/null && echo gateway")
+    assert result.returncode == 0, result.stderr
+    assert "inet 10.89.0.2/16" in result.stdout
+    assert "default via 10.89.0.1 dev eth0" in result.stdout
+    assert "10.89.0.2\tweb" in result.stdout.splitlines()
+    assert result.stdout.splitlines()[-1] == "gateway"
+    # While it ran the stand-in host had the bridge; now nothing is left
+    # (the fixture checks).
+
+
+def test_two_bridged_containers_talk_http_by_address(net_host, state_root):  # noqa: F811
+    server = start_procview_run(net_host, state_root, "--network", "bridge", "--hostname", "server", "busybox",
+                                "sh", "-c", HTTP_SERVER)
+    try:
+        # The first container takes the first free address.
+        wait_until(lambda: os.path.exists(os.path.join(state_root, "networks", "bridge", "leases", "10.89.0.2")))
+        client = procview_run(net_host, state_root, "--network", "bridge", "busybox", "sh", "-c",
+                              HTTP_GET.format(address="10.89.0.2"))
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.splitlines()[0].startswith("HTTP/1.") and client.stdout.splitlines()[-1] == "server", client.stdout
+        # The bridge and table stay while the server is on the network.
+        assert BRIDGE in net_host.links() and "table ip procview" in net_host.nft_tables()
+    finally:
+        stop(server)
+
+
+def test_outbound_traffic_is_masqueraded_to_the_hosts_address(net_host, state_root, tmp_path):  # noqa: F811
+    outside = NetHost(str(tmp_path / "outside-netns"))
+    server = None
+    try:
+        # The outside: a veth from the stand-in host into its own namespace.
+        net_host.ip("link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", outside.path)
+        net_host.ip("addr", "add", f"{OUTSIDE_HOST_ADDRESS}/24", "dev", "up0")
+        net_host.ip("link", "set", "up0", "up")
+        outside.ip("addr", "add", f"{OUTSIDE_SERVER_ADDRESS}/24", "dev", "eth0")
+        outside.ip("link", "set", "eth0", "up")
+        server = subprocess.Popen(outside.command(sys.executable, "-c", PEER_ADDRESS_SERVER, OUTSIDE_SERVER_ADDRESS),
+                                  stdout=subprocess.PIPE, text=True)
+        assert server.stdout.readline().strip() == "listening"
+        result = procview_run(net_host, state_root, "--network", "bridge", "busybox", "sh", "-c",
+                              f"nc -w 5 {OUTSIDE_SERVER_ADDRESS} 8080 </dev/null")
+        assert result.returncode == 0, result.stderr
+        # The server saw the stand-in host's address, not 10.89.0.2: without
+        # the masquerade rule it could not even answer (it has no route
+        # to 10.89.0.0/16).
+        assert result.stdout.strip() == OUTSIDE_HOST_ADDRESS
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        net_host.run("ip", "link", "del", "up0")
+        outside.close()
+
+
+def test_a_killed_run_leaves_what_the_next_command_reclaims(net_host, state_root, tmp_path):  # noqa: F811
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    run = start_procview_run(net_host, state_root, "--network", "bridge", "-v", f"{shared}:/shared", "busybox",
+                             "sh", "-c", "touch /shared/up; exec sleep 300")
+    containers = os.path.join(state_root, "containers")
+    wait_until(lambda: (shared / "up").exists())  # its command runs: everything is set up
+    run.kill()  # SIGKILL: nothing of procview run's cleanup runs
+    run.wait()
+    left = [name for name in net_host.links() if name.startswith("pv")]
+    assert left and BRIDGE in net_host.links()
+    assert len(os.listdir(containers)) == 1
+    # The next command finds the run gone and takes back all it held.
+    result = procview_run(net_host, state_root, "--network", "bridge", "busybox", "sh", "-c", "ip -4 -o addr show eth0")
+    assert result.returncode == 0, result.stderr
+    assert "inet 10.89.0.2/16" in result.stdout  # the killed run's address is free again
+    assert os.listdir(containers) == []
+    # (the fixture checks the interfaces, table, leases and mounts)
+
+
+def test_a_detached_container_shows_its_address_in_inspect_and_rm_takes_it_back(net_host, state_root):  # noqa: F811
+    started = procview_run(net_host, state_root, "-d", "--name", "web", "--network", "bridge", "busybox",
+                           "sh", "-c", HTTP_SERVER)
+    assert started.returncode == 0, started.stderr
+    try:
+        inspect = net_host.run(PROCVIEW, "inspect", "--root", state_root, "web")
+        assert inspect.returncode == 0, inspect.stderr
+        record = json.loads(inspect.stdout)[0]
+        assert record["networks"] == {"bridge": {"address": "10.89.0.2", "prefix_len": 16, "gateway": "10.89.0.1"}}
+        assert record["config"]["network"] == "bridge"
+        client = procview_run(net_host, state_root, "--rm", "--network", "bridge", "busybox", "sh", "-c",
+                              HTTP_GET.format(address="10.89.0.2"))
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.splitlines()[-1] == record["id"][:12]  # the server's host name
+    finally:
+        removed = net_host.run(PROCVIEW, "rm", "-f", "--root", state_root, "web")
+    assert removed.returncode == 0, removed.stderr
+    # (the fixture checks that the bridge, table, veths and lease went with it)
+
+
+def test_an_overlapping_subnet_is_one_line_and_exit_125(net_host, state_root):  # noqa: F811
+    # Another network of the host's on 10.89.7.0/24 (a veth pair: this
+    # kernel has no dummy interfaces).
+    net_host.ip("link", "add", "other0", "type", "veth", "peer", "name", "other1")
+    net_host.ip("addr", "add", "10.89.7.1/24", "dev", "other0")
+    net_host.ip("link", "set", "other0", "up")
+    net_host.ip("link", "set", "other1", "up")
+    try:
+        result = procview_run(net_host, state_root, "--network", "bridge", "busybox", "true")
+        assert result.returncode == 125, (result.returncode, result.stderr)
+        assert result.stderr.strip().splitlines() == [
+            "procview: error: network bridge: subnet 10.89.0.0/16 overlaps the host's route to 10.89.7.0/24"
+        ]
+        assert BRIDGE not in net_host.links() and "table ip procview" not in net_host.nft_tables()
+        assert os.listdir(os.path.join(state_root, "containers")) == []
+    finally:
+        net_host.ip("link", "del", "other0")
+
+
+def test_none_is_loopback_only_and_private_still_means_none(net_host, state_root):  # noqa: F811
+    for mode in ("none", "private"):
+        result = procview_run(net_host, state_root, "--network", mode, "busybox", "sh", "-c", "ls /sys/class/net")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["lo"], (mode, result.stdout)
+    assert BRIDGE not in net_host.links()
+
+
+def test_containers_on_the_network_together_get_distinct_addresses(net_host, state_root, tmp_path):  # noqa: F811
+    # Each writes its address where all can see, and stays until all six
+    # have: so all six hold their leases at once.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    script = ("ip -4 -o addr show eth0 | awk '{print $4}' > /shared/$(hostname); "
+              "for i in $(seq 600); do [ $(ls /shared | wc -l) -ge 6 ] && exit 0; sleep 0.1; done; exit 1")
+    runs = [start_procview_run(net_host, state_root, "--network", "bridge", "-v", f"{shared}:/shared", "busybox",
+                               "sh", "-c", script) for _ in range(6)]
+    for run in runs:
+        _stdout, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr
+    addresses = [path.read_text().strip() for path in shared.iterdir()]
+    assert len(set(addresses)) == 6 and all(a.startswith("10.89.0.") and a.endswith("/16") for a in addresses), addresses
+    # (the fixture checks that the last one out took the bridge and table)

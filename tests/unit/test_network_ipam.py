@@ -1,0 +1,67 @@
+"""Bridge networks' pure parts: subnets, leases (files in a temporary
+directory), the nftables table's text, interface names."""
+
+import ipaddress
+import os
+
+import pytest
+
+from procview.runtime.network import host_end_name
+from procview.runtime.network.ipam import IpamError, Leases, Subnet
+from procview.runtime.network.nat import table_text
+
+
+def test_a_subnet_has_its_first_address_as_gateway():
+    subnet = Subnet.parse("10.89.0.0/16")
+    assert str(subnet.gateway) == "10.89.0.1"
+    assert next(subnet.hosts()) == ipaddress.IPv4Address("10.89.0.2")
+    assert subnet.interface(ipaddress.IPv4Address("10.89.0.7")) == "10.89.0.7/16"
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("10.89.0.1/16", "host bits set"),
+    ("10.89.0.0/31", "too small"),
+    ("300.1.0.0/16", "invalid subnet"),
+    ("fd00::/64", "invalid subnet"),
+    ("bridge", "invalid subnet"),
+])
+def test_a_malformed_subnet_says_why(text, reason):
+    with pytest.raises(IpamError, match=reason):
+        Subnet.parse(text)
+
+
+def test_leases_take_the_lowest_free_address_and_give_it_back(tmp_path):
+    leases = Leases(str(tmp_path), Subnet.parse("10.89.0.0/29"))  # 10.89.0.2 .. .6 for containers
+    assert [str(leases.take(name)) for name in ("a", "b", "c")] == ["10.89.0.2", "10.89.0.3", "10.89.0.4"]
+    leases.release(ipaddress.IPv4Address("10.89.0.3"), "b")
+    assert str(leases.take("d")) == "10.89.0.3"
+    assert leases.holders() == {"10.89.0.2": "a", "10.89.0.3": "d", "10.89.0.4": "c"}
+
+
+def test_a_lease_is_given_back_only_by_its_holder(tmp_path):
+    leases = Leases(str(tmp_path), Subnet.parse("10.89.0.0/29"))
+    address = leases.take("a")
+    leases.release(address, "someone-else")
+    assert leases.holders() == {str(address): "a"}
+    assert leases.release_container("a") == [str(address)]
+    assert leases.holders() == {}
+
+
+def test_a_full_subnet_says_so_and_leaves_no_staging_file(tmp_path):
+    leases = Leases(str(tmp_path), Subnet.parse("10.89.0.0/30"))  # one container address: .2
+    leases.take("a")
+    with pytest.raises(IpamError, match="no free address left in 10.89.0.0/30"):
+        leases.take("b")
+    assert sorted(os.listdir(tmp_path / "leases")) == ["10.89.0.2"]
+
+
+def test_the_table_masquerades_what_leaves_each_subnet():
+    text = table_text([("procview0", "10.89.0.0/16")])
+    assert text.startswith("table ip procview {\n")
+    assert "type nat hook postrouting priority srcnat; policy accept;" in text
+    assert 'ip saddr 10.89.0.0/16 oifname != "procview0" masquerade' in text
+
+
+def test_the_host_end_of_a_veth_is_named_by_the_container():
+    assert host_end_name("0123456789abcdef") == "pv0123456789ab"
+    assert len(host_end_name("f" * 64)) <= 15
