@@ -64,6 +64,7 @@ _CONFIG_DEFAULTS = {  # every field but ``image`` (the image reference), with it
     "interactive": False,
     "tty": False,
     "network": "none",  # none, host or bridge (runtime/network)
+    "publish": (),  # runtime/network/ports.PortMapping: -p, with --network bridge
     "limits": Limits(),
     "view": None,  # a procview mount point; None: the default one
     "use_view": True,
@@ -131,7 +132,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         undo.callback(os.close, lock)
         attachment = None
         if config.network == "bridge":
-            attachment = _attach_network(root, container_id, bundle_path, linux)
+            attachment = _attach_network(root, container_id, bundle_path, linux, config.publish)
             undo.callback(_detach_network, root, attachment, linux)
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
@@ -176,6 +177,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
 
         networks = {} if attachment is None else {attachment.network.name: {
             "address": attachment.address, "prefix_len": attachment.prefix_len, "gateway": attachment.gateway,
+            "ports": [str(mapping) for mapping in attachment.ports],
         }}
 
         def started(pid: int, cgroup_path: str, env: dict, workdir: str) -> None:
@@ -192,12 +194,13 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         )
 
 
-def _attach_network(root: str, container_id: str, bundle_path: str, linux):
-    """The container's place on the bridge network (``runtime/network``)."""
+def _attach_network(root: str, container_id: str, bundle_path: str, linux, publish):
+    """The container's place on the bridge network, and its published
+    ports (``runtime/network``)."""
     from procview.runtime import network
 
     try:
-        return network.attach(root, container_id, bundle_path, linux)
+        return network.attach(root, container_id, bundle_path, linux, publish)
     except network.NetworkError as exc:
         raise RunError(str(exc)) from None
 

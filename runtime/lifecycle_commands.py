@@ -126,6 +126,24 @@ def inspect(names, root: str) -> None:
         sys.exit(EXIT_ERROR)
 
 
+@click.command("port")
+@click.argument("name")
+@_root_option
+def port(name: str, root: str) -> None:
+    """Print a running container's published ports, as docker port does:
+    one "PORT/PROTO -> HOST_IP:HOST_PORT" line each."""
+    from procview.runtime.lifecycle import LifecycleError
+
+    store = _store(root)
+    try:
+        record = store.load(store.find(name))
+    except (LifecycleError, ValueError) as exc:
+        raise LifecycleCommandError(str(exc)) from None
+    for network in record.networks.values():
+        for line in network.get("ports", ()):
+            click.echo(line)
+
+
 @click.command("logs")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the container ends.")
 @click.argument("name")
@@ -385,7 +403,7 @@ def _human(size: int) -> str:
     return f"{size}B"
 
 
-COMMANDS = {"ps": ps, "inspect": inspect, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune,
+COMMANDS = {"ps": ps, "inspect": inspect, "port": port, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune,
             "diff": diff, "commit": commit}
 
-__all__ = ["COMMANDS", "ps", "inspect", "logs", "stop", "kill", "rm", "exec_", "prune", "diff", "commit"]
+__all__ = ["COMMANDS", "ps", "inspect", "port", "logs", "stop", "kill", "rm", "exec_", "prune", "diff", "commit"]

@@ -63,6 +63,9 @@ OPTIONS = (
     Option(("--network", "--net"), "network", VALUE,
            "none: only loopback (also: private); host: the host's network; bridge: an address on procview0, "
            "outbound NAT.", default="none", choices=("none", "host", "bridge", "private")),
+    Option(("-p", "--publish"), "publish", MULTIPLE,
+           "Publish a container's port on the host: [IP:][HOSTPORT:]PORT[/tcp|/udp] (no HOSTPORT: any free one); "
+           "with --network bridge.", metavar="SPEC"),
     Option(("--init",), "use_init", FLAG, "Run a tiny init as pid 1 that reaps zombies and forwards signals (default).",
            default=True, negation="--no-init"),
     Option(("--view",), "view", VALUE, "procview mount to bind into the container (default /var/lib/procview).", metavar="PATH"),
@@ -284,11 +287,22 @@ def container_config(options: dict):
         if not os.path.exists(source):
             fail(f"invalid volume {spec!r}: {source} does not exist")
         volumes.append(Volume(source, parts[1], len(parts) == 3 and parts[2] == "ro"))
+    network = "none" if options["network"] == "private" else options["network"]
+    publish = ()
+    if options["publish"]:
+        from procview.runtime.network.ports import PortError, parse_publish  # socket, ipaddress: only for -p
+
+        if network != "bridge":
+            fail(f"publishing ports needs --network bridge (this container's network: {network})")
+        try:
+            publish = tuple(parse_publish(spec) for spec in options["publish"])
+        except PortError as exc:
+            fail(str(exc))
     return ContainerConfig(
         image=options["image"], command=options["command"], env=tuple(env_items), workdir=options["workdir"],
         user=options["user"], hostname=options["hostname"], name=options["name"], volumes=tuple(volumes),
         read_only=options["read_only"], interactive=options["interactive"], tty=options["tty"],
-        network="none" if options["network"] == "private" else options["network"], limits=limits, view=options["view"], use_view=not options["no_view"],
+        network=network, publish=publish, limits=limits, view=options["view"], use_view=not options["no_view"],
         init=options["use_init"], cap_add=options["cap_add"], cap_drop=options["cap_drop"],
         privileged=options["privileged"], security_opt=options["security_opt"], seccomp_socket=options["seccomp_socket"],
     )

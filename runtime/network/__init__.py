@@ -12,13 +12,17 @@
   (``netns``), so the command starts with its network up, and pid 1 joins
   it with ``setns``.
 
+Published ports (``-p``, ``ports``) are destination NAT rules in the same
+table, each host port held by a bound socket while the container runs.
+
 What a bridge attachment creates, in order, each undone in reverse by
 ``detach``: a marker file in the container's directory (so that whoever
-finds the container's run killed knows to ``reclaim``), the address's
-lease, the bridge and the table (shared by the network's containers),
-the namespace's file, the veth pair. The bridge and the table go with the
-last lease. A lock per network orders attaches and detaches, so one never
-removes the bridge another is plugging into.
+finds the container's run killed knows to ``reclaim``), the host ports'
+sockets, the address's lease, the published ports' file, the bridge and
+the table (shared by the network's containers, the table rewritten from
+every container's ports), the namespace's file, the veth pair. The bridge
+and the table go with the last lease. A lock per network orders attaches
+and detaches, so one never removes the bridge another is plugging into.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import json
 import os
 import sys
 from typing import NamedTuple
@@ -61,6 +66,8 @@ class Attachment(NamedTuple):
     prefix_len: int
     gateway: str
     host_end: str  # the veth's name on the host
+    ports: tuple = ()  # its published ports (ports.PortMapping), host ports chosen
+    reservations: tuple = ()  # a bound socket per published port, held while it runs
 
 
 def host_end_name(container_id: str) -> str:
@@ -73,11 +80,13 @@ def networks_dir(root: str, name: str) -> str:
     return os.path.join(root, "networks", name)
 
 
-def attach(root: str, container_id: str, container_dir: str, linux, network: BridgeNetwork = DEFAULT_BRIDGE) -> Attachment:
-    """Give the container an address on ``network`` and a network
-    namespace wired to it, at ``container_dir``/netns."""
+def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
+           network: BridgeNetwork = DEFAULT_BRIDGE) -> Attachment:
+    """Give the container an address on ``network``, a network namespace
+    wired to it at ``container_dir``/netns, and its ``publish``ed ports
+    (``ports.PortMapping``s, host port 0: any)."""
     try:
-        from procview.runtime.network import links, nat, netns
+        from procview.runtime.network import links, nat, netns, ports
     except ImportError as exc:
         raise NetworkError(f"network {network.name}: {exc.name} is not installed") from None
     subnet = _subnet(network)
@@ -85,40 +94,61 @@ def attach(root: str, container_id: str, container_dir: str, linux, network: Bri
     _write(os.path.join(container_dir, MARKER), network.name)
     netns_path = os.path.join(container_dir, NETNS_FILE)
     host_end = host_end_name(container_id)
-    with _locked(directory), contextlib.ExitStack() as undo:
-        leases = Leases(directory, subnet)
-        try:
-            _check_no_overlap(subnet, network.interface)
-            address = leases.take(container_id)
-        except IpamError as exc:
-            raise NetworkError(f"network {network.name}: {exc}") from None
-        undo.callback(_detach_locked, network, leases, container_id, netns_path, host_end, linux)
-        try:
-            _enable_forwarding()
-            links.ensure_bridge(network.interface, str(subnet.gateway), subnet.network.prefixlen)
-            nat.replace_table([(network.interface, str(subnet))])
-            netns.create(linux, netns_path)
-            links.plug_container(network.interface, host_end, netns_path, str(address), subnet.network.prefixlen,
-                                 str(subnet.gateway))
-        except (OSError, nat.NftError, links.NetlinkError) as exc:
-            raise NetworkError(f"network {network.name}: {getattr(exc, 'strerror', None) or exc}") from None
+    reservations, published = [], []
+    with contextlib.ExitStack() as undo:
+        # The host ports first: a port that is taken stops everything
+        # before anything is made.
+        for mapping in publish:
+            try:
+                sock, mapping = ports.reserve(mapping)
+            except ports.PortError as exc:
+                raise NetworkError(str(exc)) from None
+            undo.callback(sock.close)
+            reservations.append(sock)
+            published.append(mapping)
+        with _locked(directory):
+            leases = Leases(directory, subnet)
+            try:
+                _check_no_overlap(subnet, network.interface)
+                address = leases.take(container_id)
+            except IpamError as exc:
+                raise NetworkError(f"network {network.name}: {exc}") from None
+            undo.callback(_detach_locked, network, leases, container_id, netns_path, host_end, linux)
+            try:
+                _save_ports(directory, container_id, published)
+                _enable_forwarding()
+                links.ensure_bridge(network.interface, str(subnet.gateway), subnet.network.prefixlen)
+                _allow_loopback_sources(network.interface)
+                _write_table(network, leases, directory)
+                netns.create(linux, netns_path)
+                links.plug_container(network.interface, host_end, netns_path, str(address), subnet.network.prefixlen,
+                                     str(subnet.gateway))
+            except (OSError, nat.NftError, links.NetlinkError) as exc:
+                raise NetworkError(f"network {network.name}: {getattr(exc, 'strerror', None) or exc}") from None
         undo.pop_all()
-    return Attachment(network, container_id, netns_path, str(address), subnet.network.prefixlen, str(subnet.gateway), host_end)
+    return Attachment(network, container_id, netns_path, str(address), subnet.network.prefixlen, str(subnet.gateway),
+                      host_end, tuple(published), tuple(reservations))
 
 
 def detach(root: str, attachment: Attachment, linux) -> None:
-    """Undo ``attach``: the veth, the namespace's file, the lease; the
-    bridge and table too if no other container is on the network."""
+    """Undo ``attach``: the veth, the namespace's file, the published
+    ports, the lease; the bridge and table too if no other container is
+    on the network."""
     network = attachment.network
     directory = networks_dir(root, network.name)
-    with _locked(directory):
-        leases = Leases(directory, _subnet(network))
-        _detach_locked(network, leases, attachment.container_id, attachment.netns_path, attachment.host_end, linux)
+    try:
+        with _locked(directory):
+            leases = Leases(directory, _subnet(network))
+            _detach_locked(network, leases, attachment.container_id, attachment.netns_path, attachment.host_end, linux)
+    finally:
+        for sock in attachment.reservations:  # the host ports are free once no rule sends them on
+            sock.close()
 
 
 def reclaim(root: str, container_id: str, container_dir: str, linux) -> None:
     """What a killed run of ``container_id`` left on its network, if it
-    had one (its directory has the marker): the same as ``detach``."""
+    had one (its directory has the marker): the same as ``detach`` (its
+    reserved host ports died with it)."""
     try:
         with open(os.path.join(container_dir, MARKER)) as f:
             name = f.read().strip()
@@ -146,12 +176,57 @@ def _detach_locked(network, leases: Leases, container_id: str, netns_path: str, 
         except Exception as exc:  # noqa: BLE001 - netlink, nftables or the filesystem: report, go on
             print(f"procview: warning: network {network.name}: {what}: {exc}", file=sys.stderr)
 
+    directory = os.path.dirname(leases.directory)
     step(f"removing {host_end}", links.delete_link, host_end)
     step("removing the namespace's file", netns.remove, linux, netns_path)
     step("releasing the address", leases.release_container, container_id)
-    if not leases.holders():
+    step("forgetting the published ports", _remove, _ports_file(directory, container_id))
+    if leases.holders():
+        step("rewriting the nftables table", _write_table, network, leases, directory)
+    else:
         step(f"removing {network.interface}", links.delete_link, network.interface)
         step("removing the nftables table", nat.remove_table)
+
+
+# -- published ports: a file per container, the table made from all of them ----------
+
+
+def _ports_file(directory: str, container_id: str) -> str:
+    return os.path.join(directory, "ports", container_id)
+
+
+def _save_ports(directory: str, container_id: str, published: list) -> None:
+    from procview.runtime.network import ports
+
+    if not published:
+        return
+    os.makedirs(os.path.join(directory, "ports"), exist_ok=True)
+    path = _ports_file(directory, container_id)
+    with open(path + ".new", "w") as f:
+        json.dump(ports.to_json(published), f)
+    os.rename(path + ".new", path)
+
+
+def _write_table(network: BridgeNetwork, leases: Leases, directory: str) -> None:
+    """procview's table, from the network and the published ports of the
+    containers that hold an address on it (a file of a container without
+    one is what a killed run left: removed)."""
+    from procview.runtime.network import nat, ports
+
+    address_of = {container_id: address for address, container_id in leases.holders().items()}
+    forwards = []
+    ports_dir = os.path.join(directory, "ports")
+    for name in sorted(os.listdir(ports_dir)) if os.path.isdir(ports_dir) else ():
+        if name.endswith(".new") or name not in address_of:
+            _remove(os.path.join(ports_dir, name))
+            continue
+        try:
+            with open(os.path.join(ports_dir, name)) as f:
+                mappings = ports.from_json(json.load(f))
+        except (OSError, ValueError, TypeError):
+            continue
+        forwards += [ports.nat_rule(address_of[name], mapping) for mapping in mappings]
+    nat.replace_table([(network.interface, network.subnet)], forwards)
 
 
 def _subnet(network: BridgeNetwork) -> Subnet:
@@ -180,7 +255,18 @@ def _check_no_overlap(subnet: Subnet, bridge: str) -> None:
 def _enable_forwarding() -> None:
     """The host forwards IPv4 packets (Docker turns it on as well): the
     bridge's traffic to anywhere else is routed, not switched."""
-    path = "/proc/sys/net/ipv4/ip_forward"
+    _sysctl_on("/proc/sys/net/ipv4/ip_forward")
+
+
+def _allow_loopback_sources(bridge: str) -> None:
+    """``route_localnet`` on the bridge alone: a connection the host makes
+    to a published port at 127.0.0.1, sent on to a container, may leave
+    through it (to be masqueraded there) instead of being dropped as a
+    martian (Docker does the same on docker0 without its userland proxy)."""
+    _sysctl_on(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
+
+
+def _sysctl_on(path: str) -> None:
     with open(path) as f:
         if f.read().strip() == "1":
             return
@@ -201,3 +287,10 @@ def _locked(directory: str):
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

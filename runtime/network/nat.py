@@ -1,4 +1,5 @@
-"""procview's nftables table: outbound NAT for its bridge networks.
+"""procview's nftables table: outbound NAT for its bridge networks, and
+published ports (``ports.py``).
 
 procview keeps its packet-filter rules in one table of its own, ``ip
 procview``, and never reads or changes any other table (Docker's, a
@@ -29,23 +30,29 @@ class NftError(Exception):
     """nft is missing or refused the rules (the message says which)."""
 
 
-def table_text(networks: list[tuple[str, str]]) -> str:
-    """The whole table for ``networks``, (bridge interface, subnet) pairs."""
-    lines = [
-        f"table ip {TABLE} {{",
-        "\tchain postrouting {",
-        "\t\ttype nat hook postrouting priority srcnat; policy accept;",
-    ]
+def table_text(networks: list[tuple[str, str]], forwards: list[str] = ()) -> str:
+    """The whole table for ``networks``, (bridge interface, subnet) pairs,
+    and the published ports' destination NAT rules (``ports.nat_rule``)."""
+    lines = [f"table ip {TABLE} {{"]
+    for chain, hook, priority in (("prerouting", "prerouting", "dstnat"), ("output", "output", "-100")):
+        lines += [f"\tchain {chain} {{", f"\t\ttype nat hook {hook} priority {priority}; policy accept;"]
+        lines += [f"\t\t{rule}" for rule in forwards]
+        lines.append("\t}")
+    lines += ["\tchain postrouting {", "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
     for bridge, subnet in networks:
-        lines.append(f'\t\tip saddr {subnet} oifname != "{bridge}" masquerade')
+        lines += [
+            f'\t\tip saddr {subnet} oifname != "{bridge}" masquerade',  # out to the world
+            f'\t\toifname "{bridge}" ip saddr 127.0.0.0/8 masquerade',  # published ports reached at 127.0.0.1
+            f'\t\toifname "{bridge}" ip saddr {subnet} ct status dnat masquerade',  # a container to a port of the bridge's
+        ]
     lines += ["\t}", "}"]
     return "\n".join(lines) + "\n"
 
 
-def replace_table(networks: list[tuple[str, str]]) -> None:
-    """Make the table say exactly ``networks``, atomically (``table``
-    then ``delete table`` makes the delete safe when there is none yet)."""
-    _nft(f"table ip {TABLE}\ndelete table ip {TABLE}\n" + table_text(networks))
+def replace_table(networks: list[tuple[str, str]], forwards: list[str] = ()) -> None:
+    """Make the table say exactly this, atomically (``table`` then
+    ``delete table`` makes the delete safe when there is none yet)."""
+    _nft(f"table ip {TABLE}\ndelete table ip {TABLE}\n" + table_text(networks, forwards))
 
 
 def remove_table() -> None:

@@ -205,7 +205,7 @@ def test_a_detached_container_shows_its_address_in_inspect_and_rm_takes_it_back(
         inspect = net_host.run(PROCVIEW, "inspect", "--root", state_root, "web")
         assert inspect.returncode == 0, inspect.stderr
         record = json.loads(inspect.stdout)[0]
-        assert record["networks"] == {"bridge": {"address": "10.89.0.2", "prefix_len": 16, "gateway": "10.89.0.1"}}
+        assert record["networks"] == {"bridge": {"address": "10.89.0.2", "prefix_len": 16, "gateway": "10.89.0.1", "ports": []}}
         assert record["config"]["network"] == "bridge"
         client = procview_run(net_host, state_root, "--rm", "--network", "bridge", "busybox", "sh", "-c",
                               HTTP_GET.format(address="10.89.0.2"))
@@ -215,6 +215,81 @@ def test_a_detached_container_shows_its_address_in_inspect_and_rm_takes_it_back(
         removed = net_host.run(PROCVIEW, "rm", "-f", "--root", state_root, "web")
     assert removed.returncode == 0, removed.stderr
     # (the fixture checks that the bridge, table, veths and lease went with it)
+
+
+def http_get_from_host(net_host, address: str, port: int) -> str:
+    """The stand-in host's GET of ``address:port``: the reply's body."""
+    script = ("import socket, sys\n"
+              "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+              "c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+              "data = b''\n"
+              "while chunk := c.recv(4096): data += chunk\n"
+              "print(data.decode().splitlines()[-1])\n")
+    result = net_host.run(sys.executable, "-c", script, address, str(port))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_published_port_is_reached_from_the_host_and_from_other_containers(net_host, state_root):  # noqa: F811
+    started = procview_run(net_host, state_root, "-d", "--name", "web", "--network", "bridge", "-p", "8080:8080",
+                           "-p", "127.0.0.1::8080", "busybox", "sh", "-c", HTTP_SERVER)
+    assert started.returncode == 0, started.stderr
+    try:
+        hostname = started.stdout.strip()[:12]
+        ports = net_host.run(PROCVIEW, "port", "--root", state_root, "web")
+        assert ports.returncode == 0, ports.stderr
+        lines = ports.stdout.splitlines()
+        assert lines[0] == "8080/tcp -> 0.0.0.0:8080"
+        assert lines[1].startswith("8080/tcp -> 127.0.0.1:")
+        random_port = int(lines[1].rsplit(":", 1)[1])
+        assert random_port != 8080
+        # From the host: at 127.0.0.1 (both), and at its address on the
+        # bridge (only the port published on every address).
+        wait_until(lambda: http_get_from_host(net_host, "127.0.0.1", 8080) == hostname, timeout=30)
+        assert http_get_from_host(net_host, "127.0.0.1", random_port) == hostname
+        assert http_get_from_host(net_host, "10.89.0.1", 8080) == hostname
+        refused = net_host.run(sys.executable, "-c", "import socket; socket.create_connection(('10.89.0.1', %d), 5)" % random_port)
+        assert refused.returncode != 0  # published on 127.0.0.1 only
+        # From another container, through the host's address: masqueraded
+        # there, so that the answer comes back the same way.
+        client = procview_run(net_host, state_root, "--rm", "--network", "bridge", "busybox", "sh", "-c",
+                              HTTP_GET.format(address="10.89.0.1"))
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.splitlines()[-1] == hostname
+    finally:
+        removed = net_host.run(PROCVIEW, "rm", "-f", "--root", state_root, "web")
+    assert removed.returncode == 0, removed.stderr
+    # The ports are free again (the fixture checks the rest).
+    probe = net_host.run(sys.executable, "-c", "import socket; s = socket.socket(); s.bind(('0.0.0.0', 8080))")
+    assert probe.returncode == 0, probe.stderr
+
+
+def test_a_taken_host_port_is_one_line_and_exit_125(net_host, state_root):  # noqa: F811
+    holder = subprocess.Popen(net_host.command(sys.executable, "-c",
+                                               "import socket, sys; s = socket.socket(); s.bind(('0.0.0.0', 8081)); "
+                                               "s.listen(); print('bound', flush=True); sys.stdin.read()"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "bound"
+        result = procview_run(net_host, state_root, "--network", "bridge", "-p", "8081:80", "busybox", "true")
+        assert result.returncode == 125, (result.returncode, result.stderr)
+        assert result.stderr.strip().splitlines() == ["procview: error: host port 0.0.0.0:8081/tcp is already in use"]
+        assert BRIDGE not in net_host.links() and os.listdir(os.path.join(state_root, "containers")) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "80"], "publishing ports needs --network bridge (this container's network: none)"),
+    (["--network", "bridge", "-p", "70000:80"], "invalid publish '70000:80': '70000' is not a port (1-65535)"),
+    (["--network", "bridge", "-p", "80/sctp"], "invalid publish '80/sctp': protocol must be tcp or udp"),
+    (["--network", "bridge", "-p", "localhost:80:80"], "invalid publish 'localhost:80:80': 'localhost' is not an IPv4 address"),
+])
+def test_bad_publish_specs_are_one_line_and_exit_125(net_host, state_root, args, message):  # noqa: F811
+    result = procview_run(net_host, state_root, *args, "busybox", "true")
+    assert result.returncode == 125, (result.returncode, result.stderr)
+    assert result.stderr.strip().splitlines() == [f"procview: error: {message}"]
 
 
 def test_an_overlapping_subnet_is_one_line_and_exit_125(net_host, state_root):  # noqa: F811

@@ -9,6 +9,7 @@ import pytest
 from procview.runtime.network import host_end_name
 from procview.runtime.network.ipam import IpamError, Leases, Subnet
 from procview.runtime.network.nat import table_text
+from procview.runtime.network.ports import PortError, PortMapping, nat_rule, parse_publish
 
 
 def test_a_subnet_has_its_first_address_as_gateway():
@@ -65,3 +66,33 @@ def test_the_table_masquerades_what_leaves_each_subnet():
 def test_the_host_end_of_a_veth_is_named_by_the_container():
     assert host_end_name("0123456789abcdef") == "pv0123456789ab"
     assert len(host_end_name("f" * 64)) <= 15
+
+
+@pytest.mark.parametrize("spec, mapping", [
+    ("80", PortMapping("", 0, 80, "tcp")),
+    ("8080:80", PortMapping("", 8080, 80, "tcp")),
+    ("127.0.0.1:8080:80/udp", PortMapping("127.0.0.1", 8080, 80, "udp")),
+    ("127.0.0.1::80", PortMapping("127.0.0.1", 0, 80, "tcp")),
+])
+def test_publish_specs_as_docker_reads_them(spec, mapping):
+    assert parse_publish(spec) == mapping
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ("0", "not a port"), ("65536", "not a port"), ("http", "not a port"), ("8080:", "not a port"),
+    ("80/sctp", "protocol"), ("::1:80:80", "not an IPv4 address"), ("a:1:2", "not an IPv4 address"),
+])
+def test_bad_publish_specs_say_why(spec, reason):
+    with pytest.raises(PortError, match=reason):
+        parse_publish(spec)
+
+
+def test_a_published_port_is_a_dnat_rule_in_prerouting_and_output():
+    everywhere = nat_rule("10.89.0.2", PortMapping("", 8080, 80, "tcp"))
+    assert everywhere == "fib daddr type local tcp dport 8080 dnat to 10.89.0.2:80"
+    loopback = nat_rule("10.89.0.3", PortMapping("127.0.0.1", 5353, 53, "udp"))
+    assert loopback == "ip daddr 127.0.0.1 udp dport 5353 dnat to 10.89.0.3:53"
+    text = table_text([("procview0", "10.89.0.0/16")], [everywhere])
+    prerouting, output = text.split("chain prerouting {")[1], text.split("chain output {")[1]
+    assert everywhere in prerouting.split("}")[0] and everywhere in output.split("}")[0]
+    assert str(PortMapping("", 8080, 80, "tcp")) == "80/tcp -> 0.0.0.0:8080"
