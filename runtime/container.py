@@ -119,7 +119,10 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
     store, image = _image(root, config.image)
     argv = _command(image.config, config.command)
     container_id = container_id or os.urandom(32).hex()
+    joined = _joined_container(root, config.network)  # --network container:NAME
     hostname = config.hostname or (os.uname().nodename if config.net_host else container_id[:12])
+    if joined is not None:
+        hostname = joined.hostname
     env = _environment(image.config, config, hostname)
     security = _security(config, root, warn)
 
@@ -134,10 +137,10 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         if config.network == "bridge":
             attachment = _attach_network(root, container_id, bundle_path, linux, config.publish)
             undo.callback(_detach_network, root, attachment, linux)
+        address = attachment.address if attachment else joined.address if joined else None
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
-            bundle_path, _init_layer(root), hostname,
-            hosts_file(hostname, config.net_host, attachment.address if attachment else None),
+            bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host, address),
             resolv_conf(host_resolv, config.net_host), kept_upper,
         )
 
@@ -185,13 +188,53 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
                 on_started(pid, cgroup_path, env, workdir, image, networks)
 
         netns_fd = None
-        if attachment is not None:
-            netns_fd = os.open(attachment.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        if attachment is not None or joined is not None:
+            netns_fd = os.open(attachment.netns_path if attachment else joined.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             undo.callback(os.close, netns_fd)
+            if joined is not None and not _still_running(joined):
+                raise RunError(f"container {joined.name} is not running")
         return _start_and_wait(
             linux, config, plan, cgroup, configure_cgroup, argv, env, hostname, hierarchies.layout is Layout.V2,
             security, agent, container_id, warn, started, on_exited, netns_fd,
         )
+
+
+_Joined = namedtuple("_Joined", ("name", "pid", "start", "hostname", "address", "netns_path"))
+
+
+def _joined_container(root: str, network: str):
+    """For ``--network container:NAME``: the running container whose
+    network namespace this one joins (its pid 1's), or None."""
+    if not network.startswith("container:"):
+        return None
+    from procview.runtime.lifecycle import RUNNING, LifecycleError, RecordStore
+
+    name = network[len("container:"):]
+    store = RecordStore(root)
+    try:
+        record = store.load(store.find(name))
+    except (LifecycleError, ValueError):
+        raise RunError(f"no such container: {name}") from None
+    if record.phase != RUNNING or not record.pid:
+        raise RunError(f"container {name} is not running")
+    addresses = [network["address"] for network in record.networks.values() if "address" in network]
+    hostname = record.config.get("hostname") or record.id[:12]
+    return _Joined(name, record.pid, _start_time(record.pid), hostname, addresses[0] if addresses else None,
+                   f"/proc/{record.pid}/ns/net")
+
+
+def _still_running(joined) -> bool:
+    """The joined container's pid 1 is the process it was when we looked
+    (its pid not reused meanwhile): checked after its namespace is open."""
+    return joined.start is not None and _start_time(joined.pid) == joined.start
+
+
+def _start_time(pid: int) -> int | None:
+    text = read_text(f"/proc/{pid}/stat")
+    try:
+        return int(text.rsplit(")", 1)[1].split()[19]) if text else None
+    except (IndexError, ValueError):
+        return None
 
 
 def _attach_network(root: str, container_id: str, bundle_path: str, linux, publish):
@@ -413,7 +456,7 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
         wait_for_cgroup()
     stage = "namespaces"
     try:
-        if netns_fd is not None:  # made and wired by procview run (runtime/network)
+        if netns_fd is not None:  # made and wired by procview run (runtime/network), or another container's
             linux.setns(netns_fd, CLONE_NEWNET)
             os.close(netns_fd)
         linux.unshare(namespaces.for_init(new_network=config.network == "none", cgroup_namespace=cgroupns))

@@ -62,7 +62,7 @@ OPTIONS = (
     Option(("-t", "--tty"), "tty", FLAG, "Allocate a terminal."),
     Option(("--network", "--net"), "network", VALUE,
            "none: only loopback (also: private); host: the host's network; bridge: an address on procview0, "
-           "outbound NAT.", default="none", choices=("none", "host", "bridge", "private")),
+           "outbound NAT; container:NAME: another container's network.", default="none"),
     Option(("-p", "--publish"), "publish", MULTIPLE,
            "Publish a container's port on the host: [IP:][HOSTPORT:]PORT[/tcp|/udp] (no HOSTPORT: any free one); "
            "with --network bridge.", metavar="SPEC"),
@@ -288,6 +288,10 @@ def container_config(options: dict):
             fail(f"invalid volume {spec!r}: {source} does not exist")
         volumes.append(Volume(source, parts[1], len(parts) == 3 and parts[2] == "ro"))
     network = "none" if options["network"] == "private" else options["network"]
+    if network not in ("none", "host", "bridge") and not (network.startswith("container:") and network[10:]):
+        fail(f"network {network} not found")
+    if network.startswith("container:") and options["hostname"]:
+        fail("conflicting options: --hostname and --network container:NAME (it has that container's host name)")
     publish = ()
     if options["publish"]:
         from procview.runtime.network.ports import PortError, parse_publish  # socket, ipaddress: only for -p

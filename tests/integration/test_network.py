@@ -292,6 +292,40 @@ def test_bad_publish_specs_are_one_line_and_exit_125(net_host, state_root, args,
     assert result.stderr.strip().splitlines() == [f"procview: error: {message}"]
 
 
+def test_container_network_mode_joins_another_containers_namespace(net_host, state_root):  # noqa: F811
+    started = procview_run(net_host, state_root, "-d", "--name", "web", "--network", "bridge", "busybox",
+                           "sh", "-c", HTTP_SERVER)
+    assert started.returncode == 0, started.stderr
+    try:
+        hostname = started.stdout.strip()[:12]
+        # Its address, its host name, and its loopback: the server answers
+        # at 127.0.0.1.
+        joined = procview_run(net_host, state_root, "--rm", "--network", "container:web", "busybox", "sh", "-c",
+                              "hostname; ip -4 -o addr show eth0 | awk '{print $4}'; " + HTTP_GET.format(address="127.0.0.1"))
+        assert joined.returncode == 0, joined.stderr
+        lines = joined.stdout.splitlines()
+        assert lines[:2] == [hostname, "10.89.0.2/16"], joined.stdout
+        assert lines[-1] == hostname
+        # It took no address or interface of its own.
+        assert len([name for name in net_host.links() if name.startswith("pv")]) == 1
+    finally:
+        removed = net_host.run(PROCVIEW, "rm", "-f", "--root", state_root, "web")
+    assert removed.returncode == 0, removed.stderr
+    gone = procview_run(net_host, state_root, "--network", "container:web", "busybox", "true")
+    assert gone.returncode == 125 and gone.stderr.strip() == "procview: error: no such container: web", gone.stderr
+
+
+@pytest.mark.parametrize("network, message", [
+    ("container:nobody", "no such container: nobody"),
+    ("macvlan", "network macvlan not found"),
+    ("container:", "network container: not found"),
+])
+def test_unknown_networks_are_one_line_and_exit_125(net_host, state_root, network, message):  # noqa: F811
+    result = procview_run(net_host, state_root, "--network", network, "busybox", "true")
+    assert result.returncode == 125, (result.returncode, result.stderr)
+    assert result.stderr.strip().splitlines() == [f"procview: error: {message}"]
+
+
 def test_an_overlapping_subnet_is_one_line_and_exit_125(net_host, state_root):  # noqa: F811
     # Another network of the host's on 10.89.7.0/24 (a veth pair: this
     # kernel has no dummy interfaces).

@@ -52,7 +52,6 @@ def test_environment_gives_defaults_and_options_override_them():
     (["busybox", "--memory"][1:], "option --memory requires an argument"),
     (["-m"], "option -m requires an argument"),
     (["--cpu-quota", "lots", "busybox"], "invalid value for --cpu-quota: 'lots' is not an integer"),
-    (["--net", "macvlan", "busybox"], "invalid value for --net: 'macvlan' (choose from none, host, bridge, private)"),
     (["--rm=yes", "busybox"], "option --rm does not take a value"),
     ([], "missing argument IMAGE"),
     (["--rm", "--"], "missing argument IMAGE"),
