@@ -63,8 +63,9 @@ _CONFIG_DEFAULTS = {  # every field but ``image`` (the image reference), with it
     "read_only": False,
     "interactive": False,
     "tty": False,
-    "network": "none",  # none, host or bridge (runtime/network)
-    "publish": (),  # runtime/network/ports.PortMapping: -p, with --network bridge
+    "network": "none",  # none, host, bridge, a user network's name, container:NAME (runtime/network)
+    "publish": (),  # runtime/network/ports.PortMapping: -p, on a bridge network
+    "aliases": (),  # --network-alias: more names on a user network
     "limits": Limits(),
     "view": None,  # a procview mount point; None: the default one
     "use_view": True,
@@ -90,6 +91,11 @@ class ContainerConfig(namedtuple("ContainerConfig", ("image", *_CONFIG_DEFAULTS)
     @property
     def net_host(self) -> bool:
         return self.network == "host"
+
+    @property
+    def bridged(self) -> bool:
+        """On a bridge network: ``bridge`` or a user network."""
+        return self.network not in ("none", "host") and not self.network.startswith("container:")
 
 
 def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None = None, warn=None,
@@ -134,13 +140,14 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         lock = _claim_directory(containers_dir, container_id)
         undo.callback(os.close, lock)
         attachment = None
-        if config.network == "bridge":
-            attachment = _attach_network(root, container_id, bundle_path, linux, config.publish)
+        if config.bridged:
+            attachment = _attach_network(root, container_id, bundle_path, linux, config, hostname)
             undo.callback(_detach_network, root, attachment, linux)
         address = attachment.address if attachment else joined.address if joined else None
+        peers = attachment.peers if attachment else ()
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
-            bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host, address),
+            bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host, address, peers),
             resolv_conf(host_resolv, config.net_host), kept_upper,
         )
 
@@ -237,13 +244,15 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
-def _attach_network(root: str, container_id: str, bundle_path: str, linux, publish):
-    """The container's place on the bridge network, and its published
-    ports (``runtime/network``)."""
+def _attach_network(root: str, container_id: str, bundle_path: str, linux, config, hostname: str):
+    """The container's place on its bridge network, its published ports
+    and its names there (``runtime/network``)."""
     from procview.runtime import network
 
+    names = tuple(dict.fromkeys(n for n in (hostname, config.name, *config.aliases) if n))
     try:
-        return network.attach(root, container_id, bundle_path, linux, publish)
+        return network.attach(root, container_id, bundle_path, linux, config.publish,
+                              network.find(root, config.network), names)
     except network.NetworkError as exc:
         raise RunError(str(exc)) from None
 

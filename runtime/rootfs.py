@@ -164,10 +164,11 @@ def prepare_bundle(path: str, init: str, hostname: str, hosts: str, resolv_conf:
     return bundle
 
 
-def hosts_file(hostname: str, net_host: bool, address: str | None = None) -> str:
+def hosts_file(hostname: str, net_host: bool, address: str | None = None, peers: tuple[str, ...] = ()) -> str:
     """/etc/hosts: the host's with --network host, else Docker's standard
     lines, the host name on the container's ``address`` (a bridge
-    network's) or on 127.0.1.1."""
+    network's) or on 127.0.1.1, and ``peers``: lines for the other
+    containers of a user network (runtime/network/names.py)."""
     if net_host:
         try:
             with open("/etc/hosts") as f:
@@ -182,7 +183,7 @@ def hosts_file(hostname: str, net_host: bool, address: str | None = None) -> str
         "ff02::1\tip6-allnodes\n"
         "ff02::2\tip6-allrouters\n"
         f"{address or '127.0.1.1'}\t{hostname}\n"
-    )
+    ) + "".join(line + "\n" for line in peers)
 
 
 def resolv_conf(host_text: str, net_host: bool) -> str:

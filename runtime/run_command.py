@@ -63,6 +63,8 @@ OPTIONS = (
     Option(("--network", "--net"), "network", VALUE,
            "none: only loopback (also: private); host: the host's network; bridge: an address on procview0, "
            "outbound NAT; container:NAME: another container's network.", default="none"),
+    Option(("--network-alias",), "network_alias", MULTIPLE,
+           "Another name the container has on its user network.", metavar="NAME"),
     Option(("-p", "--publish"), "publish", MULTIPLE,
            "Publish a container's port on the host: [IP:][HOSTPORT:]PORT[/tcp|/udp] (no HOSTPORT: any free one); "
            "with --network bridge.", metavar="SPEC"),
@@ -288,16 +290,21 @@ def container_config(options: dict):
             fail(f"invalid volume {spec!r}: {source} does not exist")
         volumes.append(Volume(source, parts[1], len(parts) == 3 and parts[2] == "ro"))
     network = "none" if options["network"] == "private" else options["network"]
-    if network not in ("none", "host", "bridge") and not (network.startswith("container:") and network[10:]):
+    if network.startswith("container:"):
+        if not network[len("container:"):]:
+            fail(f"network {network} not found")
+    elif network not in ("none", "host", "bridge") and not _user_network_exists(options["root"], network):
         fail(f"network {network} not found")
+    if options["network_alias"] and (network in ("none", "host", "bridge") or network.startswith("container:")):
+        fail("--network-alias needs a user network (procview network create): the others have no names")
     if network.startswith("container:") and options["hostname"]:
         fail("conflicting options: --hostname and --network container:NAME (it has that container's host name)")
     publish = ()
     if options["publish"]:
         from procview.runtime.network.ports import PortError, parse_publish  # socket, ipaddress: only for -p
 
-        if network != "bridge":
-            fail(f"publishing ports needs --network bridge (this container's network: {network})")
+        if network in ("none", "host") or network.startswith("container:"):
+            fail(f"publishing ports needs a bridge network, --network bridge or a user network (this container's network: {network})")
         try:
             publish = tuple(parse_publish(spec) for spec in options["publish"])
         except PortError as exc:
@@ -306,10 +313,16 @@ def container_config(options: dict):
         image=options["image"], command=options["command"], env=tuple(env_items), workdir=options["workdir"],
         user=options["user"], hostname=options["hostname"], name=options["name"], volumes=tuple(volumes),
         read_only=options["read_only"], interactive=options["interactive"], tty=options["tty"],
-        network=network, publish=publish, limits=limits, view=options["view"], use_view=not options["no_view"],
+        network=network, publish=publish, aliases=tuple(options["network_alias"]), limits=limits, view=options["view"], use_view=not options["no_view"],
         init=options["use_init"], cap_add=options["cap_add"], cap_drop=options["cap_drop"],
         privileged=options["privileged"], security_opt=options["security_opt"], seccomp_socket=options["seccomp_socket"],
     )
+
+
+def _user_network_exists(root: str, name: str) -> bool:
+    """Whether ``procview network create`` made ``name`` (its config file;
+    the module itself is imported only by bridged runs)."""
+    return "/" not in name and name not in (".", "..") and os.path.isfile(os.path.join(root, "networks", name, "config.json"))
 
 
 def _start_detached(config, options: dict, kept: dict) -> None:

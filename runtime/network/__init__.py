@@ -1,4 +1,4 @@
-"""Container networks: ``--network none|host|bridge``.
+"""Container networks: ``--network none|host|bridge|NAME|container:NAME``.
 
 - ``none`` (``private``, the old name, still works): a network namespace
   of the container's own with loopback only, up (pid 1 unshares it).
@@ -12,30 +12,40 @@
   (``netns``), so the command starts with its network up, and pid 1 joins
   it with ``setns``.
 
-Published ports (``-p``, ``ports``) are destination NAT rules in the same
-table, each host port held by a bound socket while the container runs.
+User networks (``procview network create NAME``, ``registry``) are more
+bridges of the same kind, with subnets of their own; their containers
+find each other by name (``names``), and procview's table drops traffic
+between two of its bridges, so containers on different networks cannot
+reach each other. Published ports (``-p``, ``ports``) are destination NAT
+rules in the same table, each host port held by a bound socket while the
+container runs. (``container:NAME`` needs none of this: pid 1 joins the
+other container's namespace, runtime/container.py.)
 
 What a bridge attachment creates, in order, each undone in reverse by
 ``detach``: a marker file in the container's directory (so that whoever
 finds the container's run killed knows to ``reclaim``), the host ports'
 sockets, the address's lease, the published ports' file, the bridge and
-the table (shared by the network's containers, the table rewritten from
-every container's ports), the namespace's file, the veth pair. The bridge
-and the table go with the last lease. A lock per network orders attaches
-and detaches, so one never removes the bridge another is plugging into.
+the table (the bridge shared by the network's containers, the table by
+every network's, rewritten from all of them), the namespace's file, the
+veth pair, and on a user network its member file and every member's
+``/etc/hosts``. A bridge goes with its network's last lease, the table
+with the last lease of any. One lock (``registry.locked``) orders every
+change to any network, so that no run removes the bridge another is
+plugging into, or writes the table from what another is changing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
 import sys
 from typing import NamedTuple
 
+from procview.runtime.network import registry
 from procview.runtime.network.ipam import IpamError, Leases, Subnet
+from procview.runtime.network.registry import DEFAULT_BRIDGE, BridgeNetwork
 
 # The file in a container's directory that says it was attached (its
 # content: the network's name), and the namespace's file beside it.
@@ -45,15 +55,6 @@ NETNS_FILE = "netns"
 
 class NetworkError(Exception):
     """A network could not be set up (one line; ``procview run`` exits 125)."""
-
-
-class BridgeNetwork(NamedTuple):
-    name: str
-    interface: str  # the bridge's name on the host
-    subnet: str
-
-
-DEFAULT_BRIDGE = BridgeNetwork("bridge", "procview0", "10.89.0.0/16")
 
 
 class Attachment(NamedTuple):
@@ -68,6 +69,7 @@ class Attachment(NamedTuple):
     host_end: str  # the veth's name on the host
     ports: tuple = ()  # its published ports (ports.PortMapping), host ports chosen
     reservations: tuple = ()  # a bound socket per published port, held while it runs
+    peers: tuple = ()  # /etc/hosts lines for the other containers of a user network
 
 
 def host_end_name(container_id: str) -> str:
@@ -76,21 +78,27 @@ def host_end_name(container_id: str) -> str:
     return "pv" + container_id[:12]
 
 
-def networks_dir(root: str, name: str) -> str:
-    return os.path.join(root, "networks", name)
+def find(root: str, name: str) -> BridgeNetwork:
+    """The bridge network ``name`` (``bridge`` or a user network's)."""
+    network = registry.load(root, name)
+    if network is None:
+        raise NetworkError(f"network {name} not found")
+    return network
 
 
 def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
-           network: BridgeNetwork = DEFAULT_BRIDGE) -> Attachment:
+           network: BridgeNetwork = DEFAULT_BRIDGE, names: tuple = ()) -> Attachment:
     """Give the container an address on ``network``, a network namespace
     wired to it at ``container_dir``/netns, and its ``publish``ed ports
-    (``ports.PortMapping``s, host port 0: any)."""
+    (``ports.PortMapping``s, host port 0: any). ``names``: its host name,
+    container name and aliases, for the other containers of a user
+    network (the built-in ``bridge`` has no names, as Docker's)."""
     try:
-        from procview.runtime.network import links, nat, netns, ports
+        from procview.runtime.network import links, nat, names as naming, netns, ports
     except ImportError as exc:
         raise NetworkError(f"network {network.name}: {exc.name} is not installed") from None
     subnet = _subnet(network)
-    directory = networks_dir(root, network.name)
+    directory = registry.directory(root, network.name)
     _write(os.path.join(container_dir, MARKER), network.name)
     netns_path = os.path.join(container_dir, NETNS_FILE)
     host_end = host_end_name(container_id)
@@ -106,20 +114,27 @@ def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
             undo.callback(sock.close)
             reservations.append(sock)
             published.append(mapping)
-        with _locked(directory):
+        with registry.locked(root):
             leases = Leases(directory, subnet)
             try:
                 _check_no_overlap(subnet, network.interface)
                 address = leases.take(container_id)
             except IpamError as exc:
                 raise NetworkError(f"network {network.name}: {exc}") from None
-            undo.callback(_detach_locked, network, leases, container_id, netns_path, host_end, linux)
+            undo.callback(_detach_locked, root, network, container_id, netns_path, host_end, linux)
             try:
                 _save_ports(directory, container_id, published)
+                peers = ()
+                if network != DEFAULT_BRIDGE:
+                    me = naming.Member(container_id, str(address), tuple(names), os.path.join(container_dir, "hosts"))
+                    naming.save(directory, me)
+                    members = naming.everyone(directory, set(leases.holders().values()))
+                    naming.refresh(members)
+                    peers = naming.peer_lines(members, container_id)
                 _enable_forwarding()
                 links.ensure_bridge(network.interface, str(subnet.gateway), subnet.network.prefixlen)
                 _allow_loopback_sources(network.interface)
-                _write_table(network, leases, directory)
+                _write_table(root)
                 netns.create(linux, netns_path)
                 links.plug_container(network.interface, host_end, netns_path, str(address), subnet.network.prefixlen,
                                      str(subnet.gateway))
@@ -127,19 +142,17 @@ def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
                 raise NetworkError(f"network {network.name}: {getattr(exc, 'strerror', None) or exc}") from None
         undo.pop_all()
     return Attachment(network, container_id, netns_path, str(address), subnet.network.prefixlen, str(subnet.gateway),
-                      host_end, tuple(published), tuple(reservations))
+                      host_end, tuple(published), tuple(reservations), peers)
 
 
 def detach(root: str, attachment: Attachment, linux) -> None:
     """Undo ``attach``: the veth, the namespace's file, the published
-    ports, the lease; the bridge and table too if no other container is
-    on the network."""
-    network = attachment.network
-    directory = networks_dir(root, network.name)
+    ports, the name, the lease; the bridge too if no other container is on
+    the network, and the table if none is on any."""
     try:
-        with _locked(directory):
-            leases = Leases(directory, _subnet(network))
-            _detach_locked(network, leases, attachment.container_id, attachment.netns_path, attachment.host_end, linux)
+        with registry.locked(root):
+            _detach_locked(root, attachment.network, attachment.container_id, attachment.netns_path,
+                           attachment.host_end, linux)
     finally:
         for sock in attachment.reservations:  # the host ports are free once no rule sends them on
             sock.close()
@@ -154,21 +167,19 @@ def reclaim(root: str, container_id: str, container_dir: str, linux) -> None:
             name = f.read().strip()
     except OSError:
         return
-    network = DEFAULT_BRIDGE if name == DEFAULT_BRIDGE.name else None
+    network = registry.load(root, name)
     if network is None:
         return
-    directory = networks_dir(root, network.name)
-    with _locked(directory):
-        leases = Leases(directory, _subnet(network))
-        _detach_locked(network, leases, container_id, os.path.join(container_dir, NETNS_FILE),
+    with registry.locked(root):
+        _detach_locked(root, network, container_id, os.path.join(container_dir, NETNS_FILE),
                        host_end_name(container_id), linux)
 
 
-def _detach_locked(network, leases: Leases, container_id: str, netns_path: str, host_end: str, linux) -> None:
+def _detach_locked(root: str, network: BridgeNetwork, container_id: str, netns_path: str, host_end: str, linux) -> None:
     """Each step is tried whatever the one before did: a step that fails
     is reported (one line on stderr) and the rest still run, so that one
     stuck interface never keeps a lease, or the table, forever."""
-    from procview.runtime.network import links, nat, netns
+    from procview.runtime.network import links, nat, names as naming, netns
 
     def step(what: str, call, *args) -> None:
         try:
@@ -176,19 +187,26 @@ def _detach_locked(network, leases: Leases, container_id: str, netns_path: str, 
         except Exception as exc:  # noqa: BLE001 - netlink, nftables or the filesystem: report, go on
             print(f"procview: warning: network {network.name}: {what}: {exc}", file=sys.stderr)
 
-    directory = os.path.dirname(leases.directory)
+    directory = registry.directory(root, network.name)
+    leases = Leases(directory, _subnet(network))
     step(f"removing {host_end}", links.delete_link, host_end)
     step("removing the namespace's file", netns.remove, linux, netns_path)
     step("releasing the address", leases.release_container, container_id)
     step("forgetting the published ports", _remove, _ports_file(directory, container_id))
-    if leases.holders():
-        step("rewriting the nftables table", _write_table, network, leases, directory)
+    step("forgetting its name", naming.forget, directory, container_id)
+    holders = leases.holders()
+    if holders:
+        step("rewriting the others' /etc/hosts",
+             lambda: naming.refresh(naming.everyone(directory, set(holders.values()))))
     else:
         step(f"removing {network.interface}", links.delete_link, network.interface)
+    if any(registry.leases_of(root, other).holders() for other in registry.everyone(root)):
+        step("rewriting the nftables table", _write_table, root)
+    else:
         step("removing the nftables table", nat.remove_table)
 
 
-# -- published ports: a file per container, the table made from all of them ----------
+# -- published ports: a file per container; the table, made from every network ------
 
 
 def _ports_file(directory: str, container_id: str) -> str:
@@ -207,26 +225,32 @@ def _save_ports(directory: str, container_id: str, published: list) -> None:
     os.rename(path + ".new", path)
 
 
-def _write_table(network: BridgeNetwork, leases: Leases, directory: str) -> None:
-    """procview's table, from the network and the published ports of the
-    containers that hold an address on it (a file of a container without
-    one is what a killed run left: removed)."""
+def _write_table(root: str) -> None:
+    """procview's table, from every network that has containers: its
+    masquerade, its containers' published ports (a file of a container
+    without an address is what a killed run left: removed), and a drop
+    between every two of its bridges."""
     from procview.runtime.network import nat, ports
 
-    address_of = {container_id: address for address, container_id in leases.holders().items()}
-    forwards = []
-    ports_dir = os.path.join(directory, "ports")
-    for name in sorted(os.listdir(ports_dir)) if os.path.isdir(ports_dir) else ():
-        if name.endswith(".new") or name not in address_of:
-            _remove(os.path.join(ports_dir, name))
+    in_use, forwards = [], []
+    for network in registry.everyone(root):
+        directory = registry.directory(root, network.name)
+        address_of = {container_id: address for address, container_id in registry.leases_of(root, network).holders().items()}
+        if not address_of:
             continue
-        try:
-            with open(os.path.join(ports_dir, name)) as f:
-                mappings = ports.from_json(json.load(f))
-        except (OSError, ValueError, TypeError):
-            continue
-        forwards += [ports.nat_rule(address_of[name], mapping) for mapping in mappings]
-    nat.replace_table([(network.interface, network.subnet)], forwards)
+        in_use.append((network.interface, network.subnet))
+        ports_dir = os.path.join(directory, "ports")
+        for name in sorted(os.listdir(ports_dir)) if os.path.isdir(ports_dir) else ():
+            if name.endswith(".new") or name not in address_of:
+                _remove(os.path.join(ports_dir, name))
+                continue
+            try:
+                with open(os.path.join(ports_dir, name)) as f:
+                    mappings = ports.from_json(json.load(f))
+            except (OSError, ValueError, TypeError):
+                continue
+            forwards += [ports.nat_rule(address_of[name], mapping) for mapping in mappings]
+    nat.replace_table(in_use, forwards)
 
 
 def _subnet(network: BridgeNetwork) -> Subnet:
@@ -271,17 +295,6 @@ def _sysctl_on(path: str) -> None:
         if f.read().strip() == "1":
             return
     _write(path, "1")
-
-
-@contextlib.contextmanager
-def _locked(directory: str):
-    os.makedirs(directory, exist_ok=True)
-    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _write(path: str, text: str) -> None:

@@ -1,5 +1,5 @@
-"""procview's nftables table: outbound NAT for its bridge networks, and
-published ports (``ports.py``).
+"""procview's nftables table: outbound NAT for its bridge networks,
+isolation between them, and published ports (``ports.py``).
 
 procview keeps its packet-filter rules in one table of its own, ``ip
 procview``, and never reads or changes any other table (Docker's, a
@@ -45,6 +45,14 @@ def table_text(networks: list[tuple[str, str]], forwards: list[str] = ()) -> str
             f'\t\toifname "{bridge}" ip saddr 127.0.0.0/8 masquerade',  # published ports reached at 127.0.0.1
             f'\t\toifname "{bridge}" ip saddr {subnet} ct status dnat masquerade',  # a container to a port of the bridge's
         ]
+    lines += ["\t}"]
+    # Containers on different networks cannot reach each other, as with
+    # Docker's isolation rules; a published port (NATed) is reached from
+    # any of them.
+    lines += ["\tchain forward {", "\t\ttype filter hook forward priority filter; policy accept;",
+              "\t\tct status dnat accept"]
+    bridges = [bridge for bridge, _subnet in networks]
+    lines += [f'\t\tiifname "{a}" oifname "{b}" drop' for a in bridges for b in bridges if a != b]
     lines += ["\t}", "}"]
     return "\n".join(lines) + "\n"
 

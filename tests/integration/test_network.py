@@ -117,8 +117,8 @@ def stop(process: subprocess.Popen) -> None:
 HTTP_SERVER = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
 # An HTTP GET with nc (Debian's static busybox wget crashes in its
 # name-service lookups), tried until the server listens.
-HTTP_GET = ("for i in $(seq 50); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} 8080 > /tmp/reply "
-            "&& [ -s /tmp/reply ] && exec cat /tmp/reply; sleep 0.2; done; exit 1")
+HTTP_GET = ("ok=; for i in $(seq 50); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} {port} > /tmp/reply "
+            "&& [ -s /tmp/reply ] && {{ cat /tmp/reply; ok=1; break; }}; sleep 0.2; done; [ -n \"$ok\" ]")
 
 
 def test_a_bridged_container_has_an_address_a_route_and_its_hosts_line(net_host, state_root):  # noqa: F811
@@ -140,7 +140,7 @@ def test_two_bridged_containers_talk_http_by_address(net_host, state_root):  # n
         # The first container takes the first free address.
         wait_until(lambda: os.path.exists(os.path.join(state_root, "networks", "bridge", "leases", "10.89.0.2")))
         client = procview_run(net_host, state_root, "--network", "bridge", "busybox", "sh", "-c",
-                              HTTP_GET.format(address="10.89.0.2"))
+                              HTTP_GET.format(address="10.89.0.2", port=8080))
         assert client.returncode == 0, client.stderr
         assert client.stdout.splitlines()[0].startswith("HTTP/1.") and client.stdout.splitlines()[-1] == "server", client.stdout
         # The bridge and table stay while the server is on the network.
@@ -208,7 +208,7 @@ def test_a_detached_container_shows_its_address_in_inspect_and_rm_takes_it_back(
         assert record["networks"] == {"bridge": {"address": "10.89.0.2", "prefix_len": 16, "gateway": "10.89.0.1", "ports": []}}
         assert record["config"]["network"] == "bridge"
         client = procview_run(net_host, state_root, "--rm", "--network", "bridge", "busybox", "sh", "-c",
-                              HTTP_GET.format(address="10.89.0.2"))
+                              HTTP_GET.format(address="10.89.0.2", port=8080))
         assert client.returncode == 0, client.stderr
         assert client.stdout.splitlines()[-1] == record["id"][:12]  # the server's host name
     finally:
@@ -253,7 +253,7 @@ def test_a_published_port_is_reached_from_the_host_and_from_other_containers(net
         # From another container, through the host's address: masqueraded
         # there, so that the answer comes back the same way.
         client = procview_run(net_host, state_root, "--rm", "--network", "bridge", "busybox", "sh", "-c",
-                              HTTP_GET.format(address="10.89.0.1"))
+                              HTTP_GET.format(address="10.89.0.1", port=8080))
         assert client.returncode == 0, client.stderr
         assert client.stdout.splitlines()[-1] == hostname
     finally:
@@ -281,7 +281,8 @@ def test_a_taken_host_port_is_one_line_and_exit_125(net_host, state_root):  # no
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-p", "80"], "publishing ports needs --network bridge (this container's network: none)"),
+    (["-p", "80"], "publishing ports needs a bridge network, --network bridge or a user network (this container's network: none)"),
+    (["--network-alias", "db"], "--network-alias needs a user network (procview network create): the others have no names"),
     (["--network", "bridge", "-p", "70000:80"], "invalid publish '70000:80': '70000' is not a port (1-65535)"),
     (["--network", "bridge", "-p", "80/sctp"], "invalid publish '80/sctp': protocol must be tcp or udp"),
     (["--network", "bridge", "-p", "localhost:80:80"], "invalid publish 'localhost:80:80': 'localhost' is not an IPv4 address"),
@@ -301,7 +302,7 @@ def test_container_network_mode_joins_another_containers_namespace(net_host, sta
         # Its address, its host name, and its loopback: the server answers
         # at 127.0.0.1.
         joined = procview_run(net_host, state_root, "--rm", "--network", "container:web", "busybox", "sh", "-c",
-                              "hostname; ip -4 -o addr show eth0 | awk '{print $4}'; " + HTTP_GET.format(address="127.0.0.1"))
+                              "hostname; ip -4 -o addr show eth0 | awk '{print $4}'; " + HTTP_GET.format(address="127.0.0.1", port=8080))
         assert joined.returncode == 0, joined.stderr
         lines = joined.stdout.splitlines()
         assert lines[:2] == [hostname, "10.89.0.2/16"], joined.stdout
@@ -324,6 +325,98 @@ def test_unknown_networks_are_one_line_and_exit_125(net_host, state_root, networ
     result = procview_run(net_host, state_root, "--network", network, "busybox", "true")
     assert result.returncode == 125, (result.returncode, result.stderr)
     assert result.stderr.strip().splitlines() == [f"procview: error: {message}"]
+
+
+def procview(net_host, state_root, command: str, *args):  # noqa: F811
+    """Another procview command (``"network create"``, ``"exec"``...) in
+    the stand-in host, on this state root."""
+    return net_host.run(PROCVIEW, *command.split(), "--root", state_root, *args)
+
+
+# One GET, no retries: the last line of the reply (the server's host name), or nothing.
+GET_ONCE = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} {port} | tail -1"
+
+
+def test_containers_on_a_user_network_find_each_other_by_name(net_host, state_root):  # noqa: F811
+    made = procview(net_host, state_root, "network create", "appnet")
+    assert made.returncode == 0 and made.stdout.strip() == "appnet", made.stderr
+    started = procview_run(net_host, state_root, "-d", "--name", "db", "--network", "appnet", "--network-alias", "database",
+                           "busybox", "sh", "-c", HTTP_SERVER)
+    assert started.returncode == 0, started.stderr
+    try:
+        hostname = started.stdout.strip()[:12]
+        # By its container name (once it answers), its alias and its host name.
+        script = "; ".join([HTTP_GET.format(address="db", port=8080),
+                            GET_ONCE.format(address="database", port=8080), GET_ONCE.format(address=hostname, port=8080)])
+        client = procview_run(net_host, state_root, "--rm", "--name", "client", "--network", "appnet", "busybox", "sh", "-c", script)
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.splitlines()[-3:] == [hostname] * 3, client.stdout
+        # A container that comes later is in the earlier one's /etc/hosts
+        # while it runs, and gone from it after.
+        later = start_procview_run(net_host, state_root, "--name", "later", "--network", "appnet", "busybox", "sleep", "300")
+        try:
+            wait_until(lambda: "later" in procview(net_host, state_root, "exec", "db", "cat", "/etc/hosts").stdout)
+            hosts = procview(net_host, state_root, "exec", "db", "cat", "/etc/hosts").stdout
+            assert any(line.startswith("10.90.0.") and line.endswith(" later") for line in hosts.splitlines()), hosts
+        finally:
+            stop(later)
+        hosts = procview(net_host, state_root, "exec", "db", "cat", "/etc/hosts").stdout
+        assert "later" not in hosts and "client" not in hosts, hosts
+        inspect = json.loads(procview(net_host, state_root, "network inspect", "appnet").stdout)[0]
+        assert inspect["subnet"] == "10.90.0.0/16" and inspect["gateway"] == "10.90.0.1"
+        assert [c["names"] for c in inspect["containers"].values()] == [[hostname, "db", "database"]]
+        in_use = procview(net_host, state_root, "network rm", "appnet")
+        assert in_use.returncode == 125
+        assert in_use.stderr.strip() == "procview: error: network appnet has active endpoints (containers on it: stop them first)"
+    finally:
+        removed = procview(net_host, state_root, "rm", "-f", "db")
+    assert removed.returncode == 0, removed.stderr
+    assert procview(net_host, state_root, "network rm", "appnet").returncode == 0
+    assert "appnet" not in procview(net_host, state_root, "network ls").stdout
+
+
+def test_containers_on_different_networks_cannot_reach_each_other(net_host, state_root):  # noqa: F811
+    for name in ("front", "back"):
+        assert procview(net_host, state_root, "network create", name).returncode == 0
+    started = procview_run(net_host, state_root, "-d", "--name", "api", "--network", "back", "-p", "8082:8080",
+                           "busybox", "sh", "-c", HTTP_SERVER)
+    assert started.returncode == 0, started.stderr
+    try:
+        hostname = started.stdout.strip()[:12]
+        api = json.loads(procview(net_host, state_root, "inspect", "api").stdout)[0]["networks"]["back"]["address"]
+        front = json.loads(procview(net_host, state_root, "network inspect", "front").stdout)[0]
+        # Its published port, at the host's address on the client's
+        # network, answers (so the server is up); its own address does not.
+        script = "; ".join([HTTP_GET.format(address=front["gateway"], port=8082),
+                            "echo direct: $(" + GET_ONCE.format(address=api, port=8080) + ")"])
+        result = procview_run(net_host, state_root, "--rm", "--network", "front", "busybox", "sh", "-c", script)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-2:] == [hostname, "direct:"], result.stdout
+    finally:
+        procview(net_host, state_root, "rm", "-f", "api")
+    pruned = procview(net_host, state_root, "network prune")
+    assert sorted(pruned.stdout.split()) == ["back", "front"], pruned.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["network", "create", "bridge"], "network name bridge is reserved (a network mode of procview run)"),
+    (["network", "create", "bad/name"], "invalid network name 'bad/name': only [a-zA-Z0-9][a-zA-Z0-9_.-]* are allowed"),
+    (["network", "create", "--subnet", "10.89.0.0/24", "n"], "subnet 10.89.0.0/24 overlaps network bridge's 10.89.0.0/16"),
+    (["network", "create", "--subnet", "10.200.0.1/16", "n"], "invalid subnet '10.200.0.1/16': 10.200.0.1/16 has host bits set"),
+    (["network", "rm", "nothere"], "network nothere not found"),
+    (["network", "rm", "bridge"], "bridge is procview's built-in network: it cannot be removed"),
+])
+def test_bad_network_commands_are_one_line(net_host, state_root, args, message):  # noqa: F811
+    result = procview(net_host, state_root, " ".join(args[:2]), *args[2:])
+    assert result.returncode == 125, (result.returncode, result.stderr)
+    assert result.stderr.strip().splitlines() == [f"procview: error: {message}"]
+
+
+def test_a_network_name_is_taken_once(net_host, state_root):  # noqa: F811
+    assert procview(net_host, state_root, "network create", "twice").returncode == 0
+    again = procview(net_host, state_root, "network create", "twice")
+    assert again.returncode == 125 and again.stderr.strip() == "procview: error: network with name twice already exists"
+    assert procview(net_host, state_root, "network rm", "twice").returncode == 0
 
 
 def test_an_overlapping_subnet_is_one_line_and_exit_125(net_host, state_root):  # noqa: F811

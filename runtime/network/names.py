@@ -1,0 +1,101 @@
+"""Containers of a user network find each other by name.
+
+Each container on a user network gets, in its ``/etc/hosts``, a line for
+every other container on that network: its address, then its host name,
+its container name and its ``--network-alias``es. The files are written
+again (in place: they are bind-mounted into the containers, and a bind
+mount follows the inode) whenever a container joins or leaves the
+network, under the networks' lock.
+
+This is Docker's resolution of names on user networks as the C library
+sees it (``getaddrinfo``: ping, wget, curl, Python, Java), made from files
+instead of Docker's embedded DNS server: no daemon to keep alive, nothing
+left running after a ``kill -9``. A program that sends DNS queries itself
+(``nslookup``, ``dig``) does not see the names. As with Docker, the
+built-in ``bridge`` network has no names.
+
+A member is a file ``ROOT/networks/NAME/members/ID`` (JSON), written with
+the address's lease and removed with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import NamedTuple
+
+from procview.runtime.rootfs import hosts_file
+
+
+class Member(NamedTuple):
+    container_id: str
+    address: str
+    names: tuple  # its host name first, then its container name and aliases
+    hosts_path: str  # its /etc/hosts as the host sees it (the bundle's file)
+
+
+def members_dir(network_dir: str) -> str:
+    return os.path.join(network_dir, "members")
+
+
+def save(network_dir: str, member: Member) -> None:
+    os.makedirs(members_dir(network_dir), exist_ok=True)
+    path = os.path.join(members_dir(network_dir), member.container_id)
+    with open(path + ".new", "w") as f:
+        json.dump([member.container_id, member.address, list(member.names), member.hosts_path], f)
+    os.rename(path + ".new", path)
+
+
+def forget(network_dir: str, container_id: str) -> None:
+    try:
+        os.unlink(os.path.join(members_dir(network_dir), container_id))
+    except FileNotFoundError:
+        pass
+
+
+def everyone(network_dir: str, holders: set[str]) -> list[Member]:
+    """The members whose container still holds an address (``holders``:
+    container ids); a file of any other is a killed run's, and is removed."""
+    found = []
+    directory = members_dir(network_dir)
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+        path = os.path.join(directory, name)
+        if name.endswith(".new") or name not in holders:
+            _unlink(path)
+            continue
+        try:
+            with open(path) as f:
+                container_id, address, names, hosts_path = json.load(f)
+            found.append(Member(str(container_id), str(address), tuple(str(n) for n in names), str(hosts_path)))
+        except (OSError, ValueError, TypeError):
+            continue
+    return found
+
+
+def peer_lines(members: list[Member], container_id: str) -> tuple[str, ...]:
+    """``/etc/hosts`` lines for everyone on the network but ``container_id``."""
+    return tuple(f"{m.address}\t{' '.join(dict.fromkeys(m.names))}" for m in members if m.container_id != container_id)
+
+
+def hosts_text(member: Member, members: list[Member]) -> str:
+    """A member's whole ``/etc/hosts``."""
+    return hosts_file(member.names[0], False, member.address, peer_lines(members, member.container_id))
+
+
+def refresh(members: list[Member]) -> None:
+    """Write every member's ``/etc/hosts`` again, in place (a member whose
+    file is not there yet, being set up, gets it whole from its run)."""
+    for member in members:
+        try:
+            with open(member.hosts_path, "r+") as f:
+                f.write(hosts_text(member, members))
+                f.truncate()
+        except FileNotFoundError:
+            continue
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

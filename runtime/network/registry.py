@@ -1,0 +1,175 @@
+"""Which bridge networks exist: the built-in ``bridge`` and the user's own
+(``procview network create NAME``), each a directory under the state
+root:
+
+    ROOT/networks/lock               held by whoever changes any network
+    ROOT/networks/NAME/config.json   {"name", "subnet", "interface"} (user networks)
+    ROOT/networks/NAME/leases/       addresses in use (ipam.py)
+    ROOT/networks/NAME/members/      who is on it, for names (names.py)
+    ROOT/networks/NAME/ports/        published ports (ports.py)
+
+A user network's bridge is ``pvbr-`` and ten hex digits of its name's
+SHA-1 (an interface name has at most 15 characters); its subnet is the
+one given, or the first /16 of 10.90.0.0-10.127.255.255 that overlaps
+neither another procview network nor a route of the host's. Bridges are
+made when a network's first container comes and removed with its last,
+as the built-in one's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+from typing import NamedTuple
+
+from procview.runtime.network.ipam import IpamError, Leases, Subnet
+
+# Docker's rule for names (and procview's for containers').
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+RESERVED = ("bridge", "host", "none", "private")  # network modes, not networks one can make
+AUTO_SUBNETS = [ipaddress.IPv4Network(f"10.{second}.0.0/16") for second in range(90, 128)]
+
+
+class RegistryError(Exception):
+    """A network that cannot be made, found or removed (one line)."""
+
+
+class BridgeNetwork(NamedTuple):
+    name: str
+    interface: str  # the bridge's name on the host
+    subnet: str
+
+
+DEFAULT_BRIDGE = BridgeNetwork("bridge", "procview0", "10.89.0.0/16")
+
+
+def networks_root(root: str) -> str:
+    return os.path.join(root, "networks")
+
+
+def directory(root: str, name: str) -> str:
+    return os.path.join(networks_root(root), name)
+
+
+@contextlib.contextmanager
+def locked(root: str):
+    """Held while any network, its leases, members, ports, bridge or
+    procview's table change: one order for all of them."""
+    os.makedirs(networks_root(root), exist_ok=True)
+    fd = os.open(os.path.join(networks_root(root), "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def interface_for(name: str) -> str:
+    return "pvbr-" + hashlib.sha1(name.encode()).hexdigest()[:10]
+
+
+def load(root: str, name: str) -> BridgeNetwork | None:
+    """The network called ``name``, or None."""
+    if name == DEFAULT_BRIDGE.name:
+        return DEFAULT_BRIDGE
+    if not NAME_PATTERN.fullmatch(name):
+        return None
+    try:
+        with open(os.path.join(directory(root, name), "config.json")) as f:
+            data = json.load(f)
+        return BridgeNetwork(str(data["name"]), str(data["interface"]), str(data["subnet"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def everyone(root: str) -> list[BridgeNetwork]:
+    """The built-in network and every user network, by name."""
+    try:
+        names = sorted(os.listdir(networks_root(root)))
+    except FileNotFoundError:
+        names = []
+    found = [DEFAULT_BRIDGE]
+    for name in names:
+        network = load(root, name) if name != DEFAULT_BRIDGE.name else None
+        if network is not None:
+            found.append(network)
+    return found
+
+
+def leases_of(root: str, network: BridgeNetwork) -> Leases:
+    return Leases(directory(root, network.name), Subnet.parse(network.subnet))
+
+
+def create(root: str, name: str, subnet: str | None = None, host_routes=None) -> BridgeNetwork:
+    """Make the user network ``name``. ``host_routes``: the host's routes
+    (IPv4Networks) a subnet must not overlap; read from the kernel when
+    not given."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise RegistryError(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]* are allowed")
+    if name in RESERVED:
+        raise RegistryError(f"network name {name} is reserved (a network mode of procview run)")
+    with locked(root):
+        if load(root, name) is not None:
+            raise RegistryError(f"network with name {name} already exists")
+        taken = [(other.name, ipaddress.IPv4Network(other.subnet)) for other in everyone(root)]
+        routes = list(host_routes_now() if host_routes is None else host_routes)
+        if subnet is not None:
+            try:
+                chosen = Subnet.parse(subnet).network
+            except IpamError as exc:
+                raise RegistryError(str(exc)) from None
+            for other, network in taken:
+                if network.overlaps(chosen):
+                    raise RegistryError(f"subnet {chosen} overlaps network {other}'s {network}")
+            for route in routes:
+                if route.overlaps(chosen):
+                    raise RegistryError(f"subnet {chosen} overlaps the host's route to {route}")
+        else:
+            chosen = next((candidate for candidate in AUTO_SUBNETS
+                           if not any(candidate.overlaps(n) for _, n in taken) and not any(candidate.overlaps(r) for r in routes)),
+                          None)
+            if chosen is None:
+                raise RegistryError("no free subnet left in 10.90.0.0-10.127.255.255: give one with --subnet")
+        network = BridgeNetwork(name, interface_for(name), str(chosen))
+        path = directory(root, name)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "config.json.new"), "w") as f:
+            json.dump(network._asdict(), f)
+        os.rename(os.path.join(path, "config.json.new"), os.path.join(path, "config.json"))
+    return network
+
+
+def remove(root: str, name: str) -> None:
+    """Remove the user network ``name``, which no container may be on."""
+    if name == DEFAULT_BRIDGE.name:
+        raise RegistryError("bridge is procview's built-in network: it cannot be removed")
+    with locked(root):
+        network = load(root, name)
+        if network is None:
+            raise RegistryError(f"network {name} not found")
+        if leases_of(root, network).holders():
+            raise RegistryError(f"network {name} has active endpoints (containers on it: stop them first)")
+        _remove_tree(directory(root, name))
+
+
+def host_routes_now() -> list[ipaddress.IPv4Network]:
+    """The host's IPv4 routes (main table), but its default route."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return [ipaddress.IPv4Network(f"{route.get('dst')}/{route['dst_len']}", strict=False)
+                for route in ipr.get_routes(family=2, table=254) if route["dst_len"] != 0]
+
+
+def _remove_tree(path: str) -> None:
+    for base, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(base, name))
+        for name in dirs:
+            os.rmdir(os.path.join(base, name))
+    os.rmdir(path)
