@@ -10,8 +10,8 @@ makes (the "outside", on 198.51.100.0/24, TEST-NET-2), joined to the
 stand-in host by a veth pair: no packet leaves this machine.
 
 After every test, the stand-in host must be as the test made it: no
-procview interface, no procview table, no lease, no container directory,
-no mount under the state root.
+procview interface, no procview table, no lease, name or published port
+on any network, no container directory, no mount under the state root.
 """
 
 from __future__ import annotations
@@ -88,8 +88,11 @@ def net_host(tmp_path, state_root):  # noqa: F811
     try:
         assert set(host.links()) == before, f"interfaces left behind: {set(host.links()) - before}"
         assert "table ip procview" not in host.nft_tables()
-        leases = os.path.join(state_root, "networks", "bridge", "leases")
-        assert not os.path.isdir(leases) or os.listdir(leases) == [], f"leases left behind: {os.listdir(leases)}"
+        networks = os.path.join(state_root, "networks")
+        for network in os.listdir(networks) if os.path.isdir(networks) else ():
+            for kind in ("leases", "members", "ports"):  # addresses, names, published ports
+                path = os.path.join(networks, network, kind)
+                assert not os.path.isdir(path) or os.listdir(path) == [], f"{network}: {kind} left behind: {os.listdir(path)}"
         assert not [line for line in open("/proc/self/mountinfo") if state_root in line], "mounts left under the state root"
     finally:
         host.close()
@@ -177,24 +180,33 @@ def test_outbound_traffic_is_masqueraded_to_the_hosts_address(net_host, state_ro
         outside.close()
 
 
-def test_a_killed_run_leaves_what_the_next_command_reclaims(net_host, state_root, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("network, bridge, address", [("bridge", BRIDGE, "10.89.0.2"), ("killnet", None, "10.90.0.2")])
+def test_a_killed_run_leaves_what_the_next_command_reclaims(net_host, state_root, tmp_path, network, bridge, address):  # noqa: F811
+    if network != "bridge":
+        assert procview(net_host, state_root, "network create", network).returncode == 0
+        bridge = json.loads(procview(net_host, state_root, "network inspect", network).stdout)[0]["bridge"]
     shared = tmp_path / "shared"
     shared.mkdir()
-    run = start_procview_run(net_host, state_root, "--network", "bridge", "-v", f"{shared}:/shared", "busybox",
-                             "sh", "-c", "touch /shared/up; exec sleep 300")
+    run = start_procview_run(net_host, state_root, "--network", network, "--name", "killed", "-v", f"{shared}:/shared",
+                             "busybox", "sh", "-c", "touch /shared/up; exec sleep 300")
     containers = os.path.join(state_root, "containers")
     wait_until(lambda: (shared / "up").exists())  # its command runs: everything is set up
     run.kill()  # SIGKILL: nothing of procview run's cleanup runs
     run.wait()
     left = [name for name in net_host.links() if name.startswith("pv")]
-    assert left and BRIDGE in net_host.links()
+    assert left and bridge in net_host.links()
     assert len(os.listdir(containers)) == 1
-    # The next command finds the run gone and takes back all it held.
-    result = procview_run(net_host, state_root, "--network", "bridge", "busybox", "sh", "-c", "ip -4 -o addr show eth0")
+    # The next command finds the run gone and takes back all it held: its
+    # address is free again, and on a user network its name is gone.
+    result = procview_run(net_host, state_root, "--rm", "--network", network, "busybox", "sh", "-c",
+                          "ip -4 -o addr show eth0; cat /etc/hosts")
     assert result.returncode == 0, result.stderr
-    assert "inet 10.89.0.2/16" in result.stdout  # the killed run's address is free again
+    assert f"inet {address}/" in result.stdout
+    assert "killed" not in result.stdout
     assert os.listdir(containers) == []
-    # (the fixture checks the interfaces, table, leases and mounts)
+    if network != "bridge":
+        assert procview(net_host, state_root, "network rm", network).returncode == 0
+    # (the fixture checks the interfaces, table, leases, names, ports and mounts)
 
 
 def test_a_detached_container_shows_its_address_in_inspect_and_rm_takes_it_back(net_host, state_root):  # noqa: F811
