@@ -184,7 +184,10 @@ RUN_PATH_MODULES = (
 
 # And what ``--network bridge`` adds: pyroute2 alone takes ~150 ms to import
 # (its package imports all of its modules), more than the rest of a run.
-BRIDGE_PATH_MODULES = ("procview.runtime.network", "procview.runtime.network.links", "procview.runtime.network.nat")
+BRIDGE_PATH_MODULES = (
+    "procview.runtime.network", "procview.runtime.network.links", "procview.runtime.network.nat", "procview.runtime.network.netns",
+    "procview.runtime.network.names", "procview.runtime.network.ports", "procview.runtime.network.registry",
+)
 
 
 def preload() -> None:
