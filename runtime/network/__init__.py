@@ -97,6 +97,10 @@ def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
         from procview.runtime.network import links, nat, names as naming, netns, ports
     except ImportError as exc:
         raise NetworkError(f"network {network.name}: {exc.name} is not installed") from None
+    try:
+        nat.check_available()
+    except nat.NftError as exc:
+        raise NetworkError(f"network {network.name}: {exc}") from None
     subnet = _subnet(network)
     directory = registry.directory(root, network.name)
     _write(os.path.join(container_dir, MARKER), network.name)

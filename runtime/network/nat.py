@@ -68,6 +68,12 @@ def remove_table() -> None:
     _nft(f"table ip {TABLE}\ndelete table ip {TABLE}\n")
 
 
+def check_available() -> None:
+    """Raise NftError now if libnftables cannot be loaded (before anything
+    of a network is made, rather than halfway)."""
+    _libnftables()
+
+
 def _nft(script: str) -> None:
     """Run ``script`` (nft's language) as one transaction."""
     library = _libnftables()

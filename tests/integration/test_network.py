@@ -431,6 +431,23 @@ def test_a_network_name_is_taken_once(net_host, state_root):  # noqa: F811
     assert procview(net_host, state_root, "network rm", "twice").returncode == 0
 
 
+def test_without_nftables_a_bridged_run_is_one_line_and_exit_125(net_host, state_root):  # noqa: F811
+    # libnftables hidden (an empty file bound over it) in a mount namespace
+    # of this test's own.
+    import ctypes
+
+    ctypes.CDLL("libnftables.so.1")
+    with open("/proc/self/maps") as f:
+        library = next(line.split()[-1] for line in f if "libnftables.so" in line)
+    script = f'mount --bind /dev/null "{library}" && exec "$@"'
+    result = net_host.run("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                          PROCVIEW, "run", "--root", state_root, "--no-view", "--network", "bridge", "busybox", "true")
+    assert result.returncode == 125, (result.returncode, result.stderr)
+    assert result.stderr.strip().splitlines() == [
+        "procview: error: network bridge: nftables is not installed (no libnftables.so.1; Debian: apt install nftables)"]
+    assert BRIDGE not in net_host.links() and os.listdir(os.path.join(state_root, "containers")) == []
+
+
 def test_an_overlapping_subnet_is_one_line_and_exit_125(net_host, state_root):  # noqa: F811
     # Another network of the host's on 10.89.7.0/24 (a veth pair: this
     # kernel has no dummy interfaces).
