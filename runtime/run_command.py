@@ -62,12 +62,13 @@ OPTIONS = (
     Option(("-t", "--tty"), "tty", FLAG, "Allocate a terminal."),
     Option(("--network", "--net"), "network", VALUE,
            "none: only loopback (also: private); host: the host's network; bridge: an address on procview0, "
-           "outbound NAT; container:NAME: another container's network.", default="none"),
+           "outbound NAT; NAME: a user network; container:NAME: another container's network.", default="none",
+           envvar="PROCVIEW_NETWORK", metavar="NETWORK"),
     Option(("--network-alias",), "network_alias", MULTIPLE,
            "Another name the container has on its user network.", metavar="NAME"),
     Option(("-p", "--publish"), "publish", MULTIPLE,
            "Publish a container's port on the host: [IP:][HOSTPORT:]PORT[/tcp|/udp] (no HOSTPORT: any free one); "
-           "with --network bridge.", metavar="SPEC"),
+           "on a bridge network (bridge or a user network).", metavar="SPEC"),
     Option(("--init",), "use_init", FLAG, "Run a tiny init as pid 1 that reaps zombies and forwards signals (default).",
            default=True, negation="--no-init"),
     Option(("--view",), "view", VALUE, "procview mount to bind into the container (default /var/lib/procview).", metavar="PATH"),

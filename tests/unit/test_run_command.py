@@ -138,3 +138,10 @@ def test_fork_server_client_imports_only_built_in_modules_and_falls_back(tmp_pat
         env = {"PROCVIEW_FORKSERVER_SOCKET": socket_path, "PATH": "/usr/bin:/bin"}
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
         assert set(result.stdout.split()) <= {"__future__", "procview", "procview.runtime", "procview.runtime.forkserver", "_socket"}, result.stdout
+
+
+def test_the_default_network_can_come_from_the_environment():
+    # Docker's default is bridge; procview's is none unless PROCVIEW_NETWORK says otherwise.
+    assert parse(["busybox", "true"], environ={})["network"] == "none"
+    assert parse(["busybox", "true"], environ={"PROCVIEW_NETWORK": "bridge"})["network"] == "bridge"
+    assert parse(["--network", "none", "busybox", "true"], environ={"PROCVIEW_NETWORK": "bridge"})["network"] == "none"
