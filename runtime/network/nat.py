@@ -57,10 +57,11 @@ def table_text(networks: list[tuple[str, str]], forwards: list[str] = ()) -> str
     return "\n".join(lines) + "\n"
 
 
-def replace_table(networks: list[tuple[str, str]], forwards: list[str] = ()) -> None:
-    """Make the table say exactly this, atomically (``table`` then
-    ``delete table`` makes the delete safe when there is none yet)."""
-    _nft(f"table ip {TABLE}\ndelete table ip {TABLE}\n" + table_text(networks, forwards))
+def replace_table_text(text: str) -> None:
+    """Make the table say exactly ``text`` (``table_text``), atomically
+    (``table`` then ``delete table`` makes the delete safe when there is
+    none yet)."""
+    _nft(f"table ip {TABLE}\ndelete table ip {TABLE}\n" + text)
 
 
 def remove_table() -> None:

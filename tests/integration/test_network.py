@@ -89,6 +89,7 @@ def net_host(tmp_path, state_root):  # noqa: F811
         assert set(host.links()) == before, f"interfaces left behind: {set(host.links()) - before}"
         assert "table ip procview" not in host.nft_tables()
         networks = os.path.join(state_root, "networks")
+        assert not os.path.exists(os.path.join(networks, "table.nft")), "the table's record outlived the table"
         for network in os.listdir(networks) if os.path.isdir(networks) else ():
             for kind in ("leases", "members", "ports"):  # addresses, names, published ports
                 path = os.path.join(networks, network, kind)
