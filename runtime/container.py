@@ -4,7 +4,9 @@ The whole life of a container reads top to bottom in ``run``:
 
 1. clean up after any earlier ``procview run`` that was killed;
 2. the image (the built-in ``busybox`` is made on first use);
-3. the bundle: init layer, upper and work dirs, generated /etc files;
+3. on a bridge network, the container's network: an address, a network
+   namespace wired to the bridge, published ports (``runtime/network``);
+   the bundle: init layer, upper and work dirs, generated /etc files;
 4. the cgroup, with its limits;
 5. new pid and time namespaces for pid 1, then fork it;
 6. pid 1: the other namespaces, the root filesystem, pivot_root, the view,
@@ -224,7 +226,7 @@ def _joined_container(root: str, network: str):
         raise RunError(f"no such container: {name}") from None
     if record.phase != RUNNING or not record.pid:
         raise RunError(f"container {name} is not running")
-    addresses = [network["address"] for network in record.networks.values() if "address" in network]
+    addresses = [place["address"] for place in record.networks.values() if "address" in place]
     hostname = record.config.get("hostname") or record.id[:12]
     return _Joined(name, record.pid, _start_time(record.pid), hostname, addresses[0] if addresses else None,
                    f"/proc/{record.pid}/ns/net")
