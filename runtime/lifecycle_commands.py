@@ -26,7 +26,7 @@ import time
 
 import click
 
-from procview.runtime.images.commands import ImageCommandError, _root_option
+from procview.runtime.images.commands import ImageCommandError, _root_option, echo_table
 
 EXIT_ERROR = 125
 
@@ -101,9 +101,7 @@ def ps(show_all: bool, fmt: str, root: str) -> None:
     for r in records:
         command = " ".join(r.command) or "(image default)"
         rows.append((r.id[:12], r.image, f'"{command[:20]}"', f"{_ago(now - r.created)} ago", _status(r, now), r.name))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    echo_table(rows)
 
 
 @click.command("inspect")

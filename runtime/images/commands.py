@@ -84,7 +84,13 @@ def ls(root: str) -> None:
     for img in images:
         size = sum(store.layer_size(layer) for layer in img.layers)
         rows.append((img.name, _short_id(img.id), str(len(img.layers)), human_size(size)))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    echo_table(rows)
+
+
+def echo_table(rows: list[tuple[str, ...]]) -> None:
+    """Print rows (the first: the headings) in columns, as docker's lists:
+    each as wide as its widest cell, three spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 

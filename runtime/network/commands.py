@@ -19,7 +19,7 @@ import json
 
 import click
 
-from procview.runtime.images.commands import ImageCommandError, _root_option
+from procview.runtime.images.commands import ImageCommandError, _root_option, echo_table
 
 
 class NetworkCommandError(ImageCommandError):
@@ -55,9 +55,7 @@ def ls(root: str) -> None:
     rows = [("NAME", "SUBNET", "BRIDGE", "CONTAINERS")]
     for found in registry.everyone(root):
         rows.append((found.name, found.subnet, found.interface, str(len(registry.leases_of(root, found).holders()))))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    echo_table(rows)
 
 
 @network.command("inspect")

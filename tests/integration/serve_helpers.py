@@ -182,19 +182,23 @@ def daemon_fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def daemon_fd_targets(pid: int) -> list[str]:
+    """What each of the daemon's fds points to (``readlink``)."""
+    targets = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+        except OSError:
+            continue  # closed meanwhile
+    return targets
+
+
 def daemon_files_of_gone_paths(pid: int) -> list[str]:
     """The daemon's open files whose path is gone (kept files of removed
     cgroups or exited processes, which its maintenance pass closes).
     Memory files (``/memfd:NAME (deleted)``) never had a path."""
-    gone = []
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith("/") and not target.startswith("/memfd:") and not os.path.exists(target):
-            gone.append(target)
-    return gone
+    return [target for target in daemon_fd_targets(pid)
+            if target.startswith("/") and not target.startswith("/memfd:") and not os.path.exists(target)]
 
 
 def daemon_rss_kib(pid: int) -> int:

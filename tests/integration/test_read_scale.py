@@ -21,6 +21,7 @@ from .conftest import _remove_with_retry, wait_until
 from .serve_helpers import (
     MiB,
     daemon_fd_count,
+    daemon_fd_targets,
     daemon_rss_kib,
     enter_root_cgroup,
     host_meminfo_kib,
@@ -59,15 +60,7 @@ def daemon(serve_daemons):  # noqa: F811
 
 def fds_on(pid: int, marker: str) -> list[str]:
     """The daemon's open files whose path contains ``marker``."""
-    found = []
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if marker in target:
-            found.append(target)
-    return found
+    return [target for target in daemon_fd_targets(pid) if marker in target]
 
 
 def dying_descendants(sandbox) -> int | None:
@@ -99,9 +92,7 @@ def settled(daemon, fds_before: int) -> int:
         wait_until(lambda: daemon_fd_count(daemon.pid) <= fds_before, timeout=MAINTENANCE_BOUND)
         return daemon_fd_count(daemon.pid)
     except AssertionError:
-        raise AssertionError(f"the daemon's fds stayed above {fds_before}: "
-                             f"{[os.readlink(f'/proc/{daemon.pid}/fd/{n}') for n in os.listdir(f'/proc/{daemon.pid}/fd')]}"
-                             ) from None
+        raise AssertionError(f"the daemon's fds stayed above {fds_before}: {daemon_fd_targets(daemon.pid)}") from None
 
 
 def settled_rss(daemon, baseline_kib: int, slack_kib: int) -> int:
