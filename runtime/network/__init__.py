@@ -125,7 +125,8 @@ def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
                 address = leases.take(container_id)
             except IpamError as exc:
                 raise NetworkError(f"network {network.name}: {exc}") from None
-            undo.callback(_detach_locked, root, network, container_id, netns_path, host_end, linux)
+            # Runs after this block has let go of the lock: takes it again.
+            undo.callback(_detach_under_lock, root, network, container_id, netns_path, host_end, linux)
             try:
                 _save_ports(directory, container_id, published)
                 peers = ()
@@ -154,12 +155,15 @@ def detach(root: str, attachment: Attachment, linux) -> None:
     ports, the name, the lease; the bridge too if no other container is on
     the network, and the table if none is on any."""
     try:
-        with registry.locked(root):
-            _detach_locked(root, attachment.network, attachment.container_id, attachment.netns_path,
-                           attachment.host_end, linux)
+        _detach_under_lock(root, attachment.network, attachment.container_id, attachment.netns_path, attachment.host_end, linux)
     finally:
         for sock in attachment.reservations:  # the host ports are free once no rule sends them on
             sock.close()
+
+
+def _detach_under_lock(root: str, network: BridgeNetwork, container_id: str, netns_path: str, host_end: str, linux) -> None:
+    with registry.locked(root):
+        _detach_locked(root, network, container_id, netns_path, host_end, linux)
 
 
 def reclaim(root: str, container_id: str, container_dir: str, linux) -> None:
@@ -174,9 +178,7 @@ def reclaim(root: str, container_id: str, container_dir: str, linux) -> None:
     network = registry.load(root, name)
     if network is None:
         return
-    with registry.locked(root):
-        _detach_locked(root, network, container_id, os.path.join(container_dir, NETNS_FILE),
-                       host_end_name(container_id), linux)
+    _detach_under_lock(root, network, container_id, os.path.join(container_dir, NETNS_FILE), host_end_name(container_id), linux)
 
 
 def _detach_locked(root: str, network: BridgeNetwork, container_id: str, netns_path: str, host_end: str, linux) -> None:
@@ -203,7 +205,7 @@ def _detach_locked(root: str, network: BridgeNetwork, container_id: str, netns_p
         step("rewriting the others' /etc/hosts",
              lambda: naming.refresh(naming.everyone(directory, set(holders.values()))))
     else:
-        step(f"removing {network.interface}", links.delete_link, network.interface)
+        step(f"removing {network.interface}", links.delete_bridge, network.interface)
     if any(registry.leases_of(root, other).holders() for other in registry.everyone(root)):
         step("rewriting the nftables table", _write_table, root)
     else:

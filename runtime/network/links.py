@@ -18,6 +18,11 @@ from pyroute2.netlink.exceptions import NetlinkError  # what every call here may
 CONTAINER_INTERFACE = "eth0"
 
 
+class NotABridge(OSError):
+    """An interface of the bridge's name that is something else (never
+    procview's: it is left alone)."""
+
+
 def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
     """The bridge ``name`` exists, holds ``gateway/prefixlen`` and is up."""
     with IPRoute() as ipr:
@@ -26,6 +31,8 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
             ipr.link("add", ifname=name, kind="bridge")
             found = ipr.link_lookup(ifname=name)
         index = found[0]
+        if _kind(ipr, index) != "bridge":
+            raise NotABridge(f"{name} exists and is not a bridge (not procview's: rename or remove it)")
         has = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)}
         if (gateway, prefixlen) not in has:
             ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
@@ -50,6 +57,22 @@ def plug_container(bridge: str, host_end: str, netns_path: str, address: str, pr
         inside.link("set", index=index, state="up")
         inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
         inside.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+def delete_bridge(name: str) -> bool:
+    """Delete the bridge ``name``, if there is one (an interface of that
+    name that is no bridge is not procview's, and stays)."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found or _kind(ipr, found[0]) != "bridge":
+            return False
+    return delete_link(name)
+
+
+def _kind(ipr, index: int) -> str | None:
+    """An interface's kind (``bridge``, ``veth``...; None for loopback and
+    physical ones)."""
+    return ipr.get_links(index)[0].get(("linkinfo", "kind"))
 
 
 def delete_link(name: str) -> bool:

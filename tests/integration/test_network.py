@@ -449,6 +449,23 @@ def test_without_nftables_a_bridged_run_is_one_line_and_exit_125(net_host, state
     assert BRIDGE not in net_host.links() and os.listdir(os.path.join(state_root, "containers")) == []
 
 
+def test_a_failure_after_the_address_is_taken_undoes_everything(net_host, state_root):  # noqa: F811
+    # Something else called procview0 (a veth here): the run stops when it
+    # finds it is no bridge, after taking its address, and gives back all
+    # it took, leaving the other interface alone.
+    net_host.ip("link", "add", BRIDGE, "type", "veth", "peer", "name", "notours1")
+    try:
+        result = procview_run(net_host, state_root, "--network", "bridge", "busybox", "true")
+        assert result.returncode == 125, (result.returncode, result.stderr)
+        assert result.stderr.strip().splitlines() == [
+            "procview: error: network bridge: procview0 exists and is not a bridge (not procview's: rename or remove it)"]
+        assert BRIDGE in net_host.links() and "table ip procview" not in net_host.nft_tables()
+        assert os.listdir(os.path.join(state_root, "containers")) == []
+    finally:
+        net_host.ip("link", "del", BRIDGE)
+    # (the fixture checks the lease, the namespace's file and the rest)
+
+
 def test_an_overlapping_subnet_is_one_line_and_exit_125(net_host, state_root):  # noqa: F811
     # Another network of the host's on 10.89.7.0/24 (a veth pair: this
     # kernel has no dummy interfaces).
