@@ -122,7 +122,7 @@ class Record:
         layers: list | None = None,  # its diff_ids, bottom first (the store keeps them for us)
         volumes: list | None = None,  # volume targets in the container: not its own content
         auto_remove: bool = False,  # --rm: forgotten when it ends
-        networks: dict | None = None,  # while it runs: network name -> {"address", "prefix_len", "gateway"}
+        networks: dict | None = None,  # while it runs: network name -> {"address", "prefix_len", "gateway", "ports"}
     ):
         self.id, self.name, self.image, self.command, self.created = id, name, image, command, created
         self.phase, self.monitor_pid, self.pid, self.cgroup = phase, monitor_pid, pid, cgroup
