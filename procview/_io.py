@@ -38,6 +38,24 @@ def read_text(path: str) -> str | None:
         return None
 
 
+def replace_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: into ``path.new``,
+    then renamed over ``path``, so a reader sees the old text or the new,
+    never part of one. (Not durable: no fsync; for state that a crash may
+    lose but never garble.)"""
+    with open(path + ".new", "w") as f:
+        f.write(text)
+    os.rename(path + ".new", path)
+
+
+def remove_file(path: str) -> None:
+    """Unlink ``path``; nothing if it is gone already."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def remove_tree(path: str) -> None:
     """Remove a directory tree, ignoring errors, like ``shutil.rmtree(path,
     ignore_errors=True)``: bottom up, through directory fds, symlinks
@@ -106,10 +124,10 @@ class KeptFiles:
 
     At most ``limit`` files are kept (the one read least recently is
     closed first), so fds stay bounded however many containers come and
-    go, and the host files every render reads are never the ones closed. Files of directories
-    that are gone are closed by ``close_stale``: an open file of a removed
-    cgroup pins that cgroup in the kernel (a "dying" cgroup, with its
-    memory) until it is closed."""
+    go, and the host files every render reads are never the ones closed.
+    Files of directories that are gone are closed by ``close_stale``: an
+    open file of a removed cgroup pins that cgroup in the kernel (a
+    "dying" cgroup, with its memory) until it is closed."""
 
     def __init__(self, limit: int):
         self.limit = max(1, limit)

@@ -37,12 +37,12 @@ plugging into, or writes the table from what another is changing.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import sys
 from typing import NamedTuple
 
+from procview._io import remove_file, replace_file
 from procview.runtime.network import registry
 from procview.runtime.network.ipam import IpamError, Leases, Subnet
 from procview.runtime.network.registry import DEFAULT_BRIDGE, BridgeNetwork
@@ -198,7 +198,7 @@ def _detach_locked(root: str, network: BridgeNetwork, container_id: str, netns_p
     step(f"removing {host_end}", links.delete_link, host_end)
     step("removing the namespace's file", netns.remove, linux, netns_path)
     step("releasing the address", leases.release_container, container_id)
-    step("forgetting the published ports", _remove, _ports_file(directory, container_id))
+    step("forgetting the published ports", remove_file, _ports_file(directory, container_id))
     step("forgetting its name", naming.forget, directory, container_id)
     holders = leases.holders()
     if holders:
@@ -225,10 +225,7 @@ def _save_ports(directory: str, container_id: str, published: list) -> None:
     if not published:
         return
     os.makedirs(os.path.join(directory, "ports"), exist_ok=True)
-    path = _ports_file(directory, container_id)
-    with open(path + ".new", "w") as f:
-        json.dump(ports.to_json(published), f)
-    os.rename(path + ".new", path)
+    replace_file(_ports_file(directory, container_id), json.dumps(ports.to_json(published)))
 
 
 def _write_table(root: str) -> None:
@@ -248,7 +245,7 @@ def _write_table(root: str) -> None:
         ports_dir = os.path.join(directory, "ports")
         for name in sorted(os.listdir(ports_dir)) if os.path.isdir(ports_dir) else ():
             if name.endswith(".new") or name not in address_of:
-                _remove(os.path.join(ports_dir, name))
+                remove_file(os.path.join(ports_dir, name))
                 continue
             try:
                 with open(os.path.join(ports_dir, name)) as f:
@@ -268,7 +265,7 @@ def _write_table(root: str) -> None:
                 return
     except FileNotFoundError:
         pass
-    _remove(written)  # until the kernel has the new one
+    remove_file(written)  # until the kernel has the new one
     nat.replace_table_text(text)
     _write(written, text)
 
@@ -276,7 +273,7 @@ def _write_table(root: str) -> None:
 def _remove_table(root: str) -> None:
     from procview.runtime.network import nat
 
-    _remove(os.path.join(registry.networks_root(root), "table.nft"))
+    remove_file(os.path.join(registry.networks_root(root), "table.nft"))
     nat.remove_table()
 
 
@@ -291,16 +288,9 @@ def _check_no_overlap(subnet: Subnet, bridge: str) -> None:
     """The subnet must not overlap a route of the host's (other than the
     network's own bridge's, and the default route): its addresses would
     shadow, or be shadowed by, real ones."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        bridge_index = (ipr.link_lookup(ifname=bridge) or [None])[0]
-        for route in ipr.get_routes(family=2, table=254):
-            if route["dst_len"] == 0 or route.get("oif") == bridge_index:
-                continue
-            dst = ipaddress.IPv4Network(f"{route.get('dst')}/{route['dst_len']}", strict=False)
-            if dst.overlaps(subnet.network):
-                raise IpamError(f"subnet {subnet} overlaps the host's route to {dst}")
+    for route in registry.host_routes_now(except_interface=bridge):
+        if route.overlaps(subnet.network):
+            raise IpamError(f"subnet {subnet} overlaps the host's route to {route}")
 
 
 def _enable_forwarding() -> None:
@@ -327,10 +317,3 @@ def _sysctl_on(path: str) -> None:
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

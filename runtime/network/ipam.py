@@ -23,6 +23,8 @@ import ipaddress
 import os
 from typing import NamedTuple
 
+from procview._io import remove_file
+
 
 class IpamError(Exception):
     """A subnet or lease that cannot be used (the message says why)."""
@@ -54,10 +56,6 @@ class Subnet(NamedTuple):
         for address in self.network.hosts():
             if address != self.gateway:
                 yield address
-
-    def interface(self, address: ipaddress.IPv4Address) -> str:
-        """``address/prefix``, as an interface on this subnet carries it."""
-        return f"{address}/{self.network.prefixlen}"
 
 
 class Leases:
@@ -91,7 +89,7 @@ class Leases:
         """Give ``address`` back, if ``container_id`` still holds it."""
         path = os.path.join(self.directory, str(address))
         if self._holder(path) == container_id:
-            _unlink(path)
+            remove_file(path)
 
     def release_container(self, container_id: str) -> list[str]:
         """Give back every address ``container_id`` holds (what a killed
@@ -100,7 +98,7 @@ class Leases:
         for name in self._names():
             path = os.path.join(self.directory, name)
             if self._holder(path) == container_id:
-                _unlink(path)
+                remove_file(path)
                 released.append(name)
         return released
 
@@ -127,9 +125,3 @@ class Leases:
         except OSError:
             return None
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

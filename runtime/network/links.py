@@ -90,7 +90,3 @@ def delete_link(name: str) -> bool:
             return False
         return True
 
-
-def interface_exists(name: str) -> bool:
-    with IPRoute() as ipr:
-        return bool(ipr.link_lookup(ifname=name))

@@ -24,6 +24,7 @@ import json
 import os
 from typing import NamedTuple
 
+from procview._io import remove_file, replace_file
 from procview.runtime.rootfs import hosts_file
 
 
@@ -40,17 +41,12 @@ def members_dir(network_dir: str) -> str:
 
 def save(network_dir: str, member: Member) -> None:
     os.makedirs(members_dir(network_dir), exist_ok=True)
-    path = os.path.join(members_dir(network_dir), member.container_id)
-    with open(path + ".new", "w") as f:
-        json.dump([member.container_id, member.address, list(member.names), member.hosts_path], f)
-    os.rename(path + ".new", path)
+    replace_file(os.path.join(members_dir(network_dir), member.container_id),
+                 json.dumps([member.container_id, member.address, list(member.names), member.hosts_path]))
 
 
 def forget(network_dir: str, container_id: str) -> None:
-    try:
-        os.unlink(os.path.join(members_dir(network_dir), container_id))
-    except FileNotFoundError:
-        pass
+    remove_file(os.path.join(members_dir(network_dir), container_id))
 
 
 def everyone(network_dir: str, holders: set[str]) -> list[Member]:
@@ -61,7 +57,7 @@ def everyone(network_dir: str, holders: set[str]) -> list[Member]:
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
         path = os.path.join(directory, name)
         if name.endswith(".new") or name not in holders:
-            _unlink(path)
+            remove_file(path)
             continue
         try:
             with open(path) as f:
@@ -93,9 +89,3 @@ def refresh(members: list[Member]) -> None:
         except FileNotFoundError:
             continue
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

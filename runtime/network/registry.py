@@ -27,6 +27,7 @@ import os
 import re
 from typing import NamedTuple
 
+from procview._io import remove_tree, replace_file
 from procview.runtime.network.ipam import IpamError, Leases, Subnet
 
 # Docker's rule for names (and procview's for containers').
@@ -138,9 +139,7 @@ def create(root: str, name: str, subnet: str | None = None, host_routes=None) ->
         network = BridgeNetwork(name, interface_for(name), str(chosen))
         path = directory(root, name)
         os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "config.json.new"), "w") as f:
-            json.dump(network._asdict(), f)
-        os.rename(os.path.join(path, "config.json.new"), os.path.join(path, "config.json"))
+        replace_file(os.path.join(path, "config.json"), json.dumps(network._asdict()))
     return network
 
 
@@ -154,22 +153,17 @@ def remove(root: str, name: str) -> None:
             raise RegistryError(f"network {name} not found")
         if leases_of(root, network).holders():
             raise RegistryError(f"network {name} has active endpoints (containers on it: stop them first)")
-        _remove_tree(directory(root, name))
+        remove_tree(directory(root, name))
 
 
-def host_routes_now() -> list[ipaddress.IPv4Network]:
-    """The host's IPv4 routes (main table), but its default route."""
+def host_routes_now(except_interface: str | None = None) -> list[ipaddress.IPv4Network]:
+    """The host's IPv4 routes (main table), but its default route and
+    those through ``except_interface`` (a network's own bridge)."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
+        skip = (ipr.link_lookup(ifname=except_interface) or [None])[0] if except_interface else None
         return [ipaddress.IPv4Network(f"{route.get('dst')}/{route['dst_len']}", strict=False)
-                for route in ipr.get_routes(family=2, table=254) if route["dst_len"] != 0]
+                for route in ipr.get_routes(family=2, table=254)
+                if route["dst_len"] != 0 and (skip is None or route.get("oif") != skip)]
 
-
-def _remove_tree(path: str) -> None:
-    for base, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(base, name))
-        for name in dirs:
-            os.rmdir(os.path.join(base, name))
-    os.rmdir(path)
