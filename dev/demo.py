@@ -78,8 +78,11 @@ def main() -> int:
     try:
         section("view")
         view, socket_path = start_view(cleanup)
-        argv = [PROCVIEW, "run", "--rm", "--view", view, "--seccomp-socket", socket_path, "--memory", "512M", "--cpus", "1",
-                "busybox", "sh", "-c", INSIDE]
+        # --network none: the demo is about the view, and the default
+        # network (bridge) would change the host's (a bridge, a firewall
+        # table, IPv4 forwarding) for a container that needs none.
+        argv = [PROCVIEW, "run", "--rm", "--network", "none", "--view", view, "--seccomp-socket", socket_path,
+                "--memory", "512M", "--cpus", "1", "busybox", "sh", "-c", INSIDE]
         section("container: " + " ".join(["procview"] + argv[1:-1]) + " '...'")
         return subprocess.run(argv).returncode
     finally:

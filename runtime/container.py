@@ -65,7 +65,7 @@ _CONFIG_DEFAULTS = {  # every field but ``image`` (the image reference), with it
     "read_only": False,
     "interactive": False,
     "tty": False,
-    "network": "none",  # none, host, bridge, a user network's name, container:NAME (runtime/network)
+    "network": "bridge",  # bridge (Docker's default), none, host, a user network's name, container:NAME (runtime/network)
     "publish": (),  # runtime/network/ports.PortMapping: -p, on a bridge network
     "aliases": (),  # --network-alias: more names on a user network
     "limits": Limits(),

@@ -61,8 +61,9 @@ OPTIONS = (
     Option(("-i", "--interactive"), "interactive", FLAG, "Keep standard input open."),
     Option(("-t", "--tty"), "tty", FLAG, "Allocate a terminal."),
     Option(("--network", "--net"), "network", VALUE,
-           "none: only loopback (also: private); host: the host's network; bridge: an address on procview0, "
-           "outbound NAT; NAME: a user network; container:NAME: another container's network.", default="none",
+           "bridge (the default, as Docker's): an address on procview0, outbound NAT; none: only loopback "
+           "(also: private); host: the host's network; NAME: a user network; container:NAME: another "
+           "container's network. $PROCVIEW_NETWORK sets the default.", default="bridge",
            envvar="PROCVIEW_NETWORK", metavar="NETWORK"),
     Option(("--network-alias",), "network_alias", MULTIPLE,
            "Another name the container has on its user network.", metavar="NAME"),

@@ -35,6 +35,15 @@
    signal ignored says so itself (``preexec_fn``). Python's own ignores
    (SIGPIPE, SIGXFSZ) stay: the interpreter sets them, not the caller,
    and ``subprocess`` restores them in every child.
+
+5. Containers have no network unless a test asks for one. ``procview
+   run``'s default network is ``bridge``, as Docker's, and a bridged run
+   changes the host's network (a bridge, procview's nftables table, IPv4
+   forwarding). So the session sets ``PROCVIEW_NETWORK=none`` (the
+   documented way to change the default) for every command it starts;
+   the network tests (tests/integration/test_network.py) name their
+   network, or unset the variable to check the default, inside a network
+   namespace that stands in for the host.
 """
 
 from __future__ import annotations
@@ -84,8 +93,13 @@ def restore_default_signal_actions() -> list[signal.Signals]:
     return restored
 
 
+# See 5. above: what every command the tests start inherits.
+NO_NETWORK_BY_DEFAULT = {"PROCVIEW_NETWORK": "none"}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     restore_default_signal_actions()
+    os.environ.update(NO_NETWORK_BY_DEFAULT)
     config.addinivalue_line(
         "markers", "integration: needs root and the real kernel; must run (not skip) in CI"
     )

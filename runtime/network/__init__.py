@@ -101,6 +101,9 @@ def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
         nat.check_available()
     except nat.NftError as exc:
         raise NetworkError(f"network {network.name}: {exc}") from None
+    builtin = network.name == DEFAULT_BRIDGE.name
+    if builtin:
+        network = registry.requested_builtin()
     subnet = _subnet(network)
     directory = registry.directory(root, network.name)
     _write(os.path.join(container_dir, MARKER), network.name)
@@ -124,13 +127,19 @@ def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
                 _check_no_overlap(subnet, network.interface)
                 address = leases.take(container_id)
             except IpamError as exc:
-                raise NetworkError(f"network {network.name}: {exc}") from None
+                hint = f" (${registry.BUILTIN_SUBNET_ENV} sets another)" if builtin else ""
+                raise NetworkError(f"network {network.name}: {exc}{hint}") from None
             # Runs after this block has let go of the lock: takes it again.
             undo.callback(_detach_under_lock, root, network, container_id, netns_path, host_end, linux)
+            if builtin:
+                try:
+                    registry.pin_builtin(root, network)
+                except registry.RegistryError as exc:
+                    raise NetworkError(str(exc)) from None
             try:
                 _save_ports(directory, container_id, published)
                 peers = ()
-                if network != DEFAULT_BRIDGE:
+                if not builtin:
                     me = naming.Member(container_id, str(address), tuple(names), os.path.join(container_dir, "hosts"))
                     naming.save(directory, me)
                     members = naming.everyone(directory, set(leases.holders().values()))
@@ -206,6 +215,8 @@ def _detach_locked(root: str, network: BridgeNetwork, container_id: str, netns_p
              lambda: naming.refresh(naming.everyone(directory, set(holders.values()))))
     else:
         step(f"removing {network.interface}", links.delete_bridge, network.interface)
+        if network.name == DEFAULT_BRIDGE.name:
+            step("forgetting its subnet", registry.unpin_builtin, root)
     if any(registry.leases_of(root, other).holders() for other in registry.everyone(root)):
         step("rewriting the nftables table", _write_table, root)
     else:

@@ -3,7 +3,8 @@
 root:
 
     ROOT/networks/lock               held by whoever changes any network
-    ROOT/networks/NAME/config.json   {"name", "subnet", "interface"} (user networks)
+    ROOT/networks/NAME/config.json   {"name", "subnet", "interface"} (user networks;
+                                     the built-in one's while it is in use)
     ROOT/networks/NAME/leases/       addresses in use (ipam.py)
     ROOT/networks/NAME/members/      who is on it, for names (names.py)
     ROOT/networks/NAME/ports/        published ports (ports.py)
@@ -27,7 +28,7 @@ import os
 import re
 from typing import NamedTuple
 
-from procview._io import remove_tree, replace_file
+from procview._io import remove_file, remove_tree, replace_file
 from procview.runtime.network.ipam import IpamError, Leases, Subnet
 
 # Docker's rule for names (and procview's for containers').
@@ -47,6 +48,11 @@ class BridgeNetwork(NamedTuple):
 
 
 DEFAULT_BRIDGE = BridgeNetwork("bridge", "procview0", "10.89.0.0/16")
+# The built-in network's subnet, if not DEFAULT_BRIDGE's (Docker's
+# ``--bip``, Podman's ``default_subnet``): read by the run that makes the
+# bridge, and pinned in ROOT/networks/bridge/config.json while any
+# container is on it, so that every command agrees on it until then.
+BUILTIN_SUBNET_ENV = "PROCVIEW_BRIDGE_SUBNET"
 
 
 def networks_root(root: str) -> str:
@@ -75,11 +81,17 @@ def interface_for(name: str) -> str:
 
 
 def load(root: str, name: str) -> BridgeNetwork | None:
-    """The network called ``name``, or None."""
-    if name == DEFAULT_BRIDGE.name:
-        return DEFAULT_BRIDGE
+    """The network called ``name``, or None. The built-in one has the
+    subnet it was made with while it is in use, else the one asked for."""
     if not NAME_PATTERN.fullmatch(name):
         return None
+    saved = _saved(root, name)
+    if name == DEFAULT_BRIDGE.name:
+        return saved or requested_builtin()
+    return saved
+
+
+def _saved(root: str, name: str) -> BridgeNetwork | None:
     try:
         with open(os.path.join(directory(root, name), "config.json")) as f:
             data = json.load(f)
@@ -88,13 +100,42 @@ def load(root: str, name: str) -> BridgeNetwork | None:
         return None
 
 
+def requested_builtin() -> BridgeNetwork:
+    """The built-in network as a run that makes its bridge would make it."""
+    return DEFAULT_BRIDGE._replace(subnet=os.environ.get(BUILTIN_SUBNET_ENV) or DEFAULT_BRIDGE.subnet)
+
+
+def pin_builtin(root: str, network: BridgeNetwork) -> None:
+    """Under the lock, as a container joins the built-in network: record
+    its subnet if it had no container, or check that it is the one in
+    use (a bridge cannot be in two subnets at once)."""
+    in_use = _saved(root, network.name)
+    if in_use is None:
+        chosen = ipaddress.IPv4Network(network.subnet)
+        for other in everyone(root)[1:]:
+            if ipaddress.IPv4Network(other.subnet).overlaps(chosen):
+                raise RegistryError(f"network bridge: subnet {chosen} (${BUILTIN_SUBNET_ENV}) overlaps network "
+                                    f"{other.name}'s {other.subnet}")
+        os.makedirs(directory(root, network.name), exist_ok=True)
+        replace_file(os.path.join(directory(root, network.name), "config.json"), json.dumps(network._asdict()))
+    elif in_use.subnet != network.subnet:
+        raise RegistryError(f"network bridge is in use with subnet {in_use.subnet}: ${BUILTIN_SUBNET_ENV}="
+                            f"{network.subnet} applies once no container is on it")
+
+
+def unpin_builtin(root: str) -> None:
+    """With the built-in network's last container: the next run may make
+    it again with another subnet."""
+    remove_file(os.path.join(directory(root, DEFAULT_BRIDGE.name), "config.json"))
+
+
 def everyone(root: str) -> list[BridgeNetwork]:
     """The built-in network and every user network, by name."""
     try:
         names = sorted(os.listdir(networks_root(root)))
     except FileNotFoundError:
         names = []
-    found = [DEFAULT_BRIDGE]
+    found = [load(root, DEFAULT_BRIDGE.name)]
     for name in names:
         network = load(root, name) if name != DEFAULT_BRIDGE.name else None
         if network is not None:

@@ -21,7 +21,10 @@ import os
 import subprocess
 import sys
 
+import psutil
 import pytest
+
+from procview.runtime.forkserver import SOCKET_ENV as FORKSERVER_SOCKET_ENV
 
 from .conftest import wait_until
 from .test_run import PROCVIEW, state_root  # noqa: F401  (fixture)
@@ -135,6 +138,41 @@ def test_a_bridged_container_has_an_address_a_route_and_its_hosts_line(net_host,
     assert result.stdout.splitlines()[-1] == "gateway"
     # While it ran the stand-in host had the bridge; now nothing is left
     # (the fixture checks).
+
+
+def without_network_default() -> dict:
+    """The environment without tests/conftest.py's ``PROCVIEW_NETWORK=none``."""
+    return {key: value for key, value in os.environ.items() if key != "PROCVIEW_NETWORK"}
+
+
+@pytest.mark.parametrize("through_fork_server", [False, True], ids=["direct", "fork-server"])
+def test_the_default_network_is_bridge_with_or_without_a_fork_server(net_host, state_root, tmp_path,  # noqa: F811
+                                                                       through_fork_server):
+    env = without_network_default()
+    server = None
+    if through_fork_server:
+        socket_path = str(tmp_path / "forkserver.sock")
+        # In the stand-in host's namespace, as its clients (nsenter execs it: its pid is the server's).
+        server = subprocess.Popen(net_host.command(PROCVIEW, "forkserver", "--socket", socket_path),
+                                  stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: os.path.exists(socket_path), timeout=30)
+        env[FORKSERVER_SOCKET_ENV] = socket_path
+    else:
+        env[FORKSERVER_SOCKET_ENV] = ""  # none
+    try:
+        client = subprocess.Popen(net_host.command(PROCVIEW, "run", "--root", state_root, "--no-view", "--rm", "-i", "busybox",
+                                                   "sh", "-c", "ip -4 -o addr show eth0; read line"),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        first = client.stdout.readline()
+        runners = psutil.Process(server.pid).children() if server else []
+        out, err = client.communicate("\n", timeout=60)
+        assert client.returncode == 0, err
+        assert "inet 10.89.0.2/16" in first, first + err
+        assert bool(runners) == through_fork_server, "the fork server did not run it" if server else runners
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
 
 
 def test_two_bridged_containers_talk_http_by_address(net_host, state_root):  # noqa: F811
@@ -477,12 +515,61 @@ def test_an_overlapping_subnet_is_one_line_and_exit_125(net_host, state_root):  
         result = procview_run(net_host, state_root, "--network", "bridge", "busybox", "true")
         assert result.returncode == 125, (result.returncode, result.stderr)
         assert result.stderr.strip().splitlines() == [
-            "procview: error: network bridge: subnet 10.89.0.0/16 overlaps the host's route to 10.89.7.0/24"
+            "procview: error: network bridge: subnet 10.89.0.0/16 overlaps the host's route to 10.89.7.0/24 "
+            "($PROCVIEW_BRIDGE_SUBNET sets another)"
         ]
         assert BRIDGE not in net_host.links() and "table ip procview" not in net_host.nft_tables()
         assert os.listdir(os.path.join(state_root, "containers")) == []
+        # What the line says to do works.
+        result = procview_run(net_host, state_root, "--network", "bridge", "busybox", "ip", "-4", "-o", "addr", "show", "eth0",
+                              env=dict(os.environ, PROCVIEW_BRIDGE_SUBNET="10.77.0.0/24"))
+        assert result.returncode == 0, result.stderr
+        assert "inet 10.77.0.2/24" in result.stdout
     finally:
         net_host.ip("link", "del", "other0")
+
+
+def test_the_built_in_subnet_is_configurable_and_kept_while_in_use(net_host, state_root):  # noqa: F811
+    other_subnet = dict(os.environ, PROCVIEW_BRIDGE_SUBNET="10.77.0.0/24")
+    started = procview_run(net_host, state_root, "-d", "--name", "first", "--network", "bridge", "busybox", "sleep", "600",
+                           env=other_subnet)
+    assert started.returncode == 0, started.stderr
+    try:
+        pinned = os.path.join(state_root, "networks", "bridge", "config.json")
+        assert json.load(open(pinned))["subnet"] == "10.77.0.0/24"
+        # Every command now agrees on it: inspect, and a run that asks for nothing.
+        shown = net_host.run(PROCVIEW, "network", "inspect", "--root", state_root, "bridge")
+        assert json.loads(shown.stdout)[0]["subnet"] == "10.77.0.0/24", shown.stdout + shown.stderr
+        second = procview_run(net_host, state_root, "--rm", "--network", "bridge", "busybox", "ip", "-4", "-o", "addr",
+                              "show", "eth0", env=other_subnet)
+        assert "inet 10.77.0.3/24" in second.stdout, second.stderr
+        # A run asking for another subnet while it is in use: one line, nothing made.
+        before = sorted(os.listdir(os.path.join(state_root, "containers")))
+        refused = procview_run(net_host, state_root, "--rm", "--network", "bridge", "busybox", "true",
+                               env=dict(os.environ, PROCVIEW_BRIDGE_SUBNET="10.78.0.0/24"))
+        assert refused.returncode == 125
+        assert refused.stderr.strip().splitlines() == [
+            "procview: error: network bridge is in use with subnet 10.77.0.0/24: $PROCVIEW_BRIDGE_SUBNET=10.78.0.0/24 "
+            "applies once no container is on it"]
+        assert sorted(os.listdir(os.path.join(state_root, "containers"))) == before
+        assert list(os.listdir(os.path.join(state_root, "networks", "bridge", "leases"))) == ["10.77.0.2"]
+    finally:
+        removed = net_host.run(PROCVIEW, "rm", "--root", state_root, "-f", "first")
+        assert removed.returncode == 0, removed.stderr
+    assert not os.path.exists(pinned), "the subnet stayed pinned with no container on the network"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("10.77.0.1/24", "network bridge: invalid subnet '10.77.0.1/24': 10.77.0.1/24 has host bits set"),
+    ("fd00::/64", "network bridge: invalid subnet 'fd00::/64': "),
+])
+def test_a_bad_built_in_subnet_is_one_line_and_exit_125(net_host, state_root, value, message):  # noqa: F811
+    result = procview_run(net_host, state_root, "--rm", "--network", "bridge", "busybox", "true",
+                          env=dict(os.environ, PROCVIEW_BRIDGE_SUBNET=value))
+    assert result.returncode == 125
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("procview: error: " + message), lines
+    assert BRIDGE not in net_host.links()
 
 
 def test_none_is_loopback_only_and_private_still_means_none(net_host, state_root):  # noqa: F811

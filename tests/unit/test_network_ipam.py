@@ -95,3 +95,33 @@ def test_a_published_port_is_a_dnat_rule_in_prerouting_and_output():
     prerouting, output = text.split("chain prerouting {")[1], text.split("chain output {")[1]
     assert everywhere in prerouting.split("}")[0] and everywhere in output.split("}")[0]
     assert str(PortMapping("", 8080, 80, "tcp")) == "80/tcp -> 0.0.0.0:8080"
+
+
+def test_the_built_in_subnet_is_asked_for_then_pinned_while_in_use(tmp_path, monkeypatch):
+    from procview.runtime.network import registry
+
+    root = str(tmp_path)
+    monkeypatch.delenv(registry.BUILTIN_SUBNET_ENV, raising=False)
+    assert registry.load(root, "bridge") == registry.DEFAULT_BRIDGE
+    monkeypatch.setenv(registry.BUILTIN_SUBNET_ENV, "10.77.0.0/24")
+    asked = registry.load(root, "bridge")
+    assert asked.subnet == "10.77.0.0/24" and asked.interface == "procview0"
+    registry.pin_builtin(root, asked)
+    registry.pin_builtin(root, asked)  # a second container: the same subnet
+    monkeypatch.setenv(registry.BUILTIN_SUBNET_ENV, "10.78.0.0/24")
+    assert registry.load(root, "bridge") == asked  # pinned: every command agrees
+    with pytest.raises(registry.RegistryError, match="in use with subnet 10.77.0.0/24"):
+        registry.pin_builtin(root, registry.requested_builtin())
+    registry.unpin_builtin(root)
+    assert registry.load(root, "bridge").subnet == "10.78.0.0/24"
+
+
+def test_the_built_in_subnet_may_not_overlap_a_user_network(tmp_path, monkeypatch):
+    from procview.runtime.network import registry
+
+    root = str(tmp_path)
+    registry.create(root, "appnet", "10.77.0.0/16", host_routes=[])
+    monkeypatch.setenv(registry.BUILTIN_SUBNET_ENV, "10.77.1.0/24")
+    with pytest.raises(registry.RegistryError, match="overlaps network appnet's 10.77.0.0/16"):
+        registry.pin_builtin(root, registry.requested_builtin())
+    assert not os.path.exists(os.path.join(root, "networks", "bridge", "config.json"))
