@@ -633,7 +633,7 @@ class Bench:
     # procview run -d: the view, and the supervisor through its monitor.
     def _start_run(self, container: Container) -> None:
         volumes = [arg for src, dst in HOST_USR for arg in ("-v", f"{src}:{dst}:ro")] + ["-v", f"{self.out}:/out"]
-        argv = [PROCVIEW, "run", "--root", self.state_root, "-d", "--name", container.name,
+        argv = [PROCVIEW, "run", "--root", self.state_root, "-d", "--network", "none", "--name", container.name,
                 "--view", self.mounts["procview"], "--seccomp-socket", self.socket,
                 "--memory", str(container.limit), "--cpus", "1", *volumes, "busybox",
                 *self._reader_argv(f"/out/{os.path.basename(container.output)}")]

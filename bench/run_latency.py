@@ -42,8 +42,8 @@ PYTHON = sys.executable
 PROCVIEW = os.path.join(os.path.dirname(PYTHON), "procview")
 
 
-WITH_SERVER = "procview run --rm --no-view busybox true (fork server)"
-ALONE = "procview run --rm --no-view busybox true (no fork server)"
+WITH_SERVER = "procview run --rm --no-view --network none busybox true (fork server)"
+ALONE = "procview run --rm --no-view --network none busybox true (no fork server)"
 RUNC = "runc run (same rootfs)"
 PYTHON_PASS = "python3 -c pass"
 NET_NONE = "procview run --network none (stand-in host namespace)"
@@ -106,11 +106,12 @@ def main() -> int:
         bundle = runc_bundle(workdir, image.layers[-1])
         socket_path = os.path.join(workdir, "forkserver.sock")
         server = start_forkserver(socket_path)
-        procview = [PROCVIEW, "run", "--rm", "--no-view", "--root", root, "busybox", "true"]
+        bare_run = [PROCVIEW, "run", "--rm", "--no-view", "--root", root, "busybox", "true"]
+        procview = [*bare_run[:2], "--network", "none", *bare_run[2:]]  # runc's container has no network either
         no_server = dict(os.environ, PROCVIEW_FORKSERVER_SOCKET="")
         host_netns = stand_in_host(workdir)
         enter = ["nsenter", f"--net={host_netns}"]
-        in_netns = [*enter, *procview[:2], "--network"]
+        in_netns = [*enter, *bare_run[:2], "--network"]
         # A fork server serves only clients in its own namespaces.
         netns_socket = os.path.join(workdir, "forkserver-netns.sock")
         netns_server = start_forkserver(netns_socket, enter)
@@ -119,10 +120,10 @@ def main() -> int:
             ALONE: (procview, no_server),
             RUNC: None,
             PYTHON_PASS: ([PYTHON, "-c", "pass"], None),
-            NET_NONE: ([*in_netns, "none", *procview[2:]], no_server),
-            NET_BRIDGE: ([*in_netns, "bridge", *procview[2:]], no_server),
-            NET_BRIDGE_SERVER: ([*in_netns, "bridge", *procview[2:]], dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=netns_socket)),
-            NET_BRIDGE_IN_USE: ([*in_netns, "bridge", *procview[2:]], dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=netns_socket)),
+            NET_NONE: ([*in_netns, "none", *bare_run[2:]], no_server),
+            NET_BRIDGE: ([*in_netns, "bridge", *bare_run[2:]], no_server),
+            NET_BRIDGE_SERVER: ([*in_netns, "bridge", *bare_run[2:]], dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=netns_socket)),
+            NET_BRIDGE_IN_USE: ([*in_netns, "bridge", *bare_run[2:]], dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=netns_socket)),
         }
         # For the last row another container stays on the network, so the
         # bridge and table are there already and stay (the rows before
@@ -133,7 +134,7 @@ def main() -> int:
             for i in range(args.runs + 2):
                 for name, run in runs.items():
                     if name == NET_BRIDGE_IN_USE and neighbour is None:
-                        neighbour = subprocess.Popen([*in_netns, "bridge", *procview[2:-1], "sleep", "3600"],
+                        neighbour = subprocess.Popen([*in_netns, "bridge", *bare_run[2:-1], "sleep", "3600"],
                                                      env=no_server, stderr=subprocess.DEVNULL)
                         wait_for_bridge(host_netns)
                     if name != NET_BRIDGE_IN_USE and neighbour is not None:

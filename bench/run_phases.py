@@ -71,7 +71,7 @@ def phases_of(trace: str) -> dict[str, float]:
 
 def one_run(log: str) -> dict[str, float]:
     subprocess.run(["strace", "-f", "--seccomp-bpf", "-ttt", "-e", f"trace={MARKERS}", "-o", log,
-                    PYTHON, "-m", "procview", "run", "--rm", "--no-view", "busybox", "true"],
+                    PYTHON, "-m", "procview", "run", "--rm", "--no-view", "--network", "none", "busybox", "true"],
                    check=True, stdout=subprocess.DEVNULL,
                    # In-process: a fork server's runner is not the traced process's child.
                    env=dict(os.environ, PROCVIEW_FORKSERVER_SOCKET=""))

@@ -99,7 +99,7 @@ class Serve:
 
 def container(serve: Serve, socket_path: str, probe: str, argv: list[str]) -> str:
     result = subprocess.run(
-        [PROCVIEW, "run", "--rm", *LIMITS, "--view", serve.mount, "--seccomp-socket", socket_path,
+        [PROCVIEW, "run", "--rm", "--network", "none", *LIMITS, "--view", serve.mount, "--seccomp-socket", socket_path,
          "-v", f"{probe}:/probe:ro", *HOST_TOOLS, "busybox", *argv],
         capture_output=True, text=True, timeout=600,
     )
