@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -246,6 +247,25 @@ def test_a_killed_run_leaves_what_the_next_command_reclaims(net_host, state_root
     if network != "bridge":
         assert procview(net_host, state_root, "network rm", network).returncode == 0
     # (the fixture checks the interfaces, table, leases, names, ports and mounts)
+
+
+def test_a_killed_monitor_leaves_what_the_next_run_reclaims(net_host, state_root):  # noqa: F811
+    started = procview_run(net_host, state_root, "-d", "--name", "orphan", "--network", "bridge", "-p", "8085:80",
+                           "busybox", "sleep", "300")
+    assert started.returncode == 0, started.stderr
+    record = json.loads(procview(net_host, state_root, "inspect", "orphan").stdout)[0]
+    os.kill(record["monitor_pid"], signal.SIGKILL)  # nothing of the monitor's cleanup runs
+    wait_until(lambda: json.loads(procview(net_host, state_root, "inspect", "orphan").stdout)[0]["phase"] == "Unknown")
+    assert [name for name in net_host.links() if name.startswith("pv")]
+    # The next run takes back the address, the veth, the published port's
+    # rule and the port itself: it gets the same address and the port.
+    result = procview_run(net_host, state_root, "--rm", "--network", "bridge", "-p", "8085:80", "busybox",
+                          "ip", "-4", "-o", "addr", "show", "eth0")
+    assert result.returncode == 0, result.stderr
+    assert "inet 10.89.0.2/16" in result.stdout
+    removed = procview(net_host, state_root, "rm", "-f", "orphan")
+    assert removed.returncode == 0, removed.stderr
+    # (the fixture checks the interfaces, table, leases, ports and mounts)
 
 
 def test_a_detached_container_shows_its_address_in_inspect_and_rm_takes_it_back(net_host, state_root):  # noqa: F811
