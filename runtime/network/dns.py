@@ -154,9 +154,9 @@ def nameservers(resolv_text: str, own: str) -> list[str]:
     found = []
     for line in resolv_text.splitlines():
         fields = line.split()
-        if len(fields) >= 2 and fields[0] == "nameserver":
+        if len(fields) >= 2 and fields[0] == "nameserver" and "%" not in fields[1]:  # fe80::1%eth0: skipped
             try:
-                address = ipaddress.ip_address(fields[1])  # a scoped IPv6 address (fe80::1%eth0) is skipped
+                address = ipaddress.ip_address(fields[1])
             except ValueError:
                 continue
             if str(address) != own and str(address) not in found:
