@@ -94,8 +94,8 @@ def ensure(root: str, network: registry.BridgeNetwork, gateway: str) -> None:
     starter.wait()
     if not bound:
         stop(directory)
-        reason = _last_line(os.path.join(directory, LOG)) or f"not listening after {READY_TIMEOUT:.0f} s"
-        raise ResponderError(f"DNS responder on {gateway}:53: {reason}")
+        reason = _last_line(os.path.join(directory, LOG)) or f"not listening on {gateway}:53 after {READY_TIMEOUT:.0f} s"
+        raise ResponderError(f"DNS responder: {reason}")
 
 
 def stop(network_dir: str) -> None:

@@ -256,3 +256,25 @@ def test_what_is_not_the_networks_is_asked_of_the_hosts_nameservers(net_host, st
     finally:
         stop(upstream)
     assert procview(net_host, state_root, "network rm", "appnet").returncode == 0
+
+
+def test_port_53_taken_on_every_address_stops_the_run_with_one_line(net_host, state_root):  # noqa: F811
+    # Another DNS server of the host's, on 0.0.0.0:53 (dnsmasq's default):
+    # the responder cannot bind the gateway's port 53.
+    holder = subprocess.Popen(net_host.command(sys.executable, "-c",
+                                               "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                                               "s.bind(('0.0.0.0', 53)); print('bound', flush=True); sys.stdin.read()"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "bound"
+        assert procview(net_host, state_root, "network create", "appnet").returncode == 0
+        result = procview_run(net_host, state_root, "--network", "appnet", "busybox", "true")
+        assert result.returncode == 125, (result.returncode, result.stderr)
+        assert result.stderr.strip().splitlines() == [
+            f"procview: error: network appnet: DNS responder: cannot listen on {GATEWAY}:53: Address already in use"]
+        assert os.listdir(os.path.join(state_root, "containers")) == []
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert procview(net_host, state_root, "network rm", "appnet").returncode == 0
+    # (the fixture checks the bridge, lease, name and responder went)
