@@ -290,8 +290,10 @@ async def _serve_udp(sock, read_book, upstreams, forwards, nursery) -> None:
     while True:
         try:
             wire, peer = await sock.recvfrom(65535)
-        except (trio.ClosedResourceError, OSError):
+        except trio.ClosedResourceError:
             return  # closed by leave_if_unused
+        except OSError:
+            continue
         decision = _decide(wire, peer[0], read_book, tcp=False)
         if decision.reply is not None:
             await _send_udp(sock, decision.reply, peer)
@@ -308,6 +310,8 @@ async def _forward_udp(sock, wire: bytes, query, peer, upstreams, forwards, toke
     try:
         reply = await _ask_upstreams(wire, query, upstreams, tcp=False)
         await _send_udp(sock, reply if reply is not None else servfail(query, tcp=False), peer)
+    except Exception as exc:  # noqa: BLE001 - one query must not end the responder
+        _log(f"forwarding a query from {peer[0]}: {exc!r}")
     finally:
         forwards.release_on_behalf_of(token)
 
@@ -323,8 +327,11 @@ async def _serve_tcp(sock, read_book, upstreams, nursery) -> None:
     while True:
         try:
             connection, peer = await sock.accept()
-        except (trio.ClosedResourceError, OSError):
+        except trio.ClosedResourceError:
             return
+        except OSError:  # out of descriptors, say: later
+            await trio.sleep(0.1)
+            continue
         nursery.start_soon(_serve_connection, trio.SocketStream(connection), peer[0], read_book, upstreams)
 
 
@@ -348,7 +355,9 @@ async def _serve_connection(stream, source: str, read_book, upstreams) -> None:
                     return  # no query: hang up
                 await stream.send_all(_framed(reply))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            return
+            return  # the client hung up
+        except Exception as exc:  # noqa: BLE001 - one connection must not end the responder
+            _log(f"a TCP connection from {source}: {exc!r}")
 
 
 def _decide(wire: bytes, source: str, read_book, tcp: bool) -> Decision:
@@ -357,8 +366,12 @@ def _decide(wire: bytes, source: str, read_book, tcp: bool) -> Decision:
     try:
         return respond(wire, source, read_book(), tcp)
     except Exception as exc:  # noqa: BLE001 - one bad packet must not end the responder
-        print(f"procview-dns: dropped a query from {source}: {exc!r}", file=sys.stderr)
+        _log(f"dropped a query from {source}: {exc!r}")
         return Decision()
+
+
+def _log(message: str) -> None:
+    print(f"procview-dns: {message}", file=sys.stderr, flush=True)
 
 
 async def _ask_upstreams(wire: bytes, query, upstreams: list[str], tcp: bool) -> bytes | None:
