@@ -150,7 +150,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
         host_resolv = read_text("/etc/resolv.conf") or ""
         bundle = prepare_bundle(
             bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host, address, peers),
-            resolv_conf(host_resolv, config.net_host), kept_upper,
+            resolv_conf(host_resolv, config.net_host, attachment.nameserver if attachment else None), kept_upper,
         )
 
         cgroup = hierarchies.cgroup(f"{CGROUP_PARENT}/{container_id[:12]}")

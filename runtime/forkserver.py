@@ -187,6 +187,7 @@ RUN_PATH_MODULES = (
 BRIDGE_PATH_MODULES = (
     "procview.runtime.network", "procview.runtime.network.links", "procview.runtime.network.nat", "procview.runtime.network.netns",
     "procview.runtime.network.names", "procview.runtime.network.ports", "procview.runtime.network.registry",
+    "procview.runtime.network.responder",
 )
 
 

@@ -186,12 +186,26 @@ def hosts_file(hostname: str, net_host: bool, address: str | None = None, peers:
     ) + "".join(line + "\n" for line in peers)
 
 
-def resolv_conf(host_text: str, net_host: bool) -> str:
+def resolv_conf(host_text: str, net_host: bool, nameserver: str | None = None) -> str:
     """/etc/resolv.conf from the host's. A private network namespace cannot
     reach the host's loopback resolver (127.0.0.53 and friends), so those
-    lines are dropped, as Docker does."""
+    lines are dropped, as Docker does. ``nameserver``: the only one the
+    container asks (a user network's DNS responder, which forwards what is
+    not its own to the host's): the host's search and options lines are
+    kept, with ``options ndots:0`` unless they set ndots, as Docker writes
+    for its 127.0.0.11."""
     if net_host:
         return host_text
+    if nameserver is not None:
+        def first_word(line: str) -> str:
+            return (line.split() or [""])[0]
+
+        domains = [line for line in host_text.splitlines() if first_word(line) in ("search", "domain")]
+        options = [line for line in host_text.splitlines() if first_word(line) == "options"]
+        if not any(option.startswith("ndots:") for line in options for option in line.split()[1:]):
+            options.append("options ndots:0")
+        return "\n".join([*domains, f"nameserver {nameserver}", *options]) + "\n"
+
     def loopback_resolver(line: str) -> bool:
         fields = line.split()
         return len(fields) >= 2 and fields[0] == "nameserver" and fields[1].startswith(("127.", "::1"))

@@ -14,7 +14,9 @@
 
 User networks (``procview network create NAME``, ``registry``) are more
 bridges of the same kind, with subnets of their own; their containers
-find each other by name (``names``), and procview's table drops traffic
+find each other by name (``names``: in ``/etc/hosts``, and from the
+network's DNS responder, ``responder`` and ``dns``, on the gateway
+address, their only nameserver), and procview's table drops traffic
 between two of its bridges, so containers on different networks cannot
 reach each other. Published ports (``-p``, ``ports``) are destination NAT
 rules in the same table, each host port held by a bound socket while the
@@ -27,9 +29,10 @@ finds the container's run killed knows to ``reclaim``), the host ports'
 sockets, the address's lease, the published ports' file, the bridge and
 the table (the bridge shared by the network's containers, the table by
 every network's, rewritten from all of them), the namespace's file, the
-veth pair, and on a user network its member file and every member's
-``/etc/hosts``. A bridge goes with its network's last lease, the table
-with the last lease of any. One lock (``registry.locked``) orders every
+veth pair, and on a user network its member file, every member's
+``/etc/hosts`` and the network's DNS responder (started with its first
+container, after the bridge it listens on). A bridge and its responder go
+with the network's last lease, the table with the last lease of any. One lock (``registry.locked``) orders every
 change to any network, so that no run removes the bridge another is
 plugging into, or writes the table from what another is changing.
 """
@@ -70,6 +73,7 @@ class Attachment(NamedTuple):
     ports: tuple = ()  # its published ports (ports.PortMapping), host ports chosen
     reservations: tuple = ()  # a bound socket per published port, held while it runs
     peers: tuple = ()  # /etc/hosts lines for the other containers of a user network
+    nameserver: str | None = None  # its DNS responder's address, on a user network
 
 
 def host_end_name(container_id: str) -> str:
@@ -94,7 +98,7 @@ def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
     container name and aliases, for the other containers of a user
     network (the built-in ``bridge`` has no names, as Docker's)."""
     try:
-        from procview.runtime.network import links, nat, names as naming, netns, ports
+        from procview.runtime.network import links, nat, names as naming, netns, ports, responder
     except ImportError as exc:
         raise NetworkError(f"network {network.name}: {exc.name} is not installed") from None
     try:
@@ -147,22 +151,25 @@ def attach(root: str, container_id: str, container_dir: str, linux, publish=(),
                     peers = naming.peer_lines(members, container_id)
                 _enable_forwarding()
                 links.ensure_bridge(network.interface, str(subnet.gateway), subnet.network.prefixlen)
+                if network != DEFAULT_BRIDGE:  # it listens on the gateway's address: the bridge's
+                    responder.ensure(root, network, str(subnet.gateway))
                 _allow_loopback_sources(network.interface)
                 _write_table(root)
                 netns.create(linux, netns_path)
                 links.plug_container(network.interface, host_end, netns_path, str(address), subnet.network.prefixlen,
                                      str(subnet.gateway))
-            except (OSError, nat.NftError, links.NetlinkError) as exc:
+            except (OSError, nat.NftError, links.NetlinkError, responder.ResponderError) as exc:
                 raise NetworkError(f"network {network.name}: {getattr(exc, 'strerror', None) or exc}") from None
         undo.pop_all()
     return Attachment(network, container_id, netns_path, str(address), subnet.network.prefixlen, str(subnet.gateway),
-                      host_end, tuple(published), tuple(reservations), peers)
+                      host_end, tuple(published), tuple(reservations), peers,
+                      None if network == DEFAULT_BRIDGE else str(subnet.gateway))
 
 
 def detach(root: str, attachment: Attachment, linux) -> None:
     """Undo ``attach``: the veth, the namespace's file, the published
-    ports, the name, the lease; the bridge too if no other container is on
-    the network, and the table if none is on any."""
+    ports, the name, the lease; the bridge and the DNS responder too if no
+    other container is on the network, and the table if none is on any."""
     try:
         _detach_under_lock(root, attachment.network, attachment.container_id, attachment.netns_path, attachment.host_end, linux)
     finally:
@@ -194,7 +201,7 @@ def _detach_locked(root: str, network: BridgeNetwork, container_id: str, netns_p
     """Each step is tried whatever the one before did: a step that fails
     is reported (one line on stderr) and the rest still run, so that one
     stuck interface never keeps a lease, or the table, forever."""
-    from procview.runtime.network import links, nat, names as naming, netns
+    from procview.runtime.network import links, nat, names as naming, netns, responder
 
     def step(what: str, call, *args) -> None:
         try:
@@ -214,6 +221,8 @@ def _detach_locked(root: str, network: BridgeNetwork, container_id: str, netns_p
         step("rewriting the others' /etc/hosts",
              lambda: naming.refresh(naming.everyone(directory, set(holders.values()))))
     else:
+        if network != DEFAULT_BRIDGE:  # signals only: this may run where no fork can (nat.py)
+            step("stopping the DNS responder", responder.stop, directory)
         step(f"removing {network.interface}", links.delete_bridge, network.interface)
         if network.name == DEFAULT_BRIDGE.name:
             step("forgetting its subnet", registry.unpin_builtin, root)

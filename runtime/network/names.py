@@ -8,11 +8,11 @@ mount follows the inode) whenever a container joins or leaves the
 network, under the networks' lock.
 
 This is Docker's resolution of names on user networks as the C library
-sees it (``getaddrinfo``: ping, wget, curl, Python, Java), made from files
-instead of Docker's embedded DNS server: no daemon to keep alive, nothing
-left running after a ``kill -9``. A program that sends DNS queries itself
-(``nslookup``, ``dig``) does not see the names. As with Docker, the
-built-in ``bridge`` network has no names.
+sees it (``getaddrinfo``: ping, wget, curl, Python, Java), from files: it
+needs no process, and goes on working whatever happens to one. Programs
+that send DNS queries themselves (``nslookup``, ``dig``) ask the network's
+DNS responder (``responder.py``, ``dns.py``), which answers from the same
+member files. As with Docker, the built-in ``bridge`` network has no names.
 
 A member is a file ``ROOT/networks/NAME/members/ID`` (JSON), written with
 the address's lease and removed with it.
@@ -51,21 +51,42 @@ def forget(network_dir: str, container_id: str) -> None:
 
 def everyone(network_dir: str, holders: set[str]) -> list[Member]:
     """The members whose container still holds an address (``holders``:
-    container ids); a file of any other is a killed run's, and is removed."""
+    container ids); a file of any other is a killed run's, and is removed
+    (so only under the networks' lock)."""
     found = []
-    directory = members_dir(network_dir)
-    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
-        path = os.path.join(directory, name)
+    for name, path in _files(network_dir):
         if name.endswith(".new") or name not in holders:
             remove_file(path)
             continue
-        try:
-            with open(path) as f:
-                container_id, address, names, hosts_path = json.load(f)
-            found.append(Member(str(container_id), str(address), tuple(str(n) for n in names), str(hosts_path)))
-        except (OSError, ValueError, TypeError):
-            continue
+        member = _load(path)
+        if member is not None:
+            found.append(member)
     return found
+
+
+def listed(network_dir: str, holders: set[str]) -> list[Member]:
+    """The same members as ``everyone``, read without the lock and
+    without removing anything (the DNS responder's view)."""
+    return [member for member in (_load(path) for name, path in _files(network_dir) if name in holders)
+            if member is not None]
+
+
+def _files(network_dir: str) -> list[tuple[str, str]]:
+    directory = members_dir(network_dir)
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    return [(name, os.path.join(directory, name)) for name in names]
+
+
+def _load(path: str) -> Member | None:
+    try:
+        with open(path) as f:
+            container_id, address, names, hosts_path = json.load(f)
+        return Member(str(container_id), str(address), tuple(str(n) for n in names), str(hosts_path))
+    except (OSError, ValueError, TypeError):
+        return None  # gone meanwhile, or not a member's file
 
 
 def peer_lines(members: list[Member], container_id: str) -> tuple[str, ...]:

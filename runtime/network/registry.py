@@ -8,6 +8,8 @@ root:
     ROOT/networks/NAME/leases/       addresses in use (ipam.py)
     ROOT/networks/NAME/members/      who is on it, for names (names.py)
     ROOT/networks/NAME/ports/        published ports (ports.py)
+    ROOT/networks/NAME/dns.pid       its DNS responder's pid and start time (responder.py)
+    ROOT/networks/NAME/dns.log       the responder's standard error
 
 A user network's bridge is ``pvbr-`` and ten hex digits of its name's
 SHA-1 (an interface name has at most 15 characters); its subnet is the
@@ -64,13 +66,14 @@ def directory(root: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def locked(root: str):
-    """Held while any network, its leases, members, ports, bridge or
-    procview's table change: one order for all of them."""
+def locked(root: str, wait: bool = True):
+    """Held while any network, its leases, members, ports, bridge, DNS
+    responder or procview's table change: one order for all of them.
+    ``wait=False``: BlockingIOError if someone holds it now."""
     os.makedirs(networks_root(root), exist_ok=True)
     fd = os.open(os.path.join(networks_root(root), "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield
     finally:
         os.close(fd)
@@ -194,6 +197,9 @@ def remove(root: str, name: str) -> None:
             raise RegistryError(f"network {name} not found")
         if leases_of(root, network).holders():
             raise RegistryError(f"network {name} has active endpoints (containers on it: stop them first)")
+        from procview.runtime.network import responder
+
+        responder.stop(directory(root, name))  # one a killed run left, if any
         remove_tree(directory(root, name))
 
 

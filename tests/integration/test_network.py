@@ -11,7 +11,8 @@ stand-in host by a veth pair: no packet leaves this machine.
 
 After every test, the stand-in host must be as the test made it: no
 procview interface, no procview table, no lease, name or published port
-on any network, no container directory, no mount under the state root.
+on any network, no DNS responder (process or pidfile), no container
+directory, no mount under the state root.
 """
 
 from __future__ import annotations
@@ -98,9 +99,25 @@ def net_host(tmp_path, state_root):  # noqa: F811
             for kind in ("leases", "members", "ports"):  # addresses, names, published ports
                 path = os.path.join(networks, network, kind)
                 assert not os.path.isdir(path) or os.listdir(path) == [], f"{network}: {kind} left behind: {os.listdir(path)}"
+            assert not os.path.exists(os.path.join(networks, network, "dns.pid")), f"{network}: a DNS responder's pidfile left"
+        assert dns_responders(state_root) == [], "DNS responders left running"
         assert not [line for line in open("/proc/self/mountinfo") if state_root in line], "mounts left under the state root"
     finally:
         host.close()
+
+
+def dns_responders(state_root: str) -> list[int]:  # noqa: F811
+    """The pids of the DNS responders of networks under ``state_root``."""
+    found = []
+    for pid in (name for name in os.listdir("/proc") if name.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"procview.runtime.network.responder" in argv and state_root.encode() in argv:
+            found.append(int(pid))
+    return found
 
 
 def procview_run(net_host, state_root, *args, **kwargs):  # noqa: F811

@@ -36,6 +36,15 @@ def test_resolv_conf_drops_loopback_resolvers_in_a_private_network():
     assert resolv_conf(host, net_host=True) == host
 
 
+def test_resolv_conf_on_a_user_network_names_its_responder_only_with_dockers_ndots():
+    host = "# by hand\nsearch example.org\nnameserver 127.0.0.53\nnameserver 10.0.0.2\noptions edns0\n"
+    assert resolv_conf(host, False, nameserver="10.90.0.1") == (
+        "search example.org\nnameserver 10.90.0.1\noptions edns0\noptions ndots:0\n")
+    # The host's own ndots is kept; with nothing of the host's, the responder alone.
+    assert resolv_conf("options ndots:2 rotate\n", False, "10.90.0.1") == "nameserver 10.90.0.1\noptions ndots:2 rotate\n"
+    assert resolv_conf("", False, "10.90.0.1") == "nameserver 10.90.0.1\noptions ndots:0\n"
+
+
 def test_hosts_file_has_dockers_lines_and_the_hostname():
     text = hosts_file("abc123", net_host=False)
     assert text.startswith("127.0.0.1\tlocalhost\n")
