@@ -33,6 +33,7 @@ class _LazyGroup(click.Group):
     lazy = {
         "image": ("procview.runtime.images.commands", "image"),
         "network": ("procview.runtime.network.commands", "network"),
+        "pod": ("procview.runtime.pod_commands", "pod"),
         **{name: ("procview.runtime.lifecycle_commands", name) for name in ("ps", "inspect", "port", "logs", "stop", "kill", "rm", "diff", "commit")},
         "exec": ("procview.runtime.lifecycle_commands", "exec_"),
         "prune": ("procview.runtime.lifecycle_commands", "prune"),

@@ -36,7 +36,7 @@ from procview._io import read_text, remove_tree
 from procview.cgroups import Cgroup, CgroupError, Layout, discover
 from procview.runtime import namespaces, process
 from procview.runtime.limits import Limits, apply_limits
-from procview.runtime.linux import CLONE_NEWNET, PR_SET_PDEATHSIG, Linux
+from procview.runtime.linux import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWUTS, PR_SET_PDEATHSIG, Linux
 from procview.runtime.rootfs import (
     MountPlan, RootfsError, Volume, hosts_file, init_layer, mount_rootfs, pivot_into, prepare_bundle, resolv_conf,
 )
@@ -77,6 +77,11 @@ _CONFIG_DEFAULTS = {  # every field but ``image`` (the image reference), with it
     "privileged": False,
     "security_opt": (),  # "seccomp=PROFILE.json", "seccomp=unconfined", "no-new-privileges[=BOOL]"
     "seccomp_socket": None,  # procview serve's supervisor socket; None: the default one
+    # A pod's member (``procview run --pod``): its network is its infra
+    # container's (``network`` is then ``container:INFRA``), and so are its
+    # IPC and UTS namespaces; its cgroup is under the pod's (runtime/pods.py).
+    "pod": None,  # the pod's name
+    "cgroup_parent": None,  # None: CGROUP_PARENT; a pod's cgroup for its members and infra
 }
 
 
@@ -127,7 +132,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
     store, image = _image(root, config.image)
     argv = _command(image.config, config.command)
     container_id = container_id or os.urandom(32).hex()
-    joined = _joined_container(root, config.network)  # --network container:NAME
+    joined = _joined_container(root, config.network, config.pod)  # --network container:NAME, --pod
     hostname = config.hostname or (os.uname().nodename if config.net_host else container_id[:12])
     if joined is not None:
         hostname = joined.hostname
@@ -153,9 +158,9 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
             resolv_conf(host_resolv, config.net_host, attachment.nameserver if attachment else None), kept_upper,
         )
 
-        cgroup = hierarchies.cgroup(f"{CGROUP_PARENT}/{container_id[:12]}")
+        cgroup = hierarchies.cgroup(f"{config.cgroup_parent or CGROUP_PARENT}/{container_id[:12]}")
         _write(bundle.file("cgroup"), cgroup.path)
-        undo.callback(_remove_cgroup, cgroup)
+        undo.callback(remove_cgroup, cgroup)
         try:
             cgroup.create()
         except CgroupError as exc:
@@ -196,24 +201,37 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
             if on_started is not None:
                 on_started(pid, cgroup_path, env, workdir, image, networks)
 
-        netns_fd = None
+        # The namespaces pid 1 joins instead of making its own: the network
+        # made for it, or another container's (a pod member: its infra's
+        # network, IPC and UTS namespaces). Opened here, then checked: the
+        # joined pid 1 is still the process we looked at.
+        join_fds = []
         if attachment is not None or joined is not None:
-            netns_fd = os.open(attachment.netns_path if attachment else joined.netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            undo.callback(os.close, netns_fd)
+            paths = [(attachment.netns_path if attachment else joined.netns_path, CLONE_NEWNET)]
+            if joined is not None and config.pod:
+                paths += [(f"/proc/{joined.pid}/ns/ipc", CLONE_NEWIPC), (f"/proc/{joined.pid}/ns/uts", CLONE_NEWUTS)]
+            for path, nstype in paths:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    raise RunError(f"{joined.what} is not running") from None
+                undo.callback(os.close, fd)
+                join_fds.append((fd, nstype))
             if joined is not None and not _still_running(joined):
-                raise RunError(f"container {joined.name} is not running")
+                raise RunError(f"{joined.what} is not running")
         return _start_and_wait(
             linux, config, plan, cgroup, configure_cgroup, argv, env, hostname, hierarchies.layout is Layout.V2,
-            security, agent, container_id, warn, started, on_exited, netns_fd,
+            security, agent, container_id, warn, started, on_exited, tuple(join_fds),
         )
 
 
-_Joined = namedtuple("_Joined", ("name", "pid", "start", "hostname", "address", "netns_path"))
+_Joined = namedtuple("_Joined", ("what", "pid", "start", "hostname", "address", "netns_path"))
 
 
-def _joined_container(root: str, network: str):
+def _joined_container(root: str, network: str, pod: str | None = None):
     """For ``--network container:NAME``: the running container whose
-    network namespace this one joins (its pid 1's), or None."""
+    network namespace this one joins (its pid 1's), or None. ``pod``: the
+    container is the infra of that pod (``--pod``)."""
     if not network.startswith("container:"):
         return None
     from procview.runtime.lifecycle import RUNNING, LifecycleError, RecordStore
@@ -223,12 +241,13 @@ def _joined_container(root: str, network: str):
     try:
         record = store.load(store.find(name))
     except (LifecycleError, ValueError):
-        raise RunError(f"no such container: {name}") from None
+        raise RunError(f"pod {pod} has no infra container (procview pod rm -f {pod})" if pod else f"no such container: {name}") from None
+    what = f"pod {pod}" if pod else f"container {name}"
     if record.phase != RUNNING or not record.pid:
-        raise RunError(f"container {name} is not running")
+        raise RunError(f"{what} is not running")
     addresses = [place["address"] for place in record.networks.values() if "address" in place]
     hostname = record.config.get("hostname") or record.id[:12]
-    return _Joined(name, record.pid, _start_time(record.pid), hostname, addresses[0] if addresses else None,
+    return _Joined(what, record.pid, _start_time(record.pid), hostname, addresses[0] if addresses else None,
                    f"/proc/{record.pid}/ns/net")
 
 
@@ -323,7 +342,7 @@ def _restrict_devices(cgroup, linux) -> None:
 
 def _start_and_wait(
     linux, config, plan, cgroup, configure_cgroup, argv, env, hostname, cgroupns, security, agent, container_id, warn,
-    on_started=None, on_exited=None, netns_fd=None,
+    on_started=None, on_exited=None, join_fds=(),
 ) -> int:
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -363,7 +382,7 @@ def _start_and_wait(
                     parent_end.close()
             _container_init(
                 linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_child, security, listener_child,
-                join_files, signal_mask, netns_fd,
+                join_files, signal_mask, join_fds,
             )
         except BaseException as exc:  # noqa: BLE001 - pid 1 must report, never unwind into the caller's code
             process.report(report_w, "init", str(exc) or type(exc).__name__, process.EXIT_PROCVIEW_FAILED)
@@ -429,7 +448,7 @@ class _ExecFailed(RunError):
 
 
 def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, report_w, tty_sock, security, listener_sock,
-                    join_files, signal_mask, netns_fd=None) -> None:
+                    join_files, signal_mask, join_fds=()) -> None:
     """pid 1 of the container. Never returns.
 
     Security (``runtime/security``): masked and read-only paths here,
@@ -467,11 +486,14 @@ def _container_init(linux, config, plan, argv, env, hostname, cgroupns, go_r, re
         wait_for_cgroup()
     stage = "namespaces"
     try:
-        if netns_fd is not None:  # made and wired by procview run (runtime/network), or another container's
-            linux.setns(netns_fd, CLONE_NEWNET)
-            os.close(netns_fd)
-        linux.unshare(namespaces.for_init(new_network=config.network == "none", cgroup_namespace=cgroupns))
-        linux.sethostname(hostname)
+        for fd, nstype in join_fds:  # made and wired by procview run (runtime/network), or another container's
+            linux.setns(fd, nstype)
+            os.close(fd)
+        joined_uts = any(nstype == CLONE_NEWUTS for _, nstype in join_fds)
+        linux.unshare(namespaces.for_init(new_network=config.network == "none", cgroup_namespace=cgroupns,
+                                          new_ipc_uts=not joined_uts))
+        if not joined_uts:  # a pod's members share its infra's host name
+            linux.sethostname(hostname)
         if config.network == "none":
             stage = "loopback"
             linux.interface_up("lo")
@@ -732,7 +754,7 @@ def cleanup_stale(containers_dir: str, hierarchies) -> None:
             continue  # a live procview run owns it
         cgroup_path = (read_text(os.path.join(path, "cgroup")) or "").strip()
         if cgroup_path:
-            _remove_cgroup(hierarchies.cgroup(cgroup_path), kill=True)
+            remove_cgroup(hierarchies.cgroup(cgroup_path), kill=True)
         if os.path.exists(os.path.join(path, "network")):
             _reclaim_network(os.path.dirname(containers_dir), entry, path)
         remove_tree(path)
@@ -757,7 +779,7 @@ def _younger_than_grace(path: str) -> bool:
         return True  # gone already, or not ours to judge
 
 
-def _remove_cgroup(cgroup, kill: bool = False, timeout: float = 10.0) -> None:
+def remove_cgroup(cgroup, kill: bool = False, timeout: float = 10.0) -> None:
     # After pid 1 exits the kernel kills the rest of the pid namespace, and
     # the cgroup empties a moment later.
     deadline = time.monotonic() + timeout
@@ -795,4 +817,4 @@ def _warn(message: str) -> None:
     print(f"procview: warning: {message}", file=sys.stderr)
 
 
-__all__ = ["ContainerConfig", "RunError", "run", "cleanup_stale", "DEFAULT_ROOT"]
+__all__ = ["ContainerConfig", "RunError", "run", "cleanup_stale", "remove_cgroup", "DEFAULT_ROOT"]

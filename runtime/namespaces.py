@@ -40,11 +40,12 @@ def for_children(time_namespace: bool) -> int:
     return CLONE_NEWPID | (CLONE_NEWTIME if time_namespace else 0)
 
 
-def for_init(new_network: bool, cgroup_namespace: bool) -> int:
+def for_init(new_network: bool, cgroup_namespace: bool, new_ipc_uts: bool = True) -> int:
     """Flags pid 1 unshares for itself. ``new_network``: a network
     namespace of its own (``--network none``); with ``host`` it keeps the
-    host's, with ``bridge`` it joins the one made for it."""
-    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    host's, with ``bridge`` it joins the one made for it. ``new_ipc_uts``:
+    False for a pod's member, which joins its infra's (runtime/pods.py)."""
+    flags = CLONE_NEWNS | (CLONE_NEWUTS | CLONE_NEWIPC if new_ipc_uts else 0)
     if new_network:
         flags |= CLONE_NEWNET
     if cgroup_namespace:

@@ -65,6 +65,9 @@ OPTIONS = (
            "(also: private); host: the host's network; NAME: a user network; container:NAME: another "
            "container's network. $PROCVIEW_NETWORK sets the default.", default="bridge",
            envvar="PROCVIEW_NETWORK", metavar="NETWORK"),
+    Option(("--pod",), "pod", VALUE,
+           "Run in the pod NAME (procview pod create): its network, IPC and UTS namespaces, its host name and its "
+           "cgroup (its limits bound all its containers).", metavar="NAME"),
     Option(("--network-alias",), "network_alias", MULTIPLE,
            "Another name the container has on its user network.", metavar="NAME"),
     Option(("-p", "--publish"), "publish", MULTIPLE,
@@ -292,6 +295,11 @@ def container_config(options: dict):
             fail(f"invalid volume {spec!r}: {source} does not exist")
         volumes.append(Volume(source, parts[1], len(parts) == 3 and parts[2] == "ro"))
     network = "none" if options["network"] == "private" else options["network"]
+    pod = _pod(options)
+    if pod is not None:
+        from procview.runtime.pods import infra_name
+
+        network = f"container:{infra_name(pod.id)}"
     if network.startswith("container:"):
         if not network[len("container:"):]:
             fail(f"network {network} not found")
@@ -318,7 +326,28 @@ def container_config(options: dict):
         network=network, publish=publish, aliases=tuple(options["network_alias"]), limits=limits, view=options["view"], use_view=not options["no_view"],
         init=options["use_init"], cap_add=options["cap_add"], cap_drop=options["cap_drop"],
         privileged=options["privileged"], security_opt=options["security_opt"], seccomp_socket=options["seccomp_socket"],
+        pod=pod.name if pod else None, cgroup_parent=pod.cgroup if pod else None,
     )
+
+
+def _pod(options: dict):
+    """The pod of ``--pod``, or None; exit 125 for options a pod's member
+    cannot have (it shares the pod's network and host name, as in Podman)."""
+    if not options["pod"]:
+        return None
+    from procview.runtime.pods import PodError, find
+
+    try:
+        pod = find(options["root"], options["pod"])
+    except PodError as exc:
+        fail(str(exc))
+    if options["network"] != (os.environ.get("PROCVIEW_NETWORK") or "bridge"):
+        fail("conflicting options: --network and --pod (a pod's containers share its network: procview pod create --network)")
+    if options["publish"]:
+        fail("conflicting options: -p and --pod (ports are published on the pod: procview pod create -p)")
+    if options["hostname"]:
+        fail("conflicting options: --hostname and --pod (a pod's containers share its host name)")
+    return pod
 
 
 def _user_network_exists(root: str, name: str) -> bool:

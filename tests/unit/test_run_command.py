@@ -12,7 +12,7 @@ def test_defaults_and_the_command_after_image():
     assert options["image"] == "busybox"
     assert options["command"] == ("ls", "-l", "--rm")  # options end at IMAGE
     assert options["remove"] is False and options["use_init"] is True
-    assert options["network"] == "none" and options["root"] == "/var/lib/procview-runtime"
+    assert options["network"] == "bridge" and options["root"] == "/var/lib/procview-runtime"
     assert options["env"] == () and options["memory"] is None
 
 
@@ -141,7 +141,7 @@ def test_fork_server_client_imports_only_built_in_modules_and_falls_back(tmp_pat
 
 
 def test_the_default_network_can_come_from_the_environment():
-    # Docker's default is bridge; procview's is none unless PROCVIEW_NETWORK says otherwise.
-    assert parse(["busybox", "true"], environ={})["network"] == "none"
-    assert parse(["busybox", "true"], environ={"PROCVIEW_NETWORK": "bridge"})["network"] == "bridge"
-    assert parse(["--network", "none", "busybox", "true"], environ={"PROCVIEW_NETWORK": "bridge"})["network"] == "none"
+    # bridge, as Docker's, unless PROCVIEW_NETWORK says otherwise; an option beats both.
+    assert parse(["busybox", "true"], environ={})["network"] == "bridge"
+    assert parse(["busybox", "true"], environ={"PROCVIEW_NETWORK": "none"})["network"] == "none"
+    assert parse(["--network", "bridge", "busybox", "true"], environ={"PROCVIEW_NETWORK": "none"})["network"] == "bridge"
