@@ -34,6 +34,7 @@ class _LazyGroup(click.Group):
         "image": ("procview.runtime.images.commands", "image"),
         "network": ("procview.runtime.network.commands", "network"),
         "pod": ("procview.runtime.pod_commands", "pod"),
+        **{name: ("procview.runtime.kube.commands", name) for name in ("apply", "get", "delete", "controller")},
         **{name: ("procview.runtime.lifecycle_commands", name) for name in ("ps", "inspect", "port", "logs", "stop", "kill", "rm", "diff", "commit")},
         "exec": ("procview.runtime.lifecycle_commands", "exec_"),
         "prune": ("procview.runtime.lifecycle_commands", "prune"),

@@ -56,6 +56,7 @@ class RunError(Exception):
 
 _CONFIG_DEFAULTS = {  # every field but ``image`` (the image reference), with its default
     "command": (),  # tuple of str
+    "entrypoint": None,  # tuple of str replacing the image's (Kubernetes' command); None: the image's
     "env": (),  # "KEY=VALUE" strings, later ones win
     "workdir": None,  # str
     "user": None,  # "UID[:GID]" or a name from the image's /etc/passwd
@@ -130,7 +131,7 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
     cleanup_stale(containers_dir, hierarchies)
 
     store, image = _image(root, config.image)
-    argv = _command(image.config, config.command)
+    argv = _command(image.config, config.command, config.entrypoint)
     container_id = container_id or os.urandom(32).hex()
     joined = _joined_container(root, config.network, config.pod)  # --network container:NAME, --pod
     hostname = config.hostname or (os.uname().nodename if config.net_host else container_id[:12])
@@ -664,10 +665,18 @@ def _hold_layers(store, image):
         raise RunError(str(exc)) from None
 
 
-def _command(image_config: dict, command: tuple[str, ...]) -> list[str]:
+def _command(image_config: dict, command: tuple[str, ...], entrypoint: tuple[str, ...] | None = None) -> list[str]:
+    """The image's entrypoint and Cmd, as Docker and Kubernetes combine them:
+    a given command replaces the Cmd; a given entrypoint replaces the
+    image's, and then its Cmd too (Kubernetes' ``command`` without ``args``)."""
+    if entrypoint is not None:
+        return _nonempty(list(entrypoint) + list(command))
     entrypoint = list(image_config.get("Entrypoint") or [])
     cmd = list(command) or list(image_config.get("Cmd") or [])
-    argv = entrypoint + cmd
+    return _nonempty(entrypoint + cmd)
+
+
+def _nonempty(argv: list[str]) -> list[str]:
     if not argv:
         raise RunError("no command specified")
     return argv

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -43,7 +44,8 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "procview.service"
 FORKSERVER_UNIT = REPO / "systemd" / "procview-forkserver.service"
 HOLDER_UNIT = REPO / "systemd" / "procview-listener-holder.service"
-UNITS = (UNIT, FORKSERVER_UNIT, HOLDER_UNIT)
+CONTROLLER_UNIT = REPO / "systemd" / "procview-controller.service"
+UNITS = (UNIT, FORKSERVER_UNIT, HOLDER_UNIT, CONTROLLER_UNIT)
 FORKSERVER_SOCKET = "/run/procview/forkserver.sock"
 INSTALLED = "/usr/local/bin/procview"  # where the unit expects the console script
 MOUNTPOINT = "/var/lib/procview"
@@ -194,7 +196,7 @@ def test_systemd_analyze_verify(tmp_path, unit):
     (tmp_path / "broken").mkdir()
     _installed_copies(tmp_path / "broken")
     broken = tmp_path / "broken" / unit.name
-    broken.write_text(copy.read_text().replace("Type=notify", "Type=notfy"))
+    broken.write_text(re.sub(r"^Type=\w+", "Type=notfy", copy.read_text(), flags=re.M))
     result = _verify(analyze, broken)
     assert "notfy" in result.stderr, f"verify did not report Type=notfy:\n{result.stderr}"
 
@@ -225,6 +227,18 @@ def test_holder_unit_directives():
     assert {"procview.service", "docker.service", "containerd.service", "podman.service"} <= set(
         " ".join(unit["Unit"]["Before"]).split())
     assert one(unit["Install"], "WantedBy") == "multi-user.target" and not MOUNT_NAMESPACE_OPTIONS & set(svc)
+
+
+def test_controller_unit_directives():
+    unit = parse_unit(CONTROLLER_UNIT.read_text())
+    svc = unit["Service"]
+    assert one(svc, "Type") == "simple"
+    assert exec_argv(one(svc, "ExecStart")) == ("", [INSTALLED, "controller", "--interval", "10"])
+    # The monitors it starts share its cgroup: a stop or restart must not end them.
+    assert one(svc, "KillMode") == "process"
+    assert one(svc, "Restart") == "on-failure"
+    assert {"procview.service", "procview-listener-holder.service"} <= set(" ".join(unit["Unit"]["After"]).split())
+    assert one(unit["Install"], "WantedBy") == "multi-user.target"
 
 
 # ------------------------------------------- the unit's commands, run ---
