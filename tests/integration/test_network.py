@@ -632,3 +632,35 @@ def test_containers_on_the_network_together_get_distinct_addresses(net_host, sta
     addresses = [path.read_text().strip() for path in shared.iterdir()]
     assert len(set(addresses)) == 6 and all(a.startswith("10.89.0.") and a.endswith("/16") for a in addresses), addresses
     # (the fixture checks that the last one out took the bridge and table)
+
+
+def test_an_applied_pod_on_the_bridge_serves_its_host_port_and_has_a_pod_ip(net_host, state_root):  # noqa: F811
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  hostname: webpod
+  containers:
+  - name: server
+    image: busybox
+    command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{containerPort: 8080, hostPort: 8093}]
+"""
+    applied = net_host.run(PROCVIEW, "apply", "--root", state_root, "--no-view", "-f", "-", input=manifest,
+                           env=without_network_default())
+    assert applied.returncode == 0, applied.stderr
+    try:
+        pod = json.loads(net_host.run(PROCVIEW, "get", "--root", state_root, "pod", "web", "-o", "json").stdout)
+        assert pod["status"]["podIP"] == "10.89.0.2"
+        def served() -> bool:
+            try:
+                return http_get_from_host(net_host, "127.0.0.1", 8093) == "webpod"
+            except AssertionError:  # not listening yet
+                return False
+
+        wait_until(served, timeout=30)
+    finally:
+        deleted = net_host.run(PROCVIEW, "delete", "--root", state_root, "pod", "web")
+    assert deleted.returncode == 0, deleted.stderr
+    # (the fixture checks that the bridge, table, lease and port went with it)
