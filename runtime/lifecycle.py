@@ -47,6 +47,7 @@ from collections import namedtuple
 from procview._io import remove_tree
 
 PENDING, RUNNING, SUCCEEDED, FAILED, UNKNOWN = "Pending", "Running", "Succeeded", "Failed", "Unknown"
+CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"  # waiting_reason while the monitor waits to restart it (the kubelet's word)
 LIVE_PHASES = (PENDING, RUNNING)
 AUTO_REMOVE_MARK = "auto-remove"  # in a --rm container's record directory
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # Docker's rule for names
@@ -61,24 +62,77 @@ class LifecycleError(Exception):
     """A lifecycle command cannot do what was asked (one line, exit 125)."""
 
 
-class RestartPolicy(namedtuple("RestartPolicy", "name max_retries", defaults=("no", 0))):
-    """``--restart no|on-failure[:N]|always`` (Docker's). The monitor is
-    the control loop: it observes the exit, compares it with this desired
-    state, and starts the container again after a back-off (0.1 s,
-    doubling up to 10 s; back to 0.1 s after a run of 10 s or more). A
+class BackoffProfile(namedtuple("BackoffProfile", "name initial longest reset_after first_restart_at_once")):
+    """How long the monitor waits before it starts an ended container
+    again. The wait doubles with every exit in a row, from ``initial`` up
+    to ``longest`` seconds; a run of ``reset_after`` seconds or more starts
+    the count over. ``first_restart_at_once``: the first exit of a count is
+    restarted without waiting (the kubelet's way). Pure: the monitor keeps
+    the count and sleeps."""
+
+    __slots__ = ()
+
+    def exits_in_a_row(self, before: int, ran_for: float) -> int:
+        """The count after an exit that ended a run of ``ran_for`` seconds
+        (``before``: the count until then)."""
+        return 1 if ran_for >= self.reset_after else before + 1
+
+    def delay(self, exits_in_a_row: int) -> float:
+        """Seconds to wait before the next start, ``exits_in_a_row`` (>= 1)
+        being the count that includes the exit just seen."""
+        doublings = exits_in_a_row - (2 if self.first_restart_at_once else 1)
+        return 0.0 if doublings < 0 else min(self.longest, self.initial * 2 ** doublings)
+
+
+BACKOFF_PROFILES = {
+    # Docker's restart manager as procview always had it: 0.1 s, doubling
+    # up to 10 s, back to 0.1 s after a run of 10 s or more.
+    "docker": BackoffProfile("docker", initial=0.1, longest=10.0, reset_after=10.0, first_restart_at_once=False),
+    # The kubelet's CrashLoopBackOff (pkg/kubelet/kuberuntime doBackOff with
+    # client-go's flowcontrol.Backoff, initial 10 s, MaxContainerBackOff
+    # 300 s). doBackOff asks IsInBackOffSince(key, finishedAt) and only then
+    # calls Next, so the first exit finds no entry and is restarted at once,
+    # the second waits 10 s, then 20, 40 ... 300 s. An entry expires when
+    # the exit comes more than 2 x 300 s after its last update, that is
+    # after a run of 10 minutes: the count starts over. The documentation's
+    # wording: "the kubelet restarts them with an exponential back-off delay
+    # (10s, 20s, 40s, ...), that is capped at five minutes. Once a container
+    # has executed for 10 minutes without any problems, the kubelet resets
+    # the restart backoff timer" (kubernetes.io/docs/concepts/workloads/pods/
+    # pod-lifecycle/#container-restarts), whose "10s" is the first wait,
+    # after the restart at once ("Restart immediately after the first
+    # termination": Kubernetes in Action, 2nd ed., 6.2.1). Without the
+    # kubelet's jitter, and without KEP-4603's feature-gated changes (a
+    # configurable maximum, a faster curve).
+    "kubernetes": BackoffProfile("kubernetes", initial=10.0, longest=300.0, reset_after=600.0,
+                                 first_restart_at_once=True),
+}
+
+
+class RestartPolicy(namedtuple("RestartPolicy", "name max_retries backoff", defaults=("no", 0, "docker"))):
+    """``--restart no|on-failure[:N]|always`` (Docker's) and
+    ``--restart-backoff docker|kubernetes``. The monitor is the control
+    loop: it observes the exit, compares it with this desired state, and
+    starts the container again after the back-off of ``profile``. A
     container stopped with ``stop`` or ``rm -f`` is never restarted.
     ``max_retries``: on-failure only; 0: no limit."""
 
     __slots__ = ()
 
     @classmethod
-    def parse(cls, text: str | None) -> "RestartPolicy":
+    def parse(cls, text: str | None, backoff: str | None = None) -> "RestartPolicy":
         name, _, count = (text or "no").partition(":")
         if name not in ("no", "on-failure", "always") or (count and name != "on-failure"):
             raise ValueError(f"invalid restart policy {text!r}: expected no, on-failure[:N] or always")
         if count and not (count.isdigit() and int(count) > 0):
             raise ValueError(f"invalid restart policy {text!r}: the retry count must be a positive number")
-        return cls(name, int(count or 0))
+        if (backoff or "docker") not in BACKOFF_PROFILES:
+            raise ValueError(f"invalid restart back-off {backoff!r}: expected {' or '.join(BACKOFF_PROFILES)}")
+        return cls(name, int(count or 0), backoff or "docker")
+
+    @property
+    def profile(self) -> BackoffProfile:
+        return BACKOFF_PROFILES[self.backoff]
 
     def should_restart(self, exit_code: int, restarts: int) -> bool:
         if self.name == "always":
@@ -86,10 +140,6 @@ class RestartPolicy(namedtuple("RestartPolicy", "name max_retries", defaults=("n
         if self.name == "on-failure":
             return exit_code != 0 and (self.max_retries == 0 or restarts < self.max_retries)
         return False
-
-    @staticmethod
-    def backoff(restarts_in_a_row: int) -> float:
-        return min(10.0, 0.1 * 2 ** restarts_in_a_row)
 
 
 class Record:
@@ -111,7 +161,11 @@ class Record:
         exit_code: int | None = None,
         oom_killed: bool = False,  # the kernel's OOM killer killed a process of it
         restart_policy: str = "no",
-        restart_count: int = 0,
+        restart_backoff: str = "docker",  # the back-off profile: docker or kubernetes
+        restart_count: int = 0,  # times it was started again (Kubernetes' restartCount)
+        waiting_reason: str | None = None,  # CrashLoopBackOff while the monitor waits to start it again
+        next_start_at: float | None = None,  # ... until then
+        last_state: dict | None = None,  # how the run before this one ended: see terminated_state
         env: dict | None = None,  # the command's environment (exec starts from it)
         workdir: str = "/",
         post_start: str | None = None,  # hooks: shell commands run inside (Kubernetes' semantics)
@@ -127,7 +181,8 @@ class Record:
         self.id, self.name, self.image, self.command, self.created = id, name, image, command, created
         self.phase, self.monitor_pid, self.pid, self.cgroup = phase, monitor_pid, pid, cgroup
         self.started_at, self.finished_at, self.exit_code, self.oom_killed = started_at, finished_at, exit_code, oom_killed
-        self.restart_policy, self.restart_count = restart_policy, restart_count
+        self.restart_policy, self.restart_backoff, self.restart_count = restart_policy, restart_backoff, restart_count
+        self.waiting_reason, self.next_start_at, self.last_state = waiting_reason, next_start_at, last_state
         self.env = {} if env is None else env
         self.workdir, self.post_start, self.pre_stop, self.error = workdir, post_start, pre_stop, error
         self.config = {} if config is None else config
@@ -156,6 +211,22 @@ class Record:
 
 def _final_phase(exit_code: int | None, error: str | None) -> str:
     return SUCCEEDED if exit_code == 0 and not error else FAILED
+
+
+def terminated_state(record: Record) -> dict:
+    """How the run that just ended ended, kept as ``last_state`` when the
+    container is started again. The fields of Kubernetes'
+    ``containerStatuses[].lastState.terminated`` (exitCode, reason,
+    startedAt, finishedAt), and the reasons containerd's CRI gives:
+    OOMKilled when the OOM killer struck, else Completed for exit 0 and
+    Error for any other (``toCRIContainerStatus``). ``error``: procview's
+    own reason, if it has one (a failed post-start hook, a failed setup)."""
+    if record.oom_killed:
+        reason = "OOMKilled"
+    else:
+        reason = "Completed" if _final_phase(record.exit_code, record.error) == SUCCEEDED else "Error"
+    return {"exit_code": record.exit_code, "reason": reason, "started_at": record.started_at,
+            "finished_at": record.finished_at, "error": record.error}
 
 
 def _pick(words: tuple[str, ...]) -> str:
@@ -389,6 +460,8 @@ class _Recorder:
         record.env, record.workdir, record.networks = env, workdir, networks or {}
         record.image_id, record.layers = image.id, image.diff_ids
         record.exit_code = record.error = None
+        record.oom_killed = False  # of this run; the last run's is in last_state
+        record.waiting_reason = record.next_start_at = None
         self.store.save(record)
 
     def exited(self, oom_killed: bool) -> None:
@@ -456,7 +529,7 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
     remove_orphans(store)
     record, lock = _new_record(store, config, argv, options, auto_remove=remove,
                                restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""),
-                               post_start=post_start, pre_stop=pre_stop)
+                               restart_backoff=restart.backoff, post_start=post_start, pre_stop=pre_stop)
     container_id, name = record.id, record.name
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
@@ -518,7 +591,7 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
-    in_a_row = 0
+    exits_in_a_row = 0
     while True:
         began = time.monotonic()
         child = os.fork()
@@ -536,32 +609,55 @@ def _monitor(store: RecordStore, record: Record, config, root: str, ready_w: int
                 status = 0
                 break
         runner["pid"] = 0
+        ran_for = time.monotonic() - began
         if not os.path.isdir(store.path(record.id)):
             break  # it never started (the runner removed it), or rm -f removed it
         code = exit_code_of(status)
         with contextlib.suppress(ValueError):
             record = store.load(record.id)  # as the runner left it
         if store.stop_requested(record.id) or not restart.should_restart(code, record.restart_count):
-            if record.phase == PENDING:  # the runner expected a restart that is not coming (a stop)
-                record.phase = _final_phase(record.exit_code, record.error)
-                store.save(record)
+            _settle(store, record)  # the runner may have expected a restart that is not coming (a stop)
             break
         # The control loop: desired "running", observed "exited": restart,
-        # after a back-off that grows while runs keep failing fast.
-        in_a_row = 0 if time.monotonic() - began >= 10.0 else in_a_row + 1
-        record.restart_count += 1
-        record.phase = PENDING
+        # after a back-off that grows while runs keep failing fast. While
+        # it waits, the record says so (Kubernetes' state.waiting) and keeps
+        # how this run ended (lastState.terminated) for after the restart.
+        exits_in_a_row = restart.profile.exits_in_a_row(exits_in_a_row, ran_for)
+        delay = restart.profile.delay(exits_in_a_row)
+        before = record.last_state
+        record.phase, record.last_state = PENDING, terminated_state(record)
+        record.waiting_reason, record.next_start_at = (CRASH_LOOP_BACK_OFF, time.time() + delay) if delay else (None, None)
         store.save(record)
-        deadline = time.monotonic() + RestartPolicy.backoff(max(0, in_a_row - 1))
-        while time.monotonic() < deadline and not store.stop_requested(record.id):
-            time.sleep(0.05)
-        if store.stop_requested(record.id):
-            record.phase = _final_phase(record.exit_code, record.error)
-            store.save(record)
+        if _stop_requested_within(store, record.id, delay):
+            record.last_state = before  # it ended with this run: last_state is again the run before it
+            _settle(store, record)
             break
+        record.restart_count += 1  # saved by the runner when it starts (or fails to)
     if remove:
         store.remove(record.id)
     os._exit(0)
+
+
+def _stop_requested_within(store: RecordStore, container_id: str, seconds: float) -> bool:
+    """Wait ``seconds`` for a stop (``stop``, ``rm -f``); whether one came.
+    Polled: ``rm -f`` signals nobody while no container runs, and its mark
+    is seen within 50 ms, which is what "at once" needs."""
+    deadline = time.monotonic() + seconds
+    while not store.stop_requested(container_id):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(0.05, left))
+    return True
+
+
+def _settle(store: RecordStore, record: Record) -> None:
+    """No restart is coming: a record left Pending (the runner expected a
+    restart, or the monitor was waiting for one) gets its final phase."""
+    if record.phase == PENDING:
+        record.phase = _final_phase(record.exit_code, record.error)
+        record.waiting_reason = record.next_start_at = None
+        store.save(record)
 
 
 def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: int | None) -> None:
@@ -718,6 +814,6 @@ def remove(store: RecordStore, container_id: str, force: bool, root: str) -> Non
 
 
 __all__ = [
-    "RestartPolicy", "Record", "RecordStore", "LifecycleError", "start_detached", "run_foreground", "signal_container", "stop", "remove",
+    "BackoffProfile", "BACKOFF_PROFILES", "CRASH_LOOP_BACK_OFF", "RestartPolicy", "Record", "terminated_state", "RecordStore", "LifecycleError", "start_detached", "run_foreground", "signal_container", "stop", "remove",
     "wait_until_ended", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "UNKNOWN",
 ]

@@ -77,7 +77,13 @@ def _status(record, now: float) -> str:
     if record.phase == RUNNING:
         return f"Up {_ago(now - (record.started_at or record.created))}"
     if record.phase == PENDING:
-        return f"Restarting ({record.restart_count})" if record.restart_count else "Created"
+        if record.exit_code is None:
+            return "Created"
+        # Between two runs. The kubernetes profile's waits are long: say
+        # when it starts again (kubectl says CrashLoopBackOff); else as Docker.
+        if record.waiting_reason and record.restart_backoff == "kubernetes":
+            return f"{record.waiting_reason} ({record.exit_code}), restart in {_ago((record.next_start_at or now) - now)}"
+        return f"Restarting ({record.exit_code}) {_ago(now - (record.finished_at or now))} ago"
     if record.phase in (SUCCEEDED, FAILED) and record.exit_code is not None:
         return f"Exited ({record.exit_code}) {_ago(now - (record.finished_at or now))} ago"
     return record.phase

@@ -54,6 +54,9 @@ OPTIONS = (
     Option(("--rm",), "remove", FLAG, "Remove the container when it exits (else it is kept, stopped, for ps -a, diff, commit and rm)."),
     Option(("-d", "--detach"), "detach", FLAG, "Run in the background under a monitor; print the container's id."),
     Option(("--restart",), "restart", VALUE, "With -d: no, on-failure[:N] or always (the monitor restarts the container)."),
+    Option(("--restart-backoff",), "restart_backoff", VALUE,
+           "With -d: the wait between restarts: docker (0.1 s doubling to 10 s; the default) or kubernetes "
+           "(the kubelet's: at once, then 10 s doubling to 5 minutes, shown as CrashLoopBackOff).", metavar="PROFILE"),
     Option(("--post-start",), "post_start", VALUE, "With -d: a shell command run inside right after the start; if it fails, the container is killed."),
     Option(("--pre-stop",), "pre_stop", VALUE, "With -d: a shell command run inside by 'procview stop' before SIGTERM, within the grace period."),
     Option(("-v", "--volume"), "volume", MULTIPLE, "Bind mount HOST:CONTAINER[:ro]."),
@@ -239,8 +242,9 @@ def main(args: list[str]) -> None:
     if os.geteuid() != 0:
         fail("procview run needs root (it creates namespaces, mounts and cgroups)")
     config = container_config(options)
-    if options["restart"] and not options["detach"]:
-        fail("--restart needs -d (the monitor of a detached container restarts it)")
+    if (options["restart"] or options["restart_backoff"]) and not options["detach"]:
+        given = "--restart" if options["restart"] else "--restart-backoff"
+        fail(f"{given} needs -d (the monitor of a detached container restarts it)")
     if (options["post_start"] or options["pre_stop"]) and not options["detach"]:
         fail("--post-start and --pre-stop need -d")
     # The options as given, kept in the container's record (inspect, exec, commit).
@@ -363,7 +367,7 @@ def _start_detached(config, options: dict, kept: dict) -> None:
     if options["tty"] or options["interactive"]:
         fail("-d cannot be combined with -i or -t yet (there is no attach)")
     try:
-        policy = RestartPolicy.parse(options["restart"])
+        policy = RestartPolicy.parse(options["restart"], options["restart_backoff"])
     except ValueError as exc:
         fail(str(exc))
     if options["remove"] and policy.name != "no":
