@@ -14,8 +14,11 @@ The reconcile design (docs/pods.md):
 - **each container's monitor is its control loop** afterwards
   (runtime/lifecycle.py): it restarts the container by the pod's
   ``restartPolicy`` with Kubernetes' back-off, and keeps its
-  ``restartCount`` and last state. Monitors are independent processes:
-  there is no controller whose restart would restart anything.
+  ``restartCount`` and last state.
+- **``procview controller``** (``reconcile``) converges every applied pod
+  to its last applied manifest again, on a period: it starts what no
+  monitor looks after any more. It keeps no state of its own, so its
+  restart restarts nothing.
 
 Everything is checked before anything is done: every document (manifest.py),
 every image, every ``hostPath`` that must exist, every ``hostPort`` (free,
@@ -310,7 +313,7 @@ def _start(root: str, pod, spec: PodSpec, container: ContainerSpec, view: dict) 
     argv = list(container.command or ()) + list(container.args or ())
     hook = (lambda argv_: shlex.join(argv_) if argv_ else None)
     try:
-        start_detached(config, root, argv, options, restart=RestartPolicy.parse(RESTART[spec.restart_policy]),
+        start_detached(config, root, argv, options, restart=RestartPolicy.parse(RESTART[spec.restart_policy], "kubernetes"),
                        post_start=hook(container.post_start), pre_stop=hook(container.pre_stop))
     except RunError as exc:
         raise ApplyError(f"pod {spec.name}: container {container.name}: {exc}") from None

@@ -25,8 +25,10 @@ def timestamp(seconds: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def _terminated(exit_code, oom_killed: bool, started, finished, error=None) -> dict:
-    reason = "OOMKilled" if oom_killed else "Completed" if exit_code == 0 and not error else "Error"
+def _terminated(exit_code, oom_killed: bool, started, finished, error=None, reason: str | None = None) -> dict:
+    """``state.terminated``; the reason by containerd's rules (OOMKilled
+    first, then exit 0: Completed, else Error), unless the monitor kept it."""
+    reason = reason or ("OOMKilled" if oom_killed else "Completed" if exit_code == 0 and not error else "Error")
     state = {"exitCode": exit_code if exit_code is not None else 125, "reason": reason,
              "startedAt": timestamp(started), "finishedAt": timestamp(finished)}
     if error:
@@ -53,10 +55,10 @@ def container_status(record, name: str) -> dict:
         "restartCount": record.restart_count, "state": state, "lastState": {},
         "image": record.image, "imageID": record.image_id or "", "containerID": f"procview://{record.id}",
     }
-    last = data.get("last_state")
+    last = data.get("last_state")  # the run before, kept by the monitor (runtime/lifecycle.py)
     if isinstance(last, dict) and last:
-        status["lastState"] = {"terminated": _terminated(last.get("exit_code"), bool(last.get("oom_killed")),
-                                                         last.get("started_at"), last.get("finished_at"))}
+        status["lastState"] = {"terminated": _terminated(last.get("exit_code"), False, last.get("started_at"),
+                                                         last.get("finished_at"), last.get("error"), last.get("reason"))}
     return status
 
 

@@ -238,3 +238,29 @@ def test_the_controller_starts_what_no_monitor_looks_after(pod_root):
     idle = pv(pod_root, "controller", "--once")
     assert idle.returncode == 0 and idle.stdout == "", idle.stderr
     assert pv(pod_root, "delete", "pod", "web").returncode == 0
+
+
+def test_a_crash_loop_reaches_crash_loop_back_off(pod_root):
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata: {name: crashy}
+spec:
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c, "exit 3"]
+"""
+    assert apply(pod_root, manifest).returncode == 0
+    # Kubernetes' back-off: restarted at once after the first exit, then
+    # waiting 10 s after the second: CrashLoopBackOff, one restart counted.
+    wait_until(lambda: statuses(get(pod_root, "crashy"))["app"]["state"].get("waiting", {}).get("reason")
+               == "CrashLoopBackOff", timeout=60)
+    pod = get(pod_root, "crashy")
+    app = statuses(pod)["app"]
+    assert app["restartCount"] >= 1 and app["lastState"]["terminated"]["exitCode"] == 3
+    assert app["lastState"]["terminated"]["reason"] == "Error"
+    assert pod["status"]["phase"] == "Running"  # waiting to be started again, as Kubernetes says it
+    row = pv(pod_root, "get", "pods").stdout.splitlines()[1].split()
+    assert row[:3] == ["crashy", "0/1", "CrashLoopBackOff"]
+    assert pv(pod_root, "delete", "pod", "crashy").returncode == 0  # at once, during the wait
