@@ -365,6 +365,16 @@ class RecordStore:
     def stop_requested(self, container_id: str) -> bool:
         return os.path.exists(self.path(container_id, "stop-requested"))
 
+    def lock_if_free(self, container_id: str) -> int | None:
+        """The record's lock, taken (an fd), or None if a monitor holds it."""
+        fd = os.open(self.path(container_id, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
     def monitor_alive(self, container_id: str) -> bool:
         try:
             fd = os.open(self.path(container_id, "lock"), os.O_RDWR | os.O_CLOEXEC)
@@ -523,13 +533,42 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
     ``inspect``; ``remove``: forget the record when the container ends
     (``--rm``); ``restart``: the restart policy the monitor keeps;
     ``post_start``/``pre_stop``: the hooks."""
-    from procview.runtime.container import RunError
-
     store = RecordStore(root)
     remove_orphans(store)
     record, lock = _new_record(store, config, argv, options, auto_remove=remove,
                                restart_policy=restart.name + (f":{restart.max_retries}" if restart.max_retries else ""),
                                restart_backoff=restart.backoff, post_start=post_start, pre_stop=pre_stop)
+    return _spawn_monitor(store, record, lock, config, root, remove, restart)
+
+
+def start_again(config, root: str, container_id: str) -> Record:
+    """``procview start``: run a container that ended (or whose monitor was
+    killed) again, under a new monitor, with its id, name, writable layer,
+    image, restart policy, hooks and restart count, as ``docker start``.
+    LifecycleError if it runs; RunError as ``start_detached``."""
+    store = RecordStore(root)
+    record = store.load(container_id)
+    try:
+        lock = store.lock_if_free(container_id)
+    except OSError as exc:
+        raise LifecycleError(f"container {record.name}: {exc.strerror}") from None
+    if lock is None:
+        raise LifecycleError(f"container {record.name} is already running")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(store.path(container_id, "stop-requested"))  # the last stop was for the last run
+    record.phase, record.monitor_pid, record.pid, record.error = PENDING, None, None, None
+    record.waiting_reason = record.next_start_at = None
+    store.save(record)
+    policy = RestartPolicy.parse(record.restart_policy, record.restart_backoff)
+    return _spawn_monitor(store, record, lock, config._replace(name=record.name), root, record.auto_remove, policy)
+
+
+def _spawn_monitor(store: RecordStore, record: Record, lock: int, config, root: str, remove: bool,
+                   restart: RestartPolicy) -> Record:
+    """Fork the monitor of ``record`` (whose ``lock`` is held: passed on to
+    the monitor); return once the container's command runs."""
+    from procview.runtime.container import RunError
+
     container_id, name = record.id, record.name
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
@@ -697,12 +736,17 @@ def _run_once(store: RecordStore, record: Record, config, root: str, ready_w: in
         recorder.finished(code, restarting=_will_restart(store, record, code))
     except BaseException as exc:  # noqa: BLE001 - the record must say what happened
         code = getattr(exc, "exit_code", 125)
-        if not told:
-            # It never ran (bad image, setup failed): like a failed
-            # foreground run, nothing is kept; the CLI prints the reason.
+        if not told and record.started_at is None:
+            # A new container that never ran (bad image, setup failed):
+            # like a failed foreground run, nothing is kept; the CLI prints
+            # the reason.
             store.remove(record.id)
             os.write(ready_w, f"{code} {exc}".encode())
             os._exit(code)
+        if not told:  # ``start`` of a container that ran before: its record stays, Failed
+            recorder.finished(code, str(exc))
+            os.write(ready_w, f"failed {code} {exc}".encode())
+            os._exit(code & 0xFF)
         recorder.finished(code, str(exc), restarting=_will_restart(store, record, code & 0xFF))
     os._exit(code & 0xFF)
 
@@ -814,6 +858,6 @@ def remove(store: RecordStore, container_id: str, force: bool, root: str) -> Non
 
 
 __all__ = [
-    "BackoffProfile", "BACKOFF_PROFILES", "CRASH_LOOP_BACK_OFF", "RestartPolicy", "Record", "terminated_state", "RecordStore", "LifecycleError", "start_detached", "run_foreground", "signal_container", "stop", "remove",
+    "BackoffProfile", "BACKOFF_PROFILES", "CRASH_LOOP_BACK_OFF", "RestartPolicy", "Record", "terminated_state", "RecordStore", "LifecycleError", "start_detached", "start_again", "run_foreground", "signal_container", "stop", "remove",
     "wait_until_ended", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "UNKNOWN",
 ]

@@ -1,8 +1,9 @@
-"""``procview ps | inspect | logs | exec | stop | kill | rm | diff | commit | prune``: containers.
+"""``procview ps | inspect | logs | exec | start | stop | kill | rm | diff | commit | prune``: containers.
 
     procview ps [-a] [--format table|json]
     procview inspect NAME...
     procview logs [-f] NAME
+    procview start NAME...
     procview stop [-t SECONDS] NAME...
     procview kill [-s SIGNAL] NAME...
     procview rm [-f] NAME...
@@ -180,6 +181,35 @@ def logs(follow: bool, name: str, root: str) -> None:
             time.sleep(0.1)
         out.write(log.read())  # what came between the last read and the end
         out.flush()
+
+
+@click.command("start")
+@click.argument("names", nargs=-1, required=True)
+@_root_option
+def start(names, root: str) -> None:
+    """Start containers that ended (or lost their monitor) again, detached."""
+    _for_each(root, names, lambda store, container_id: start_container(store, container_id, root))
+
+
+def start_container(store, container_id: str, root: str) -> None:
+    """``docker start``: the container's options, as kept in its record,
+    run again under a new monitor (runtime/lifecycle.py ``start_again``)."""
+    from procview.runtime.container import RunError
+    from procview.runtime.lifecycle import LIVE_PHASES, LifecycleError, start_again
+    from procview.runtime.run_command import config_from_record
+
+    record = store.load(container_id)
+    if record.phase in LIVE_PHASES and store.monitor_alive(container_id):
+        raise LifecycleError(f"container {record.name} is already running")
+    if record.config.get("kube-digest"):
+        raise LifecycleError(f"container {record.name} is a container of the applied pod {record.config.get('pod')}: "
+                             "procview apply or procview controller starts it")
+    if record.config.get("infra"):
+        raise LifecycleError(f"container {record.name} is the infra of pod {record.config.get('pod')}: use procview pod start")
+    try:
+        start_again(config_from_record(record.config), root, container_id)
+    except RunError as exc:
+        raise LifecycleError(str(exc)) from None
 
 
 @click.command("stop")

@@ -3,6 +3,7 @@
     procview pod create --name NAME [--hostname H] [--network N] [-p SPEC]... [--memory M] [--cpus N]
     procview pod ls
     procview pod inspect NAME...
+    procview pod start NAME...
     procview pod stop [-t SECONDS] NAME...
     procview pod rm [-f] NAME...
 
@@ -111,6 +112,16 @@ def inspect(names, root: str) -> None:
         click.echo(json.dumps(found, indent=2))
     if failed:
         raise SystemExit(PodCommandError.exit_code)
+
+
+@pod.command("start")
+@click.argument("names", nargs=-1, required=True)
+@_root_option
+def start(names, root: str) -> None:
+    """Start a stopped pod: its infra, then its containers."""
+    from procview.runtime.pods import start as start_pod
+
+    _for_each(root, names, lambda found: start_pod(root, found))
 
 
 @pod.command("stop")

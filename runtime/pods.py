@@ -144,7 +144,7 @@ def create(root: str, name: str, limits, options: dict, hostname: str | None = N
     container on ``network`` with the ``publish``ed ports, its record.
     Anything made is undone if a later step fails."""
     from procview.cgroups import discover
-    from procview.runtime.container import CGROUP_PARENT, ContainerConfig, RunError
+    from procview.runtime.container import CGROUP_PARENT, RunError
     from procview.runtime.lifecycle import start_detached
     from procview.runtime.limits import apply_limits
 
@@ -163,10 +163,7 @@ def create(root: str, name: str, limits, options: dict, hostname: str | None = N
         undo.callback(_remove_cgroup, cgroup)
         for warning in apply_limits(cgroup, limits):
             print(f"procview: warning: pod {name}: {warning}", file=sys.stderr)
-        infra_config = ContainerConfig(
-            image=INFRA_IMAGE, command=INFRA_COMMAND, name=infra_name(pod_id), hostname=hostname or name,
-            network=network, publish=publish, use_view=False, pod=name, cgroup_parent=cgroup.path,
-        )
+        infra_config = _infra_config(pod_id, name, hostname or name, network, publish, cgroup.path)
         infra_options = {"image": INFRA_IMAGE, "command": list(INFRA_COMMAND), "hostname": hostname or name,
                          "network": network, "pod": name, "infra": True, "no_view": True}
         if publish:
@@ -179,6 +176,44 @@ def create(root: str, name: str, limits, options: dict, hostname: str | None = N
         replace_file(os.path.join(directory, "pod.json"), json.dumps(pod._asdict()))
         undo.pop_all()
     return pod
+
+
+def _infra_config(pod_id: str, name: str, hostname: str, network: str, publish: tuple, cgroup_path: str):
+    from procview.runtime.container import ContainerConfig
+
+    return ContainerConfig(image=INFRA_IMAGE, command=INFRA_COMMAND, name=infra_name(pod_id), hostname=hostname,
+                           network=network, publish=publish, use_view=False, pod=name, cgroup_parent=cgroup_path)
+
+
+def start(root: str, pod: Pod) -> None:
+    """Start a stopped pod again: its infra (the same container, with its
+    namespaces made anew), then every member that does not run, as
+    ``procview start`` starts them. A pod of ``procview apply`` is started
+    by ``apply`` or the controller, which know its manifest."""
+    from procview.runtime.container import RunError
+    from procview.runtime.lifecycle import start_again
+    from procview.runtime.lifecycle_commands import start_container
+    from procview.runtime.network.ports import parse_publish
+
+    if pod.options.get("managed-by"):
+        raise PodError(f"pod {pod.name} was made by procview apply: procview apply or procview controller starts it")
+    store = RecordStore(root)
+    holder = infra(root, pod, store)
+    if holder is None:
+        raise PodError(f"pod {pod.name} has no infra container (procview pod rm -f {pod.name})")
+    if not (holder.phase in LIVE_PHASES and store.monitor_alive(pod.infra_id)):
+        publish = tuple(parse_publish(text) for text in pod.options.get("publish", []))
+        config = _infra_config(pod.id, pod.name, pod.hostname, pod.options.get("network", "bridge"), publish, pod.cgroup)
+        try:
+            start_again(config, root, pod.infra_id)
+        except (RunError, LifecycleError) as exc:
+            raise PodError(f"pod {pod.name}: its infra container: {exc}") from None
+    for record in members(root, pod, store):
+        if not (record.phase in LIVE_PHASES and store.monitor_alive(record.id)):
+            try:
+                start_container(store, record.id, root)
+            except LifecycleError as exc:
+                raise PodError(f"pod {pod.name}: {exc}") from None
 
 
 def stop(root: str, pod: Pod, grace: float) -> None:

@@ -334,6 +334,19 @@ def container_config(options: dict):
     )
 
 
+def config_from_record(kept: dict):
+    """The ContainerConfig of a container whose options were kept in its
+    record (``main`` keeps them), for ``procview start``: every option not
+    kept has its default. Exits 125 as ``run`` would if they no longer
+    hold (a volume's source gone, a pod removed...)."""
+    options = parse([kept.get("image", "busybox")], environ={})
+    options.update(kept)
+    options["command"] = tuple(kept.get("command", ()))
+    if kept.get("pod"):  # its network is the pod's: not one given
+        options["network"] = os.environ.get("PROCVIEW_NETWORK") or "bridge"
+    return container_config(options)
+
+
 def _pod(options: dict):
     """The pod of ``--pod``, or None; exit 125 for options a pod's member
     cannot have (it shares the pod's network and host name, as in Podman)."""

@@ -366,3 +366,18 @@ def test_a_killed_foreground_rm_run_is_forgotten_by_the_next_command(root):
     wait_for(lambda: [r["phase"] for r in records(root)] == ["Unknown"], "the record to lose its monitor")
     assert pv(root, "run", "--rm", "--no-view", "busybox", "true").returncode == 0
     assert records(root) == []
+
+
+def test_start_runs_an_ended_container_again_with_its_layer(root):
+    container_id = detach(root, "--name", "again", "busybox", "sh", "-c", "echo run >> /runs; cat /runs; exec sleep 600")
+    assert pv(root, "stop", "-t", "2", "again").returncode == 0
+    started = pv(root, "start", "again")
+    assert started.returncode == 0 and started.stdout == "again\n", started.stderr
+    (record,) = records(root)
+    assert record["id"] == container_id and record["phase"] == "Running"
+    wait_for(lambda: pv(root, "logs", "again").stdout.count("run") == 3, "the second run's output")  # 1 + 2 lines
+    running = pv(root, "start", "again")
+    assert running.returncode == 125 and running.stderr == "procview: error: container again is already running\n"
+    unknown = pv(root, "start", "nobody")
+    assert unknown.returncode == 125 and unknown.stderr.count("\n") == 1
+    assert pv(root, "rm", "-f", "again").returncode == 0

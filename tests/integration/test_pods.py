@@ -93,7 +93,7 @@ def test_the_view_shows_a_containers_limits_or_else_the_pods(pod_root, procview_
     assert pv(pod_root, "pod", "rm", "-f", "limited").returncode == 0
 
 
-def test_a_stopped_pod_runs_nothing_and_rm_leaves_nothing(pod_root):
+def test_a_stopped_pod_runs_nothing_starts_again_and_rm_leaves_nothing(pod_root):
     pod_id = create(pod_root, "brief")
     started = pv(pod_root, "run", "-d", "--no-view", "--pod", "brief", "--name", "member", "busybox", "sleep", "600")
     assert started.returncode == 0, started.stderr
@@ -109,6 +109,15 @@ def test_a_stopped_pod_runs_nothing_and_rm_leaves_nothing(pod_root):
     refused = pv(pod_root, "run", "--rm", "--no-view", "--pod", "brief", "busybox", "true")
     assert refused.returncode == 125
     assert refused.stderr.strip().splitlines() == ["procview: error: pod brief is not running"]
+    # Started again: the same infra and member, in the same cgroups, running.
+    restarted = pv(pod_root, "pod", "start", "brief")
+    assert restarted.returncode == 0, restarted.stderr
+    shown = json.loads(pv(pod_root, "pod", "inspect", "brief").stdout)[0]
+    assert shown["state"] == "Running" and [c["name"] for c in shown["containers"]] == ["member"]
+    assert json.loads(pv(pod_root, "inspect", "member").stdout)[0]["cgroup"] == member_cgroup
+    joined = pv(pod_root, "run", "--rm", "--no-view", "--pod", "brief", "busybox", "hostname")
+    assert joined.returncode == 0 and joined.stdout.strip() == "brief", joined.stderr
+    assert pv(pod_root, "pod", "stop", "-t", "5", "brief").returncode == 0
     assert pv(pod_root, "pod", "rm", "brief").returncode == 0  # stopped: no -f needed
     assert pv(pod_root, "ps", "-a").stdout.splitlines()[1:] == []
     assert not os.path.exists(os.path.join(pod_root, "pods", pod_id))
