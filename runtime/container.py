@@ -38,7 +38,8 @@ from procview.runtime import namespaces, process
 from procview.runtime.limits import Limits, apply_limits
 from procview.runtime.linux import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWUTS, PR_SET_PDEATHSIG, Linux
 from procview.runtime.rootfs import (
-    MountPlan, RootfsError, Volume, hosts_file, init_layer, mount_rootfs, pivot_into, prepare_bundle, resolv_conf,
+    SYSTEMD_RESOLVED_UPSTREAMS, MountPlan, RootfsError, Volume, host_resolv_text, hosts_file, init_layer, mount_rootfs,
+    pivot_into, prepare_bundle, resolv_conf,
 )
 from procview.runtime.security import SecurityError, SecurityPlan, apply_paths, confine, confine_init
 
@@ -153,7 +154,8 @@ def run(config: ContainerConfig, root: str = DEFAULT_ROOT, linux: Linux | None =
             undo.callback(_detach_network, root, attachment, linux)
         address = attachment.address if attachment else joined.address if joined else None
         peers = attachment.peers if attachment else ()
-        host_resolv = read_text("/etc/resolv.conf") or ""
+        host_resolv = host_resolv_text(read_text("/etc/resolv.conf") or "", None if config.net_host else
+                                       read_text(SYSTEMD_RESOLVED_UPSTREAMS))
         bundle = prepare_bundle(
             bundle_path, _init_layer(root), hostname, hosts_file(hostname, config.net_host, address, peers),
             resolv_conf(host_resolv, config.net_host, attachment.nameserver if attachment else None), kept_upper,

@@ -189,7 +189,8 @@ def hosts_file(hostname: str, net_host: bool, address: str | None = None, peers:
 def resolv_conf(host_text: str, net_host: bool, nameserver: str | None = None) -> str:
     """/etc/resolv.conf from the host's. A private network namespace cannot
     reach the host's loopback resolver (127.0.0.53 and friends), so those
-    lines are dropped, as Docker does. ``nameserver``: the only one the
+    lines are dropped, as Docker does, and if none is left Docker's
+    fallback (8.8.8.8, 8.8.4.4) is named instead. ``nameserver``: the only one the
     container asks (a user network's DNS responder, which forwards what is
     not its own to the host's): the host's search and options lines are
     kept, with ``options ndots:0`` unless they set ndots, as Docker writes
@@ -206,12 +207,32 @@ def resolv_conf(host_text: str, net_host: bool, nameserver: str | None = None) -
             options.append("options ndots:0")
         return "\n".join([*domains, f"nameserver {nameserver}", *options]) + "\n"
 
-    def loopback_resolver(line: str) -> bool:
-        fields = line.split()
-        return len(fields) >= 2 and fields[0] == "nameserver" and fields[1].startswith(("127.", "::1"))
+    lines = [line for line in host_text.splitlines() if not _loopback_resolver(line)]
+    if not any(line.split()[:1] == ["nameserver"] for line in lines):
+        lines += [f"nameserver {server}" for server in FALLBACK_NAMESERVERS]
+    return "\n".join(lines) + "\n"
 
-    lines = [line for line in host_text.splitlines() if not loopback_resolver(line)]
-    return "\n".join(lines) + ("\n" if lines else "")
+
+# Docker's, for a container whose host has no resolver it can reach.
+FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+SYSTEMD_RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
+
+
+def _loopback_resolver(line: str) -> bool:
+    fields = line.split()
+    return len(fields) >= 2 and fields[0] == "nameserver" and fields[1].startswith(("127.", "::1"))
+
+
+def host_resolv_text(etc_text: str, resolved_text: str | None) -> str:
+    """The host's resolver configuration a container's is made from: its
+    /etc/resolv.conf, or, where that names only loopback resolvers (the
+    stub of systemd-resolved, 127.0.0.53) and systemd-resolved's list of
+    real upstream servers exists, that list (``resolved_text``), as Docker
+    does."""
+    nameservers = [line for line in etc_text.splitlines() if line.split()[:1] == ["nameserver"]]
+    if nameservers and all(_loopback_resolver(line) for line in nameservers) and resolved_text:
+        return resolved_text
+    return etc_text
 
 
 # -- inside the container's mount namespace --------------------------------------

@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from procview.runtime import process
-from procview.runtime.rootfs import hosts_file, init_layer, prepare_bundle, resolv_conf, secure_join
+from procview.runtime.rootfs import host_resolv_text, hosts_file, init_layer, prepare_bundle, resolv_conf, secure_join
 
 
 def test_secure_join_keeps_every_path_inside_the_root(tmp_path):
@@ -34,6 +34,21 @@ def test_resolv_conf_drops_loopback_resolvers_in_a_private_network():
     host = "search example.org\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\noptions edns0\n"
     assert resolv_conf(host, net_host=False) == "search example.org\nnameserver 10.0.0.2\noptions edns0\n"
     assert resolv_conf(host, net_host=True) == host
+
+
+def test_resolv_conf_with_no_reachable_resolver_names_dockers_fallback():
+    assert resolv_conf("search lan\nnameserver 127.0.0.53\n", net_host=False) == (
+        "search lan\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n")
+    assert resolv_conf("", net_host=False) == "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+
+
+def test_behind_systemd_resolved_the_hosts_real_upstreams_are_used():
+    stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n"
+    upstreams = "nameserver 192.168.1.1\nsearch lan\n"
+    assert host_resolv_text(stub, upstreams) == upstreams
+    assert host_resolv_text(stub, None) == stub  # no resolved: the stub (then the fallback)
+    mixed = "nameserver 127.0.0.53\nnameserver 10.0.0.2\n"
+    assert host_resolv_text(mixed, upstreams) == mixed  # one the container can reach already
 
 
 def test_resolv_conf_on_a_user_network_names_its_responder_only_with_dockers_ndots():
