@@ -264,3 +264,22 @@ spec:
     row = pv(pod_root, "get", "pods").stdout.splitlines()[1].split()
     assert row[:3] == ["crashy", "0/1", "CrashLoopBackOff"]
     assert pv(pod_root, "delete", "pod", "crashy").returncode == 0  # at once, during the wait
+
+
+def test_a_changed_image_replaces_the_container_with_the_new_image(pod_root):
+    # A second image: busybox plus one file, committed from a container.
+    made = pv(pod_root, "run", "--no-view", "--name", "maker", "busybox", "sh", "-c", "echo v2 > /version")
+    assert made.returncode == 0, made.stderr
+    committed = pv(pod_root, "commit", "maker", "busybox-v2:1")
+    assert committed.returncode == 0, committed.stderr
+    assert pv(pod_root, "rm", "maker").returncode == 0
+    manifest = TWO_CONTAINERS.replace('command: [sh, -c, "sleep 3600"]', 'command: [sh, -c, "cat /version 2>&1; sleep 3600"]')
+    assert apply(pod_root, manifest).returncode == 0
+    before = statuses(get(pod_root, "web"))["client"]
+    result = apply(pod_root, manifest.replace("  - name: client\n    image: busybox", "  - name: client\n    image: busybox-v2:1"))
+    assert result.returncode == 0 and result.stdout == "pod/web configured\n", result.stderr
+    after = statuses(get(pod_root, "web"))["client"]
+    assert after["image"] == "busybox-v2:1" and after["containerID"] != before["containerID"]
+    assert after["imageID"] != before["imageID"]
+    assert pv(pod_root, "exec", "web.client", "cat", "/version").stdout == "v2\n"
+    assert pv(pod_root, "delete", "pod", "web").returncode == 0
