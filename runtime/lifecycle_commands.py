@@ -266,9 +266,17 @@ def kill(sig: str, names, root: str) -> None:
 @_root_option
 def rm(force: bool, names, root: str) -> None:
     """Remove containers (a running one only with -f)."""
-    from procview.runtime.lifecycle import remove
+    from procview.runtime.lifecycle import LifecycleError, remove
+    from procview.runtime.pods import everyone as every_pod
 
-    _for_each(root, names, lambda store, container_id: remove(store, container_id, force, root))
+    def act(store, container_id):
+        record = store.load(container_id)
+        if record.config.get("infra") and any(pod.infra_id == container_id for pod in every_pod(root)):
+            raise LifecycleError(f"container {record.name} is the infra of pod {record.config.get('pod')}: "
+                                 "it goes with the pod (procview pod rm)")
+        remove(store, container_id, force, root)
+
+    _for_each(root, names, act)
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})
@@ -312,11 +320,16 @@ def prune(root: str) -> None:
     from procview.runtime.images import ImageError, ImageStore
     from procview.runtime.lifecycle import FAILED, SUCCEEDED
 
+    from procview.runtime.pods import everyone as every_pod
+
     store = _store(root)
     store.remove_abandoned()
     reclaimed = 0
     removed = []
+    pods = {pod.name for pod in every_pod(root)}
     for record in store.all(warn=_warn):
+        if record.config.get("pod") in pods:
+            continue  # a pod's container goes with its pod (pod rm), and pod start needs it
         if record.phase in (SUCCEEDED, FAILED) and not store.monitor_alive(record.id):
             reclaimed += _tree_size(store.path(record.id))
             store.remove(record.id)

@@ -167,3 +167,19 @@ def test_pod_ls_lists_state_and_containers(pod_root):
     assert pv(pod_root, "stop", "one").returncode == 0
     wait_until(lambda: pv(pod_root, "pod", "ls").stdout.splitlines()[1].split()[2] == "Degraded")
     assert pv(pod_root, "pod", "rm", "-f", "listed").returncode == 0
+
+
+def test_prune_leaves_a_pods_containers_and_rm_refuses_its_infra(pod_root):
+    pod_id = create(pod_root, "kept")
+    ended = pv(pod_root, "run", "--no-view", "--pod", "kept", "--name", "done", "busybox", "true")
+    assert ended.returncode == 0, ended.stderr
+    alone = pv(pod_root, "run", "--no-view", "--name", "alone", "busybox", "true")
+    assert alone.returncode == 0, alone.stderr
+    pruned = pv(pod_root, "prune")
+    assert pruned.returncode == 0, pruned.stderr
+    names = [line.split()[-1] for line in pv(pod_root, "ps", "-a").stdout.splitlines()[1:]]
+    assert sorted(names) == sorted(["done", f"{pod_id[:12]}-infra"])  # "alone" went
+    refused = pv(pod_root, "rm", "-f", f"{pod_id[:12]}-infra")
+    assert refused.returncode == 125
+    assert refused.stderr.strip().endswith("it goes with the pod (procview pod rm)"), refused.stderr
+    assert pv(pod_root, "pod", "rm", "-f", "kept").returncode == 0
