@@ -155,21 +155,21 @@ def converge(root: str, spec: PodSpec, view: dict) -> str:
     store = RecordStore(root)
     running = {record.name: record for record in members(root, pod, store)}
     wanted = {container_name(spec.name, c.name): c for c in spec.containers}
-    changed = False
-    for name, record in running.items():
-        declared = wanted.get(name)
-        if declared is None or record.config.get("kube-digest") != container_digest(declared) or record.phase == UNKNOWN:
-            # Not declared any more, changed, or its monitor is gone (so
-            # nothing would restart it): removed, and started again below.
-            _remove_container(root, store, record.id, spec.grace_seconds)
-            changed = True
-    _set_pod_limits(pod, spec)
-    for name, container in wanted.items():
-        record = running.get(name)
-        if record is None or record.config.get("kube-digest") != container_digest(container) or record.phase == UNKNOWN:
-            _start(root, pod, spec, container, view)
-            changed = True
-    return "configured" if changed else "unchanged"
+    def stale(record, declared) -> bool:
+        # Not declared any more, changed, or its monitor is gone (so
+        # nothing would restart it).
+        return declared is None or record.config.get("kube-digest") != container_digest(declared) or record.phase == UNKNOWN
+
+    to_remove = [record for name, record in running.items() if stale(record, wanted.get(name))]
+    to_start = [container for name, container in wanted.items() if name not in running or stale(running[name], container)]
+    if not to_remove and not to_start:
+        return "unchanged"
+    for record in to_remove:
+        _remove_container(root, store, record.id, spec.grace_seconds)
+    _set_pod_limits(pod, spec)  # a changed limit changes the pod's sum
+    for container in to_start:
+        _start(root, pod, spec, container, view)
+    return "configured"
 
 
 def _holder_runs(root: str, pod) -> bool:
