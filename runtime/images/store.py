@@ -45,6 +45,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator
 
 from procview._io import remove_tree
+from procview.runtime.images.reference import PATTERNS as REFERENCE_PATTERNS, BadReference, parse as parse_reference
 
 
 
@@ -86,47 +87,27 @@ class Image(namedtuple("Image", "name id layers config")):
 
 # -- references ----------------------------------------------------------------------
 
-# Patterns, compiled (and cached by ``re``) on first use: a run needs two
-# of them, and compiling all five cost ~1.3 ms of its start.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+# The grammar of names lives in ``reference.py``; these are the store's own patterns
+# (image IDs), compiled on first use. The fork server compiles all of them
+# once for all runs.
 _ID = r"(?:sha256:)?([0-9a-f]{4,64})"
 _HEX64 = r"[0-9a-f]{64}"
-PATTERNS = (_COMPONENT, _DOMAIN, _TAG, _ID, _HEX64)  # for the fork server, which compiles them once for all runs
-_NAME_USAGE = "use NAME[:TAG], e.g. busybox:latest or registry.example:5000/team/app:1.0"
+PATTERNS = (*REFERENCE_PATTERNS, _ID, _HEX64)
 
 
-def normalize_reference(reference: str) -> str:
-    """``NAME:TAG`` in Docker's familiar form: the tag defaults to
-    ``latest``; ``docker.io/`` and ``library/`` are dropped. Raises
-    ``ImageError`` for an invalid reference or a digest reference."""
-    if "@" in reference:
-        raise ImageError(f"{reference}: references by digest are not supported; {_NAME_USAGE}")
-    name, tag = reference, "latest"
-    colon = reference.rfind(":")
-    if colon > reference.rfind("/"):
-        name, tag = reference[:colon], reference[colon + 1 :]
-    parts = name.split("/")
-    domain = None
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        domain = parts.pop(0)
-    valid = (
-        re.fullmatch(_TAG, tag)
-        and (domain is None or re.fullmatch(_DOMAIN, domain))
-        and parts
-        and all(re.fullmatch(_COMPONENT, p) for p in parts)
-    )
-    if not valid:
-        raise ImageError(f"invalid image name {reference!r}: {_NAME_USAGE}")
-    if domain in ("docker.io", "index.docker.io"):
-        domain = None
-    if domain is None and len(parts) == 2 and parts[0] == "library":
-        parts = parts[1:]
-    full = "/".join(([domain] if domain else []) + parts)
-    if len(full) > 255:
-        raise ImageError(f"invalid image name {reference!r}: longer than 255 characters")
-    return f"{full}:{tag}"
+def normalize_reference(name: str, digest_ok: bool = False) -> str:
+    """The name an image is stored under: ``NAME:TAG`` in Docker's familiar
+    form (the tag defaults to ``latest``; ``docker.io/`` and ``library/``
+    are dropped), or ``NAME@sha256:<hex>`` for a digest reference when
+    ``digest_ok`` (what ``procview pull`` stores by digest; names given to
+    import and commit need a tag). Raises ``ImageError`` for anything else."""
+    try:
+        parsed = parse_reference(name)
+    except BadReference as exc:
+        raise ImageError(str(exc)) from None
+    if parsed.digest and not digest_ok:
+        raise ImageError(f"{name}: a digest names an image pulled by digest, not a new name; use NAME[:TAG]")
+    return parsed.stored_name
 
 
 def derived_name(path: str, tag: str | None = None) -> str:
@@ -620,7 +601,7 @@ class ImageStore:
     def _find(self, reference: str, for_removal: bool = False) -> tuple[str, dict]:
         if not reference.startswith("sha256:"):
             try:
-                name = normalize_reference(reference)
+                name = normalize_reference(reference, digest_ok=True)
             except ImageError:
                 name = None
                 if not re.fullmatch(_ID, reference):
