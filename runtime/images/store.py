@@ -304,6 +304,28 @@ class ImageStore:
         with self._locked():
             return self._import(path, [name] if name else None, progress)
 
+    def import_pulled(self, label: str, source, name: str) -> Image:
+        """Store an image ``procview pull`` fetched: ``source`` is an
+        ``importers.ImageSource`` (its config verified against the
+        manifest) whose layer blobs are downloaded files, or ``open=None``
+        for a layer already stored (by diff_id). The layers go through an
+        import's verification (blob digest, diff_id, safe extraction);
+        ``name`` is the stored name, ``label`` names the image in messages."""
+        import tempfile
+
+        with self._locked():
+            work = tempfile.mkdtemp(prefix="pull-", dir=self._tmp)
+            try:
+                meter = _Meter(None, sum(blob.size for blob in source.layers))
+                staged = self._stage_all(label, [source], work, meter)
+                return self._store(label, [source], [[name]], staged, None)[0]
+            finally:
+                remove_tree(work)
+
+    def has_layer(self, diff_id: str) -> bool:
+        """Whether the layer ``diff_id`` ("sha256:<hex>") is stored."""
+        return self._complete(diff_id)
+
     def remove(self, reference: str) -> None:
         """Remove the image's record, then the layers no other image uses
         (and no container holds)."""
@@ -436,7 +458,6 @@ class ImageStore:
     def _import(self, path: str, names: list[str] | None, progress: Progress | None, config: dict | None = None) -> list[Image]:
         """Import with the lock held; ``config`` replaces the image config
         (the built-in busybox's)."""
-        import hashlib
         import tempfile
 
         from procview.runtime.images import importers
@@ -463,24 +484,33 @@ class ImageStore:
                 raise ImageError(f"{path}: {exc}") from None
             except OSError as exc:
                 raise ImageError(f"{path}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename and exc.filename != path else "")) from None
-            records = []
-            for source, image_names, layers in zip(sources, plans, staged):
-                diff_ids = [layer.diff_id for layer in layers]
-                runtime_config = _runtime_config(source.config, path) if config is None else json.loads(json.dumps(config))
-                if source.config_bytes is not None:
-                    image_id = "sha256:" + hashlib.sha256(source.config_bytes).hexdigest()
-                else:
-                    image_id = _synthetic_id(runtime_config, diff_ids)
-                for image_name in image_names:
-                    records.append({"name": image_name, "id": image_id, "diff_ids": diff_ids, "config": runtime_config})
-            try:
-                self._commit([layer for layers in staged for layer in layers], records)
-            except OSError as exc:  # what got in place is swept by the next operation
-                raise ImageError(f"{path}: cannot store the image under {self.root}: {exc}") from None
+            images = self._store(path, sources, plans, staged, config)
             meter.finish()
-            return [self._image(record) for record in records]
+            return images
         finally:
             remove_tree(work)
+
+    def _store(self, path: str, sources: list, plans: list[list[str]], staged: list[list[_Staged]],
+               config: dict | None) -> list[Image]:
+        """Write the records of verified, staged images (lock held): each
+        source under its names in ``plans``."""
+        import hashlib
+
+        records = []
+        for source, image_names, layers in zip(sources, plans, staged):
+            diff_ids = [layer.diff_id for layer in layers]
+            runtime_config = _runtime_config(source.config, path) if config is None else json.loads(json.dumps(config))
+            if source.config_bytes is not None:
+                image_id = "sha256:" + hashlib.sha256(source.config_bytes).hexdigest()
+            else:
+                image_id = _synthetic_id(runtime_config, diff_ids)
+            for image_name in image_names:
+                records.append({"name": image_name, "id": image_id, "diff_ids": diff_ids, "config": runtime_config})
+        try:
+            self._commit([layer for layers in staged for layer in layers], records)
+        except OSError as exc:  # what got in place is swept by the next operation
+            raise ImageError(f"{path}: cannot store the image under {self.root}: {exc}") from None
+        return [self._image(record) for record in records]
 
     def _plan(self, path: str, sources: list, names: list[str] | None) -> list[list[str]]:
         """The names each image of the archive is stored under."""
@@ -520,6 +550,10 @@ class ImageStore:
         from procview.runtime.images import extract, importers
 
         known = blob.diff_id
+        if blob.open is None:  # a pulled layer the puller found stored, so did not fetch
+            if known is None or not (known in by_diff or self._complete(known)):
+                raise ImageError(f"{path}: {blob.label}: the stored layer was removed meanwhile; pull again")
+            return by_diff.setdefault(known, _Staged(known, 0, None))
         reuse = known is not None and (known in by_diff or self._complete(known))
         size = 0
         try:
