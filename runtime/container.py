@@ -641,7 +641,10 @@ class _SignalForwarder:
 
 
 def _image(root: str, reference: str):
-    """The image store and the image (``busybox`` is built on first use)."""
+    """The image store and the image: the built-in ``busybox`` is made on
+    first use (offline, before any registry is asked); any other image the
+    store lacks is pulled, as ``docker run`` does, with the pull's output
+    on stderr."""
     from procview.runtime.images import ImageError, ImageNotFound, ImageStore
 
     store = ImageStore(root)
@@ -651,7 +654,12 @@ def _image(root: str, reference: str):
         except ImageNotFound:
             if reference in ("busybox", "busybox:latest"):
                 return store, store.ensure_busybox()  # the built-in image, made on first use
-            raise
+            if reference.startswith("sha256:"):
+                raise
+        from procview.runtime.images.pull import PullOptions, Report, pull
+
+        print(f"Unable to find image '{reference}' locally", file=sys.stderr, flush=True)
+        return store, pull(store, reference, PullOptions(), Report(out=sys.stderr))
     except ImageError as exc:
         raise RunError(str(exc)) from None
 
