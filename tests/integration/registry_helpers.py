@@ -151,3 +151,100 @@ class OciLayout:
         entry["annotations"] = {"org.opencontainers.image.ref.name": tag}
         with open(os.path.join(self.path, "index.json"), "w") as f:
             json.dump({"schemaVersion": 2, "manifests": [entry]}, f)
+
+
+# -- a relay in front of a registry ------------------------------------------------------
+
+
+class Relay:
+    """A small reverse proxy on 127.0.0.1 in front of a ``LocalRegistry``
+    (stdlib http.server; httpx forwards): it records every request's path
+    and ``Range``, can cut one blob's first transfer short (``cut``:
+    digest -> bytes to send before closing the connection), and can stand
+    in for a token service (``bearer``: (user, password, token)): the
+    registry's paths then want ``Authorization: Bearer TOKEN``, which
+    ``/token`` hands out for the right Basic credentials."""
+
+    def __init__(self, registry: LocalRegistry, cut: dict[str, int] | None = None,
+                 bearer: tuple[str, str, str] | None = None):
+        import http.server
+        import threading
+
+        self.registry = registry
+        self.cut = dict(cut or {})
+        self.bearer = bearer
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        relay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                relay.requests.append((self.path, self.headers.get("Range")))
+                if relay.bearer and not relay._authorized(self):
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "accept")}
+                with httpx.stream("GET", f"http://{relay.registry.address}{self.path}", headers=headers, timeout=30) as r:
+                    self.send_response(r.status_code)
+                    for key in ("Content-Type", "Content-Length", "Content-Range", "Docker-Content-Digest", "Accept-Ranges"):
+                        if key in r.headers:
+                            self.send_header(key, r.headers[key])
+                    self.end_headers()
+                    limit = relay._limit(self.path, self.headers.get("Range"))
+                    sent = 0
+                    for chunk in r.iter_raw():
+                        if limit is not None and sent + len(chunk) >= limit:
+                            self.wfile.write(chunk[: limit - sent])
+                            self.wfile.flush()
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _limit(self, path: str, range_header: str | None) -> int | None:
+        for digest, limit in list(self.cut.items()):
+            if path.endswith(f"/blobs/{digest}") and range_header is None:
+                del self.cut[digest]  # only the first transfer is cut
+                return limit
+        return None
+
+    def _authorized(self, handler) -> bool:
+        import base64
+
+        user, password, token = self.bearer
+        if handler.path.startswith("/token"):
+            expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            if handler.headers.get("Authorization") == expected:
+                self._answer(handler, 200, json.dumps({"token": token}).encode())
+            else:
+                self._answer(handler, 401, b'{"details": "wrong credentials"}')
+            return False
+        if handler.headers.get("Authorization") == f"Bearer {token}":
+            return True
+        challenge = f'Bearer realm="http://{self.address}/token",service="procview-test"'
+        self._answer(handler, 401, b'{"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}',
+                     {"WWW-Authenticate": challenge})
+        return False
+
+    @staticmethod
+    def _answer(handler, status: int, body: bytes, headers: dict | None = None) -> None:
+        handler.send_response(status)
+        for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=30)
