@@ -271,6 +271,7 @@ class Report:
         self._lock = threading.Lock()
         self._active: dict[str, list[int]] = {}  # digest -> [done, total]
         self._shown = 0
+        self._text = ""
 
     def line(self, text: str) -> None:
         if not self._quiet:
@@ -289,8 +290,11 @@ class Report:
         with self._lock:
             entry = self._active.setdefault(digest, [0, total])
             entry[0] += n
-            self._clear()
             text = "   ".join(f"{_short(d)}: Downloading {_size(done)}/{_size(size)}" for d, (done, size) in self._active.items())
+            if self._shown and text == self._text:
+                return  # sizes have three digits: most chunks change nothing on screen
+            self._clear()
+            self._text = text
             self._out.write(text)
             self._out.flush()
             self._shown = len(text)

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 
 import pytest
@@ -136,6 +137,12 @@ def test_pull_of_an_oci_image_by_digest_fetches_no_stored_layer(registry, root):
     assert stored.id == imported.id == store(root).get(f"{registry.address}/img:v1").id
     listed = procview("image", "ls", "--root", os.path.join(root, "store")).stdout
     assert f"{registry.address}/img@{desc['digest']}" in listed
+    # exported untagged, as docker save writes an image that has no tag
+    archive = os.path.join(root, "by-digest.tar")
+    exported = procview("image", "export", "--root", os.path.join(root, "store"), f"{registry.address}/img@{desc['digest']}", archive)
+    assert exported.returncode == 0, exported.stderr
+    with tarfile.open(archive) as tar:
+        assert json.load(tar.extractfile("manifest.json"))[0]["RepoTags"] == []
 
 
 def test_quiet_pull_prints_only_the_reference(registry, root):
