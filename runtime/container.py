@@ -664,6 +664,13 @@ def _image(root: str, reference: str):
         raise RunError(str(exc)) from None
 
 
+def ensure_image(root: str, reference: str) -> None:
+    """Make sure the image is in the store (built, or pulled with the
+    pull's output on stderr); RunError if it cannot be. For a detached
+    run, whose monitor's stderr is the container's log."""
+    _image(root, reference)
+
+
 def _hold_layers(store, image):
     from procview.runtime.images import ImageError
 

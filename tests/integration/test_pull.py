@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 
 import pytest
 
@@ -372,3 +373,24 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(registry, root):
         assert [e for e in os.listdir(pulls) if not e.endswith(".partial")] == []
     finally:
         subprocess.run(["umount", small], check=True)
+
+
+def test_a_detached_run_pulls_before_it_starts(registry, root, state_root):  # noqa: F811
+    archive = os.path.join(root, "busybox.tar")
+    assert procview("image", "export", "--root", os.path.join(root, "builder"), "busybox", archive).returncode == 0
+    registry.push(f"docker-archive:{archive}", "bb:1")
+    env = {"PROCVIEW_FORKSERVER_SOCKET": ""}
+    started = procview("run", "--root", state_root, "-d", "--name", "pulled", "--no-view", f"{registry.address}/bb:1",
+                       "echo", "detached", env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"Unable to find image '{registry.address}/bb:1' locally" in started.stderr
+        assert "Pull complete" in started.stderr
+        for _ in range(600):
+            logs = procview("logs", "--root", state_root, "pulled", env=env)
+            if logs.stdout:
+                break
+            time.sleep(0.1)
+        assert logs.stdout == "detached\n", logs  # the pull's output is not in the container's log
+    finally:
+        procview("rm", "-f", "--root", state_root, "pulled", env=env)
