@@ -232,14 +232,18 @@ def _fetch_layers(registry: Registry, store: ImageStore, source: importers.Image
     with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL_LAYERS) as pool:
         futures = [pool.submit(fetch, blob) for blob in wanted.values()]
         errors = []
-        for future in concurrent.futures.as_completed(futures):
-            try:
-                future.result()
-            except _Cancelled:
-                pass
-            except BaseException as exc:  # noqa: BLE001 - the first failure is reported, the others stop
-                failed.set()
-                errors.append(exc)
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    future.result()
+                except _Cancelled:
+                    pass
+                except Exception as exc:  # noqa: BLE001 - the first failure is reported, the others stop
+                    failed.set()
+                    errors.append(exc)
+        except BaseException:  # Ctrl-C: the downloads stop at their next chunk, not at their end
+            failed.set()
+            raise
     report.end_progress()
     if errors:
         raise errors[0]

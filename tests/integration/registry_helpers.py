@@ -163,16 +163,18 @@ class Relay:
     digest -> bytes to send before closing the connection), and can stand
     in for a token service (``bearer``: (user, password, token)): the
     registry's paths then want ``Authorization: Bearer TOKEN``, which
-    ``/token`` hands out for the right Basic credentials."""
+    ``/token`` hands out for the right Basic credentials; and can give
+    manifests another media type (``manifest_type``)."""
 
     def __init__(self, registry: LocalRegistry, cut: dict[str, int] | None = None,
-                 bearer: tuple[str, str, str] | None = None):
+                 bearer: tuple[str, str, str] | None = None, manifest_type: str | None = None):
         import http.server
         import threading
 
         self.registry = registry
         self.cut = dict(cut or {})
         self.bearer = bearer
+        self.manifest_type = manifest_type  # replaces the Content-Type of manifests
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         relay = self
 
@@ -190,7 +192,9 @@ class Relay:
                 with httpx.stream("GET", f"http://{relay.registry.address}{self.path}", headers=headers, timeout=30) as r:
                     self.send_response(r.status_code)
                     for key in ("Content-Type", "Content-Length", "Content-Range", "Docker-Content-Digest", "Accept-Ranges"):
-                        if key in r.headers:
+                        if key == "Content-Type" and relay.manifest_type and "/manifests/" in self.path:
+                            self.send_header(key, relay.manifest_type)
+                        elif key in r.headers:
                             self.send_header(key, r.headers[key])
                     self.end_headers()
                     limit = relay._limit(self.path, self.headers.get("Range"))

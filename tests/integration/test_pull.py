@@ -250,6 +250,18 @@ def test_an_interrupted_download_is_resumed_with_a_range_request(registry, root)
     assert os.path.getsize(os.path.join(image.layers[0], "big")) == 4 * MiB
 
 
+def test_an_unknown_manifest_media_type_is_refused(registry, root):
+    layout, _ = small_image(root)
+    registry.push(f"oci:{layout.path}:v1", "img:v1")
+    schema1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+    relay = Relay(registry, manifest_type=schema1)
+    try:
+        one_error_line(pull(root, f"{relay.address}/img:v1"), f"unsupported manifest media type {schema1}")
+    finally:
+        relay.stop()
+    assert_store_untouched(root)
+
+
 def test_registry_down_is_one_line(root):
     result = pull(root, f"127.0.0.1:{free_port()}/img:v1")
     one_error_line(result, "connection refused")
