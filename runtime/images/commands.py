@@ -149,14 +149,10 @@ def pull(reference: str, platform: str | None, quiet: bool, insecure: tuple[str,
     """Pull an image from a registry (OCI distribution API), as docker pull:
     REF is NAME[:TAG] or NAME@sha256:DIGEST (busybox is
     docker.io/library/busybox:latest)."""
-    import os
-
     from procview.runtime.images.pull import PullOptions, Report, pull as pull_image
-    from procview.runtime.images.registry import insecure_registries
     from procview.runtime.images.store import ImageError, ImageStore
 
-    options = PullOptions(platform=platform, insecure=tuple(insecure_registries(insecure, os.environ)),
-                          plain_http=plain_http)
+    options = PullOptions(platform=platform, insecure=insecure, plain_http=plain_http)
     try:
         pull_image(ImageStore(root), reference, options, Report(quiet=quiet))
     except ImageError as exc:

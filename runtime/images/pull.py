@@ -35,7 +35,9 @@ import threading
 from procview._io import remove_tree
 from procview.runtime.images import importers
 from procview.runtime.images.reference import BadReference, Reference, parse
-from procview.runtime.images.registry import Registry, RegistryError, load_credentials, verify_bytes
+from procview.runtime.images.registry import (
+    Registry, RegistryError, insecure_registries, load_credentials, verify_bytes,
+)
 from procview.runtime.images.store import Image, ImageError, ImageNotFound, ImageStore
 
 PARALLEL_LAYERS = 3
@@ -44,8 +46,9 @@ PARALLEL_LAYERS = 3
 @dataclasses.dataclass
 class PullOptions:
     platform: str | None = None  # "OS/ARCH[/VARIANT]"
-    insecure: tuple[str, ...] = ()  # registries allowed plain HTTP
+    insecure: tuple[str, ...] = ()  # registries allowed plain HTTP (--insecure-registry)
     plain_http: bool = False  # skip HTTPS (allowed registries only)
+    # $PROCVIEW_INSECURE_REGISTRIES, $DOCKER_CONFIG, $HOME
     environ: dict = dataclasses.field(default_factory=lambda: dict(os.environ))
 
 
@@ -59,7 +62,8 @@ def pull(store: ImageStore, text: str, options: PullOptions, report: Report) -> 
     if ref.tag == "latest" and not ref.digest and not _names_tag(text):
         report.line("Using default tag: latest")
     user_password = load_credentials(ref.registry, options.environ)
-    with Registry(ref.registry, ref.path, insecure=options.insecure, plain_http=options.plain_http,
+    insecure = insecure_registries(options.insecure, options.environ)
+    with Registry(ref.registry, ref.path, insecure=insecure, plain_http=options.plain_http,
                   user_password=user_password) as registry:
         report.line(f"{ref.tag or ref.digest}: Pulling from {ref.path}")
         top_digest, source = _resolve(registry, ref, want)
