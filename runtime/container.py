@@ -643,7 +643,10 @@ class _SignalForwarder:
 
 
 def _image(root: str, reference: str):
-    """The image store and the image (``busybox`` is built on first use)."""
+    """The image store and the image: the built-in ``busybox`` is made on
+    first use (offline, before any registry is asked); any other image the
+    store lacks is pulled, as ``docker run`` does, with the pull's output
+    on stderr."""
     from procview.runtime.images import ImageError, ImageNotFound, ImageStore
 
     store = ImageStore(root)
@@ -653,9 +656,21 @@ def _image(root: str, reference: str):
         except ImageNotFound:
             if reference in ("busybox", "busybox:latest"):
                 return store, store.ensure_busybox()  # the built-in image, made on first use
-            raise
+            if reference.startswith("sha256:"):
+                raise
+        from procview.runtime.images.pull import PullOptions, Report, pull
+
+        print(f"Unable to find image '{reference}' locally", file=sys.stderr, flush=True)
+        return store, pull(store, reference, PullOptions(), Report(out=sys.stderr))
     except ImageError as exc:
         raise RunError(str(exc)) from None
+
+
+def ensure_image(root: str, reference: str) -> None:
+    """Make sure the image is in the store (built, or pulled with the
+    pull's output on stderr); RunError if it cannot be. For a detached
+    run, whose monitor's stderr is the container's log."""
+    _image(root, reference)
 
 
 def _hold_layers(store, image):

@@ -533,6 +533,11 @@ def start_detached(config, root: str, argv: list[str], options: dict, remove: bo
     ``inspect``; ``remove``: forget the record when the container ends
     (``--rm``); ``restart``: the restart policy the monitor keeps;
     ``post_start``/``pre_stop``: the hooks."""
+    from procview.runtime.container import ensure_image
+
+    # A missing image is pulled here, its output on the caller's stderr
+    # (the monitor's goes to the container's log).
+    ensure_image(root, config.image)
     store = RecordStore(root)
     remove_orphans(store)
     record, lock = _new_record(store, config, argv, options, auto_remove=remove,

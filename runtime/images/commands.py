@@ -4,10 +4,12 @@
     procview image ls [--root DIR]
     procview image rm NAME... [--root DIR]
     procview image export IMAGE FILE [--root DIR]
+    procview pull [--platform OS/ARCH] [-q] [--insecure-registry HOST[:PORT]]... [--plain-http] [--root DIR] REF
 
 ``--root`` defaults to ``$PROCVIEW_ROOT``, else ``/var/lib/procview-runtime``.
 A failure prints one line, ``procview: error: ...``, on stderr and exits 125
-(Docker's code for the tool itself failing); bad usage exits 2 (click's).
+(Docker's code for the tool itself failing); ``procview pull`` exits 1, as
+``docker pull``; bad usage exits 2 (click's).
 The store is imported inside each command, so attaching the group to
 ``procview`` costs nothing until it is used.
 """
@@ -128,6 +130,35 @@ def export(reference: str, path: str, root: str) -> None:
         raise ImageCommandError(str(exc)) from None
     except OSError as exc:
         raise ImageCommandError(f"{path}: {exc.strerror or exc}") from None
+
+
+class PullError(ImageCommandError):
+    exit_code = 1  # docker pull's
+
+
+@click.command("pull")
+@click.argument("reference", metavar="REF")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="The platform to pull from an image index (default: this machine's).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image's reference.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+              help="Allow plain HTTP (and unverified HTTPS) to this registry; repeatable; also "
+                   "$PROCVIEW_INSECURE_REGISTRIES. Loopback registries always are.")
+@click.option("--plain-http", is_flag=True, help="Use HTTP, not HTTPS (only for the registries above).")
+@_root_option
+def pull(reference: str, platform: str | None, quiet: bool, insecure: tuple[str, ...], plain_http: bool, root: str) -> None:
+    """Pull an image from a registry (OCI distribution API), as docker pull:
+    REF is NAME[:TAG] or NAME@sha256:DIGEST (busybox is
+    docker.io/library/busybox:latest)."""
+    from procview.runtime.images.pull import PullOptions, Report, pull as pull_image
+    from procview.runtime.images.store import ImageError, ImageStore
+
+    options = PullOptions(platform=platform, insecure=insecure, plain_http=plain_http)
+    try:
+        pull_image(ImageStore(root), reference, options, Report(quiet=quiet))
+    except ImageError as exc:
+        raise PullError(str(exc)) from None
+    except OSError as exc:
+        raise PullError(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}") from None
 
 
 def human_size(n: int) -> str:

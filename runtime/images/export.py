@@ -79,10 +79,13 @@ def write_archive(name: str, config: dict, layer_dirs: tuple[str, ...], out: Bin
         diff_ids.append((probe.digest, probe.count))
     config_bytes = image_config(config, [digest for digest, _ in diff_ids], architecture)
     image_id = hashlib.sha256(config_bytes).hexdigest()
+    # An image pulled by digest (NAME@sha256:...) has no tag: it is saved
+    # untagged, as docker save does (RepoTags empty, no repositories entry).
+    tagged = "@" not in name
     repository, _, tag = name.rpartition(":")
     manifest = [{
         "Config": f"{image_id}.json",
-        "RepoTags": [name],
+        "RepoTags": [name] if tagged else [],
         "Layers": [f"{digest.removeprefix('sha256:')}/layer.tar" for digest, _ in diff_ids],
     }]
     now = int(time.time())
@@ -97,7 +100,7 @@ def write_archive(name: str, config: dict, layer_dirs: tuple[str, ...], out: Bin
         _pad(out, size)
     _file(out, f"{image_id}.json", config_bytes, now)
     _file(out, "manifest.json", json.dumps(manifest).encode(), now)
-    _file(out, "repositories", json.dumps({repository: {tag: image_id}}).encode(), now)
+    _file(out, "repositories", json.dumps({repository: {tag: image_id}} if tagged else {}).encode(), now)
     out.write(b"\0" * (2 * _BLOCK))  # end of archive
     return "sha256:" + image_id
 

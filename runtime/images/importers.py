@@ -521,6 +521,44 @@ def runtime_platform() -> tuple[str, str | None]:
     }.get(machine, (machine, None))
 
 
+Platform = tuple  # (os, architecture, variant or None): ("linux", "arm64", "v8")
+
+
+def parse_platform(text: str) -> Platform:
+    """``OS/ARCH[/VARIANT]`` (``linux/arm64``, ``linux/arm/v7``), as
+    ``docker pull --platform`` takes it."""
+    parts = text.split("/")
+    if not 2 <= len(parts) <= 3 or not all(re.fullmatch(r"[a-z0-9_]+", p) for p in parts):
+        raise ArchiveError(f"invalid platform {text!r}: use OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm/v7")
+    return (parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def choose_manifest(descs: list[dict], what: str, want: Platform | None = None) -> dict:
+    """The entry of an image index (manifest list) for platform ``want``,
+    by default linux on this machine's architecture: an entry with the
+    same variant (or none) first. None fits: ``ArchiveError`` naming the
+    platforms the index has."""
+    if want is None:
+        want = ("linux", *runtime_platform())
+    matching = [d for d in descs if _platform_matches(d, want)]
+    if not matching:
+        wanted = "/".join(filter(None, want))
+        raise ArchiveError(f"{what} has no image for {wanted} (it has: {_platforms(descs)})")
+    exact = [d for d in matching if d["platform"].get("variant") in (None, want[2])]
+    return (exact or matching)[0]
+
+
+def _platform_matches(desc: dict, want: Platform) -> bool:
+    plat = desc.get("platform")
+    return isinstance(plat, dict) and plat.get("os") == want[0] and plat.get("architecture") == want[1]
+
+
+def _platforms(descs: list[dict]) -> str:
+    seen = ["/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
+            for d in descs if isinstance(p := d.get("platform"), dict)]
+    return ", ".join(dict.fromkeys(seen)) or "none"
+
+
 class _OciLayout:
     MAX_DEPTH = 4
 
@@ -538,7 +576,7 @@ class _OciLayout:
         index = _json(self.files.read("index.json"), "index.json")
         entries = self._manifests(index, "index.json")
         images = []
-        for desc in self._for_this_platform(entries, "index.json", keep_unplatformed=True):
+        for desc in self._for_this_platform(entries, "index.json"):
             images.append(self._image(desc, 0))
         return [img for img in images if img is not None]
 
@@ -548,33 +586,18 @@ class _OciLayout:
             raise ArchiveError(f"{what} has no manifests list")
         return manifests
 
-    def _for_this_platform(self, descs: list[dict], what: str, keep_unplatformed: bool) -> list[dict]:
-        arch, variant = runtime_platform()
-        kept, seen = [], []
-        for desc in descs:
-            plat = desc.get("platform")
-            if not isinstance(plat, dict):
-                if keep_unplatformed:
-                    kept.append(desc)
-                continue
-            seen.append("/".join(filter(None, (plat.get("os"), plat.get("architecture"), plat.get("variant")))))
-            if plat.get("os") == "linux" and plat.get("architecture") == arch:
-                kept.append(desc)
+    def _for_this_platform(self, descs: list[dict], what: str) -> list[dict]:
+        """index.json's entries to import: those without a platform, and
+        those for linux on this machine's architecture."""
+        arch, _ = runtime_platform()
+        kept = [d for d in descs if not isinstance(d.get("platform"), dict) or _platform_matches(d, ("linux", arch, None))]
         if not kept:
-            raise ArchiveError(f"{what} has no image for linux/{arch} (it has: {', '.join(seen) or 'none'})")
-        if not keep_unplatformed:
-            exact = [d for d in kept if d["platform"].get("variant") in (None, variant)]
-            return (exact or kept)[:1]
+            raise ArchiveError(f"{what} has no image for linux/{arch} (it has: {_platforms(descs)})")
         return kept
 
     def _blob(self, desc: dict, what: str) -> tuple[str, int]:
-        digest, size = desc.get("digest"), desc.get("size")
-        if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
-            raise ArchiveError(f"{what}: descriptor needs a digest and a size")
-        m = _DIGEST.fullmatch(digest)
-        if not m:
-            raise ArchiveError(f"{what}: unsupported digest {digest!r} (only sha256)")
-        name = f"blobs/sha256/{m.group(1)}"
+        digest, size = descriptor(desc, what)
+        name = f"blobs/sha256/{digest.removeprefix('sha256:')}"
         if not self.files.exists(name):
             raise CorruptArchive(f"{what}: blob {digest} is missing")
         if self.files.size(name) != size:
@@ -595,7 +618,7 @@ class _OciLayout:
             if depth >= self.MAX_DEPTH:
                 raise ArchiveError(f"image indexes nested too deep")
             index = _json(self._verified(desc, what), what)
-            (chosen,) = self._for_this_platform(self._manifests(index, what), what, keep_unplatformed=False)
+            chosen = choose_manifest(self._manifests(index, what), what)
             image = self._image(chosen, depth + 1)
             if image is None:
                 return None
@@ -603,23 +626,49 @@ class _OciLayout:
         if media not in MANIFEST_TYPES:
             return None  # attestations and other artifacts are not images
         manifest = _json(self._verified(desc, what), what)
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict) or not isinstance(manifest.get("layers"), list):
-            raise ArchiveError(f"{what} needs a config and layers")
-        config_bytes = self._verified(manifest["config"], f"{what}: config")
-        layers = manifest["layers"]
-        config = _check_config(_json(config_bytes, f"{what}: config"), f"{what}: config", len(layers))
-        blobs = []
-        for i, (layer, diff_id) in enumerate(zip(layers, _diff_ids(config, len(layers)))):
-            if not isinstance(layer, dict):
-                raise ArchiveError(f"{what}: layer {i + 1} is not a descriptor")
-            label = f"layer {i + 1} of {len(layers)} ({layer.get('digest')})"
-            _check_layer_type(layer.get("mediaType"), f"{label}")
+
+        def layer_blob(layer: dict, label: str, diff_id: str | None) -> LayerBlob:
             name, size = self._blob(layer, label)
-            blobs.append(LayerBlob(label=label, open=lambda n=name: self.files.open(n), size=size, digest=layer["digest"], diff_id=diff_id))
-        return ImageSource(names=_names(desc), tag=_tag(desc), config_bytes=config_bytes, config=config, layers=tuple(blobs))
+            return LayerBlob(label=label, open=lambda: self.files.open(name), size=size, digest=layer["digest"], diff_id=diff_id)
+
+        image = manifest_image(manifest, what, lambda d, w: self._verified(d, w), layer_blob)
+        return ImageSource(names=_names(desc), tag=_tag(desc), config_bytes=image.config_bytes, config=image.config, layers=image.layers)
 
 
-def _check_layer_type(media: object, what: str) -> None:
+def descriptor(desc: dict, what: str) -> tuple[str, int]:
+    """A content descriptor's ("sha256:<hex>", size), checked."""
+    digest, size = desc.get("digest"), desc.get("size")
+    if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
+        raise ArchiveError(f"{what}: descriptor needs a digest and a size")
+    if not _DIGEST.fullmatch(digest):
+        raise ArchiveError(f"{what}: unsupported digest {digest!r} (only sha256)")
+    return digest, size
+
+
+def manifest_image(manifest, what: str, read_config: Callable[[dict, str], bytes],
+                   layer_blob: Callable[[dict, str, str | None], LayerBlob]) -> ImageSource:
+    """The image an (OCI or Docker schema 2) image manifest describes,
+    wherever its blobs are: ``read_config(descriptor, what)`` returns the
+    config's bytes, verified; ``layer_blob(descriptor, label, diff_id)``
+    the ``LayerBlob`` of a layer. Checks the manifest's shape, the layers'
+    media types and that the config lists one diff_id per layer."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict) or not isinstance(manifest.get("layers"), list):
+        raise ArchiveError(f"{what} needs a config and layers")
+    config_bytes = read_config(manifest["config"], f"{what}: config")
+    layers = manifest["layers"]
+    config = _check_config(_json(config_bytes, f"{what}: config"), f"{what}: config", len(layers))
+    blobs = []
+    for i, (layer, diff_id) in enumerate(zip(layers, _diff_ids(config, len(layers)))):
+        if not isinstance(layer, dict):
+            raise ArchiveError(f"{what}: layer {i + 1} is not a descriptor")
+        label = f"layer {i + 1} of {len(layers)} ({layer.get('digest')})"
+        check_layer_type(layer.get("mediaType"), label)
+        descriptor(layer, label)
+        blobs.append(layer_blob(layer, label, diff_id))
+    return ImageSource(names=(), tag=None, config_bytes=config_bytes, config=config, layers=tuple(blobs))
+
+
+def check_layer_type(media: object, what: str) -> None:
     if not isinstance(media, str):
         raise ArchiveError(f"{what}: layer descriptor has no mediaType")
     if media.endswith(("+zstd", ".zstd")):

@@ -45,6 +45,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator
 
 from procview._io import remove_tree
+from procview.runtime.images.reference import PATTERNS as REFERENCE_PATTERNS, BadReference, parse as parse_reference
 
 
 
@@ -86,47 +87,27 @@ class Image(namedtuple("Image", "name id layers config")):
 
 # -- references ----------------------------------------------------------------------
 
-# Patterns, compiled (and cached by ``re``) on first use: a run needs two
-# of them, and compiling all five cost ~1.3 ms of its start.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+# The grammar of names lives in ``reference.py``; these are the store's own patterns
+# (image IDs), compiled on first use. The fork server compiles all of them
+# once for all runs.
 _ID = r"(?:sha256:)?([0-9a-f]{4,64})"
 _HEX64 = r"[0-9a-f]{64}"
-PATTERNS = (_COMPONENT, _DOMAIN, _TAG, _ID, _HEX64)  # for the fork server, which compiles them once for all runs
-_NAME_USAGE = "use NAME[:TAG], e.g. busybox:latest or registry.example:5000/team/app:1.0"
+PATTERNS = (*REFERENCE_PATTERNS, _ID, _HEX64)
 
 
-def normalize_reference(reference: str) -> str:
-    """``NAME:TAG`` in Docker's familiar form: the tag defaults to
-    ``latest``; ``docker.io/`` and ``library/`` are dropped. Raises
-    ``ImageError`` for an invalid reference or a digest reference."""
-    if "@" in reference:
-        raise ImageError(f"{reference}: references by digest are not supported; {_NAME_USAGE}")
-    name, tag = reference, "latest"
-    colon = reference.rfind(":")
-    if colon > reference.rfind("/"):
-        name, tag = reference[:colon], reference[colon + 1 :]
-    parts = name.split("/")
-    domain = None
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        domain = parts.pop(0)
-    valid = (
-        re.fullmatch(_TAG, tag)
-        and (domain is None or re.fullmatch(_DOMAIN, domain))
-        and parts
-        and all(re.fullmatch(_COMPONENT, p) for p in parts)
-    )
-    if not valid:
-        raise ImageError(f"invalid image name {reference!r}: {_NAME_USAGE}")
-    if domain in ("docker.io", "index.docker.io"):
-        domain = None
-    if domain is None and len(parts) == 2 and parts[0] == "library":
-        parts = parts[1:]
-    full = "/".join(([domain] if domain else []) + parts)
-    if len(full) > 255:
-        raise ImageError(f"invalid image name {reference!r}: longer than 255 characters")
-    return f"{full}:{tag}"
+def normalize_reference(name: str, digest_ok: bool = False) -> str:
+    """The name an image is stored under: ``NAME:TAG`` in Docker's familiar
+    form (the tag defaults to ``latest``; ``docker.io/`` and ``library/``
+    are dropped), or ``NAME@sha256:<hex>`` for a digest reference when
+    ``digest_ok`` (what ``procview pull`` stores by digest; names given to
+    import and commit need a tag). Raises ``ImageError`` for anything else."""
+    try:
+        parsed = parse_reference(name)
+    except BadReference as exc:
+        raise ImageError(str(exc)) from None
+    if parsed.digest and not digest_ok:
+        raise ImageError(f"{name}: a digest names an image pulled by digest, not a new name; use NAME[:TAG]")
+    return parsed.stored_name
 
 
 def derived_name(path: str, tag: str | None = None) -> str:
@@ -323,6 +304,28 @@ class ImageStore:
         with self._locked():
             return self._import(path, [name] if name else None, progress)
 
+    def import_pulled(self, label: str, source, name: str) -> Image:
+        """Store an image ``procview pull`` fetched: ``source`` is an
+        ``importers.ImageSource`` (its config verified against the
+        manifest) whose layer blobs are downloaded files, or ``open=None``
+        for a layer already stored (by diff_id). The layers go through an
+        import's verification (blob digest, diff_id, safe extraction);
+        ``name`` is the stored name, ``label`` names the image in messages."""
+        import tempfile
+
+        with self._locked():
+            work = tempfile.mkdtemp(prefix="pull-", dir=self._tmp)
+            try:
+                meter = _Meter(None, sum(blob.size for blob in source.layers))
+                staged = self._stage_all(label, [source], work, meter)
+                return self._store(label, [source], [[name]], staged, None)[0]
+            finally:
+                remove_tree(work)
+
+    def has_layer(self, diff_id: str) -> bool:
+        """Whether the layer ``diff_id`` ("sha256:<hex>") is stored."""
+        return self._complete(diff_id)
+
     def remove(self, reference: str) -> None:
         """Remove the image's record, then the layers no other image uses
         (and no container holds)."""
@@ -455,7 +458,6 @@ class ImageStore:
     def _import(self, path: str, names: list[str] | None, progress: Progress | None, config: dict | None = None) -> list[Image]:
         """Import with the lock held; ``config`` replaces the image config
         (the built-in busybox's)."""
-        import hashlib
         import tempfile
 
         from procview.runtime.images import importers
@@ -482,24 +484,33 @@ class ImageStore:
                 raise ImageError(f"{path}: {exc}") from None
             except OSError as exc:
                 raise ImageError(f"{path}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename and exc.filename != path else "")) from None
-            records = []
-            for source, image_names, layers in zip(sources, plans, staged):
-                diff_ids = [layer.diff_id for layer in layers]
-                runtime_config = _runtime_config(source.config, path) if config is None else json.loads(json.dumps(config))
-                if source.config_bytes is not None:
-                    image_id = "sha256:" + hashlib.sha256(source.config_bytes).hexdigest()
-                else:
-                    image_id = _synthetic_id(runtime_config, diff_ids)
-                for image_name in image_names:
-                    records.append({"name": image_name, "id": image_id, "diff_ids": diff_ids, "config": runtime_config})
-            try:
-                self._commit([layer for layers in staged for layer in layers], records)
-            except OSError as exc:  # what got in place is swept by the next operation
-                raise ImageError(f"{path}: cannot store the image under {self.root}: {exc}") from None
+            images = self._store(path, sources, plans, staged, config)
             meter.finish()
-            return [self._image(record) for record in records]
+            return images
         finally:
             remove_tree(work)
+
+    def _store(self, path: str, sources: list, plans: list[list[str]], staged: list[list[_Staged]],
+               config: dict | None) -> list[Image]:
+        """Write the records of verified, staged images (lock held): each
+        source under its names in ``plans``."""
+        import hashlib
+
+        records = []
+        for source, image_names, layers in zip(sources, plans, staged):
+            diff_ids = [layer.diff_id for layer in layers]
+            runtime_config = _runtime_config(source.config, path) if config is None else json.loads(json.dumps(config))
+            if source.config_bytes is not None:
+                image_id = "sha256:" + hashlib.sha256(source.config_bytes).hexdigest()
+            else:
+                image_id = _synthetic_id(runtime_config, diff_ids)
+            for image_name in image_names:
+                records.append({"name": image_name, "id": image_id, "diff_ids": diff_ids, "config": runtime_config})
+        try:
+            self._commit([layer for layers in staged for layer in layers], records)
+        except OSError as exc:  # what got in place is swept by the next operation
+            raise ImageError(f"{path}: cannot store the image under {self.root}: {exc}") from None
+        return [self._image(record) for record in records]
 
     def _plan(self, path: str, sources: list, names: list[str] | None) -> list[list[str]]:
         """The names each image of the archive is stored under."""
@@ -539,6 +550,10 @@ class ImageStore:
         from procview.runtime.images import extract, importers
 
         known = blob.diff_id
+        if blob.open is None:  # a pulled layer the puller found stored, so did not fetch
+            if known is None or not (known in by_diff or self._complete(known)):
+                raise ImageError(f"{path}: {blob.label}: the stored layer was removed meanwhile; pull again")
+            return by_diff.setdefault(known, _Staged(known, 0, None))
         reuse = known is not None and (known in by_diff or self._complete(known))
         size = 0
         try:
@@ -620,7 +635,7 @@ class ImageStore:
     def _find(self, reference: str, for_removal: bool = False) -> tuple[str, dict]:
         if not reference.startswith("sha256:"):
             try:
-                name = normalize_reference(reference)
+                name = normalize_reference(reference, digest_ok=True)
             except ImageError:
                 name = None
                 if not re.fullmatch(_ID, reference):

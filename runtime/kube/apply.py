@@ -21,7 +21,7 @@ The reconcile design (docs/pods.md):
   restart restarts nothing.
 
 Everything is checked before anything is done: every document (manifest.py),
-every image, every ``hostPath`` that must exist, every ``hostPort`` (free,
+every image (pulled if missing), every ``hostPath`` that must exist, every ``hostPort`` (free,
 or held by the pod being re-applied). A file with one bad pod changes
 nothing.
 """
@@ -82,18 +82,17 @@ def pod_limits(spec: PodSpec) -> tuple[int | None, str | None]:
 def preflight(root: str, specs: list[PodSpec]) -> None:
     """Every image there, every host path usable, every host port free
     (or the re-applied pod's own): ApplyError naming the first that is not."""
-    from procview.runtime.images import ImageError, ImageStore
+    from procview.runtime.container import RunError, ensure_image
     from procview.runtime.network.ports import PortError, parse_publish, reserve
     from procview.runtime.pods import PodError, find
 
-    store = ImageStore(root)
     for spec in specs:
         for container in spec.containers:
-            if container.image in ("busybox", "busybox:latest"):
-                continue  # built in, made on first use
+            # Kubernetes' imagePullPolicy IfNotPresent: pulled if missing
+            # (its output on stderr), before anything runs.
             try:
-                store.get(container.image)
-            except ImageError as exc:
+                ensure_image(root, container.image)
+            except RunError as exc:
                 raise ApplyError(f"pod {spec.name}: container {container.name}: {exc}") from None
         for name, (kind, path, check) in spec.volumes.items():
             if kind != "hostPath":

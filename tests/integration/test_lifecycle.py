@@ -129,7 +129,7 @@ def test_bad_input_is_one_line_and_disturbs_nobody(root):
         (("run", "-d", "--no-view", "--name", "busy", "busybox", "true"), "already in use"),
         (("run", "-d", "--no-view", "--name", "bad name", "busybox", "true"), "invalid container name"),
         (("run", "-d", "-t", "--no-view", "busybox", "true"), "cannot be combined"),
-        (("run", "-d", "--no-view", "no-such-image"), "no-such-image"),
+        (("run", "-d", "--no-view", "sha256:" + "0" * 64), "no such image"),  # an ID: never pulled
         (("stop", "nosuch"), "no such container"),
         (("logs", "nosuch"), "no such container"),
         (("inspect", "nosuch"), "no such container"),

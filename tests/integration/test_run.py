@@ -79,7 +79,8 @@ def test_exit_codes_follow_docker(state_root):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["no-such-image", "true"], "no such image"),
+        # An ID is never pulled (a missing name is: tests/integration/test_pull.py).
+        (["sha256:" + "0" * 64, "true"], "no such image"),
         (["--memory", "abc", "busybox", "true"], "--memory"),
         (["--memory", "0", "busybox", "true"], "minimum"),
         (["--cpus", "-1", "busybox", "true"], "--cpus"),
