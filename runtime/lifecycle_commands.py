@@ -269,12 +269,14 @@ def rm(force: bool, names, root: str) -> None:
     from procview.runtime.lifecycle import LifecycleError, remove
     from procview.runtime.pods import everyone as every_pod
 
+    from procview.runtime.pods import infra_name
+
     def act(store, container_id):
-        record = store.load(container_id)
-        if record.config.get("infra") and any(pod.infra_id == container_id for pod in every_pod(root)):
-            raise LifecycleError(f"container {record.name} is the infra of pod {record.config.get('pod')}: "
-                                 "it goes with the pod (procview pod rm)")
-        remove(store, container_id, force, root)
+        for pod in every_pod(root):
+            if pod.infra_id == container_id:
+                raise LifecycleError(f"container {infra_name(pod.id)} is the infra of pod {pod.name}: "
+                                     "it goes with the pod (procview pod rm)")
+        remove(store, container_id, force, root)  # a record whose state is unreadable too
 
     _for_each(root, names, act)
 
