@@ -15,13 +15,12 @@ How pods work: ``runtime/pods.py`` and docs/pods.md.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import click
 
-from procview.runtime.images.commands import ImageCommandError, _root_option, echo_table
+from procview.runtime.images.commands import ImageCommandError, _root_option, echo_json_each, echo_table
 
 
 class PodCommandError(ImageCommandError):
@@ -101,17 +100,7 @@ def inspect(names, root: str) -> None:
     """Print pods as a JSON array: state, host name, cgroup, options, infra and containers."""
     from procview.runtime.pods import PodError, find, to_json
 
-    found, failed = [], False
-    for name in names:
-        try:
-            found.append(to_json(root, find(root, name)))
-        except PodError as exc:
-            click.echo(f"procview: error: {exc}", err=True)
-            failed = True
-    if found:
-        click.echo(json.dumps(found, indent=2))
-    if failed:
-        raise SystemExit(PodCommandError.exit_code)
+    echo_json_each(names, lambda name: to_json(root, find(root, name)), (PodError,), PodCommandError.exit_code)
 
 
 @pod.command("start")

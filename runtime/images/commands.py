@@ -19,6 +19,8 @@ from __future__ import annotations
 import sys
 import time
 
+import json
+
 import click
 
 EXIT_IMAGE_ERROR = 125
@@ -87,6 +89,22 @@ def ls(root: str) -> None:
         size = sum(store.layer_size(layer) for layer in img.layers)
         rows.append((img.name, _short_id(img.id), str(len(img.layers)), human_size(size)))
     echo_table(rows)
+
+
+def echo_json_each(names, describe, errors: tuple, exit_code: int = 125) -> None:
+    """``inspect``'s output: a JSON array of ``describe(name)`` for every
+    name; a name it raises one of ``errors`` for is one line on stderr,
+    the others are still printed, and the exit status says it."""
+    found, failed = [], False
+    for name in names:
+        try:
+            found.append(describe(name))
+        except errors as exc:
+            click.echo(f"procview: error: {exc}", err=True)
+            failed = True
+    click.echo(json.dumps(found, indent=1))  # [] when none was found, as docker inspect
+    if failed:
+        raise SystemExit(exit_code)
 
 
 def echo_table(rows: list[tuple[str, ...]]) -> None:

@@ -15,11 +15,9 @@ interfaces, namespace files, the table if no network is in use).
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from procview.runtime.images.commands import ImageCommandError, _root_option, echo_table
+from procview.runtime.images.commands import ImageCommandError, _root_option, echo_json_each, echo_table
 
 
 class NetworkCommandError(ImageCommandError):
@@ -67,25 +65,21 @@ def inspect(names, root: str) -> None:
     from procview.runtime.network import names as naming, registry
     from procview.runtime.network.ipam import Subnet
 
-    found, failed = [], False
-    for name in names:
+    def describe(name: str) -> dict:
         network_ = registry.load(root, name)
         if network_ is None:
-            click.echo(f"procview: error: network {name} not found", err=True)
-            failed = True
-            continue
+            raise registry.RegistryError(f"network {name} not found")
         holders = registry.leases_of(root, network_).holders()
         members = {m.container_id: list(m.names) for m in
                    naming.everyone(registry.directory(root, name), set(holders.values()))} if holders else {}
-        found.append({
+        return {
             "name": network_.name, "subnet": network_.subnet, "gateway": str(Subnet.parse(network_.subnet).gateway),
             "bridge": network_.interface, "builtin": network_.name == registry.DEFAULT_BRIDGE.name,
             "containers": {container_id: {"address": address, "names": members.get(container_id, [])}
                            for address, container_id in sorted(holders.items())},
-        })
-    click.echo(json.dumps(found, indent=1))
-    if failed:
-        raise SystemExit(NetworkCommandError.exit_code)
+        }
+
+    echo_json_each(names, describe, (registry.RegistryError,), NetworkCommandError.exit_code)
 
 
 @network.command("rm")
