@@ -68,12 +68,25 @@ def publish_specs(spec: PodSpec) -> list[str]:
     return [f"{host}:{port}/{protocol}" for c in spec.containers for port, host, protocol in c.ports if host]
 
 
-def pod_limits(spec: PodSpec) -> tuple[int | None, str | None]:
+def limits_of(memory: int | None, cpus, where: str):
+    """``Limits`` of a memory size in bytes and a number of cores (either
+    may be None), as ``procview run --memory --cpus`` would parse them."""
+    from procview.host import HostFiles
+    from procview.runtime.limits import LimitError, parse_limits
+
+    try:
+        return parse_limits(HostFiles().online_cpus(), memory=str(memory) if memory else None,
+                            cpus=str(cpus) if cpus else None)
+    except LimitError as exc:
+        raise ApplyError(f"{where}: {exc}") from None
+
+
+def pod_limits(spec: PodSpec) -> tuple:
     """The pod cgroup's limits, as the kubelet sets them: the sum of its
     containers' limits, where every container has one (else none)."""
     memory = [c.memory_limit for c in spec.containers]
     cpus = [c.cpu_limit for c in spec.containers]
-    return (sum(memory) if None not in memory else None, str(sum(cpus)) if None not in cpus else None)
+    return (sum(memory) if None not in memory else None, sum(cpus) if None not in cpus else None)
 
 
 # -- checks before anything is done ----------------------------------------------------
@@ -180,16 +193,10 @@ def _holder_runs(root: str, pod) -> bool:
 
 
 def _create_pod(root: str, spec: PodSpec, view: dict):
-    from procview.host import HostFiles
-    from procview.runtime.limits import LimitError, parse_limits
     from procview.runtime.network.ports import parse_publish
     from procview.runtime.pods import PodError, create
 
-    memory, cpus = pod_limits(spec)
-    try:
-        limits = parse_limits(HostFiles().online_cpus(), memory=str(memory) if memory else None, cpus=cpus)
-    except LimitError as exc:
-        raise ApplyError(f"pod {spec.name}: {exc}") from None
+    limits = limits_of(*pod_limits(spec), f"pod {spec.name}")
     publish = publish_specs(spec)
     options = {"managed-by": MANAGED, "digest": pod_digest(spec), "publish": publish}
     network = os.environ.get("PROCVIEW_NETWORK") or "bridge"
@@ -256,14 +263,12 @@ def _empty_dir(root: str, pod, name: str) -> str:
 def _set_pod_limits(pod, spec: PodSpec) -> None:
     """A changed container limit changes the pod's sum: written in place."""
     from procview.cgroups import discover
-    from procview.host import HostFiles
-    from procview.runtime.limits import apply_limits, parse_limits
+    from procview.runtime.limits import apply_limits
 
     memory, cpus = pod_limits(spec)
     if memory is None and cpus is None:
         return
-    apply_limits(discover().cgroup(pod.cgroup),
-                 parse_limits(HostFiles().online_cpus(), memory=str(memory) if memory else None, cpus=cpus))
+    apply_limits(discover().cgroup(pod.cgroup), limits_of(memory, cpus, f"pod {spec.name}"))
 
 
 def _volumes(root: str, pod, spec: PodSpec, container: ContainerSpec) -> tuple:
@@ -286,19 +291,12 @@ def _volumes(root: str, pod, spec: PodSpec, container: ContainerSpec) -> tuple:
 
 def _start(root: str, pod, spec: PodSpec, container: ContainerSpec, view: dict) -> None:
     """One container of the pod, a detached member under its monitor."""
-    from procview.host import HostFiles
     from procview.runtime.container import ContainerConfig, RunError
     from procview.runtime.lifecycle import RestartPolicy, start_detached
-    from procview.runtime.limits import LimitError, parse_limits
     from procview.runtime.pods import infra_name
 
     name = container_name(spec.name, container.name)
-    try:
-        limits = parse_limits(HostFiles().online_cpus(),
-                              memory=str(container.memory_limit) if container.memory_limit else None,
-                              cpus=str(container.cpu_limit) if container.cpu_limit else None)
-    except LimitError as exc:
-        raise ApplyError(f"pod {spec.name}: container {container.name}: {exc}") from None
+    limits = limits_of(container.memory_limit, container.cpu_limit, f"pod {spec.name}: container {container.name}")
     config = ContainerConfig(
         image=container.image, command=container.args or (), entrypoint=container.command,
         env=container.env, workdir=container.working_dir, name=name, volumes=_volumes(root, pod, spec, container),
@@ -363,9 +361,6 @@ def _remove_container(root: str, store, container_id: str, grace: float) -> None
     stop(store, container_id, grace, root)
     remove(store, container_id, True, root)
 
-
-def names_in(specs: list[PodSpec]) -> list[str]:
-    return [spec.name for spec in specs]
 
 
 __all__ = ["ApplyError", "ManifestError", "apply", "delete", "container_name"]

@@ -145,8 +145,7 @@ def _pod_object(root: str, pod) -> dict:
     except (OSError, ValueError):
         source = None
     store = RecordStore(root)
-    restart = ((source or {}).get("spec") or {}).get("restartPolicy", "Always")
-    return pod_object(pod, source, infra(root, pod, store), members(root, pod, store), restart)
+    return pod_object(pod, source, infra(root, pod, store), members(root, pod, store))
 
 
 @click.command("controller")

@@ -62,7 +62,7 @@ def container_status(record, name: str) -> dict:
     return status
 
 
-def phase(infra, records: list, restart_policy: str) -> str:
+def phase(infra, records: list) -> str:
     if infra is None or infra.phase == UNKNOWN:
         return "Unknown"
     if any(record.phase == RUNNING for record in records):
@@ -76,7 +76,7 @@ def phase(infra, records: list, restart_policy: str) -> str:
     return "Unknown" if records else "Pending"
 
 
-def pod_object(pod, spec_source: dict | None, infra, records: list, restart_policy: str = "Always") -> dict:
+def pod_object(pod, spec_source: dict | None, infra, records: list) -> dict:
     """The Pod object: apiVersion, kind, metadata, spec (as applied, or
     as ``pod create`` made it), status."""
     by_name = {record.config.get("kube-container") or record.name.removeprefix(pod.name + "."): record
@@ -90,7 +90,7 @@ def pod_object(pod, spec_source: dict | None, infra, records: list, restart_poli
         {"type": "ContainersReady", "status": str(ready), "lastTransitionTime": started},
         {"type": "Ready", "status": str(ready), "lastTransitionTime": started},
     ]
-    status = {"phase": phase(infra, records, restart_policy), "conditions": conditions, "startTime": started,
+    status = {"phase": phase(infra, records), "conditions": conditions, "startTime": started,
               "containerStatuses": statuses}
     addresses = [place.get("address") for place in (infra.networks if infra else {}).values() if place.get("address")]
     if addresses:
