@@ -240,3 +240,15 @@ def test_plain_http_push_to_a_non_loopback_registry_needs_insecure_registry(root
     one_error_line(push_in_netns("--plain-http", ref), "192.0.2.1:5000: plain HTTP is allowed only to loopback")
     one_error_line(push_in_netns("--plain-http", "--insecure-registry", "192.0.2.1:5000", ref),
                    "cannot connect to registry 192.0.2.1:5000")
+
+
+def test_login_asks_for_the_password_on_a_terminal_without_echo(locked_registry, root, monkeypatch):
+    from .pty_helpers import run_on_pty
+
+    monkeypatch.setenv("DOCKER_CONFIG", config_dir(root))
+    code, output = run_on_pty([PROCVIEW, "login", "-u", USER, locked_registry.address], 24, 80,
+                              reply=(b"Password: ", PASSWORD.encode() + b"\n"))
+    assert code == 0, output
+    assert "Login Succeeded" in output and PASSWORD not in output
+    with open(config_path(root)) as f:
+        assert locked_registry.address in json.load(f)["auths"]
