@@ -39,7 +39,7 @@ import os
 import tempfile
 from typing import BinaryIO
 
-from procview.runtime.images.export import image_config
+from procview.runtime.images.export import HashingSink, image_config
 from procview.runtime.images.pack import write_layer
 from procview.runtime.images.reference import BadReference, Reference, parse
 from procview.runtime.images.registry import Registry, RegistryError, insecure_registries, load_credentials
@@ -96,35 +96,14 @@ def push_reference(text: str) -> Reference:
 # -- packing ---------------------------------------------------------------------------
 
 
-class _Hashing:
-    """A write-only file that hashes and counts what passes to ``out``."""
-
-    def __init__(self, out: BinaryIO):
-        self._out = out
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data) -> int:
-        self._hash.update(data)
-        self.size += len(data)
-        return self._out.write(data)
-
-    def flush(self) -> None:
-        self._out.flush()
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
-
-
 def pack_compressed(layer_dir: str, out: BinaryIO) -> tuple[str, str, int]:
     """Write ``layer_dir`` to ``out`` as a gzip layer tar; (diff_id, blob
     digest, blob size). Deterministic: the same directory gives the same bytes."""
-    blob = _Hashing(out)
+    blob = HashingSink(out)
     with gzip.GzipFile(filename="", mode="wb", fileobj=blob, compresslevel=GZIP_LEVEL, mtime=0) as gz:
-        tar = _Hashing(gz)
+        tar = HashingSink(gz)
         write_layer(layer_dir, tar)
-    return tar.digest, blob.digest, blob.size
+    return tar.digest, blob.digest, blob.count
 
 
 # -- pushing ---------------------------------------------------------------------------
