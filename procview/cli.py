@@ -32,7 +32,7 @@ class _LazyGroup(click.Group):
 
     lazy = {
         "image": ("procview.runtime.images.commands", "image"),
-        "pull": ("procview.runtime.images.commands", "pull"),
+        **{name: ("procview.runtime.images.commands", name) for name in ("pull", "push", "login", "logout")},
         "network": ("procview.runtime.network.commands", "network"),
         "pod": ("procview.runtime.pod_commands", "pod"),
         **{name: ("procview.runtime.kube.commands", name) for name in ("apply", "get", "delete", "controller")},

@@ -4,12 +4,16 @@
     procview image ls [--root DIR]
     procview image rm NAME... [--root DIR]
     procview image export IMAGE FILE [--root DIR]
+    procview image tag SOURCE TARGET [--root DIR]
     procview pull [--platform OS/ARCH] [-q] [--insecure-registry HOST[:PORT]]... [--plain-http] [--root DIR] REF
+    procview push [-q] [--insecure-registry HOST[:PORT]]... [--plain-http] [--root DIR] REF
+    procview login [-u USER] [-p PASSWORD | --password-stdin] [SERVER]
+    procview logout [SERVER]
 
 ``--root`` defaults to ``$PROCVIEW_ROOT``, else ``/var/lib/procview-runtime``.
 A failure prints one line, ``procview: error: ...``, on stderr and exits 125
-(Docker's code for the tool itself failing); ``procview pull`` exits 1, as
-``docker pull``; bad usage exits 2 (click's).
+(Docker's code for the tool itself failing); ``procview pull``, ``push``,
+``login`` and ``logout`` exit 1, as docker's; bad usage exits 2 (click's).
 The store is imported inside each command, so attaching the group to
 ``procview`` costs nothing until it is used.
 """
@@ -150,18 +154,38 @@ def export(reference: str, path: str, root: str) -> None:
         raise ImageCommandError(f"{path}: {exc.strerror or exc}") from None
 
 
+@image.command("tag")
+@click.argument("source", metavar="SOURCE")
+@click.argument("target", metavar="TARGET")
+@_root_option
+def tag(source: str, target: str, root: str) -> None:
+    """Name the image SOURCE (NAME[:TAG] or ID) also TARGET (NAME[:TAG]),
+    as docker tag: e.g. before a push to HOST[:PORT]/REPO:TAG."""
+    from procview.runtime.images.store import ImageError, ImageStore
+
+    try:
+        ImageStore(root).tag(source, target)
+    except ImageError as exc:
+        raise ImageCommandError(str(exc)) from None
+
+
 class PullError(ImageCommandError):
-    exit_code = 1  # docker pull's
+    exit_code = 1  # docker pull's (and push's, login's, logout's)
+
+
+_insecure_option = click.option(
+    "--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+    help="Allow plain HTTP (and unverified HTTPS) to this registry; repeatable; also "
+         "$PROCVIEW_INSECURE_REGISTRIES. Loopback registries always are.")
+_plain_http_option = click.option("--plain-http", is_flag=True, help="Use HTTP, not HTTPS (only for the registries above).")
 
 
 @click.command("pull")
 @click.argument("reference", metavar="REF")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="The platform to pull from an image index (default: this machine's).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image's reference.")
-@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
-              help="Allow plain HTTP (and unverified HTTPS) to this registry; repeatable; also "
-                   "$PROCVIEW_INSECURE_REGISTRIES. Loopback registries always are.")
-@click.option("--plain-http", is_flag=True, help="Use HTTP, not HTTPS (only for the registries above).")
+@_insecure_option
+@_plain_http_option
 @_root_option
 def pull(reference: str, platform: str | None, quiet: bool, insecure: tuple[str, ...], plain_http: bool, root: str) -> None:
     """Pull an image from a registry (OCI distribution API), as docker pull:
@@ -177,6 +201,85 @@ def pull(reference: str, platform: str | None, quiet: bool, insecure: tuple[str,
         raise PullError(str(exc)) from None
     except OSError as exc:
         raise PullError(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}") from None
+
+
+@click.command("push")
+@click.argument("reference", metavar="REF")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image's reference.")
+@_insecure_option
+@_plain_http_option
+@_root_option
+def push(reference: str, quiet: bool, insecure: tuple[str, ...], plain_http: bool, root: str) -> None:
+    """Push a local image to a registry (OCI distribution API), as docker
+    push: REF is NAME[:TAG], the image's name in the store, whose domain
+    is the registry (procview image tag names an image so)."""
+    from procview.runtime.images.pull import Report
+    from procview.runtime.images.push import PushOptions, push as push_image
+    from procview.runtime.images.store import ImageError, ImageStore
+
+    options = PushOptions(insecure=insecure, plain_http=plain_http)
+    try:
+        result = push_image(ImageStore(root), reference, options, Report(quiet=quiet))
+    except ImageError as exc:
+        raise PullError(str(exc)) from None
+    except OSError as exc:
+        raise PullError(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}") from None
+    if quiet:
+        click.echo(f"{result.reference.domain}/{result.reference.path}:{result.reference.tag}")
+
+
+@click.command("login")
+@click.argument("server", metavar="[SERVER]", default="docker.io")
+@click.option("-u", "--username", help="User name (asked for on a terminal when missing).")
+@click.option("-p", "--password", help="Password (insecure: visible to other users; prefer --password-stdin).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@_insecure_option
+@_plain_http_option
+def login(server: str, username: str | None, password: str | None, password_stdin: bool,
+          insecure: tuple[str, ...], plain_http: bool) -> None:
+    """Log in to a registry, as docker login: check the credentials
+    against SERVER (HOST[:PORT]; default Docker Hub) and store them in
+    Docker's config.json ($DOCKER_CONFIG, else ~/.docker)."""
+    import os
+
+    from procview.runtime.images.login import login as store_login
+    from procview.runtime.images.registry import RegistryError
+
+    if password is not None and password_stdin:
+        raise click.UsageError("--password and --password-stdin are mutually exclusive")
+    if password is not None:
+        click.echo("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", err=True)
+    if password_stdin:
+        if not username:
+            raise PullError("must provide --username with --password-stdin")
+        password = sys.stdin.read().rstrip("\r\n")
+    if not username or password is None:
+        if not sys.stdin.isatty():
+            raise PullError("cannot perform an interactive login from a non-terminal: give --username and --password-stdin")
+        username = username or click.prompt("Username")
+        password = password if password is not None else click.prompt("Password", hide_input=True)
+    try:
+        path = store_login(server, username, password, dict(os.environ), insecure, plain_http)
+    except RegistryError as exc:
+        raise PullError(str(exc)) from None
+    click.echo(f"WARNING! Your password will be stored unencrypted in {path}.", err=True)
+    click.echo("Login Succeeded")
+
+
+@click.command("logout")
+@click.argument("server", metavar="[SERVER]", default="docker.io")
+def logout(server: str) -> None:
+    """Remove SERVER's credentials (default Docker Hub) from Docker's config.json."""
+    import os
+
+    from procview.runtime.images.login import logout as remove_login
+    from procview.runtime.images.registry import RegistryError
+
+    try:
+        removed = remove_login(server, dict(os.environ))
+    except RegistryError as exc:
+        raise PullError(str(exc)) from None
+    click.echo(f"Removing login credentials for {server}" if removed else f"Not logged in to {server}")
 
 
 def human_size(n: int) -> str:

@@ -38,7 +38,7 @@ from procview.runtime.images.pack import write_layer
 _BLOCK = 512
 
 
-class _Sink:
+class HashingSink:
     """A write-only file that hashes and counts, or passes on to ``out``."""
 
     def __init__(self, out: BinaryIO | None = None):
@@ -74,7 +74,7 @@ def write_archive(name: str, config: dict, layer_dirs: tuple[str, ...], out: Bin
     image ID (``sha256:`` + the config's digest)."""
     diff_ids = []
     for layer in layer_dirs:
-        probe = _Sink()
+        probe = HashingSink()
         write_layer(layer, probe)
         diff_ids.append((probe.digest, probe.count))
     config_bytes = image_config(config, [digest for digest, _ in diff_ids], architecture)
@@ -93,7 +93,7 @@ def write_archive(name: str, config: dict, layer_dirs: tuple[str, ...], out: Bin
         hexdigest = digest.removeprefix("sha256:")
         _entry(out, f"{hexdigest}/", tarfile.DIRTYPE, 0, now)
         _entry(out, f"{hexdigest}/layer.tar", tarfile.REGTYPE, size, now)
-        sink = _Sink(out)
+        sink = HashingSink(out)
         write_layer(layer, sink)
         if sink.digest != digest:  # the store's layers never change; this would be a bug
             raise RuntimeError(f"layer {hexdigest[:12]} packed differently twice")
@@ -123,4 +123,4 @@ def _pad(out: BinaryIO, size: int) -> None:
         out.write(b"\0" * (_BLOCK - size % _BLOCK))
 
 
-__all__ = ["write_archive", "image_config"]
+__all__ = ["HashingSink", "write_archive", "image_config"]

@@ -1,4 +1,5 @@
-"""A client of the OCI distribution API (Docker's registry v2), for ``procview pull``.
+"""A client of the OCI distribution API (Docker's registry v2), for
+``procview pull``, ``push`` and ``login``.
 
 What a pull needs of a registry, over ``httpx``:
 
@@ -8,6 +9,19 @@ What a pull needs of a registry, over ``httpx``:
   the manifest and index types procview reads;
 - ``GET /v2/<repository>/blobs/<digest>``: configs and layers, the latter
   resumed with ``Range: bytes=N-`` from a partial file.
+
+What a push needs besides (``push.py``):
+
+- ``HEAD /v2/<repository>/blobs/<digest>``: does the registry have it?
+- ``POST /v2/<repository>/blobs/uploads/`` opens an upload session (its
+  URL in ``Location``), then one ``PUT <location>?digest=<digest>`` with
+  the whole blob (the spec's "monolithic" upload after a POST): the
+  registry hashes what it got and answers with ``Docker-Content-Digest``,
+  which must be the digest we named;
+- ``PUT /v2/<repository>/manifests/<tag>`` with the manifest's media type.
+
+A login (``login.py``) is only the ping with credentials: the challenge
+answered, the registry's 200 the proof they are right.
 
 Authentication answers the registry's challenge, as Docker does: ``Basic``
 sends the user and password; ``Bearer realm=...,service=...,scope=...``
@@ -38,6 +52,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable
+from typing import BinaryIO
 
 import httpx
 
@@ -137,7 +152,7 @@ def credentials(registry: str, config: dict) -> tuple[str, str] | None:
         return None
     wanted = {_HUB_KEYS[1]} if registry in _HUB_KEYS else {registry}
     for key, entry in auths.items():
-        if not isinstance(entry, dict) or _registry_key(key) not in wanted:
+        if not isinstance(entry, dict) or registry_key(key) not in wanted:
             continue
         if isinstance(entry.get("auth"), str) and entry["auth"]:
             try:
@@ -151,7 +166,9 @@ def credentials(registry: str, config: dict) -> tuple[str, str] | None:
     return None
 
 
-def _registry_key(key: str) -> str:
+def registry_key(key: str) -> str:
+    """The registry a ``config.json`` key names (``https://HOST/v1/`` ->
+    ``HOST``; Docker Hub's names -> ``index.docker.io``)."""
     host = re.sub(r"^[a-z]+://", "", key).split("/", 1)[0]
     return _HUB_KEYS[1] if host in _HUB_KEYS else host
 
@@ -194,7 +211,7 @@ class _ChallengeAuth(httpx.Auth):
     """Answers a registry's ``WWW-Authenticate`` challenge (Basic, or a
     Bearer token from the realm) and keeps the answer for later requests."""
 
-    def __init__(self, registry: str, user_password: tuple[str, str] | None, scope: str):
+    def __init__(self, registry: str, user_password: tuple[str, str] | None, scope: str | None):
         self._registry = registry
         self._credentials = user_password
         self._scope = scope
@@ -224,7 +241,8 @@ class _ChallengeAuth(httpx.Auth):
         yield request
 
     def _token_request(self, params: dict[str, str]) -> httpx.Request:
-        query = {"scope": params.get("scope") or self._scope}
+        scope = params.get("scope") or self._scope
+        query = {"scope": scope} if scope else {}  # a login asks for no scope, as docker login
         if params.get("service"):
             query["service"] = params["service"]
         request = httpx.Request("GET", params["realm"], params=query)
@@ -262,10 +280,12 @@ def _unauthorized(registry: str, user_password: tuple[str, str] | None) -> str:
 
 
 class Registry:
-    """One registry, for one repository's pull. Use as a context manager."""
+    """One registry, for one repository's pull (``actions="pull"``), push
+    (``"pull,push"``) or, with ``actions=None``, a login's ping. Use as a
+    context manager."""
 
     def __init__(self, registry: str, repository: str, *, insecure: Iterable[str] = (), plain_http: bool = False,
-                 user_password: tuple[str, str] | None = None):
+                 user_password: tuple[str, str] | None = None, actions: str | None = "pull"):
         self.registry = registry
         self.repository = repository
         self._http_ok = plain_http_allowed(registry, insecure)
@@ -274,7 +294,8 @@ class Registry:
                                 "with --insecure-registry (or $PROCVIEW_INSECURE_REGISTRIES)")
         self._plain_http = plain_http
         self._credentials = user_password
-        self._auth = _ChallengeAuth(registry, user_password, f"repository:{repository}:pull")
+        scope = f"repository:{repository}:{actions}" if actions else None
+        self._auth = _ChallengeAuth(registry, user_password, scope)
         self._client: httpx.Client | None = None
         self._base = ""
 
@@ -330,6 +351,12 @@ class Registry:
         if response.status_code == 401:
             raise RegistryError(_unauthorized(self.registry, self._credentials))
         raise RegistryError(f"{self.registry}: {what}: {error_text(response)}")
+
+    def _expect(self, response: httpx.Response, status: int, what: str) -> None:
+        """``_check`` for an answer that must be exactly ``status`` (201, 202)."""
+        if response.status_code != status:
+            self._check(response, what)
+            raise RegistryError(f"{self.registry}: {what}: {error_text(response)}")
 
     def _url(self, kind: str, reference: str) -> str:
         return f"{self._base}/v2/{self.repository}/{kind}/{reference}"
@@ -427,6 +454,66 @@ class Registry:
                 have += len(chunk)
                 on_read(len(chunk))
         return have, hasher
+
+
+    # -- pushing ------------------------------------------------------------------
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the repository has the blob ``digest`` (HEAD)."""
+        try:
+            response = self._client.head(self._url("blobs", digest))
+        except httpx.TransportError as exc:
+            raise RegistryError(self._transport_message(exc)) from None
+        if response.status_code == 404:
+            return False
+        self._check(response, f"blob {digest[:19]}")
+        return True
+
+    def upload_blob(self, digest: str, size: int, blob: BinaryIO, on_sent: Callable[[int], None] | None = None) -> None:
+        """Upload ``size`` bytes of ``blob`` (read from its start) as
+        ``digest``: POST for a session, then one PUT of all of it. The
+        registry's Docker-Content-Digest must be ``digest``."""
+        on_sent = on_sent or (lambda n: None)
+
+        def chunks():
+            blob.seek(0)
+            while chunk := blob.read(_CHUNK):
+                yield chunk
+                on_sent(len(chunk))
+
+        what = f"blob {digest[:19]}"
+        try:
+            started = self._client.post(f"{self._base}/v2/{self.repository}/blobs/uploads/")
+            self._expect(started, 202, f"{what}: starting the upload")
+            if "Location" not in started.headers:
+                raise RegistryError(f"{self.registry}: {what}: the registry opened an upload without a Location")
+            target = started.url.join(started.headers["Location"]).copy_merge_params({"digest": digest})
+            response = self._client.put(target, content=chunks(), headers={
+                "Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        except httpx.TransportError as exc:
+            raise RegistryError(self._transport_message(exc)) from None
+        except httpx.StreamConsumed:  # a 401 in the middle of an upload: the body cannot be sent twice
+            raise RegistryError(f"{self.registry}: {what}: the registry asked to authenticate again mid-upload") from None
+        self._expect(response, 201, f"{what}: upload")
+        self._check_digest(response, digest, what)
+
+    def put_manifest(self, tag: str, media_type: str, body: bytes) -> str:
+        """Store ``body`` as the manifest of ``tag``; its digest, as the
+        registry confirmed it."""
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        try:
+            response = self._client.put(self._url("manifests", tag), content=body, headers={"Content-Type": media_type})
+        except httpx.TransportError as exc:
+            raise RegistryError(self._transport_message(exc)) from None
+        self._expect(response, 201, f"manifest {tag}")
+        self._check_digest(response, digest, f"manifest {tag}")
+        return digest
+
+    def _check_digest(self, response: httpx.Response, digest: str, what: str) -> None:
+        """The registry's Docker-Content-Digest, when it sends one, must be ours."""
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored is not None and stored != digest:
+            raise RegistryError(f"{self.registry}: {what}: the registry stored {stored}, not {digest}")
 
 
 class BlobBroken(RegistryError):

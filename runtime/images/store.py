@@ -408,6 +408,21 @@ class ImageStore:
             finally:
                 remove_tree(work)
 
+    def tag(self, source: str, target: str) -> Image:
+        """Name the image ``source`` also ``target`` (``NAME[:TAG]``), as
+        ``docker tag``: a second record with the same ID, layers and
+        config. An image that had the name ``target`` loses it."""
+        target = normalize_reference(target)
+        image = self.get_or_builtin(source)
+        with self._locked():
+            _, record = self._find(image.id)
+            record = {**record, "name": target}
+            try:
+                self._commit([], [record])
+            except OSError as exc:
+                raise ImageError(f"cannot store the image under {self.root}: {exc}") from None
+            return self._image(record)
+
     def export(self, reference: str, path: str) -> Image:
         """Write the image as a ``docker save`` archive to ``path`` (``-``:
         standard output); a file appears only when complete."""
@@ -416,7 +431,7 @@ class ImageStore:
         from procview.runtime.images.export import write_archive
         from procview.runtime.images.importers import runtime_platform
 
-        image = self._get_or_builtin(reference)
+        image = self.get_or_builtin(reference)
         with self.hold(image):
             if path == "-":
                 out = os.fdopen(os.dup(1), "wb")
@@ -438,8 +453,9 @@ class ImageStore:
                 raise
         return image
 
-    def _get_or_builtin(self, reference: str) -> Image:
-        """``get``, except that the built-in busybox is made if asked for."""
+    def get_or_builtin(self, reference: str) -> Image:
+        """``get``, except that the built-in busybox is made if asked for
+        (what ``export``, ``tag`` and ``procview push`` read)."""
         from procview.runtime.images import busybox
 
         try:

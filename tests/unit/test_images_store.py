@@ -861,3 +861,17 @@ def test_record_file_names_are_urllib_quote(name):
     from procview.runtime.images.store import _record_file
 
     assert _record_file(name) == urllib.parse.quote(name, safe="") + ".json"
+
+
+def test_tag_names_the_same_image_twice(store, tmp_path):
+    img = store.import_path(str(docker_save(tmp_path / "a.tar", Spec(["x:1"], [BASE]))))
+    tagged = store.tag("x:1", "127.0.0.1:5000/team/x:2")
+    assert tagged.name == "127.0.0.1:5000/team/x:2"
+    assert (tagged.id, tagged.layers, tagged.config) == (img.id, img.layers, img.config)
+    assert [i.name for i in store.list()] == ["127.0.0.1:5000/team/x:2", "x:1"]
+    store.remove("x:1")
+    assert store.get("127.0.0.1:5000/team/x:2").layers == img.layers  # the layers stay for the other name
+    with pytest.raises(ImageNotFound):
+        store.tag("nothing:1", "y:1")
+    with pytest.raises(ImageError, match="digest"):
+        store.tag("127.0.0.1:5000/team/x:2", "y@sha256:" + "a" * 64)
