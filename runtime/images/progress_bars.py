@@ -10,7 +10,8 @@ as in the plain output and ``image ls`` (``progress.human_size``)::
 The display is transient: the bars are erased when it stops. A finished
 layer's bar is drawn once more (so even a layer done between two refreshes
 was seen whole) and then replaced by its final line, printed above the
-bars, where it stays.
+bars, where it stays; a bar whose step ends (``Download complete``) is
+drawn at once too.
 
 Imported only when a terminal shows bars: rich costs tens of milliseconds.
 """
@@ -85,7 +86,9 @@ class Bars:
         self._progress.advance(self._tasks[key], n)
 
     def relabel(self, key: str, action: str) -> None:
+        """``key``'s bar says ``action`` now, drawn at once: a step ends."""
         self._progress.update(self._tasks[key], description=action)
+        self._progress.refresh()
 
     def finish(self, key: str, text: str) -> None:
         """Draw ``key``'s bar once more, then put ``text`` in its place."""
