@@ -161,13 +161,16 @@ class _LayerReport:
         self._words = words
 
     def begin(self, reuse: bool) -> None:
-        self._report.start(self._key, (VERIFY_WORDS if reuse else self._words)[0], self._total)
+        """The layer is read to be unpacked, or (``reuse``) only verified."""
+        if reuse:
+            self._words = VERIFY_WORDS
+        self._report.start(self._key, self._words[0], self._total)
 
     def add(self, n: int) -> None:
         self._report.progress(self._key, n, self._total)
 
-    def end(self, reuse: bool) -> None:
-        self._report.layer(self._key, (VERIFY_WORDS if reuse else self._words)[1])
+    def end(self) -> None:
+        self._report.layer(self._key, self._words[1])
 
 
 class _Decompression:
@@ -605,7 +608,7 @@ class ImageStore:
         else:
             staged = _Staged(diff_id, size, dest)
         by_diff[diff_id] = staged
-        report.end(reuse)
+        report.end()
         return staged
 
     def _commit(self, staged: list[_Staged], records: list[dict]) -> None:
