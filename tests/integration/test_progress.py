@@ -73,11 +73,17 @@ def short(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
 
 
+# The terminal a user has, whatever the environment the tests run in (CI's
+# TERM may be dumb; COLUMNS, LINES and rich's TTY_* would override the pty).
+AS_A_USER = ["/usr/bin/env", "-u", "COLUMNS", "-u", "LINES", "-u", "TTY_COMPATIBLE", "-u", "TTY_INTERACTIVE",
+             "TERM=xterm-256color", PROCVIEW]
+
+
 def on_terminal(*args: str) -> tuple[int, str, list[str]]:
     """``procview ARGS`` on a pseudo-terminal: (exit code, all it wrote,
     the screen's non-empty lines at the end). The screen must show the
     cursor at the end."""
-    code, output = run_on_pty([PROCVIEW, *args], ROWS, COLS)
+    code, output = run_on_pty([*AS_A_USER, *args], ROWS, COLS)
     screen = pyte.Screen(COLS, ROWS)
     pyte.Stream(screen).feed(output)
     assert not screen.cursor.hidden, "the cursor was left hidden"
@@ -183,7 +189,7 @@ def test_a_failure_midway_leaves_a_clean_terminal_and_one_error_line(work):
 def test_ctrl_c_midway_leaves_a_clean_terminal(work):
     path = os.path.join(work, "layout")
     layered_image(path, [100 * MiB])  # long enough that ^C, typed at the first bar, comes before the end
-    code, output = run_on_pty([PROCVIEW, "image", "import", "--root", os.path.join(work, "store"), path], ROWS, COLS,
+    code, output = run_on_pty([*AS_A_USER, "image", "import", "--root", os.path.join(work, "store"), path], ROWS, COLS,
                               reply=(b"Importing", b"\x03"))
     screen = pyte.Screen(COLS, ROWS)
     pyte.Stream(screen).feed(output)

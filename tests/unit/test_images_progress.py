@@ -22,6 +22,15 @@ class Terminal(io.StringIO):
         return True
 
 
+@pytest.fixture(autouse=True)
+def a_users_terminal(monkeypatch):
+    """The environment of a user at a terminal, whatever the tests run in
+    (CI's TERM may be dumb; COLUMNS, LINES and rich's TTY_* would override)."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("COLUMNS", "LINES", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def screen_of(text: str, rows: int = 24, cols: int = 80) -> tuple[list[str], bool]:
     """What a terminal shows after ``text``: its non-empty lines, and
     whether the cursor is hidden."""

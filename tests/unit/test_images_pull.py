@@ -44,7 +44,8 @@ def test_quiet_output_is_the_reference_only():
     assert out.getvalue() == f"127.0.0.1:5000/app@{DIGEST}\n"
 
 
-def test_terminal_output_has_a_bar_per_layer_and_ends_with_their_lines():
+def test_terminal_output_has_a_bar_per_layer_and_ends_with_their_lines(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")  # CI's may be dumb
     out = Terminal()
     report = Report(out)
     report.progress(LAYER, 0, 3_000_000)
