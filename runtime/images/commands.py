@@ -1,16 +1,18 @@
 """``procview image``: import, list and remove the images of ``procview run``.
 
-    procview image import PATH [--name NAME:TAG] [--root DIR]
+    procview image import PATH [--name NAME:TAG] [-q] [--root DIR]
     procview image ls [--root DIR]
     procview image rm NAME... [--root DIR]
-    procview image export IMAGE FILE [--root DIR]
+    procview image export IMAGE FILE [-q] [--root DIR]
     procview image tag SOURCE TARGET [--root DIR]
     procview pull [--platform OS/ARCH] [-q] [--insecure-registry HOST[:PORT]]... [--plain-http] [--root DIR] REF
     procview push [-q] [--insecure-registry HOST[:PORT]]... [--plain-http] [--root DIR] REF
     procview login [-u USER] [-p PASSWORD | --password-stdin] [SERVER]
     procview logout [SERVER]
 
-``--root`` defaults to ``$PROCVIEW_ROOT``, else ``/var/lib/procview-runtime``.
+``import``, ``export`` and ``pull`` show their progress per layer
+(``progress.py``: bars on a terminal, else a line per layer; ``-q``: only
+the result). ``--root`` defaults to ``$PROCVIEW_ROOT``, else ``/var/lib/procview-runtime``.
 A failure prints one line, ``procview: error: ...``, on stderr and exits 125
 (Docker's code for the tool itself failing); ``procview pull``, ``push``,
 ``login`` and ``logout`` exit 1, as docker's; bad usage exits 2 (click's).
@@ -20,19 +22,15 @@ The store is imported inside each command, so attaching the group to
 
 from __future__ import annotations
 
-import sys
-import time
-
 import json
+import sys
 
 import click
 
+from procview.runtime.images.progress import human_size
+
 EXIT_IMAGE_ERROR = 125
 ROOT_DEFAULT = "/var/lib/procview-runtime"
-# Show a progress bar once an import has run this long, or at once for an
-# archive this large.
-PROGRESS_AFTER_S = 0.5
-PROGRESS_LARGE = 20 << 20
 
 
 class ImageCommandError(click.ClickException):
@@ -57,24 +55,27 @@ def image() -> None:
 @image.command("import")
 @click.argument("path")
 @click.option("--name", help="Store the image as NAME[:TAG] (default: the names in the archive, else the file name).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the names of the images imported.")
 @_root_option
-def import_(path: str, name: str | None, root: str) -> None:
+def import_(path: str, name: str | None, quiet: bool, root: str) -> None:
     """Import an image from PATH: a docker save archive, an OCI image layout
     (directory or tar), or a root file system tar (gzip, bzip2 or xz
     compressed archives too)."""
+    from procview.runtime.images.progress import Report
     from procview.runtime.images.store import ImageError, ImageStore
 
-    bar = _ProgressBar()
-    try:
-        images = ImageStore(root).import_archive(path, name=name, progress=bar)
-    except ImageError as exc:
-        raise ImageCommandError(str(exc)) from None
-    except OSError as exc:
-        raise ImageCommandError(f"{path}: {exc}") from None
-    finally:
-        bar.close()
-    for img in images:
-        click.echo(f"Loaded image: {img.name} ({_short_id(img.id)})")
+    with Report(quiet=quiet, action="Importing") as report:
+        try:
+            images = ImageStore(root).import_archive(path, name=name, report=report)
+        except ImageError as exc:
+            raise ImageCommandError(str(exc)) from None
+        except OSError as exc:
+            raise ImageCommandError(f"{path}: {exc}") from None
+        for img in images:
+            if quiet:
+                report.result(img.name)
+            else:
+                report.line(f"Loaded image: {img.name} ({_short_id(img.id)})")
 
 
 @image.command("ls")
@@ -138,20 +139,28 @@ def rm(names: tuple[str, ...], root: str) -> None:
 @image.command("export")
 @click.argument("reference", metavar="IMAGE")
 @click.argument("path", metavar="FILE")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the archive's image ID.")
 @_root_option
-def export(reference: str, path: str, root: str) -> None:
+def export(reference: str, path: str, quiet: bool, root: str) -> None:
     """Write IMAGE to FILE (- for standard output) as a docker save archive,
-    which docker load, skopeo and procview image import read."""
+    which docker load, skopeo and procview image import read. What is
+    printed goes to standard error when FILE is -."""
+    from procview.runtime.images.progress import Report
     from procview.runtime.images.store import ImageError, ImageStore
 
     if path == "-" and sys.stdout.isatty():
         raise ImageCommandError("refusing to write an archive to a terminal: give a FILE, or redirect the output")
-    try:
-        ImageStore(root).export(reference, path)
-    except ImageError as exc:
-        raise ImageCommandError(str(exc)) from None
-    except OSError as exc:
-        raise ImageCommandError(f"{path}: {exc.strerror or exc}") from None
+    with Report(out=sys.stderr if path == "-" else sys.stdout, quiet=quiet, action="Exporting") as report:
+        try:
+            image, archive_id = ImageStore(root).export(reference, path, report)
+        except ImageError as exc:
+            raise ImageCommandError(str(exc)) from None
+        except OSError as exc:
+            raise ImageCommandError(f"{path}: {exc.strerror or exc}") from None
+        if quiet:
+            report.result(archive_id)
+        else:
+            report.line(f"Exported image: {image.name} ({_short_id(archive_id)})")
 
 
 @image.command("tag")
@@ -213,19 +222,20 @@ def push(reference: str, quiet: bool, insecure: tuple[str, ...], plain_http: boo
     """Push a local image to a registry (OCI distribution API), as docker
     push: REF is NAME[:TAG], the image's name in the store, whose domain
     is the registry (procview image tag names an image so)."""
-    from procview.runtime.images.pull import Report
+    from procview.runtime.images.progress import Report
     from procview.runtime.images.push import PushOptions, push as push_image
     from procview.runtime.images.store import ImageError, ImageStore
 
     options = PushOptions(insecure=insecure, plain_http=plain_http)
-    try:
-        result = push_image(ImageStore(root), reference, options, Report(quiet=quiet))
-    except ImageError as exc:
-        raise PullError(str(exc)) from None
-    except OSError as exc:
-        raise PullError(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}") from None
-    if quiet:
-        click.echo(f"{result.reference.domain}/{result.reference.path}:{result.reference.tag}")
+    with Report(quiet=quiet, action="Pushing") as report:
+        try:
+            result = push_image(ImageStore(root), reference, options, report)
+        except ImageError as exc:
+            raise PullError(str(exc)) from None
+        except OSError as exc:
+            raise PullError(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}") from None
+        if quiet:
+            report.result(f"{result.reference.domain}/{result.reference.path}:{result.reference.tag}")
 
 
 @click.command("login")
@@ -282,41 +292,5 @@ def logout(server: str) -> None:
     click.echo(f"Removing login credentials for {server}" if removed else f"Not logged in to {server}")
 
 
-def human_size(n: int) -> str:
-    """Docker's style: decimal units, three significant digits (``4.26MB``)."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 999.5 or unit == "TB":
-            return f"{value:.3g}{unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
 def _short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
-
-
-class _ProgressBar:
-    """A ``progress`` callable for ``ImageStore.import_archive`` that shows a
-    click progress bar on stderr only when the import is slow or large."""
-
-    def __init__(self, after: float = PROGRESS_AFTER_S, large: int = PROGRESS_LARGE):
-        self._start = time.monotonic()
-        self._after = after
-        self._large = large
-        self._bar = None
-        self._shown = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            if total < self._large and time.monotonic() - self._start < self._after:
-                return
-            self._bar = click.progressbar(length=total, label="Importing", file=sys.stderr, show_eta=True)
-            self._bar.__enter__()
-        self._bar.update(done - self._shown)
-        self._shown = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 import time
 from typing import BinaryIO
@@ -39,10 +40,12 @@ _BLOCK = 512
 
 
 class HashingSink:
-    """A write-only file that hashes and counts, or passes on to ``out``."""
+    """A write-only file that hashes and counts, passes on to ``out``
+    (if any) and tells ``on_write(n)`` (if any) about every write."""
 
-    def __init__(self, out: BinaryIO | None = None):
+    def __init__(self, out: BinaryIO | None = None, on_write=None):
         self._out = out
+        self._on_write = on_write
         self._hash = hashlib.sha256()
         self.count = 0
 
@@ -51,6 +54,8 @@ class HashingSink:
         self.count += len(data)
         if self._out is not None:
             self._out.write(data)
+        if self._on_write is not None:
+            self._on_write(len(data))
         return len(data)
 
     @property
@@ -69,15 +74,18 @@ def image_config(config: dict, diff_ids: list[str], architecture: str) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def write_archive(name: str, config: dict, layer_dirs: tuple[str, ...], out: BinaryIO, architecture: str) -> str:
+def write_archive(name: str, config: dict, layer_dirs: tuple[str, ...], out: BinaryIO, architecture: str,
+                  report=None) -> str:
     """Write the ``docker save`` archive of one image to ``out``; return the
-    image ID (``sha256:`` + the config's digest)."""
-    diff_ids = []
-    for layer in layer_dirs:
-        probe = HashingSink()
-        write_layer(layer, probe)
-        diff_ids.append((probe.digest, probe.count))
-    config_bytes = image_config(config, [digest for digest, _ in diff_ids], architecture)
+    image ID (``sha256:`` + the config's digest). ``report`` (a
+    ``progress.Report``) sees each layer packed twice: ``Preparing`` (its
+    size not known yet), then ``Exporting``, then ``Export complete``."""
+    from procview.runtime.images.progress import Silent
+
+    report = report or Silent()
+    now = int(time.time())
+    diff_ids = [_write_layer(out, layer, now, report) for layer in layer_dirs]
+    config_bytes = image_config(config, diff_ids, architecture)
     image_id = hashlib.sha256(config_bytes).hexdigest()
     # An image pulled by digest (NAME@sha256:...) has no tag: it is saved
     # untagged, as docker save does (RepoTags empty, no repositories entry).
@@ -86,23 +94,41 @@ def write_archive(name: str, config: dict, layer_dirs: tuple[str, ...], out: Bin
     manifest = [{
         "Config": f"{image_id}.json",
         "RepoTags": [name] if tagged else [],
-        "Layers": [f"{digest.removeprefix('sha256:')}/layer.tar" for digest, _ in diff_ids],
+        "Layers": [f"{digest.removeprefix('sha256:')}/layer.tar" for digest in diff_ids],
     }]
-    now = int(time.time())
-    for (digest, size), layer in zip(diff_ids, layer_dirs):
-        hexdigest = digest.removeprefix("sha256:")
-        _entry(out, f"{hexdigest}/", tarfile.DIRTYPE, 0, now)
-        _entry(out, f"{hexdigest}/layer.tar", tarfile.REGTYPE, size, now)
-        sink = HashingSink(out)
-        write_layer(layer, sink)
-        if sink.digest != digest:  # the store's layers never change; this would be a bug
-            raise RuntimeError(f"layer {hexdigest[:12]} packed differently twice")
-        _pad(out, size)
     _file(out, f"{image_id}.json", config_bytes, now)
     _file(out, "manifest.json", json.dumps(manifest).encode(), now)
     _file(out, "repositories", json.dumps({repository: {tag: image_id}} if tagged else {}).encode(), now)
     out.write(b"\0" * (2 * _BLOCK))  # end of archive
     return "sha256:" + image_id
+
+
+def _write_layer(out: BinaryIO, layer: str, mtime: int, report) -> str:
+    """Pack the store's layer directory ``layer`` (``layers/<hex>/diff``)
+    into ``out`` as ``<diff_id>/layer.tar``; its diff_id. The report names
+    the layer by the store's digest of it."""
+    from procview.runtime.images.progress import Counted
+
+    key = "sha256:" + os.path.basename(os.path.dirname(layer))
+    report.start(key, "Preparing", None)
+    counted = Counted(report, key, None)
+    probe = HashingSink(on_write=counted.add)
+    write_layer(layer, probe)
+    counted.flush()
+    digest, size = probe.digest, probe.count
+    hexdigest = digest.removeprefix("sha256:")
+    _entry(out, f"{hexdigest}/", tarfile.DIRTYPE, 0, mtime)
+    _entry(out, f"{hexdigest}/layer.tar", tarfile.REGTYPE, size, mtime)
+    report.start(key, "Exporting", size)
+    counted = Counted(report, key, size)
+    sink = HashingSink(out, counted.add)
+    write_layer(layer, sink)
+    counted.flush()
+    if sink.digest != digest:  # the store's layers never change; this would be a bug
+        raise RuntimeError(f"layer {hexdigest[:12]} packed differently twice")
+    _pad(out, size)
+    report.layer(key, "Export complete")
+    return digest
 
 
 def _entry(out: BinaryIO, name: str, kind: bytes, size: int, mtime: int) -> None:

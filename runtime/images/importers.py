@@ -360,11 +360,11 @@ class Archive:
         return [ImageSource(names=(), tag=None, config_bytes=None, config={}, layers=(blob,))]
 
 
-def open_archive(path: str, workdir: str, on_decompress: Callable[[int, int], None] | None = None) -> Archive:
+def open_archive(path: str, workdir: str, on_decompress: Callable[[int], None] | None = None) -> Archive:
     """Open ``path`` (a file or a directory) and detect its format.
 
     A compressed file is first decompressed into ``workdir``;
-    ``on_decompress(n, total)`` is told about every chunk of it read.
+    ``on_decompress(n)`` is told about every chunk of ``n`` bytes of it read.
     """
     try:
         st = os.stat(path)
@@ -382,7 +382,7 @@ def open_archive(path: str, workdir: str, on_decompress: Callable[[int, int], No
         kind = compression(_read_head(f))
     if kind != "none":
         tar = os.path.join(workdir, "archive.tar")
-        _decompress_file(path, tar, st.st_size, on_decompress)
+        _decompress_file(path, tar, on_decompress)
     files = _TarFiles(tar)
     try:
         if files.exists("manifest.json"):
@@ -396,17 +396,9 @@ def open_archive(path: str, workdir: str, on_decompress: Callable[[int, int], No
     return Archive(path, _Files(), "rootfs", rootfs_tar=tar)
 
 
-def _decompress_file(path: str, out: str, total: int, on_read: Callable[[int, int], None] | None) -> None:
-    done = 0
-
-    def counted(n: int) -> None:
-        nonlocal done
-        done += n
-        if on_read is not None:
-            on_read(done, total)
-
+def _decompress_file(path: str, out: str, on_read: Callable[[int], None] | None) -> None:
     with open(path, "rb") as raw, open(out, "wb") as dst:
-        src = decompressed(Digesting(raw, counted))
+        src = decompressed(Digesting(raw, on_read))
         while True:
             chunk = src.read(_CHUNK)
             if not chunk:

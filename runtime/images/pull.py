@@ -29,11 +29,10 @@ import fcntl
 import hashlib
 import json
 import os
-import sys
 import threading
 
 from procview._io import remove_tree
-from procview.runtime.images import importers
+from procview.runtime.images import importers, progress
 from procview.runtime.images.reference import BadReference, Reference, parse
 from procview.runtime.images.registry import (
     Registry, RegistryError, insecure_registries, load_credentials, verify_bytes,
@@ -53,7 +52,15 @@ class PullOptions:
 
 
 def pull(store: ImageStore, text: str, options: PullOptions, report: Report) -> Image:
-    """Pull ``text`` into ``store``; ``report`` prints what happens."""
+    """Pull ``text`` into ``store``; ``report`` prints what happens (its
+    bars are gone when this returns or raises)."""
+    try:
+        return _pull(store, text, options, report)
+    finally:
+        report.end_progress()
+
+
+def _pull(store: ImageStore, text: str, options: PullOptions, report: Report) -> Image:
     try:
         ref = parse(text)
     except BadReference as exc:
@@ -73,7 +80,7 @@ def pull(store: ImageStore, text: str, options: PullOptions, report: Report) -> 
             return stored
         with _PullDir(os.path.join(store.root, "pulls")) as pull_dir:
             source = _fetch_layers(registry, store, source, pull_dir, report)
-            image = store.import_pulled(str(ref), source, ref.stored_name)
+            image = store.import_pulled(str(ref), source, ref.stored_name, report)
     report.done(top_digest, ref, fresh=True)
     return image
 
@@ -231,7 +238,7 @@ def _fetch_layers(registry: Registry, store: ImageStore, source: importers.Image
             registry.fetch_blob(blob.digest, blob.size, partial, files[blob.digest], on_read)
         except OSError as exc:
             raise RegistryError(f"{blob.label}: cannot save the download under {pull_dir.pulls}: {exc.strerror or exc}") from None
-        report.layer(blob.digest, "Pull complete")
+        report.status(blob.digest, "Download complete")  # "Pull complete" once extracted
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL_LAYERS) as pool:
         futures = [pool.submit(fetch, blob) for blob in wanted.values()]
@@ -248,7 +255,6 @@ def _fetch_layers(registry: Registry, store: ImageStore, source: importers.Image
         except BaseException:  # Ctrl-C: the downloads stop at their next chunk, not at their end
             failed.set()
             raise
-    report.end_progress()
     if errors:
         raise errors[0]
 
@@ -267,68 +273,14 @@ class _Cancelled(Exception):
 # -- what the user sees ----------------------------------------------------------------
 
 
-class Report:
-    """What ``docker pull`` prints: on a terminal a progress line rewritten
-    in place; otherwise one line per layer when it is done, then
-    ``Digest:`` and ``Status:``. ``quiet``: only the reference at the end."""
-
-    def __init__(self, out=None, quiet: bool = False, tty: bool | None = None):
-        self._out = out or sys.stdout
-        self._quiet = quiet
-        self._tty = self._out.isatty() if tty is None else tty
-        self._lock = threading.Lock()
-        self._active: dict[str, list[int]] = {}  # digest -> [done, total]
-        self._shown = 0
-        self._text = ""
-
-    def line(self, text: str) -> None:
-        if not self._quiet:
-            with self._lock:
-                self._clear()
-                print(text, file=self._out, flush=True)
-
-    def layer(self, digest: str, status: str) -> None:
-        with self._lock:
-            self._active.pop(digest, None)
-        self.line(f"{_short(digest)}: {status}")
-
-    def progress(self, digest: str, n: int, total: int) -> None:
-        if self._quiet or not self._tty:
-            return
-        with self._lock:
-            entry = self._active.setdefault(digest, [0, total])
-            entry[0] += n
-            text = "   ".join(f"{_short(d)}: Downloading {_size(done)}/{_size(size)}" for d, (done, size) in self._active.items())
-            if self._shown and text == self._text:
-                return  # sizes have three digits: most chunks change nothing on screen
-            self._clear()
-            self._text = text
-            self._out.write(text)
-            self._out.flush()
-            self._shown = len(text)
-
-    def end_progress(self) -> None:
-        with self._lock:
-            self._clear()
+class Report(progress.Report):
+    """What ``docker pull`` prints (``progress.Report``: bars on a
+    terminal, else one line per layer when it is done), then ``Digest:``,
+    ``Status:`` and the reference; ``quiet``: only the reference."""
 
     def done(self, digest: str, ref: Reference, fresh: bool) -> None:
+        self.end_progress()
         self.line(f"Digest: {digest}")
         self.line(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref.familiar}"
                   + (f"@{ref.digest}" if ref.digest else f":{ref.tag}"))
-        print(str(ref), file=self._out, flush=True)
-
-    def _clear(self) -> None:
-        if self._shown:
-            self._out.write("\r\x1b[K")
-            self._shown = 0
-
-
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
-
-
-def _size(n: int) -> str:
-    from procview.runtime.images.commands import human_size
-
-    return human_size(n)
-
+        self.result(str(ref))

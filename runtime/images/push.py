@@ -110,8 +110,9 @@ def pack_compressed(layer_dir: str, out: BinaryIO) -> tuple[str, str, int]:
 
 
 def push(store: ImageStore, text: str, options: PushOptions, report) -> PushResult:
-    """Push the stored image ``text`` to its registry; ``report`` (pull's
-    ``Report`` interface: line, layer, progress, end_progress) shows it."""
+    """Push the stored image ``text`` to its registry; ``report`` (a
+    ``progress.Report``) shows each layer: ``Preparing``, ``Pushing``, then
+    ``Pushed`` or ``Layer already exists``."""
     ref = push_reference(text)
     try:
         image = store.get_or_builtin(ref.stored_name)
@@ -143,6 +144,7 @@ def _push_layer(registry: Registry, store: ImageStore, store_diff_id: str, layer
     except OSError as exc:
         raise ImageError(f"cannot make a temporary file under {store.root}: {exc.strerror or exc}") from None
     with spool:
+        report.start(store_diff_id, "Preparing", None)  # packing and compressing: size not known yet
         try:
             diff_id, digest, size = pack_compressed(layer_dir, spool)
         except OSError as exc:
@@ -150,10 +152,8 @@ def _push_layer(registry: Registry, store: ImageStore, store_diff_id: str, layer
         if registry.has_blob(digest):
             report.layer(store_diff_id, "Layer already exists")
         else:
-            try:
-                registry.upload_blob(digest, size, spool, lambda n: report.progress(store_diff_id, n, size))
-            finally:
-                report.end_progress()
+            report.start(store_diff_id, "Pushing", size)
+            registry.upload_blob(digest, size, spool, lambda n: report.progress(store_diff_id, n, size))
             report.layer(store_diff_id, "Pushed")
     return diff_id, descriptor(LAYER_TYPE, digest, size)
 

@@ -42,7 +42,7 @@ import json
 import os
 import re
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from procview._io import remove_tree
 from procview.runtime.images.reference import PATTERNS as REFERENCE_PATTERNS, BadReference, parse as parse_reference
@@ -59,9 +59,6 @@ def _log():
 
 DEFAULT_ROOT = "/var/lib/procview-runtime"
 CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")
-
-Progress = Callable[[int, int], None]
-
 
 class ImageError(Exception):
     """An image operation failed; the message is one line for the user."""
@@ -138,45 +135,64 @@ def _record_file(name: str) -> str:
 
 # -- progress ------------------------------------------------------------------------
 
+# What a report shows of a layer being unpacked, and once it is.
+IMPORT_WORDS = ("Importing", "Import complete")
+PULL_WORDS = ("Extracting", "Pull complete")
+# ... and of a layer the store has, which is only read to verify it.
+VERIFY_WORDS = ("Verifying", "Already exists")
 
-class _Meter:
-    """Turns the bytes read in each stage of an import into one
-    (done, total) progress for the caller."""
 
-    def __init__(self, callback: Progress | None, total: int):
-        self._callback = callback
-        self.total = max(total, 1)
-        self._base = 0.0
-        self._span = 0.0
-        self._size = 1
-        self._done = 0
-        self._last = -1
+def _reporter(report):
+    """``report``, or one that shows nothing."""
+    if report is not None:
+        return report
+    from procview.runtime.images.progress import Silent
 
-    def stage(self, share: float, size: int) -> None:
-        self._base = self._now()
-        self._span = min(share * self.total, self.total - self._base)
-        self._size, self._done = max(size, 1), 0
+    return Silent()
+
+
+class _LayerReport:
+    """One layer's part of a ``progress.Report``: its key, size and words."""
+
+    def __init__(self, report, key: str, total: int, words: tuple[str, str]):
+        self._report = report
+        self._key = key
+        self._total = total
+        self._words = words
+
+    def begin(self, reuse: bool) -> None:
+        """The layer is read to be unpacked, or (``reuse``) only verified."""
+        if reuse:
+            self._words = VERIFY_WORDS
+        self._report.start(self._key, self._words[0], self._total)
 
     def add(self, n: int) -> None:
-        self._done += n
-        self._report()
+        self._report.progress(self._key, n, self._total)
 
-    def set(self, done: int, _total: int = 0) -> None:
-        self._done = done
-        self._report()
+    def end(self) -> None:
+        self._report.layer(self._key, self._words[1])
+
+
+class _Decompression:
+    """``open_archive``'s ``on_decompress`` for a compressed archive: the
+    whole file shows as one bar, ``archive: Decompressing``."""
+
+    KEY = "archive"
+
+    def __init__(self, report, path: str):
+        self._report = report
+        self._path = path
+        self._total: int | None = None
+
+    def add(self, n: int) -> None:
+        if self._total is None:
+            self._total = os.path.getsize(self._path)
+            self._report.start(self.KEY, "Decompressing", self._total)
+        self._report.progress(self.KEY, n, self._total)
 
     def finish(self) -> None:
-        self._base, self._span = float(self.total), 0.0
-        self._report()
-
-    def _now(self) -> float:
-        return self._base + self._span * min(1.0, self._done / self._size)
-
-    def _report(self) -> None:
-        now = int(self._now())
-        if self._callback is not None and now != self._last:
-            self._last = now
-            self._callback(now, self.total)
+        if self._total is not None:
+            self._report.layer(self.KEY, "Decompressed")
 
 
 # -- layer holds ---------------------------------------------------------------------
@@ -290,34 +306,35 @@ class ImageStore:
 
     # -- changing ---------------------------------------------------------------
 
-    def import_path(self, path: str, name: str | None = None, progress: Progress | None = None) -> Image:
+    def import_path(self, path: str, name: str | None = None, report=None) -> Image:
         """Import the archive at ``path`` (docker save, OCI layout or root
         file system tar; see ``importers``) and return its (first) image."""
-        return self.import_archive(path, name, progress)[0]
+        return self.import_archive(path, name, report)[0]
 
-    def import_archive(self, path: str, name: str | None = None, progress: Progress | None = None) -> list[Image]:
+    def import_archive(self, path: str, name: str | None = None, report=None) -> list[Image]:
         """Import every image of the archive at ``path``; ``name`` renames a
-        single-image archive. ``progress(done_bytes, total_bytes)`` is called
-        as the archive is read. Nothing is stored unless all of it verifies."""
+        single-image archive. ``report`` (a ``progress.Report``) is told
+        about every layer as it is read and unpacked. Nothing is stored
+        unless all of it verifies."""
         if name is not None:
             name = normalize_reference(name)
         with self._locked():
-            return self._import(path, [name] if name else None, progress)
+            return self._import(path, [name] if name else None, report)
 
-    def import_pulled(self, label: str, source, name: str) -> Image:
+    def import_pulled(self, label: str, source, name: str, report=None) -> Image:
         """Store an image ``procview pull`` fetched: ``source`` is an
         ``importers.ImageSource`` (its config verified against the
         manifest) whose layer blobs are downloaded files, or ``open=None``
         for a layer already stored (by diff_id). The layers go through an
-        import's verification (blob digest, diff_id, safe extraction);
+        import's verification (blob digest, diff_id, safe extraction),
+        ``report`` told of each (``Extracting``, ``Pull complete``);
         ``name`` is the stored name, ``label`` names the image in messages."""
         import tempfile
 
         with self._locked():
             work = tempfile.mkdtemp(prefix="pull-", dir=self._tmp)
             try:
-                meter = _Meter(None, sum(blob.size for blob in source.layers))
-                staged = self._stage_all(label, [source], work, meter)
+                staged = self._stage_all(label, [source], work, _reporter(report), PULL_WORDS)
                 return self._store(label, [source], [[name]], staged, None)[0]
             finally:
                 remove_tree(work)
@@ -423,26 +440,29 @@ class ImageStore:
                 raise ImageError(f"cannot store the image under {self.root}: {exc}") from None
             return self._image(record)
 
-    def export(self, reference: str, path: str) -> Image:
+    def export(self, reference: str, path: str, report=None) -> tuple[Image, str]:
         """Write the image as a ``docker save`` archive to ``path`` (``-``:
-        standard output); a file appears only when complete."""
+        standard output); a file appears only when complete. ``report``
+        (a ``progress.Report``) is told about every layer as it is packed.
+        Returns the image and the archive's image ID, which differs from
+        the stored one when a layer packs to other bytes than it came in."""
         import tempfile
 
         from procview.runtime.images.export import write_archive
         from procview.runtime.images.importers import runtime_platform
 
         image = self.get_or_builtin(reference)
+        report = _reporter(report)
         with self.hold(image):
             if path == "-":
                 out = os.fdopen(os.dup(1), "wb")
                 with out:
-                    write_archive(image.name, image.config, image.layers, out, runtime_platform()[0])
-                return image
+                    return image, write_archive(image.name, image.config, image.layers, out, runtime_platform()[0], report)
             directory = os.path.dirname(os.path.abspath(path))
             fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    write_archive(image.name, image.config, image.layers, out, runtime_platform()[0])
+                    archive_id = write_archive(image.name, image.config, image.layers, out, runtime_platform()[0], report)
                     out.flush()
                     os.fsync(out.fileno())
                 os.chmod(temporary, 0o644)
@@ -451,7 +471,7 @@ class ImageStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temporary)
                 raise
-        return image
+        return image, archive_id
 
     def get_or_builtin(self, reference: str) -> Image:
         """``get``, except that the built-in busybox is made if asked for
@@ -471,38 +491,32 @@ class ImageStore:
 
     # -- import -----------------------------------------------------------------
 
-    def _import(self, path: str, names: list[str] | None, progress: Progress | None, config: dict | None = None) -> list[Image]:
+    def _import(self, path: str, names: list[str] | None, report, config: dict | None = None) -> list[Image]:
         """Import with the lock held; ``config`` replaces the image config
         (the built-in busybox's)."""
         import tempfile
 
         from procview.runtime.images import importers
 
+        report = _reporter(report)
         work = tempfile.mkdtemp(prefix="import-", dir=self._tmp)
         try:
             try:
-                size = os.path.getsize(path) if os.path.isfile(path) else 0
-                meter = _Meter(progress, size)
-                meter.stage(0.5, size)
-                with importers.open_archive(path, work, on_decompress=meter.set) as archive:
+                decompression = _Decompression(report, path)
+                with importers.open_archive(path, work, on_decompress=decompression.add) as archive:
+                    decompression.finish()
                     sources = archive.images()
                     if not sources:
                         raise importers.ArchiveError("holds no image for this machine")
                     plans = self._plan(path, sources, names)
-                    total = sum(blob.size for source in sources for blob in source.layers)
-                    if not size:
-                        meter = _Meter(progress, total)
-                    meter.stage(1.0, total)
-                    staged = self._stage_all(path, sources, work, meter)
+                    staged = self._stage_all(path, sources, work, report, IMPORT_WORDS)
             except importers.CorruptArchive as exc:
                 raise ImageError(f"{path}: corrupt or truncated archive ({exc})") from None
             except importers.ArchiveError as exc:
                 raise ImageError(f"{path}: {exc}") from None
             except OSError as exc:
                 raise ImageError(f"{path}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename and exc.filename != path else "")) from None
-            images = self._store(path, sources, plans, staged, config)
-            meter.finish()
-            return images
+            return self._store(path, sources, plans, staged, config)
         finally:
             remove_tree(work)
 
@@ -544,9 +558,11 @@ class ImageStore:
             plans.append(list(dict.fromkeys(found)))
         return plans
 
-    def _stage_all(self, path: str, sources: list, work: str, meter: _Meter) -> list[list[_Staged]]:
+    def _stage_all(self, path: str, sources: list, work: str, report, words: tuple[str, str]) -> list[list[_Staged]]:
         """Read, unpack and verify every layer into ``work``; a layer already
-        stored (or seen earlier in this archive) is only verified."""
+        stored (or seen earlier in this archive) is only verified.
+        ``words``: what ``report`` shows of a layer being unpacked, and
+        once it is (``IMPORT_WORDS``, ``PULL_WORDS``)."""
         by_diff: dict[str, _Staged] = {}
         result = []
         count = 0
@@ -555,12 +571,14 @@ class ImageStore:
                 raise ImageError(f"{path}: an image of the archive has no layers")
             layers = []
             for blob in source.layers:
-                layers.append(self._stage(path, blob, os.path.join(work, f"layer-{count}"), meter, by_diff))
                 count += 1
+                key = blob.digest or blob.diff_id or f"layer {count}"
+                layers.append(self._stage(path, blob, os.path.join(work, f"layer-{count}"), by_diff,
+                                          _LayerReport(report, key, blob.size, words)))
             result.append(layers)
         return result
 
-    def _stage(self, path: str, blob, dest: str, meter: _Meter, by_diff: dict[str, _Staged]) -> _Staged:
+    def _stage(self, path: str, blob, dest: str, by_diff: dict[str, _Staged], report: _LayerReport) -> _Staged:
         """Unpack one layer blob into ``dest`` (or only hash it, when its
         diff_id is already stored) and check its digests."""
         from procview.runtime.images import extract, importers
@@ -571,10 +589,11 @@ class ImageStore:
                 raise ImageError(f"{path}: {blob.label}: the stored layer was removed meanwhile; pull again")
             return by_diff.setdefault(known, _Staged(known, 0, None))
         reuse = known is not None and (known in by_diff or self._complete(known))
+        report.begin(reuse)
         size = 0
         try:
             with blob.open() as stream:
-                raw = importers.Digesting(stream, meter.add)
+                raw = importers.Digesting(stream, report.add)
                 tar = importers.Digesting(importers.decompressed(raw))
                 if reuse:
                     tar.drain()
@@ -605,6 +624,7 @@ class ImageStore:
         else:
             staged = _Staged(diff_id, size, dest)
         by_diff[diff_id] = staged
+        report.end()
         return staged
 
     def _commit(self, staged: list[_Staged], records: list[dict]) -> None:

@@ -44,15 +44,23 @@ def test_quiet_output_is_the_reference_only():
     assert out.getvalue() == f"127.0.0.1:5000/app@{DIGEST}\n"
 
 
-def test_terminal_output_rewrites_a_progress_line():
+def test_terminal_output_has_a_bar_per_layer_and_ends_with_their_lines(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")  # CI's may be dumb
     out = Terminal()
     report = Report(out)
     report.progress(LAYER, 0, 3_000_000)
     report.progress(LAYER, 1_500_000, 3_000_000)
+    report.status(LAYER, "Download complete")
+    report.start(LAYER, "Extracting", 3_000_000)
+    report.progress(LAYER, 3_000_000, 3_000_000)
     report.layer(LAYER, "Pull complete")
+    report.done(DIGEST, parse("busybox"), fresh=True)
     text = out.getvalue()
-    assert "abababababab: Downloading 1.5MB/3MB" in text
-    assert text.endswith("\r\x1b[Kabababababab: Pull complete\n")
+    assert "abababababab: Extracting" in text and "3MB/3MB" in text
+    assert "\x1b[2Kabababababab: Pull complete\n" in text
+    bars, _, after = text.rpartition("\x1b[?25h")  # the cursor is back once the bars are gone
+    assert bars.count("\x1b[?25l") == 1
+    assert after == f"\rDigest: {DIGEST}\nStatus: Downloaded newer image for busybox:latest\ndocker.io/library/busybox:latest\n"
 
 
 @pytest.mark.parametrize("registry", ["192.0.2.1:5000", "registry.example", "10.0.0.1"])

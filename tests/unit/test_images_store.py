@@ -24,7 +24,8 @@ from conftest import requires_root
 
 from procview.runtime.images import Image, ImageError, ImageNotFound, ImageStore, normalize_reference
 from procview.runtime.images import busybox
-from procview.runtime.images.commands import PROGRESS_LARGE, _ProgressBar, human_size, image as image_cli
+from procview.runtime.images.commands import human_size, image as image_cli
+from procview.runtime.images.progress import Silent
 from procview.runtime.images.importers import runtime_platform
 from procview.runtime.images.store import derived_name
 
@@ -623,12 +624,20 @@ def test_missing_layer_is_reported_by_get(store, two_images):
 # -- interrupted and concurrent imports -------------------------------------------------
 
 
-def _die_midway(root: str, path: str) -> None:
-    def progress(done, total):
-        if done > total // 2:
-            os._exit(3)  # like SIGKILL: no cleanup runs
+class _DieMidway(Silent):
+    """Exits, like SIGKILL (no cleanup runs), once half the archive is read."""
 
-    ImageStore(root).import_path(path, progress=progress)
+    def __init__(self, size: int):
+        self.left = size // 2
+
+    def progress(self, key, n, total):
+        self.left -= n
+        if self.left < 0:
+            os._exit(3)
+
+
+def _die_midway(root: str, path: str) -> None:
+    ImageStore(root).import_path(path, report=_DieMidway(os.path.getsize(path)))
 
 
 def test_killed_import_leaves_nothing_visible_and_is_cleaned_up(store, tmp_path):
@@ -676,13 +685,65 @@ def test_concurrent_imports_do_not_collide(store, tmp_path):
     assert os.listdir(os.path.join(store.root, "tmp")) == []
 
 
-def test_progress_reports_reach_the_total(store, tmp_path):
-    calls = []
-    path = docker_save(tmp_path / "p.tar", Spec(["p:1"], [BASE, layer({"x": os.urandom(3 << 20)})]))
-    store.import_path(str(path), progress=lambda done, total: calls.append((done, total)))
-    assert calls[-1][0] == calls[-1][1] == os.path.getsize(path)
-    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
-    assert len(calls) > 2
+class Recorder:
+    """A report that records what it is told: (what, key, value)."""
+
+    def __init__(self):
+        self.events = []
+
+    def start(self, key, action, total):
+        self.events.append(("start", key, (action, total)))
+
+    def progress(self, key, n, total):
+        self.events.append(("progress", key, n))
+
+    def layer(self, key, status):
+        self.events.append(("layer", key, status))
+
+    def of(self, key):
+        return [(what, value) for what, k, value in self.events if k == key and what != "progress"]
+
+    def bytes_of(self, key):
+        return sum(value for what, k, value in self.events if k == key and what == "progress")
+
+
+def test_import_reports_each_layer_with_its_bytes(store, tmp_path):
+    big = layer({"x": os.urandom(3 << 20)})
+    path = docker_save(tmp_path / "p.tar", Spec(["p:1"], [BASE, big]))
+    report = Recorder()
+    store.import_path(str(path), report=report)
+    for data in (BASE, big):  # legacy docker save: layers are named by diff_id
+        key = "sha256:" + sha(data)
+        assert report.of(key) == [("start", ("Importing", len(data))), ("layer", "Import complete")]
+        assert report.bytes_of(key) == len(data)
+    again = Recorder()
+    store.import_path(str(path), name="q:1", report=again)  # stored layers are only verified
+    assert again.of("sha256:" + sha(big)) == [("start", ("Verifying", len(big))), ("layer", "Already exists")]
+
+
+def test_import_of_a_compressed_archive_reports_the_decompression(store, tmp_path):
+    path = docker_save(tmp_path / "p.tar.gz", Spec(["p:1"], [BASE]), compress="gzip")
+    report = Recorder()
+    store.import_path(str(path), report=report)
+    size = os.path.getsize(path)
+    assert report.of("archive") == [("start", ("Decompressing", size)), ("layer", "Decompressed")]
+    assert report.bytes_of("archive") == size
+    assert report.of("sha256:" + sha(BASE))[-1] == ("layer", "Import complete")
+
+
+def test_export_reports_each_layer_packed_twice(store, tmp_path):
+    path = docker_save(tmp_path / "p.tar", Spec(["p:1"], [BASE, APP]))
+    store.import_path(str(path))
+    report = Recorder()
+    _, archive_id = store.export("p:1", str(tmp_path / "out.tar"), report)
+    with tarfile.open(tmp_path / "out.tar") as tar:
+        (entry,) = json.load(tar.extractfile("manifest.json"))
+        sizes = [tar.getmember(name).size for name in entry["Layers"]]
+    assert archive_id == "sha256:" + entry["Config"].removesuffix(".json")
+    for data, size in zip((BASE, APP), sizes):
+        key = "sha256:" + sha(data)  # the store's name of the layer
+        assert report.of(key) == [("start", ("Preparing", None)), ("start", ("Exporting", size)), ("layer", "Export complete")]
+        assert report.bytes_of(key) == 2 * size
 
 
 # -- the built-in busybox --------------------------------------------------------------
@@ -777,7 +838,8 @@ def test_cli_import_ls_rm(tmp_path):
     runner = CliRunner()
     result = runner.invoke(image_cli, ["import", str(path), "--root", root])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("Loaded image: app:1 (")
+    assert result.output.splitlines()[:2] == [f"{sha(BASE)[:12]}: Import complete", f"{sha(APP)[:12]}: Import complete"]
+    assert result.output.splitlines()[2].startswith("Loaded image: app:1 (") and len(result.output.splitlines()) == 3
     result = runner.invoke(image_cli, ["ls"], env={"PROCVIEW_ROOT": root})
     lines = result.output.splitlines()
     assert lines[0].split() == ["NAME", "ID", "LAYERS", "SIZE"]
@@ -787,6 +849,22 @@ def test_cli_import_ls_rm(tmp_path):
     assert result.exit_code == 125
     result = runner.invoke(image_cli, ["rm", "app:1", "--root", root])
     assert result.exit_code == 0 and result.output == "Deleted: app:1\n"
+
+
+def test_cli_quiet_import_and_export_print_only_the_name_and_id(tmp_path):
+    root = str(tmp_path / "state")
+    path = docker_save(tmp_path / "app.tar", Spec(["app:1", "app:2"], [BASE, APP]))
+    runner = CliRunner()
+    result = runner.invoke(image_cli, ["import", "-q", str(path), "--root", root])
+    assert result.exit_code == 0 and result.output == "app:1\napp:2\n", result.output
+    out = tmp_path / "out.tar"
+    result = runner.invoke(image_cli, ["export", "--quiet", "app:1", str(out), "--root", root])
+    with tarfile.open(out) as tar:
+        (entry,) = json.load(tar.extractfile("manifest.json"))
+    assert result.exit_code == 0 and result.output == "sha256:" + entry["Config"].removesuffix(".json") + "\n"
+    result = runner.invoke(image_cli, ["export", "app:1", str(out), "--root", root])
+    assert result.output.splitlines() == [f"{sha(BASE)[:12]}: Export complete", f"{sha(APP)[:12]}: Export complete",
+                                          f"Exported image: app:1 ({entry['Config'][:12]})"]
 
 
 def test_cli_errors_are_one_line_and_exit_125(tmp_path):
@@ -810,39 +888,6 @@ def test_cli_as_a_program(tmp_path):
     assert out.returncode == 0 and out.stdout.split() == ["NAME", "ID", "LAYERS", "SIZE"]
     out = subprocess.run([sys.executable, "-c", code, "rm", "x"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 125 and out.stderr == "procview: error: no such image: x\n"
-
-
-def test_progress_bar_only_for_slow_or_large_imports(monkeypatch):
-    shown = []
-
-    class FakeBar:
-        def __init__(self, **kw):
-            shown.append(kw["length"])
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
-        def update(self, n):
-            shown.append(n)
-
-    monkeypatch.setattr("click.progressbar", FakeBar)
-    quick = _ProgressBar(after=60)
-    quick(10, 100)
-    quick(100, 100)
-    quick.close()
-    assert shown == []
-    large = _ProgressBar(after=60)
-    large(10, PROGRESS_LARGE)
-    large(PROGRESS_LARGE, PROGRESS_LARGE)
-    large.close()
-    assert shown == [PROGRESS_LARGE, 10, PROGRESS_LARGE - 10]
-    shown.clear()
-    slow = _ProgressBar(after=0)
-    slow(5, 100)
-    assert shown == [100, 5]
 
 
 @pytest.mark.parametrize("n, text", [(0, "0B"), (512, "512B"), (999, "999B"), (1000, "1kB"), (1_982_256, "1.98MB"),

@@ -99,7 +99,7 @@ RUN_PATH_MODULES = ("procview.entry", "procview.runtime.forkserver", *_PRELOADED
 # Each costs milliseconds of a start measured against runc's whole run
 # (docs/performance.md): shutil loads the zlib, bz2 and lzma libraries,
 # typing compiles every annotation of every NamedTuple, hashlib loads OpenSSL.
-NOT_ON_RUN_PATH = ("click", "typing", "dataclasses", "shutil", "glob", "hashlib", "logging", "tempfile", "urllib")
+NOT_ON_RUN_PATH = ("click", "typing", "dataclasses", "shutil", "glob", "hashlib", "logging", "tempfile", "urllib", "rich")
 
 
 def test_run_path_imports_none_of_the_expensive_modules():
