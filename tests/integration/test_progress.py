@@ -223,3 +223,28 @@ def test_pull_on_a_terminal_shows_download_and_extraction_bars(registry, work):
 
     code, output, screen = on_terminal("pull", "-q", "--root", os.path.join(work, "quiet"), reference)
     assert code == 0 and output == f"{reference}\r\n"
+
+
+# -- push ------------------------------------------------------------------------------------
+
+
+def test_push_on_a_terminal_shows_a_pushing_bar_per_layer(registry, work):
+    path = os.path.join(work, "layout")
+    layered_image(path, [4 * MiB, 2 * MiB])
+    root = os.path.join(work, "store")
+    reference = f"{registry.address}/img:v1"
+    assert procview("image", "import", "--root", root, path, "--name", reference).returncode == 0
+
+    code, output, screen = on_terminal("push", "--root", root, reference)
+    assert code == 0, output
+    pushed = [line.split(":")[0] for line in screen if line.endswith(": Pushed")]
+    assert len(pushed) == 2, screen
+    for key in pushed:
+        assert any(re.fullmatch(rf"{key}: Pushing +━+ +{SIZES} +{SPEED}", line) for line in bars(output)), bars(output)
+    assert screen[0] == f"The push refers to repository [{registry.address}/img]"
+    assert re.fullmatch(r"v1: digest: sha256:[0-9a-f]{64} size: \d+", screen[-1]), screen
+
+    again = procview("push", "--root", root, reference)  # no terminal: plain lines, every layer there now
+    assert again.returncode == 0 and "\x1b" not in again.stdout + again.stderr
+    assert sorted(line for line in again.stdout.splitlines() if "Layer already exists" in line) == \
+        sorted(f"{key}: Layer already exists" for key in pushed)
