@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import functools
 import http
 import ipaddress
 import logging
@@ -233,25 +232,11 @@ def _engine_failures(engine) -> dict[str, int]:
 # -- the daemon's parts, measured ----------------------------------------------------------
 
 
-def _counting_errors(operation):
-    """``operation`` (a ProcviewFS request handler), counting each FUSEError
-    it answers with by its errno's name."""
-
-    @functools.wraps(operation)
-    async def counted(self, *args, **kwargs):
-        try:
-            return await operation(self, *args, **kwargs)
-        except pyfuse3.FUSEError as exc:
-            self.metrics.record_error(errno.errorcode.get(exc.errno, str(exc.errno)))
-            raise
-
-    return counted
-
-
 class MeteredFS(ProcviewFS):
     """ProcviewFS that times each render of a view file and counts the
-    errors it answers (not ``flush``'s ENOSYS: that one only tells the
-    kernel never to send FLUSH again)."""
+    errors it answers with (``_error``, which only failing requests call;
+    not ``flush``'s ENOSYS, which only tells the kernel never to send FLUSH
+    again)."""
 
     def __init__(self, engine, metrics: Metrics, tree=None):
         super().__init__(engine, tree)
@@ -261,19 +246,13 @@ class MeteredFS(ProcviewFS):
         if entry.kind != "file":
             return super()._snapshot(entry, pid)
         start = time.perf_counter_ns()
-        data = super()._snapshot(entry, pid)
+        data = self.engine.render(entry.vpath, pid)  # what ProcviewFS does for a file, timed
         self.metrics.record_render(entry.vpath, time.perf_counter_ns() - start)
         return data
 
-
-
-# The request handlers whose errors are counted: all that can fail but flush.
-_COUNTED_OPERATIONS = ("lookup", "getattr", "readlink", "opendir", "readdir", "open", "read", "setattr", "write",
-                       "create", "mkdir", "mknod", "unlink", "rmdir", "symlink", "rename", "link", "setxattr",
-                       "removexattr")
-for _name in _COUNTED_OPERATIONS:
-    setattr(MeteredFS, _name, _counting_errors(getattr(ProcviewFS, _name)))
-del _name
+    def _error(self, code: int) -> pyfuse3.FUSEError:
+        self.metrics.record_error(errno.errorcode.get(code, str(code)))
+        return pyfuse3.FUSEError(code)
 
 
 class MeteredSupervisor(Supervisor):
