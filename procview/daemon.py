@@ -136,16 +136,7 @@ def serve(
     try:
         prepare_mountpoint(mountpoint)
         engine = engine or ViewEngine()
-        endpoint = None
-        if metrics_socket is None:
-            fs, supervisor_class = ProcviewFS(engine), Supervisor
-        else:
-            from procview.metrics import MeteredFS, MeteredSupervisor, Metrics, MetricsEndpoint
-
-            measured = Metrics(engine, shard_index)
-            endpoint = MetricsEndpoint(metrics_socket, measured)
-            fs = MeteredFS(engine, measured)
-            supervisor_class = functools.partial(MeteredSupervisor, metrics=measured)
+        fs, supervisor_class, endpoint = _plain_or_measured(engine, metrics_socket, shard_index)
         supervisor = None
         if seccomp_socket:
             supervisor = supervisor_class(engine, socket_path=seccomp_socket, spawn_holder=spawn_holder)
@@ -166,6 +157,19 @@ def serve(
     finally:
         if metrics_socket is not None:
             metrics_socket.close()
+
+
+def _plain_or_measured(engine: ViewEngine, metrics_socket: socket.socket | None, shard_index: int):
+    """(the file system, the supervisor's class, the metrics endpoint or
+    None): the plain ones without --metrics, so that the read path then
+    is exactly the one without metrics; the measured ones with it."""
+    if metrics_socket is None:
+        return ProcviewFS(engine), Supervisor, None
+    from procview.metrics import MeteredFS, MeteredSupervisor, Metrics, MetricsEndpoint
+
+    measured = Metrics(engine, shard_index)
+    return (MeteredFS(engine, measured), functools.partial(MeteredSupervisor, metrics=measured),
+            MetricsEndpoint(metrics_socket, measured))
 
 
 def _listen_for_metrics(address: tuple[str, int] | None) -> socket.socket | None:

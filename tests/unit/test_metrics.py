@@ -268,3 +268,13 @@ def test_a_stuck_scraper_is_cut_off_and_does_not_hold_up_another(monkeypatch):
     answered, cut_off = _run_endpoint(client)
     assert answered.startswith(b"HTTP/1.1 200") and cut_off == b""
 
+
+
+def test_without_metrics_the_daemon_does_not_even_import_them():
+    import subprocess
+    import sys
+
+    code = ("import sys, procview.daemon, procview.cli; "
+            "print(sorted(m for m in ('procview.metrics', 'prometheus_client', 'h11') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
