@@ -278,3 +278,14 @@ def test_without_metrics_the_daemon_does_not_even_import_them():
             "print(sorted(m for m in ('procview.metrics', 'prometheus_client', 'h11') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_shard_0_gives_each_shard_the_next_port_and_refuses_ports_past_65535(tmp_path):
+    from procview.shards import ShardError, ShardGroup, shard_argv
+
+    group = ShardGroup(str(tmp_path / "view"), 3, metrics=("127.0.0.1", 9464))
+    assert [shard.metrics for shard in group.shards] == ["127.0.0.1:9465", "127.0.0.1:9466"]
+    assert shard_argv(1, "/m", "info", 5, "127.0.0.1:9465")[-2:] == ["--metrics", "127.0.0.1:9465"]
+    assert "--metrics" not in shard_argv(1, "/m", "info", 5)
+    with pytest.raises(ShardError, match="port 65536"):
+        ShardGroup(str(tmp_path / "view"), 3, metrics=("127.0.0.1", 65534))
