@@ -25,6 +25,12 @@ One run, on this machine, of everything the comparison needs:
    headers the daemon reads from /dev/fuse).
 6. cProfile inside the profiled procview daemon during ``--profile-reads``
    reads: where procview's Python time goes, per request.
+With ``--metrics-overhead``, also a second ``procview serve`` started
+with ``--metrics 127.0.0.1:PORT``, and a step 8: the reader's latency
+through both procview daemons (rounds rotating the order, as in step 3)
+and each one's CPU per read, so the cost of recording metrics is measured
+against no metrics in the same run.
+
 7. Throughput: 8 readers, each pid 1 of its own pid namespace in its own
    limited cgroup, each reading ``/proc/meminfo`` ``--concurrent-reads``
    times at once; total reads/s per target.
@@ -43,6 +49,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +87,12 @@ CPU_QUOTA_US, CPU_PERIOD_US = 50000, 100000
 CONCURRENT_READERS = 8
 
 READ_SIZE = 64 * 1024
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def log(message: str) -> None:
@@ -274,7 +287,7 @@ class Bench:
             return tree.make(path, MEMORY_LIMIT, quota) if limited else tree.make(path)
 
         self.reader_cg = cgroup("reader", True)
-        daemon_cgs = {name: cgroup(f"daemon-{name}", False) for name in ("procview", "lxcfs", "profiled")}
+        daemon_cgs = {name: cgroup(f"daemon-{name}", False) for name in ("procview", "lxcfs", "profiled", "metrics")}
 
         env = dict(os.environ)
         if args.procview_src:
@@ -288,6 +301,10 @@ class Bench:
             "lxcfs": ([args.lxcfs, "-f", "-l", "--enable-cfs", "-p", os.path.join(self.tmp, "lxcfs.pid"), self.mounts["lxcfs"]],
                       "fuse.lxcfs", None),
         }
+        if args.metrics_overhead:
+            self.mounts["metrics"] = os.path.join(self.tmp, "procview-metrics")
+            specs["metrics"] = (specs["procview"][0][:4] + [self.mounts["metrics"]] + specs["procview"][0][5:]
+                                + ["--metrics", f"127.0.0.1:{_free_loopback_port()}"], "fuse.procview", env)
         if not args.skip_profile:
             self.profile_out = os.path.join(self.tmp, "profile.pstats")
             specs["profiled"] = ([sys.executable, "-c", _util.PROFILED_DAEMON, self.mounts["profiled"],
@@ -503,6 +520,30 @@ class Bench:
 
     # -- the run -----------------------------------------------------------------------
 
+    # -- 8. what --metrics costs ------------------------------------------------------
+
+    def metrics_overhead(self) -> None:
+        """Latency and daemon CPU per read through procview without and
+        with ``--metrics``, in the same rotating rounds."""
+        args = self.args
+        targets = ["procview", "metrics"]
+        log(f"metrics overhead: {args.iterations} samples per file, without and with --metrics")
+        reply = self.reader.call({
+            "cmd": "latency", "targets": targets,
+            "files": [[name, self.paths(rel, targets)] for name, rel in self.files],
+            "iterations": args.iterations, "warmup": args.warmup, "chunk": args.chunk,
+        })
+        out = {}
+        for index, (name, rel) in enumerate(self.files):
+            out[name] = {t: _util.summarize_ns(reply["samples"][name][t]) for t in targets}
+            for d in (targets if index % 2 == 0 else targets[::-1]):
+                daemon, path = self.daemons[d], os.path.join(self.mounts[d], rel)
+                c0 = daemon.cpu()
+                self.reader.call({"cmd": "reads", "path": path, "n": args.cpu_reads})
+                out[name][d]["cpu"] = _util.cpu_delta(c0, daemon.cpu(), args.cpu_reads)
+        self.alive()
+        self.results["metrics_overhead"] = out
+
     def run(self) -> dict:
         args = self.args
         self.results["meta"] = _util.run_meta(__file__, args.argv, REPO, args.lxcfs)
@@ -517,6 +558,8 @@ class Bench:
             self.profile()
         if not args.skip_concurrency:
             self.concurrency()
+        if args.metrics_overhead:
+            self.metrics_overhead()
         self.results["meta"]["load_after"] = _util.load_snapshot()
         self.results["meta"]["seconds"] = round(time.monotonic() - start, 1)
         return self.results
@@ -620,6 +663,22 @@ def render(results: dict) -> str:
             f"{LABEL[d]} {_f(idle[d]['cgroup_us'], 0)} µs of CPU per second" for d in DAEMONS) + ".")
         add("")
 
+    mo = results.get("metrics_overhead")
+    if mo:
+        add("## procview with `--metrics` against without, µs")
+        add("")
+        add("Both daemons in this run, the samples in rotating rounds; CPU per read from the daemons' cgroups "
+            "(cpuacct, ns) over the reads after them.")
+        add("")
+        add("| File | without median | with median | with ÷ without | without p99 | with p99 | CPU/read without | CPU/read with |")
+        add("|---|--:|--:|--:|--:|--:|--:|--:|")
+        for name in results["files"]:
+            without, with_ = mo[name]["procview"], mo[name]["metrics"]
+            add(f"| {name} | {_f(without['median_us'])} | {_f(with_['median_us'])} | "
+                f"{with_['median_us'] / without['median_us']:.3f} | {_f(without['p99_us'])} | {_f(with_['p99_us'])} | "
+                f"{_f(without['cpu']['cgroup_us'], 0)} | {_f(with_['cpu']['cgroup_us'], 0)} |")
+        add("")
+
     st = results.get("strace")
     if st and "skipped" not in st:
         first = next(iter(st.values()))
@@ -711,6 +770,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-strace", action="store_true")
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--skip-concurrency", action="store_true")
+    parser.add_argument("--metrics-overhead", action="store_true",
+                        help="also run a procview serve --metrics and compare it with the plain one (step 8)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory (daemon logs, traces)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

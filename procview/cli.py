@@ -60,6 +60,18 @@ def main() -> None:
     container its own memory, CPUs, uptime and load."""
 
 
+def _metrics_address(ctx, param, value: str | None) -> tuple[str, int] | None:
+    """``--metrics ADDR:PORT`` -> (host, port); a malformed one is bad usage."""
+    if value is None:
+        return None
+    from procview.metrics import parse_address
+
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @click.argument("mountpoint", default="/var/lib/procview")
 @click.option("--pidfile", default=None, help="Write the daemon's pid here once the mount answers.")
@@ -72,10 +84,14 @@ def main() -> None:
 @click.option("--shards", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Answer on this many cores: K daemons, shard i>0 mounted at MOUNTPOINT.shards/i; procview run and "
                    "procview-runc spread containers over them.")
+@click.option("--metrics", "metrics", metavar="ADDR:PORT", default=None, callback=_metrics_address,
+              help="Serve Prometheus metrics at http://ADDR:PORT/metrics ([ADDR]:PORT for IPv6; with --shards, "
+                   "shard i at PORT+i).")
 @click.option("--shard-index", type=int, default=None, hidden=True)  # set by shard 0 for the shards it starts
 @click.option("--parent-fd", type=int, default=None, hidden=True)
 def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: str, no_seccomp_socket: bool,
-          spawn_holder: bool, shards: int, shard_index: int | None, parent_fd: int | None) -> None:
+          spawn_holder: bool, shards: int, metrics: tuple[str, int] | None, shard_index: int | None,
+          parent_fd: int | None) -> None:
     """Mount the view at MOUNTPOINT (FUSE) and serve it in the foreground.
 
     Containers bind-mount its files over their own, as with LXCFS:
@@ -102,7 +118,7 @@ def serve(mountpoint: str, pidfile: str | None, log_level: str, seccomp_socket: 
     _setup_logging(log_level, "procview" if shard_index is None else f"procview shard {shard_index}")
     try:
         run_daemon(mountpoint, pidfile, seccomp_socket=None if no_seccomp_socket else seccomp_socket, spawn_holder=spawn_holder,
-                   shards=shards, log_level=log_level, parent_fd=parent_fd)
+                   shards=shards, log_level=log_level, parent_fd=parent_fd, metrics=metrics, shard_index=shard_index or 0)
     except (ServeError, CgroupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -21,6 +21,10 @@ mount) and has every listener the holder kept before readiness is
 announced: containers started after it get both, and containers that
 outlived a previous daemon get their answers back from readiness on.
 
+With ``--metrics ADDR:PORT`` the same nursery serves Prometheus' text
+format at ``/metrics`` (``metrics.py``; its socket is bound before anything
+is mounted, and without the option nothing of it is even imported).
+
 With ``--shards K`` it is shard 0 of K daemons (``shards.py``): it starts
 the other K-1 before its own mount and is ready once all of them answer.
 A shard is this same daemon, told by ``parent_fd`` where to say it is
@@ -30,6 +34,7 @@ ready and to stop when its parent is gone.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import signal
@@ -107,6 +112,8 @@ def serve(
     shards: int = 1,
     log_level: str = "info",
     parent_fd: int | None = None,
+    metrics: tuple[str, int] | None = None,
+    shard_index: int = 0,
 ) -> None:
     """Mount the view at ``mountpoint`` and serve until SIGTERM/SIGINT;
     with ``seccomp_socket``, also answer the sysinfo() and
@@ -114,35 +121,67 @@ def serve(
     listener holder, started if none answers and ``spawn_holder``). With
     ``shards`` > 1, start and keep shards 1..K-1 (``shards.py``); as a
     shard (``parent_fd``: the line to shard 0), say READY=1 there and
-    stop when it closes."""
+    stop when it closes. With ``metrics`` (host, port), serve Prometheus'
+    text format there (shard i at port + i)."""
     raise_fd_limit()  # before the engine sizes its kept files by it
     parent = _parent_line(parent_fd)
     # The mount table names real paths: a mount point given through a
     # symlink must be resolved, or a live procview there would go unseen.
     mountpoint = os.path.realpath(mountpoint)
     try:
-        group = ShardGroup(mountpoint, shards, log_level)
+        group = ShardGroup(mountpoint, shards, log_level, metrics)
     except ShardError as exc:
         raise ServeError(str(exc)) from None
-    prepare_mountpoint(mountpoint)
-    engine = engine or ViewEngine()
-    supervisor = None
-    if seccomp_socket:
-        supervisor = Supervisor(engine, seccomp_socket, spawn_holder=spawn_holder)
+    metrics_socket = _listen_for_metrics(metrics)  # before anything is mounted: a taken port stops us here
+    try:
+        prepare_mountpoint(mountpoint)
+        engine = engine or ViewEngine()
+        fs, supervisor_class, endpoint = _plain_or_measured(engine, metrics_socket, shard_index)
+        supervisor = None
+        if seccomp_socket:
+            supervisor = supervisor_class(engine, socket_path=seccomp_socket, spawn_holder=spawn_holder)
+            try:
+                supervisor.attach()  # before the mount: a holder started here must not inherit /dev/fuse
+            except SupervisorError as exc:
+                raise ServeError(str(exc)) from None
         try:
-            supervisor.attach()  # before the mount: a holder started here must not inherit /dev/fuse
-        except SupervisorError as exc:
+            group.start()  # before the mount too, for the same reason
+        except ShardError as exc:
+            if supervisor is not None:
+                supervisor.detach()
             raise ServeError(str(exc)) from None
-    try:
-        group.start()  # before the mount too, for the same reason
-    except ShardError as exc:
-        if supervisor is not None:
-            supervisor.detach()
-        raise ServeError(str(exc)) from None
-    try:
-        _serve_mounted(mountpoint, pidfile, engine, supervisor, group, parent)
+        try:
+            _serve_mounted(mountpoint, pidfile, fs, engine, supervisor, group, parent, endpoint)
+        finally:
+            group.stop()
     finally:
-        group.stop()
+        if metrics_socket is not None:
+            metrics_socket.close()
+
+
+def _plain_or_measured(engine: ViewEngine, metrics_socket: socket.socket | None, shard_index: int):
+    """(the file system, the supervisor's class, the metrics endpoint or
+    None): the plain ones without --metrics, so that the read path then
+    is exactly the one without metrics; the measured ones with it."""
+    if metrics_socket is None:
+        return ProcviewFS(engine), Supervisor, None
+    from procview.metrics import MeteredFS, MeteredSupervisor, Metrics, MetricsEndpoint
+
+    measured = Metrics(engine, shard_index)
+    return (MeteredFS(engine, measured), functools.partial(MeteredSupervisor, metrics=measured),
+            MetricsEndpoint(metrics_socket, measured))
+
+
+def _listen_for_metrics(address: tuple[str, int] | None) -> socket.socket | None:
+    """The metrics endpoint's socket, listening (None without --metrics)."""
+    if address is None:
+        return None
+    from procview.metrics import MetricsError, listen
+
+    try:
+        return listen(*address)
+    except MetricsError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def _parent_line(fd: int | None) -> socket.socket | None:
@@ -158,8 +197,8 @@ def _parent_line(fd: int | None) -> socket.socket | None:
     return line
 
 
-def _serve_mounted(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, group: ShardGroup,
-                   parent: socket.socket | None) -> None:
+def _serve_mounted(mountpoint: str, pidfile: str | None, fs: ProcviewFS, engine: ViewEngine, supervisor,
+                   group: ShardGroup, parent: socket.socket | None, endpoint) -> None:
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     # The source names the mount point: a bind of the view in a container
     # then tells which view it came from, even after its daemon died.
@@ -171,7 +210,7 @@ def _serve_mounted(mountpoint: str, pidfile: str | None, engine: ViewEngine, sup
     try:
         fuse_fds_before = fuse_loop.dev_fuse_fds()
         try:
-            pyfuse3.init(ProcviewFS(engine), mountpoint, options)
+            pyfuse3.init(fs, mountpoint, options)
         except RuntimeError as exc:
             if supervisor is not None:
                 supervisor.detach()
@@ -179,7 +218,7 @@ def _serve_mounted(mountpoint: str, pidfile: str | None, engine: ViewEngine, sup
         log.info("mounted at %s", mountpoint)
         try:
             with fuse_loop.installed(fuse_loop.session_fd(fuse_fds_before)) as waiter:
-                trio.run(_run, mountpoint, pidfile, engine, supervisor, waiter, group, parent)
+                trio.run(_run, mountpoint, pidfile, engine, supervisor, waiter, group, parent, endpoint)
                 if waiter is not None:
                     log.info("requests: %d read as they came, %d after a wait in trio (trio's I/O %s)",
                              waiter.queued, waiter.waits, "watched" if waiter.watches_trio else "not watched")
@@ -201,7 +240,7 @@ def _fuse_option_value(value: str) -> str:
 
 
 async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervisor, waiter, group: ShardGroup,
-               parent: socket.socket | None) -> None:
+               parent: socket.socket | None, endpoint) -> None:
     with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held ones arrive now
         async with trio.open_nursery() as nursery:
@@ -214,6 +253,9 @@ async def _run(mountpoint: str, pidfile: str | None, engine: ViewEngine, supervi
             else:
                 nursery.start_soon(pyfuse3.main)
             nursery.start_soon(_maintain, engine)
+            if endpoint is not None:
+                nursery.start_soon(endpoint.serve)
+                log.info("metrics at http://%s/metrics", endpoint.address)
             if supervisor is not None:
                 await nursery.start(supervisor.serve)  # returns once the holder has handed over every listener
                 log.info("seccomp supervisor answering the containers handed over at %s", supervisor.socket_path)

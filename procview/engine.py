@@ -129,6 +129,11 @@ class ViewEngine:
         # periodic maintenance samples their load and forgets idle ones.
         self._seen: dict[tuple, tuple[Container, float]] = {}
         self._warned: set[str] = set()
+        # Failures, by kind: "render" (a renderer raised), "caller" (the
+        # caller's container could not be found). Counted only where they
+        # happen, so a render that succeeds pays nothing (procview serve
+        # --metrics shows them).
+        self.failures: dict[str, int] = {"render": 0, "caller": 0}
         self._boot_epoch: int | None = None
         self._host_facts: dict[str, tuple[float, object]] = {}
         self._limits: dict[tuple, tuple[float, object]] = {}
@@ -157,7 +162,8 @@ class ViewEngine:
         host_text = None if path in self.RENDERED_WITHOUT_HOST_TEXT else self.read_host_file(host_path)
         try:
             container = self.identity.container_of(pid)
-            if container is None:
+            if container is None:  # gone, or its cgroup unreadable
+                self.failures["caller"] += 1
                 return self._host_content(path, host_text, pid)
             request = _Request(self, container, None if host_text is None else {host_path: host_text})
             if not request.is_limited():
@@ -170,8 +176,14 @@ class ViewEngine:
                 text = renderer(request, host_text or "")
             return text.encode()
         except Exception:  # a view must never take the daemon down
+            self.failures["render"] += 1
             self.warn_once(f"render:{path}", "rendering %s for pid %d failed; serving the host's file", path, pid, exc_info=True)
             return self._host_content(path, host_text, pid)
+
+    def tracked_containers(self) -> int:
+        """How many containers the engine keeps state for (read lately,
+        with limits)."""
+        return len(self._seen)
 
     def sysinfo(self, pid: int):
         """What ``sysinfo(2)`` should tell thread ``pid`` (a SysinfoValues),

@@ -335,7 +335,7 @@ class ProcviewFS(pyfuse3.Operations):
     def _entry(self, inode: int) -> Entry:
         entry = self._entries.get(inode)
         if entry is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise self._error(errno.ENOENT)
         return entry
 
     def _attributes(self, inode: int, entry: Entry) -> pyfuse3.EntryAttributes:
@@ -349,7 +349,7 @@ class ProcviewFS(pyfuse3.Operations):
             try:
                 st = os.lstat(entry.host_path)
             except OSError as exc:
-                raise pyfuse3.FUSEError(exc.errno or errno.ENOENT) from None
+                raise self._error(exc.errno or errno.ENOENT) from None
             for name in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime_ns", "st_mtime_ns", "st_ctime_ns"):
                 setattr(attr, name, getattr(st, name))
             # No write bit ever: the view is read-only.
@@ -370,6 +370,11 @@ class ProcviewFS(pyfuse3.Operations):
         attr.st_blksize = 4096
         return attr
 
+    def _error(self, code: int) -> pyfuse3.FUSEError:
+        """The error a request is answered with (``metrics.MeteredFS``
+        counts them here: only failing requests come this way)."""
+        return pyfuse3.FUSEError(code)
+
     def _view(self, pid: int) -> CpuView:
         return self.engine.cpu_view(pid)
 
@@ -381,12 +386,12 @@ class ProcviewFS(pyfuse3.Operations):
         if name_str == ".":
             return await self.getattr(parent_inode, ctx)
         if "/" in name_str or name_str == "..":
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise self._error(errno.ENOENT)
         vpath = _join(parent.vpath, name_str)
         view = self._view(ctx.pid) if is_caller_dependent(vpath) else _NO_VIEW
         entry = self.tree.child(parent, name_str, view)
         if entry is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise self._error(errno.ENOENT)
         inode = self._inode(entry)
         return self._attributes(inode, entry)
 
@@ -401,8 +406,8 @@ class ProcviewFS(pyfuse3.Operations):
             try:
                 return os.fsencode(os.readlink(entry.host_path))
             except OSError as exc:
-                raise pyfuse3.FUSEError(exc.errno or errno.EINVAL) from None
-        raise pyfuse3.FUSEError(errno.EINVAL)
+                raise self._error(exc.errno or errno.EINVAL) from None
+        raise self._error(errno.EINVAL)
 
     async def forget(self, inode_list):
         return  # inodes are never reused (see __init__)
@@ -418,9 +423,9 @@ class ProcviewFS(pyfuse3.Operations):
     async def opendir(self, inode, ctx):
         entry = self._entry(inode)
         if entry.kind not in ("dir", "host"):
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
+            raise self._error(errno.ENOTDIR)
         if entry.kind == "host" and not os.path.isdir(entry.host_path):
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
+            raise self._error(errno.ENOTDIR)
         # The listing depends on the caller: take it now, while we know who asks.
         fh = next(self._next_dir_fh)
         self._open_dirs[fh] = self.tree.list_dir(entry, self._view(ctx.pid))
@@ -429,7 +434,7 @@ class ProcviewFS(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         listing = self._open_dirs.get(fh)
         if listing is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
+            raise self._error(errno.EBADF)
         # The offset of an entry is its index + 1 in a listing fixed at opendir.
         for index in range(start_id, len(listing)):
             name, entry = listing[index]
@@ -448,9 +453,9 @@ class ProcviewFS(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         entry = self._entry(inode)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            raise pyfuse3.FUSEError(errno.EROFS)
+            raise self._error(errno.EROFS)
         if entry.kind == "dir":
-            raise pyfuse3.FUSEError(errno.EISDIR)
+            raise self._error(errno.EISDIR)
         # One snapshot per open, rendered for this caller.
         data = self._snapshot(entry, ctx.pid)
         fh = self._open_files.add(inode, entry, ctx.pid, data)
@@ -464,14 +469,20 @@ class ProcviewFS(pyfuse3.Operations):
         if entry.kind == "text":
             return (entry.text or "").encode()
         if entry.kind == "host":
-            return _read_host_file(entry.host_path)
-        raise pyfuse3.FUSEError(errno.ELOOP)
+            # A host directory never gets here (the kernel sends OPENDIR for
+            # it), unless the host replaced a file by one since the lookup:
+            # EISDIR then.
+            try:
+                return read_bytes(entry.host_path)
+            except OSError as exc:
+                raise self._error(exc.errno or errno.EIO) from None
+        raise self._error(errno.ELOOP)
 
     async def read(self, fh, off, size):
         files = self._open_files
         data = files.snapshot(fh)
         if data is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
+            raise self._error(errno.EBADF)
         if off == 0:
             if files.started[fh]:
                 # A reader that goes back to the start of a file it keeps
@@ -495,40 +506,40 @@ class ProcviewFS(pyfuse3.Operations):
     # -- everything that would change something ----------------------------------
 
     async def setattr(self, inode, attr, fields, fh, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def write(self, fh, off, buf):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def create(self, parent_inode, name, mode, flags, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def mkdir(self, parent_inode, name, mode, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def unlink(self, parent_inode, name, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def rmdir(self, parent_inode, name, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def symlink(self, parent_inode, name, target, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def setxattr(self, inode, name, value, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
     async def removexattr(self, inode, name, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise self._error(errno.EROFS)
 
 
 # A view for paths that do not depend on the caller (saves the identity work).
@@ -567,15 +578,6 @@ def _announce_size(inode: int, data: bytes) -> None:
         pyfuse3.notify_store(inode, len(data) - 1, data[-1:])
     except OSError as exc:
         log.debug("notify_store(%d) failed: %s", inode, exc)
-
-
-def _read_host_file(path: str) -> bytes:
-    # A host directory never gets here (the kernel sends OPENDIR for it),
-    # unless the host replaced a file by one since the lookup: EISDIR then.
-    try:
-        return read_bytes(path)
-    except OSError as exc:
-        raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
 
 
 __all__ = ["ProcviewFS", "ViewTree", "Entry", "format_cpulist"]

@@ -58,13 +58,14 @@ class ShardError(Exception):
     """A shard could not start (one line for the user)."""
 
 
-def shard_argv(index: int, mountpoint: str, log_level: str, parent_fd: int) -> list[str]:
+def shard_argv(index: int, mountpoint: str, log_level: str, parent_fd: int, metrics: str | None = None) -> list[str]:
     """The command line of shard ``index``: a whole ``procview serve`` on
     its own mount, without syscalls (shard 0 answers those), told which
     inherited fd is its line to the parent (-P: the working directory
-    must not shadow the package)."""
-    return [sys.executable, "-P", "-m", "procview", "serve", mountpoint, "--no-seccomp-socket", "--log-level", log_level,
+    must not shadow the package), and where to serve its own metrics."""
+    argv = [sys.executable, "-P", "-m", "procview", "serve", mountpoint, "--no-seccomp-socket", "--log-level", log_level,
             "--shard-index", str(index), "--parent-fd", str(parent_fd)]
+    return argv + ["--metrics", metrics] if metrics else argv
 
 
 def restart_delay(quick_exits: int) -> float:
@@ -76,9 +77,10 @@ def restart_delay(quick_exits: int) -> float:
 class Shard:
     """One child daemon: its process and the parent's end of its line."""
 
-    def __init__(self, index: int, mountpoint: str):
+    def __init__(self, index: int, mountpoint: str, metrics: str | None = None):
         self.index = index
         self.mountpoint = mountpoint
+        self.metrics = metrics  # where it serves its metrics (ADDR:PORT), if anywhere
         self.process: subprocess.Popen | None = None
         self.line: socket.socket | None = None  # the parent's end
         self.ready = False
@@ -93,7 +95,7 @@ class Shard:
         env.pop("NOTIFY_SOCKET", None)  # systemd hears from shard 0 alone
         try:
             self.process = subprocess.Popen(
-                shard_argv(self.index, self.mountpoint, log_level, theirs.fileno()),
+                shard_argv(self.index, self.mountpoint, log_level, theirs.fileno(), self.metrics),
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=env,
                 # Its own session: a terminal's ^C reaches the parent alone,
                 # which then stops the shards in order.
@@ -135,16 +137,30 @@ class Shard:
             self.line = None
 
 
+def _metrics_of_shard(metrics: tuple[str, int] | None, index: int) -> str | None:
+    """Where shard ``index`` serves its metrics: each shard has its own
+    counts and its own port, shard 0's + ``index`` (docs/metrics.md)."""
+    if metrics is None:
+        return None
+    from procview.metrics import shard_address
+
+    try:
+        return shard_address(*metrics, index)
+    except ValueError as exc:
+        raise ShardError(f"--metrics {exc}") from None
+
+
 class ShardGroup:
     """Shards 1..K-1 of the view at ``view``, started, watched and stopped
     by shard 0 (``procview serve`` itself)."""
 
-    def __init__(self, view: str, count: int, log_level: str = "info"):
+    def __init__(self, view: str, count: int, log_level: str = "info", metrics: tuple[str, int] | None = None):
         if not 1 <= count <= MAX_SHARDS:
             raise ShardError(f"--shards: {count} is not between 1 and {MAX_SHARDS}")
         self.view = view
         self.log_level = log_level
-        self.shards = [Shard(index, shard_mountpoint(view, index)) for index in range(1, count)]
+        self.shards = [Shard(index, shard_mountpoint(view, index), _metrics_of_shard(metrics, index))
+                       for index in range(1, count)]
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start every shard and wait until each answers; on a failure stop

@@ -291,10 +291,13 @@ class Supervisor:
             listener.close()
             log.info("seccomp: %s ended", name)
 
-    def answer(self, listener, notification) -> None:
-        """Answer one notification; never raises, never leaves it waiting."""
+    def answer(self, listener, notification) -> str:
+        """Answer one notification; never raises, never leaves it waiting.
+        Says how: "view" (the container's own value, or the errno the
+        kernel would give), "kernel" (the real syscall runs), "failed" (a
+        bug; the real syscall runs)."""
         try:
-            self._answer(listener, notification)
+            return self._answer(listener, notification)
         except Exception:  # noqa: BLE001 - a bug here must not stall the caller
             # The first failure of each syscall with its traceback; then
             # quietly (a caller in a loop would flood the log).
@@ -304,40 +307,44 @@ class Supervisor:
                 listener.respond(notification.id, continue_=True)
             except OSError:
                 pass
+            return "failed"
 
-    def _answer(self, listener, notification) -> None:
+    def _answer(self, listener, notification) -> str:
         self.answered += 1
         if notification.pid == 0 or notification.arch != self.native_arch:
             listener.respond(notification.id, continue_=True)
-        elif notification.syscall == self.sysinfo_nr:
-            self._sysinfo(listener, notification)
-        elif notification.syscall == self.getaffinity_nr:
-            self._sched_getaffinity(listener, notification)
-        else:
-            listener.respond(notification.id, continue_=True)
+            return "kernel"
+        if notification.syscall == self.sysinfo_nr:
+            return self._sysinfo(listener, notification)
+        if notification.syscall == self.getaffinity_nr:
+            return self._sched_getaffinity(listener, notification)
+        listener.respond(notification.id, continue_=True)
+        return "kernel"
 
-    def _sysinfo(self, listener, notification) -> None:
+    def _sysinfo(self, listener, notification) -> str:
         values = self.engine.sysinfo(notification.pid)
         if values is None:
             listener.respond(notification.id, continue_=True)
-            return
+            return "kernel"
         error = self.notify.write_target(listener, notification, notification.args[0], pack_sysinfo(values))
         listener.respond(notification.id, 0, error)
+        return "view"
 
-    def _sched_getaffinity(self, listener, notification) -> None:
+    def _sched_getaffinity(self, listener, notification) -> str:
         target, length, address = notification.args[0] & 0xFFFFFFFF, notification.args[1] & 0xFFFFFFFF, notification.args[2]
         count = self.engine.affinity_count(notification.pid) if target == 0 else None
         if count is None:
             # A pid in the caller's own namespace, or no CPU limit: the
             # kernel's answer.
             listener.respond(notification.id, continue_=True)
-            return
+            return "kernel"
         result, mask = self.notify.real_sched_getaffinity(notification.pid, length)
         if result < 0:
             listener.respond(notification.id, 0, -result)
-            return
+            return "view"
         error = self.notify.write_target(listener, notification, address, cut_mask(mask, count))
         listener.respond(notification.id, result, error)
+        return "view"
 
 
 def _supervised(message: bytes, fds: list[int]) -> _Supervised | None:
