@@ -14,7 +14,8 @@
 NAME is a container's name, its id, or an unambiguous prefix of the id.
 ``--root`` (or ``$PROCVIEW_ROOT``) as for ``procview run``. A failure
 prints one line, ``procview: error: ...``, and exits 125 (as ``procview
-image``); with several NAMEs, the others are still acted on. How detached
+image``); with several NAMEs, the others are still acted on. ``stats``
+words an unknown NAME and exits as ``docker stats`` does (1). How detached
 containers work: ``runtime/lifecycle.py`` and docs/lifecycle.md.
 """
 

@@ -1,7 +1,8 @@
 """``procview stats``: what each running container uses, as ``docker stats``.
 
-    CONTAINER ID   NAME   CPU %    MEM USAGE / LIMIT   MEM %    NET I/O         BLOCK I/O   PIDS
-    3f2a9c1d0b7e   web    49.87%   12.5MiB / 64MiB     19.53%   1.2kB / 648B    0B / 0B     5
+    CONTAINER ID   NAME   CPU %    MEM USAGE / LIMIT     MEM %   NET I/O       BLOCK I/O   PIDS
+    8a8c28f2479a   idle   0.00%    1.855MiB / 23.54GiB   0.01%   626B / 266B   0B / 0B     4
+    81e69b9afd68   burn   50.35%   1.699MiB / 64MiB      2.66%   0B / 0B       0B / 0B     2
 
 Three layers, in the order a frame is made:
 
