@@ -476,6 +476,11 @@ def stats(no_stream: bool, fmt: str, names, root: str) -> None:
     from procview.runtime.stats import frame_lines, frames, redraw
 
     store = _store(root)
+    try:
+        store.ids()
+    except OSError as exc:  # not root
+        click.echo(f"procview: error: cannot read the containers' records: {exc}", err=True)
+        sys.exit(1)
     wanted = _stats_wanted(store, names) if names else None
     try:
         hierarchies = discover()
