@@ -454,12 +454,6 @@ def _human(size: int) -> str:
     return f"{size}B"
 
 
-COMMANDS = {"ps": ps, "inspect": inspect, "port": port, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune,
-            "diff": diff, "commit": commit}
-
-__all__ = ["COMMANDS", "ps", "inspect", "port", "logs", "stop", "kill", "rm", "exec_", "prune", "diff", "commit"]
-
-
 @click.command("stats")
 @click.option("--no-stream", is_flag=True, help="Print one frame and exit (as when not on a terminal).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -522,3 +516,9 @@ def _stats_wanted(store, names) -> list:
     if failed:
         sys.exit(1)
     return wanted
+
+
+COMMANDS = {"ps": ps, "inspect": inspect, "port": port, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune,
+            "diff": diff, "commit": commit, "stats": stats}
+
+__all__ = ["COMMANDS", "ps", "inspect", "port", "logs", "stop", "kill", "rm", "exec_", "prune", "diff", "commit", "stats"]
