@@ -62,7 +62,7 @@ _DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 class Sample(namedtuple("Sample", "taken_ns cpu_ns memory inactive_file memory_limit network block pids")):
     """One container's counters at one moment. ``taken_ns``: the monotonic
-    clock just before ``cpu_ns`` was read; ``memory``: the cgroup's memory
+    clock when ``cpu_ns`` was read; ``memory``: the cgroup's memory
     usage and ``inactive_file`` its inactive page cache, in bytes;
     ``memory_limit``: bytes, UNLIMITED or None; ``network``: (received,
     sent) bytes; ``block``: (read, written) bytes; ``pids``: tasks. Every
@@ -256,8 +256,11 @@ def take_sample(cgroup, hierarchies, clock=time.monotonic_ns) -> Sample | None:
     cgroup is gone (it stopped)."""
     if not cgroup.exists():
         return None
-    taken_ns = clock()
+    # The moment of the CPU counter: between the clock readings around it
+    # (a preempted reader would otherwise date it up to a slice early).
+    started_ns = clock()
     cpu_ns = cgroup.cpu_busy_ns()
+    taken_ns = (started_ns + clock()) // 2
     stat = cgroup.memory_stat()
     return Sample(
         taken_ns=taken_ns,

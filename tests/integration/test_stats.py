@@ -51,8 +51,16 @@ def test_limits_memory_cpu_and_tasks(root):
         assert row["MemUsage"].endswith(" / 64MiB") and row["MemLimitBytes"] == 64 * MiB, row
         assert row["NetIO"] == "0B / 0B", row  # --network none: loopback only
         assert row["BlockIO"].count(" / ") == 1 and row["Container"] == row["Name"]
-    # One CPU-bound loop under a quota of half a CPU, measured over one second.
-    assert 10 < before["burner"]["CPUPercent"] <= 55, before["burner"]
+    # One CPU-bound loop under a quota of half a CPU (50 ms every 100 ms),
+    # measured over a second, which holds ten periods wherever it starts:
+    # 50 %, and a little more for the kernel's accounting (an overrun is
+    # seen at the next tick) and for a `procview stats` preempted between
+    # reading the clock and the counter on a busy machine. Not much less
+    # unless other work crowds its CPU, which a shared test machine can:
+    # hence only > 1 %. What the bounds catch: a quota not applied, or one
+    # CPU counted as 200 % (either: ~100 %), a wrong unit (x 1000); the
+    # unit tests pin the arithmetic.
+    assert 1 < before["burner"]["CPUPercent"] <= 60, before["burner"]
     assert before["burner"]["CPUPerc"] == f"{before['burner']['CPUPercent']:.2f}%"
     # procview's init, sh and three sleeps.
     assert before["crowd"]["PIDs"] == "5" and before["crowd"]["PIDCount"] == 5, before["crowd"]

@@ -58,6 +58,11 @@ def test_sample_of_a_container_is_the_same_on_v1_hybrid_and_v2(machine):
     )
 
 
+def test_a_sample_is_dated_between_the_clock_readings_around_the_cpu_counter(machine):
+    readings = iter([1000, 3000])
+    assert take_sample(machine.cgroup("/parent/ctr"), machine, clock=lambda: next(readings)).taken_ns == 2000
+
+
 def test_a_container_in_the_hosts_network_namespace_shows_no_traffic(machine):
     # sysctr's processes (300, 301) share pid 1's network namespace: --network host.
     sample = take_sample(machine.cgroup("/sysctr"), machine)
