@@ -36,7 +36,7 @@ class _LazyGroup(click.Group):
         "network": ("procview.runtime.network.commands", "network"),
         "pod": ("procview.runtime.pod_commands", "pod"),
         **{name: ("procview.runtime.kube.commands", name) for name in ("apply", "get", "delete", "controller")},
-        **{name: ("procview.runtime.lifecycle_commands", name) for name in ("ps", "inspect", "port", "logs", "start", "stop", "kill", "rm", "diff", "commit")},
+        **{name: ("procview.runtime.lifecycle_commands", name) for name in ("ps", "inspect", "port", "logs", "start", "stop", "kill", "rm", "diff", "commit", "stats")},
         "exec": ("procview.runtime.lifecycle_commands", "exec_"),
         "prune": ("procview.runtime.lifecycle_commands", "prune"),
     }

@@ -274,6 +274,32 @@ def parse_timens_boottime_offset(text: str) -> float | None:
     return None
 
 
+class InterfaceTraffic(namedtuple("InterfaceTraffic", "received sent")):
+    """Bytes one network interface received and sent (ints)."""
+
+    __slots__ = ()
+
+
+def parse_net_dev(text: str | None) -> dict[str, InterfaceTraffic] | None:
+    """``/proc/PID/net/dev`` (the interfaces of that process's network
+    namespace) as {interface: InterfaceTraffic}. Each line after the two
+    headings is ``NAME: rx_bytes rx_packets ... (8 received columns)
+    tx_bytes ...``. None for a missing file; garbled lines are skipped."""
+    if text is None:
+        return None
+    interfaces = {}
+    for line in text.splitlines()[2:]:
+        name, colon, counters = line.partition(":")
+        columns = counters.split()
+        if not colon or len(columns) < 9:
+            continue
+        try:
+            interfaces[name.strip()] = InterfaceTraffic(int(columns[0]), int(columns[8]))
+        except ValueError:
+            continue
+    return interfaces
+
+
 class HostFiles:
     """Reads the host's files below ``root`` (``/`` on a real machine)."""
 

@@ -62,6 +62,15 @@ class LifecycleError(Exception):
     """A lifecycle command cannot do what was asked (one line, exit 125)."""
 
 
+class NoSuchContainer(LifecycleError):
+    """No record has that name, id or id prefix (``stats`` words it as
+    Docker does)."""
+
+    def __init__(self, reference: str):
+        self.reference = reference
+        super().__init__(f"no such container: {reference}")
+
+
 class BackoffProfile(namedtuple("BackoffProfile", "name initial longest reset_after first_restart_at_once")):
     """How long the monitor waits before it starts an ended container
     again. The wait doubles with every exit in a row, from ``initial`` up
@@ -403,7 +412,7 @@ class RecordStore:
             return matches[0]
         if len(matches) > 1:
             raise LifecycleError(f"{reference}: more than one container has an id starting so")
-        raise LifecycleError(f"no such container: {reference}")
+        raise NoSuchContainer(reference)
 
     def name_taken(self, name: str) -> bool:
         for container_id in self.ids():

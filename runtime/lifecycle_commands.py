@@ -1,4 +1,4 @@
-"""``procview ps | inspect | logs | exec | start | stop | kill | rm | diff | commit | prune``: containers.
+"""``procview ps | inspect | logs | exec | start | stop | kill | rm | diff | commit | prune | stats``: containers.
 
     procview ps [-a] [--format table|json]
     procview inspect NAME...
@@ -9,11 +9,13 @@
     procview rm [-f] NAME...
     procview diff NAME
     procview commit NAME IMAGE[:TAG]
+    procview stats [--no-stream] [--format table|json] [NAME...]
 
 NAME is a container's name, its id, or an unambiguous prefix of the id.
 ``--root`` (or ``$PROCVIEW_ROOT``) as for ``procview run``. A failure
 prints one line, ``procview: error: ...``, and exits 125 (as ``procview
-image``); with several NAMEs, the others are still acted on. How detached
+image``); with several NAMEs, the others are still acted on. ``stats``
+words an unknown NAME and exits as ``docker stats`` does (1). How detached
 containers work: ``runtime/lifecycle.py`` and docs/lifecycle.md.
 """
 
@@ -452,7 +454,71 @@ def _human(size: int) -> str:
     return f"{size}B"
 
 
-COMMANDS = {"ps": ps, "inspect": inspect, "port": port, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune,
-            "diff": diff, "commit": commit}
+@click.command("stats")
+@click.option("--no-stream", is_flag=True, help="Print one frame and exit (as when not on a terminal).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A table, or one JSON object per container (docker's {{json .}} keys).")
+@click.argument("names", nargs=-1)
+@_root_option
+def stats(no_stream: bool, fmt: str, names, root: str) -> None:
+    """Show containers' CPU %, memory use and limit, network and block I/O
+    and tasks, as docker stats: every running container, or those NAMEd.
+    On a terminal the frame is redrawn every second until Ctrl-C; with
+    --no-stream, or when not on a terminal, one frame. Exit 1 if a NAME is
+    not a container."""
+    from procview.cgroups import CgroupError, discover
+    from procview.runtime.stats import frame_lines, frames, redraw
 
-__all__ = ["COMMANDS", "ps", "inspect", "port", "logs", "stop", "kill", "rm", "exec_", "prune", "diff", "commit"]
+    store = _store(root)
+    try:
+        store.ids()
+    except OSError as exc:  # not root
+        click.echo(f"procview: error: cannot read the containers' records: {exc}", err=True)
+        sys.exit(1)
+    wanted = _stats_wanted(store, names) if names else None
+    try:
+        hierarchies = discover()
+    except CgroupError as exc:
+        click.echo(f"procview: error: {exc}", err=True)
+        sys.exit(1)
+    out = sys.stdout
+    stream = not no_stream and out.isatty()
+    try:
+        for number, entries in enumerate(frames(store, hierarchies, wanted)):
+            lines = frame_lines(entries, fmt)
+            out.write(redraw(lines, first=number == 0) if stream else "".join(line + "\n" for line in lines))
+            out.flush()
+            if not stream:
+                break
+    except KeyboardInterrupt:
+        if not stream:
+            raise
+        # Ctrl-C is how a stream ends: exit 0, as docker stats does.
+    except BrokenPipeError:  # stats | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def _stats_wanted(store, names) -> list:
+    """[(NAME, record)] for ``stats NAME...``; any NAME that is not a
+    container: Docker's line for each, exit 1, before any frame."""
+    from procview.runtime.lifecycle import LifecycleError, NoSuchContainer
+
+    wanted, failed = [], False
+    for name in names:
+        try:
+            wanted.append((name, store.load(store.find(name))))
+        except NoSuchContainer:
+            click.echo(f"Error: No such container: {name}", err=True)
+            failed = True
+        except (LifecycleError, ValueError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+    return wanted
+
+
+COMMANDS = {"ps": ps, "inspect": inspect, "port": port, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "exec": exec_, "prune": prune,
+            "diff": diff, "commit": commit, "stats": stats}
+
+__all__ = ["COMMANDS", "ps", "inspect", "port", "logs", "stop", "kill", "rm", "exec_", "prune", "diff", "commit", "stats"]

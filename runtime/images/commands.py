@@ -112,12 +112,17 @@ def echo_json_each(names, describe, errors: tuple, exit_code: int = 125) -> None
         raise SystemExit(exit_code)
 
 
-def echo_table(rows: list[tuple[str, ...]]) -> None:
-    """Print rows (the first: the headings) in columns, as docker's lists:
-    each as wide as its widest cell, three spaces apart."""
+def table_lines(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows (the first: the headings) in columns, as docker's lists: each
+    as wide as its widest cell, three spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return ["   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def echo_table(rows: list[tuple[str, ...]]) -> None:
+    """Print ``table_lines(rows)``."""
+    for line in table_lines(rows):
+        click.echo(line)
 
 
 @image.command("rm")
