@@ -100,7 +100,11 @@ def ps(show_all: bool, fmt: str, root: str) -> None:
     """List detached containers (running ones; -a: all)."""
     from procview.runtime.lifecycle import LIVE_PHASES, UNKNOWN
 
-    records = [r for r in _store(root).all(warn=_warn) if show_all or r.phase in LIVE_PHASES or r.phase == UNKNOWN]
+    try:
+        every = _store(root).all(warn=_warn)
+    except OSError as exc:  # not root
+        raise LifecycleCommandError(f"cannot read the containers' records: {exc}") from None
+    records = [r for r in every if show_all or r.phase in LIVE_PHASES or r.phase == UNKNOWN]
     records.sort(key=lambda r: r.created, reverse=True)
     if fmt == "json":
         click.echo(json.dumps([r.to_json() for r in records], indent=1))

@@ -249,3 +249,17 @@ def test_a_stop_ends_the_back_off_wait(store):
     store.request_stop(r.id)
     waiter.join(timeout=60)  # bounds a hang only
     assert answers == [True]
+
+
+@pytest.mark.parametrize("command", [["ps"], ["ps", "-a"], ["stats", "--no-stream"]])
+def test_unreadable_records_are_one_line_not_a_traceback(tmp_path, command):
+    from click.testing import CliRunner
+
+    from procview.cli import main
+
+    (tmp_path / "records").write_text("")  # not a directory: listing it fails as an unreadable one does
+    result = CliRunner().invoke(main, [*command, "--root", str(tmp_path)])
+    assert result.exit_code in (1, 125), result.output
+    assert not isinstance(result.exception, OSError), result.exc_info
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "cannot read the containers' records" in lines[0], result.output
