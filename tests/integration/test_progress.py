@@ -11,15 +11,14 @@ import gzip
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 
 import pyte
 import pytest
 
 from .pty_helpers import run_on_pty
-from .registry_helpers import LocalRegistry, OciLayout, layer_tar, sha256
+from .registry_helpers import OciLayout, layer_tar, sha256
+from .test_pull import registry  # noqa: F401 (fixture)
 from .test_run import PROCVIEW
 
 pytestmark = pytest.mark.integration
@@ -33,21 +32,8 @@ SPEED = r"[0-9.]+[kMG]?B/s"
 
 
 @pytest.fixture
-def work():
-    path = tempfile.mkdtemp(prefix="procview-progress-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
-
-
-@pytest.fixture
-def registry():
-    reg = LocalRegistry()
-    try:
-        yield reg.start()
-    finally:
-        reg.stop()
+def work(tmp_path):
+    return str(tmp_path)
 
 
 def layered_image(path: str, sizes: list[int], gz: bool = False) -> tuple[list[dict], list[str]]:
