@@ -15,6 +15,7 @@ and pid namespaces).
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import datetime
@@ -34,6 +35,33 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- statistics ------------------------------------------------------------------
+
+
+def add_procview_options(parser) -> None:
+    """``--procview-src`` and ``--procview-env``: which procview the
+    benchmark's procview daemons run, and in what environment."""
+    parser.add_argument("--procview-src", metavar="DIR",
+                        help="run the procview daemons from this source tree (PYTHONPATH) to measure a change")
+    parser.add_argument("--procview-env", metavar="NAME=VALUE", action="append", default=[], type=_env_item,
+                        help="set NAME=VALUE in the procview daemons' environment only (LXCFS and the readers keep "
+                             "theirs), e.g. an allocator: PYTHONMALLOC=malloc LD_PRELOAD=...; repeatable")
+
+
+def _env_item(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def procview_environment(args) -> dict:
+    """The procview daemons' environment: ours, the source tree on
+    PYTHONPATH, and every ``--procview-env``."""
+    env = dict(os.environ)
+    if args.procview_src:
+        env["PYTHONPATH"] = os.path.abspath(args.procview_src) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(args.procview_env)
+    return env
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

@@ -289,9 +289,7 @@ class Bench:
         self.reader_cg = cgroup("reader", True)
         daemon_cgs = {name: cgroup(f"daemon-{name}", False) for name in ("procview", "lxcfs", "profiled", "metrics")}
 
-        env = dict(os.environ)
-        if args.procview_src:
-            env["PYTHONPATH"] = os.path.abspath(args.procview_src) + os.pathsep + env.get("PYTHONPATH", "")
+        env = _util.procview_environment(args)
         self.daemons: dict[str, Daemon] = {}
         specs = {
             # Files only: the syscall supervisor is benchmarked by syscall_latency.py.
@@ -330,6 +328,7 @@ class Bench:
             "pid_namespace": not args.no_pidns,
             "daemon_pids": {name: d.pid for name, d in self.daemons.items()},
             "procview_src": os.path.abspath(args.procview_src) if args.procview_src else REPO,
+            "procview_env": dict(args.procview_env),
         }
 
     def _worker(self, name: str, cg) -> Worker:
@@ -583,6 +582,8 @@ def render(results: dict) -> str:
     add("# procview read latency")
     add("")
     source = "the checkout" if setup["procview_src"] == REPO else f"`{setup['procview_src']}`"
+    if setup.get("procview_env"):
+        source += " with " + " ".join(f"`{k}={v}`" for k, v in setup["procview_env"].items())
     lines += _util.meta_lines(meta, setup["cgroup_layout"],
                               f"procview daemons run from {source} ({_util.checkout_description(meta)}); "
                               f"LXCFS {meta['lxcfs_version']} (`lxcfs -f -l --enable-cfs`)")
@@ -763,8 +764,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         metavar="FILE", help="files to measure (default: all)")
     parser.add_argument("--json", metavar="FILE", help="write the raw results here")
     parser.add_argument("--json-samples", action="store_true", help="include every latency sample in the JSON")
-    parser.add_argument("--procview-src", metavar="DIR",
-                        help="run the procview daemons from this source tree (PYTHONPATH) to measure a change")
+    _util.add_procview_options(parser)
     parser.add_argument("--lxcfs", default="lxcfs", help="the LXCFS binary (default: lxcfs on PATH)")
     parser.add_argument("--no-pidns", action="store_true", help="readers stay in the host pid namespace")
     parser.add_argument("--skip-strace", action="store_true")

@@ -246,9 +246,7 @@ class Bench:
         subprocess.run(["gcc", "-O2", "-o", self.reader, os.path.join(HERE, "scale_reader.c")], check=True)
         self.cgroups = _util.BenchCgroups(self.stack, log)
         self.host_cpus = len(os.sched_getaffinity(0))
-        env = dict(os.environ)
-        if args.procview_src:
-            env["PYTHONPATH"] = os.path.abspath(args.procview_src) + os.pathsep + env.get("PYTHONPATH", "")
+        env = _util.procview_environment(args)
         self.mounts = {d: os.path.join(self.tmp, d) for d in DAEMONS}
         specs = {
             "procview": ([sys.executable, "-m", "procview", "serve", self.mounts["procview"], "--log-level", "warning",
@@ -281,6 +279,7 @@ class Bench:
             "host_cpus": self.host_cpus,
             "daemon_pids": {name: d.pid for name, d in self.daemons.items()},
             "procview_src": os.path.abspath(args.procview_src) if args.procview_src else REPO,
+            "procview_env": dict(args.procview_env),
             "settle_s": args.settle,
             "start": {name: d.memory() for name, d in self.daemons.items()},
             "procview_shards": args.procview_shards,
@@ -382,6 +381,8 @@ def render(results: dict) -> str:
     meta, setup = results["meta"], results["setup"]
     lines: list[str] = ["# procview with N containers reading at once", ""]
     source = "the checkout" if setup["procview_src"] == REPO else f"`{setup['procview_src']}`"
+    if setup.get("procview_env"):
+        source += " with " + " ".join(f"`{k}={v}`" for k, v in setup["procview_env"].items())
     lines += _util.meta_lines(meta, setup["cgroup_layout"],
                               f"procview serve from {source} ({_util.checkout_description(meta)}); "
                               f"LXCFS {meta['lxcfs_version']} (`lxcfs -f -l --enable-cfs`)")
@@ -432,7 +433,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds after the containers are gone before the daemons' RSS and fds are read (default 12: "
                              "two of procview's maintenance passes)")
     parser.add_argument("--json", metavar="FILE", help="write the raw results here")
-    parser.add_argument("--procview-src", metavar="DIR", help="run procview serve from this source tree (PYTHONPATH)")
+    _util.add_procview_options(parser)
     parser.add_argument("--lxcfs", default="lxcfs", help="the LXCFS binary (default: lxcfs on PATH)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory (daemon logs)")
     parser.add_argument("--procview-shards", type=int, default=1, metavar="K",
