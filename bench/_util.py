@@ -194,6 +194,8 @@ def kill_group(popen: subprocess.Popen) -> None:
             os.killpg(popen.pid, signal.SIGKILL)
         popen.wait()
     for stream in (popen.stdin, popen.stdout):
+        if stream is None:
+            continue
         with contextlib.suppress(OSError, ValueError):
             stream.close()
 
