@@ -9,7 +9,9 @@ directly, without FUSE, LXCFS or readers: N fresh containers (cgroups with
 limits, each with a process that is pid 1 of its own pid namespace), one
 ``ViewEngine`` in this process, every container's four files rendered
 twice (the second time as a reader coming back finds its state), and
-tracemalloc's count of what is still allocated, by size: blocks of at most
+tracemalloc's count of what is still allocated (after a full garbage
+collection, which also empties the free lists of tuples, floats and dicts
+that keep freed objects for reuse), by size: blocks of at most
 512 bytes (pymalloc's) and larger ones (``malloc``'s, which glibc gives back
 at the daemon's maintenance pass). Then the containers go, the engine's
 maintenance runs, and what is left is counted again (it should be nothing).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -114,11 +117,13 @@ def measure(args, stack: contextlib.ExitStack) -> dict:
     for path in FILES:
         engine.render(path, os.getpid())
     tracemalloc.start()
+    gc.collect()
     before = tracemalloc.take_snapshot()
     for _ in range(2):
         for _popen, init in inits:
             for path in FILES:
                 engine.render(path, init)
+    gc.collect()
     peak = tracemalloc.take_snapshot()
     tracked = engine.tracked_containers()
     n = args.containers
@@ -132,16 +137,18 @@ def measure(args, stack: contextlib.ExitStack) -> dict:
         raise _util.BenchError(f"{len(left)} cgroups could not be removed")
     time.sleep(engine.GONE_CHECK_AFTER)
     engine.maintain()
+    gc.collect()
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     small2, large2 = sizes(after)
+    left_top = top_sites(after, before, 1, args.top)
     meta["load_after"] = _util.load_snapshot()
     meta["seconds"] = round(time.monotonic() - started, 1)
     return {
         "meta": meta, "containers": n, "tracked": tracked,
         "small_bytes_per_container": (small1 - small0) / n, "large_bytes_per_container": (large1 - large0) / n,
         "small_bytes_left": small2 - small0, "large_bytes_left": large2 - large0,
-        "top": top,
+        "top": top, "left_top": left_top,
     }
 
 
