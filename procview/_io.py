@@ -131,7 +131,10 @@ class KeptFiles:
 
     def __init__(self, limit: int):
         self.limit = max(1, limit)
-        self._fds: dict[str, int] = {}
+        # A file is kept by its path, or, for a cgroup's file, by the pair
+        # (the directory string the cgroup keeps, the file's name): a pair
+        # of strings that exist anyway costs a third of a path of its own.
+        self._fds: dict[str | tuple[str, str], int] = {}
         # directory -> its inode when its first file was kept: a directory
         # removed, or removed and made again under the same name, has
         # another inode or none. Two flat tables rather than one record
@@ -143,17 +146,25 @@ class KeptFiles:
 
     def read(self, path: str) -> str | None:
         """The file's whole text now, or None, as ``read_text``."""
+        return self._read(path, path)
+
+    def read_in(self, directory: str, name: str) -> str | None:
+        """The text of file ``name`` of ``directory`` (a string the caller
+        keeps, as a cgroup keeps its directories), as ``read``."""
+        return self._read((directory, name), directory + "/" + name)
+
+    def _read(self, key: str | tuple[str, str], path: str) -> str | None:
         fds = self._fds
-        fd = fds.pop(path, None)
+        fd = fds.pop(key, None)
         if fd is not None:
             text = _pread_text(fd)
             if text is not None:
-                fds[path] = fd  # now the most recently read (a dict keeps insertion order)
+                fds[key] = fd  # now the most recently read (a dict keeps insertion order)
                 return text
             # ENODEV (a removed cgroup), ESRCH (a process gone): the kept
             # file is dead; the path may name a new one.
             os.close(fd)
-            self._release_directory(path)
+            self._release_directory(key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -164,8 +175,8 @@ class KeptFiles:
             return None
         if len(fds) >= self.limit:
             self._close(next(iter(fds)))  # the least recently read
-        fds[path] = fd
-        self._note_directory(path)
+        fds[key] = fd
+        self._note_directory(_directory_of(key))
         return text
 
     def close_stale(self) -> int:
@@ -175,16 +186,15 @@ class KeptFiles:
         stale = {d for d, inode in self._dir_inodes.items() if inode is None or _inode(d) != inode}
         if not stale:
             return 0
-        paths = [path for path in self._fds if os.path.dirname(path) in stale]
-        for path in paths:
-            self._close(path)
+        keys = [key for key in self._fds if _directory_of(key) in stale]
+        for key in keys:
+            self._close(key)
         # Tables that held a burst's thousands of entries keep their size
         # when emptied; copies are sized for what is left.
         self._fds, self._dir_inodes, self._dir_files = dict(self._fds), dict(self._dir_inodes), dict(self._dir_files)
-        return len(paths)
+        return len(keys)
 
-    def _note_directory(self, path: str) -> None:
-        directory = os.path.dirname(path)
+    def _note_directory(self, directory: str) -> None:
         count = self._dir_files.get(directory)
         if count is None:
             # Stat'ed after the file was opened: if the directory was
@@ -194,13 +204,13 @@ class KeptFiles:
             count = 0
         self._dir_files[directory] = count + 1
 
-    def _close(self, path: str) -> None:
-        os.close(self._fds.pop(path))
-        self._release_directory(path)
+    def _close(self, key: str | tuple[str, str]) -> None:
+        os.close(self._fds.pop(key))
+        self._release_directory(key)
 
-    def _release_directory(self, path: str) -> None:
-        """One file fewer kept in ``path``'s directory."""
-        directory = os.path.dirname(path)
+    def _release_directory(self, key: str | tuple[str, str]) -> None:
+        """One file fewer kept in the directory of ``key``'s file."""
+        directory = _directory_of(key)
         count = self._dir_files.pop(directory) - 1
         if count:
             self._dir_files[directory] = count
@@ -216,6 +226,11 @@ class KeptFiles:
         self._fds.clear()
         self._dir_inodes.clear()
         self._dir_files.clear()
+
+
+def _directory_of(key: str | tuple[str, str]) -> str:
+    """The directory of a kept file's key (a path, or (directory, name))."""
+    return key[0] if isinstance(key, tuple) else os.path.dirname(key)
 
 
 def _inode(path: str) -> int | None:

@@ -113,7 +113,7 @@ class ViewEngine:
         if root == "/":
             self._kept = KeptFiles(_kept_files_limit())
             self.read_host_file = self._kept.read
-            self.hierarchies.read_counter_file = self._kept.read
+            self.hierarchies.read_cgroup_file = self._kept.read_in
             try:
                 self._limit_writes = WriteWatch()
             except OSError as exc:  # fs.inotify.max_user_instances reached
@@ -488,9 +488,10 @@ class ViewEngine:
             directories = ()
             if self._limit_writes is not None:
                 # Watch before reading: a write after the read is then seen.
-                directories = tuple(container.cgroup.limit_dirs())
-                for directory in directories:
-                    self._limit_writes.add(directory)
+                # Kept as the watches keep them: containers side by side
+                # share their parents' directories, one string each.
+                watched = (self._limit_writes.add(d) for d in container.cgroup.limit_dirs())
+                directories = tuple(d for d in watched if d is not None)
             cached = (now, compute(), directories)
             self._limits[container.key] = cached
         return cached[1]

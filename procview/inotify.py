@@ -42,6 +42,9 @@ class WriteWatch:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.fd = fd
         self._watches: dict[str, int] = {}  # directory -> watch descriptor
+        # directory -> the string it was first given as: a dict does not
+        # hand back its own key for an equal one.
+        self._directories: dict[str, str] = {}
         # poll(0) answers "nothing written" without a failing read(2) and
         # the exception Python makes of it (0.4 µs against 1.2 µs here).
         self._poller = select.poll()
@@ -53,22 +56,27 @@ class WriteWatch:
     def watching(self, directory: str) -> bool:
         return directory in self._watches
 
-    def add(self, directory: str) -> bool:
-        """Watch ``directory`` (once); False if the kernel refused (it
-        vanished, or the user's watch limit is reached)."""
-        if directory in self._watches:
-            return True
+    def add(self, directory: str) -> str | None:
+        """Watch ``directory`` (once). Returns the directory as the watch
+        keeps it (the string it was first given: callers that keep it
+        then share one copy), or None if the kernel refused (it vanished,
+        or the user's watch limit is reached)."""
+        kept = self._directories.get(directory)
+        if kept is not None:
+            return kept
         wd = _libc.inotify_add_watch(self.fd, os.fsencode(directory), _IN_MODIFY)
         if wd < 0:
-            return False
+            return None
         self._watches[directory] = wd
-        return True
+        self._directories[directory] = directory
+        return directory
 
     def keep_only(self, directories: set[str]) -> None:
         """Stop watching every directory not in ``directories``."""
         for directory in [d for d in self._watches if d not in directories]:
             # EINVAL when the directory is gone: the kernel dropped the watch.
             _libc.inotify_rm_watch(self.fd, self._watches.pop(directory))
+            del self._directories[directory]
 
     def written(self) -> bool:
         """Whether a watched directory's file was written since the last
@@ -90,6 +98,7 @@ class WriteWatch:
     def close(self) -> None:
         os.close(self.fd)
         self._watches.clear()
+        self._directories.clear()
 
 
 def _any_write(events: bytes) -> bool:

@@ -37,7 +37,7 @@ from ._values import (
     MemoryUsage,
     min_limit,
 )
-from ._base import Cgroup, CgroupError, HierarchyFiles
+from ._base import Cgroup, CgroupError, HierarchyFiles, read_cgroup_file
 
 __all__ = [
     "UNLIMITED",
@@ -80,9 +80,10 @@ class Hierarchies:
         self.root = root
         self.mounts = mounts
         # How a cgroup's counters (usage, memory.stat, cpuacct, pids) are
-        # read: whole, by path. The view engine swaps in
-        # ``KeptFiles.read`` (the same text, from files kept open).
-        self.read_counter_file = read_text
+        # read: whole, by directory (a string the cgroup keeps) and name.
+        # The view engine swaps in ``KeptFiles.read_in`` (the same text,
+        # from files kept open).
+        self.read_cgroup_file = read_cgroup_file
         # Which interface files its cgroups have, per hierarchy (v1 blkio).
         self.files = HierarchyFiles()
         self.v1: dict[str, CgroupMount] = {}
@@ -93,6 +94,8 @@ class Hierarchies:
             else:
                 for controller in mount.controllers:
                     self.v1[controller] = mount
+        # A v1 cgroup keeps its paths in this order (``CgroupV1``).
+        self.v1_index: dict[str, int] = {controller: index for index, controller in enumerate(self.v1)}
         has_v1_resources = any(c in self.v1 for c in ("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio"))
         if has_v1_resources:
             self.layout = Layout.HYBRID if self.v2 is not None else Layout.V1

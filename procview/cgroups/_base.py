@@ -42,8 +42,9 @@ class Cgroup(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def key(self) -> tuple:
-        """Hashable identity (the path per hierarchy)."""
+    def key(self) -> str | tuple:
+        """Hashable identity: the cgroup's path (or on v1, where
+        hierarchies can differ, its path in each)."""
 
     @property
     @abc.abstractmethod
@@ -300,13 +301,18 @@ def levels(directory: str, mountpoint: str) -> Iterator[str]:
         current = os.path.dirname(current)
 
 
-def read_id_lists(directory: str, filename: str, read=read_text) -> list[int] | None:
+def read_cgroup_file(directory: str, name: str) -> str | None:
+    """The text of file ``name`` of cgroup directory ``directory``, or None."""
+    return read_text(os.path.join(directory, name))
+
+
+def read_id_lists(directory: str, filename: str, read=read_cgroup_file) -> list[int] | None:
     """Ids listed in ``filename`` in a cgroup directory and all below it
-    (``read``: how to read a file, ``read_text`` or a kept-files reader)."""
+    (``read(directory, name)``: ``read_cgroup_file`` or a kept-files reader)."""
     ids: list[int] = []
     found_any = False
     for cgroup_dir in _with_descendants(directory):
-        text = read(os.path.join(cgroup_dir, filename))
+        text = read(cgroup_dir, filename)
         if text is None:
             continue
         found_any = True

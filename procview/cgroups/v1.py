@@ -86,36 +86,66 @@ _BLKIO_TIMES = (
 )
 
 
+_NOT_YET = object()  # a directory not looked for yet
+
+
 class CgroupV1(Cgroup):
     version = 1
 
     def __init__(self, hierarchies, paths: dict[str, str]):
         super().__init__(hierarchies)
-        self.paths = paths
+        # The path in each hierarchy, in the order of ``hierarchies.v1``
+        # (None where there is none), and one string for each distinct path:
+        # a daemon keeps a cgroup per container it serves, and every small
+        # object a burst of them needs at once can keep one of Python's
+        # 1 MiB arenas alive after. The tuple is the cgroup's key too.
+        distinct: dict[str, str] = {}
+        self._paths: tuple[str | None, ...] = tuple(
+            None if (path := paths.get(controller)) is None else distinct.setdefault(path, path)
+            for controller in hierarchies.v1
+        )
+        # Each hierarchy's directory of this cgroup, in the same order, made
+        # at first use: a container's kept files, watches and limits then
+        # share one string per directory.
+        self._dirs: list = [_NOT_YET] * len(self._paths)
 
     # -- identity ---------------------------------------------------------
 
     @property
-    def key(self) -> tuple:
-        return tuple(sorted(self.paths.items()))
+    def paths(self) -> dict[str, str]:
+        """The cgroup's path in each hierarchy, by controller."""
+        return {c: p for c, p in zip(self.hierarchies.v1, self._paths) if p is not None}
+
+    @property
+    def key(self) -> tuple[str | None, ...]:
+        return self._paths
 
     @property
     def path(self) -> str:
+        index = self.hierarchies.v1_index
         for controller in ("memory", "cpu", "cpuset", "pids"):
-            if controller in self.paths:
-                return self.paths[controller]
-        return next(iter(self.paths.values()), "/")
+            if controller in index and self._paths[index[controller]] is not None:
+                return self._paths[index[controller]]
+        return next((p for p in self._paths if p is not None), "/")
 
     def with_path(self, transform) -> "CgroupV1":
         return CgroupV1(self.hierarchies, {c: transform(p) for c, p in self.paths.items()})
 
     def _dir(self, controller: str) -> str | None:
-        mount = self.hierarchies.v1.get(controller)
-        path = self.paths.get(controller)
-        if mount is None or path is None:
+        index = self.hierarchies.v1_index.get(controller)
+        if index is None:
             return None
-        directory = cgroup_dir(mount.mountpoint, mount.root, path)
-        return None if directory is None else self.hierarchies.host_path(directory)
+        directory = self._dirs[index]
+        if directory is _NOT_YET:
+            mount, path = self.hierarchies.v1[controller], self._paths[index]
+            directory = None if path is None else cgroup_dir(mount.mountpoint, mount.root, path)
+            if directory is not None:
+                directory = self.hierarchies.host_path(directory)
+            # Controllers of one hierarchy (cpu and cpuacct) share it.
+            for other in mount.controllers:
+                if (position := self.hierarchies.v1_index.get(other)) is not None:
+                    self._dirs[position] = directory
+        return directory
 
     def _levels(self, controller: str):
         directory = self._dir(controller)
@@ -137,7 +167,7 @@ class CgroupV1(Cgroup):
 
     def _read(self, controller: str, name: str) -> str | None:
         directory = self._dir(controller)
-        return None if directory is None else self.hierarchies.read_counter_file(os.path.join(directory, name))
+        return None if directory is None else self.hierarchies.read_cgroup_file(directory, name)
 
     def exists(self) -> bool:
         directory = self._dir("memory") or self._dir("cpu") or self._dir("cpuset")
@@ -249,7 +279,7 @@ class CgroupV1(Cgroup):
         a kernel lacks most of them, and a failed open costs more than a
         read of a kept file."""
         for name in self.hierarchies.files.present(top, names):
-            parsed = parse_blkio_recursive(self.hierarchies.read_counter_file(os.path.join(directory, name)))
+            parsed = parse_blkio_recursive(self.hierarchies.read_cgroup_file(directory, name))
             if parsed is not None:
                 return parsed
         return None

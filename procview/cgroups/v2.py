@@ -58,10 +58,11 @@ class CgroupV2(Cgroup):
     def __init__(self, hierarchies, path: str):
         super().__init__(hierarchies)
         self._path = path or "/"
+        self._directory: str | None | bool = False  # not found yet (see _dir)
 
     @property
-    def key(self) -> tuple:
-        return (("unified", self._path),)
+    def key(self) -> str:
+        return self._path
 
     @property
     def path(self) -> str:
@@ -71,11 +72,16 @@ class CgroupV2(Cgroup):
         return CgroupV2(self.hierarchies, transform(self._path))
 
     def _dir(self) -> str | None:
+        """The cgroup's directory, made once: the kept files, the watches
+        and the limits of a container then share the one string."""
+        if self._directory is not False:
+            return self._directory
         mount = self.hierarchies.v2
-        if mount is None:
-            return None
-        directory = cgroup_dir(mount.mountpoint, mount.root, self._path)
-        return None if directory is None else self.hierarchies.host_path(directory)
+        directory = None if mount is None else cgroup_dir(mount.mountpoint, mount.root, self._path)
+        if directory is not None:
+            directory = self.hierarchies.host_path(directory)
+        self._directory = directory
+        return directory
 
     def _levels(self):
         directory = self._dir()
@@ -89,7 +95,7 @@ class CgroupV2(Cgroup):
 
     def _read(self, name: str) -> str | None:
         directory = self._dir()
-        return None if directory is None else self.hierarchies.read_counter_file(os.path.join(directory, name))
+        return None if directory is None else self.hierarchies.read_cgroup_file(directory, name)
 
     def exists(self) -> bool:
         directory = self._dir()
@@ -176,7 +182,7 @@ class CgroupV2(Cgroup):
 
     def threads(self) -> list[int] | None:
         directory = self._dir()
-        return None if directory is None else read_id_lists(directory, "cgroup.threads", self.hierarchies.read_counter_file)
+        return None if directory is None else read_id_lists(directory, "cgroup.threads", self.hierarchies.read_cgroup_file)
 
     def processes(self) -> list[int] | None:
         directory = self._dir()

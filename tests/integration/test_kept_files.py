@@ -22,7 +22,7 @@ HOG = "data = b'x' * (64 << 20); print('ready', flush=True); import sys; sys.std
 def test_a_cgroup_removed_and_made_anew_is_read_afresh(sandbox):
     kept = KeptFiles(limit=64)
     hierarchies = cgroups.discover()
-    hierarchies.read_counter_file = kept.read  # as the view engine does
+    hierarchies.read_cgroup_file = kept.read_in  # as the view engine does
     cg = sandbox.cgroup("kept", memory=256 * MiB)
     watched = hierarchies.cgroup(f"{sandbox.base}/kept")  # the same cgroup, read through KeptFiles
     hog = sandbox.start(cg, [sys.executable, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE)

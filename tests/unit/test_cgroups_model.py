@@ -653,13 +653,13 @@ def test_io_stats_v1_prefers_cfq_files(v1_layout, tmp_path):
 def reads_of(hier: Hierarchies) -> list[str]:
     """Record the file names the hierarchies' counter reads try."""
     tried = []
-    read = hier.read_counter_file
+    read = hier.read_cgroup_file
 
-    def recording_read(path):
-        tried.append(os.path.basename(path))
-        return read(path)
+    def recording_read(directory, name):
+        tried.append(name)
+        return read(directory, name)
 
-    hier.read_counter_file = recording_read
+    hier.read_cgroup_file = recording_read
     return tried
 
 

@@ -69,6 +69,66 @@ def test_an_init_moved_to_another_cgroup_is_another_container(machine):
     assert after.key != before.key
 
 
+def test_a_v1_cgroup_keeps_its_paths_as_one_tuple_its_key_with_one_string_per_distinct_path():
+    from procview.cgroups import Hierarchies, parse_mountinfo
+
+    hierarchies = Hierarchies(parse_mountinfo(open(os.path.join(FIXTURES, "hybrid", "proc", "self", "mountinfo")).read()))
+    text = "".join(f"{i}:{c}:{'/' if c.startswith('name=') else '/box/ctr'}\n" for i, c in enumerate(hierarchies.v1, 1))
+    cgroup = hierarchies.cgroup_from_proc_text(text)
+    assert cgroup.key is cgroup._paths and type(cgroup.key) is tuple
+    assert len(cgroup.key) == len(hierarchies.v1)
+    assert len({id(path) for path in cgroup.key}) == 2  # "/box/ctr" once, "/" once
+    assert cgroup.path == "/box/ctr" and cgroup.paths["name=systemd"] == "/"
+    assert cgroup == hierarchies.cgroup_from_proc_text(text) and hash(cgroup) == hash(hierarchies.cgroup_from_proc_text(text))
+
+
+def test_a_cgroup_makes_each_directory_once(machine):
+    _root, engine = machine
+    cgroup = engine.identity.container_of(CONTAINER_PROCESS).cgroup
+    first = cgroup._dir("memory") if cgroup.version == 1 else cgroup._dir()
+    again = cgroup._dir("memory") if cgroup.version == 1 else cgroup._dir()
+    assert first is again and first.endswith("/parent/ctr")
+    if cgroup.version == 1:
+        assert cgroup._dir("cpu") is cgroup._dir("cpu")
+        # Two controllers of one hierarchy: one directory, one string.
+        mounts = {c: m for c, m in cgroup.hierarchies.v1.items()}
+        mounts["cpuacct"] = mounts["cpu"] = mounts["cpu"]._replace(controllers=frozenset({"cpu", "cpuacct"}))
+        cgroup.hierarchies.v1 = mounts
+        comounted = cgroup.with_path(lambda path: path)
+        assert comounted._dir("cpuacct") is comounted._dir("cpu")
+    assert cgroup.limit_dirs()[0] is first
+
+
+def test_a_kept_cgroup_file_is_kept_by_its_cgroups_directory_string_and_name(tmp_path):
+    directory = str(tmp_path / "ctr")
+    os.mkdir(directory)
+    with open(os.path.join(directory, "memory.stat"), "w") as f:
+        f.write("x\n")
+    kept = KeptFiles(limit=16)
+    for _ in range(3):
+        assert kept.read_in(directory, "memory.stat") == "x\n"
+    assert list(kept._fds) == [(directory, "memory.stat")]
+    assert [d for d in kept._dir_files if d is directory] == [directory]
+    os.unlink(os.path.join(directory, "memory.stat"))
+    os.rmdir(directory)
+    assert kept.close_stale() == 1 and len(kept) == 0
+
+
+def test_a_watch_hands_back_the_directory_string_it_keeps(tmp_path):
+    from procview.inotify import WriteWatch
+
+    watch = WriteWatch()
+    try:
+        first = str(tmp_path)
+        equal = first[:-1] + first[-1]  # an equal string, another object
+        assert equal is not first
+        assert watch.add(first) is first and watch.add(equal) is first
+        watch.keep_only(set())
+        assert watch.add(equal) is equal and len(watch) == 1
+    finally:
+        watch.close()
+
+
 def test_kept_files_of_a_thousand_gone_directories_leave_tables_of_nothing(tmp_path):
     kept = KeptFiles(limit=4096)
     for index in range(1000):
