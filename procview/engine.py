@@ -21,7 +21,7 @@ import os
 import math
 import re
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from procview._io import KeptFiles, return_free_heap
 from procview.cgroups import UNLIMITED, Hierarchies, discover
@@ -143,8 +143,7 @@ class ViewEngine:
         self._ram_counters: dict[tuple, tuple[float, object]] = {}  # container key -> (opened, CounterFile)
         self._cpuinfo_renders: dict[tuple, str] = {}  # (host text, CPU view) -> text
         self.meminfo_layouts = MeminfoLayouts()  # the host meminfo's layout: names and columns, never numbers
-        # container key -> (taken, expires, pid ns level, census, each thread's pid in the container's namespace)
-        self._censuses: dict[tuple, tuple[float, float, int, ThreadStates | None, dict]] = {}
+        self._censuses: dict[tuple, _KeptCensus] = {}  # container key -> its last census
 
     # -- public ---------------------------------------------------------------
 
@@ -405,33 +404,35 @@ class ViewEngine:
         now = self.clock.monotonic()
         level = container.pidns_level
         kept = self._censuses.get(key)
-        if kept is not None and kept[2] == level:
-            if kept[0] <= now < kept[1]:
-                return kept[3]
-            known_pids = kept[4]
+        if kept is not None and kept.level == level:
+            if kept.taken <= now < kept.taken + self.CENSUS_TTL:
+                return kept.states
+            known_pids = kept.known_pids
         else:
-            known_pids = {}
-        states, ns_pids = self.take_census(container.cgroup, level, known_pids)
+            known_pids = ()
+        states, known_pids = self.take_census(container.cgroup, level, known_pids)
         if len(self._censuses) >= 4096:
             self._censuses.clear()
-        self._censuses[key] = (now, now + self.CENSUS_TTL, level, states, ns_pids)
+        self._censuses[key] = _KeptCensus(now, level, states, known_pids)
         return states
 
-    def take_census(self, cgroup, level: int, known_pids: dict) -> tuple[ThreadStates | None, dict]:
+    def take_census(self, cgroup, level: int, known_pids: tuple[int, ...]) -> tuple[ThreadStates | None, tuple[int, ...]]:
         """Every thread of ``cgroup`` (and its descendants) and its state,
         from /proc/TID/stat (None when the cgroup cannot be listed), and
         the pid of each in the container's namespace (``NSpid`` at
-        ``level``), by (thread id, start time): a thread's pid there never
-        changes, so /proc/TID/status, twice the work of its stat, is
-        read only for threads the last census did not see (``known_pids``,
-        the last census's map)."""
+        ``level``), as flat (thread id, start time, pid there) triples: a
+        thread's pid there never changes, so /proc/TID/status, twice the
+        work of its stat, is read only for threads the last census did not
+        see (``known_pids``, the last census's triples). At level 0 (the
+        host's namespace) a thread's pid is its id: no triple is kept."""
         tids = cgroup.threads()
         if tids is None:
-            return None, {}
+            return None, ()
         threads = running = blocked = 0
         last_pid = 0
-        not_running: dict[int, str] = {}
-        ns_pids: dict[tuple[int, int], int] = {}
+        not_running: list[tuple[int, str]] = []
+        known = _pid_lookup(known_pids)
+        kept_pids: list[int] = []
         # A small container's stat files are kept open and re-read with
         # pread, like its counters; a big one's are read by path, so that
         # its threads do not push every other container's files out.
@@ -441,23 +442,29 @@ class ViewEngine:
             stat = parse_proc_pid_stat(text) if text else None
             if stat is None:
                 continue  # exited since the cgroup listed it
-            thread = (tid, stat.starttime)  # a reused thread id has another start time
-            ns_pid = known_pids.get(thread)
-            if ns_pid is None:
-                ns_pid = tid if level == 0 else self._namespace_pid(tid, level)
+            if level == 0:
+                ns_pid = tid
+            else:
+                # A reused thread id has another start time.
+                ns_pid = known.get((tid, stat.starttime))
                 if ns_pid is None:
-                    continue  # exited since its stat was read
-            ns_pids[thread] = ns_pid
+                    ns_pid = self._namespace_pid(tid, level)
+                    if ns_pid is None:
+                        continue  # exited since its stat was read
+                kept_pids += (tid, stat.starttime, ns_pid)
             threads += 1
             state = stat.state
             if state == "R":
                 running += 1
             else:
-                not_running[tid] = state
+                not_running.append((tid, state))
                 if state == "D":
                     blocked += 1
             last_pid = max(last_pid, ns_pid)
-        return ThreadStates(TaskCensus(threads, running, blocked, last_pid), not_running), ns_pids
+        not_running.sort()
+        census = TaskCensus(threads, running, blocked, last_pid)
+        states = ThreadStates(census, tuple([tid for tid, _state in not_running]), "".join([state for _tid, state in not_running]))
+        return states, tuple(kept_pids)
 
     def _namespace_pid(self, tid: int, level: int) -> int | None:
         """Thread ``tid``'s pid in the pid namespace ``level`` deep (0 where
@@ -651,6 +658,25 @@ class ViewEngine:
         from procview.views.diskstats import render_diskstats
 
         return render_diskstats(host_text, request.container.cgroup.io_stats())
+
+
+class _KeptCensus(NamedTuple):
+    """A container's last census, as ``thread_states`` keeps it: when it
+    was taken, at which pid namespace level, the census, and each
+    thread's pid in the container's namespace as flat (thread id, start
+    time, pid) triples (``take_census``). One tuple of ints per container,
+    not a dict of tuples: a daemon keeps one for every container read."""
+
+    taken: float
+    level: int
+    states: ThreadStates | None
+    known_pids: tuple[int, ...]
+
+
+def _pid_lookup(triples: tuple[int, ...]) -> dict[tuple[int, int], int]:
+    """Flat (thread id, start time, pid) triples as a map from (thread id,
+    start time) to pid, made for the length of one census."""
+    return {(triples[i], triples[i + 1]): triples[i + 2] for i in range(0, len(triples), 3)}
 
 
 class _Request:
