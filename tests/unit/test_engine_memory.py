@@ -55,7 +55,7 @@ def test_every_table_of_the_engine_holds_the_one_key(machine):
         for path in ("proc/stat", "proc/loadavg", "proc/meminfo"):
             engine.render(path, CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    for table in (engine._seen, engine._limits, engine.stat_history._per_cpu):
+    for table in (engine._seen, engine._limits, engine.stat_history._shown):
         assert [k for k in table if k is key] == list(table) == [key]
 
 
