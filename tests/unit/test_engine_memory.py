@@ -261,3 +261,23 @@ def test_the_identity_keeps_one_record_per_namespace_under_an_int(machine):
     assert isinstance(pidns, int) and pidns == engine.identity.pid_namespace(CONTAINER_PROCESS)
     assert record.cgroup is container.cgroup and record.key is container.key
     assert [name for name in vars(engine.identity) if name.startswith("_")] == ["_inits"]
+
+
+def test_load_averages_are_kept_once_per_container_as_floats():
+    """The averages a read returns, not also their fixed point: about
+    eight blocks per container (record, averages' tuple, floats); a
+    tuple of the fixed-point ints and each of them above 256 were more
+    (ten here)."""
+    from procview.views._inputs import TaskCensus
+    from procview.views.loadavg import LoadTracker
+
+    tracker = LoadTracker()
+    keys = [("container", n) for n in range(1000)]
+    busy = TaskCensus(threads=4, running=3, blocked=0, last_pid=9)
+    blocks_before = sys.getallocatedblocks()
+    for key in keys:
+        tracker.averages(key, busy, now=0.0)
+        tracker.averages(key, busy, now=5.0)  # one sample each
+    blocks_held = sys.getallocatedblocks() - blocks_before
+    assert blocks_held < 1000 * 9, blocks_held
+    assert [value * 2048 for value in tracker.averages(keys[0], busy, now=5.0)] == [492, 102, 33]
