@@ -125,9 +125,9 @@ class ViewEngine:
         self.own_timens = self.host.readlink("/proc/self/ns/time")
         self.stat_history = StatHistory()
         self.loads = LoadTracker()
-        # key -> (container, last read) of every container read lately: the
-        # periodic maintenance samples their load and forgets idle ones.
-        self._seen: dict[tuple, tuple[Container, float]] = {}
+        # key -> every container read lately, and when: the periodic
+        # maintenance samples their load and forgets idle ones.
+        self._seen: dict[tuple, _Seen] = {}
         self._warned: set[str] = set()
         # Failures, by kind: "render" (a renderer raised), "caller" (the
         # caller's container could not be found). Counted only where they
@@ -167,7 +167,7 @@ class ViewEngine:
             request = _Request(self, container, None if host_text is None else {host_path: host_text})
             if not request.is_limited():
                 return self._host_content(path, host_text, pid)
-            self._seen[container.key] = (container, self.clock.monotonic())
+            self._saw(container, self.clock.monotonic())
             renderer: Callable = getattr(self, method)
             if match:
                 text = renderer(request, host_text or "", int(match.group(1)))
@@ -178,6 +178,16 @@ class ViewEngine:
             self.failures["render"] += 1
             self.warn_once(f"render:{path}", "rendering %s for pid %d failed; serving the host's file", path, pid, exc_info=True)
             return self._host_content(path, host_text, pid)
+
+    def _saw(self, container: Container, now: float) -> None:
+        """Note that ``container`` was read at ``now``: its record is
+        updated in place, not made anew at every read."""
+        seen = self._seen.get(container.key)
+        if seen is None:
+            self._seen[container.key] = _Seen(container, now)
+        else:
+            seen.container = container
+            seen.last_read = now
 
     def tracked_containers(self) -> int:
         """How many containers the engine keeps state for (read lately,
@@ -203,7 +213,7 @@ class ViewEngine:
         read_at, parts = cached
         if parts is None:
             return None
-        self._seen[key[0]] = (container, now)
+        self._saw(container, now)
         host, stat, values = parts
         # RAM usage is read on every call: busybox free takes "free" from
         # sysinfo and "cached" from /proc/meminfo, and a stale free next to
@@ -317,16 +327,16 @@ class ViewEngine:
         keeps it, and its memory, in the kernel), and give the memory a
         burst of readers left free back to the kernel."""
         now = self.clock.monotonic()
-        for key, (container, last_read) in list(self._seen.items()):
-            idle = now - last_read
-            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(container)):
+        for key, seen in list(self._seen.items()):
+            idle = now - seen.last_read
+            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(seen.container)):
                 self._forget(key)
         self.identity.forget_exited_inits()
         if self._kept is not None:
             self._kept.close_stale()
         for key in self.loads.keys_due(now):
-            entry = self._seen.get(key)
-            census = _Request(self, entry[0]).census if entry else None
+            seen = self._seen.get(key)
+            census = _Request(self, seen.container).census if seen else None
             if census is not None:
                 self.loads.sample(key, census, now)
         self.loads.forget_expired(now)
@@ -658,6 +668,17 @@ class ViewEngine:
         from procview.views.diskstats import render_diskstats
 
         return render_diskstats(host_text, request.container.cgroup.io_stats())
+
+
+class _Seen:
+    """A container read lately, as the last read found it, and when
+    (``time.monotonic``)."""
+
+    __slots__ = ("container", "last_read")
+
+    def __init__(self, container: Container, last_read: float):
+        self.container = container
+        self.last_read = last_read
 
 
 class _KeptCensus(NamedTuple):

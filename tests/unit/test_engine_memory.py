@@ -281,3 +281,15 @@ def test_load_averages_are_kept_once_per_container_as_floats():
     blocks_held = sys.getallocatedblocks() - blocks_before
     assert blocks_held < 1000 * 9, blocks_held
     assert [value * 2048 for value in tracker.averages(keys[0], busy, now=5.0)] == [492, 102, 33]
+
+
+def test_a_container_read_again_updates_its_one_seen_record(machine):
+    _root, engine = machine
+    engine.render("proc/meminfo", CONTAINER_PROCESS)
+    key = engine.identity.container_of(CONTAINER_PROCESS).key
+    (seen,) = engine._seen.values()
+    engine.clock.now += 5
+    engine.render("proc/meminfo", CONTAINER_INIT)
+    assert list(engine._seen.values()) == [seen]
+    assert seen.container.caller_pid == CONTAINER_INIT and seen.last_read == engine.clock.now
+    assert seen.container.key is key
