@@ -24,7 +24,7 @@ import time
 from typing import Callable, NamedTuple
 
 from procview._io import KeptFiles, return_free_heap
-from procview.cgroups import UNLIMITED, Hierarchies, discover
+from procview.cgroups import UNLIMITED, Hierarchies, MemoryLimits, discover
 from procview.host import (
     HostFiles,
     MeminfoLayouts,
@@ -136,7 +136,7 @@ class ViewEngine:
         self.failures: dict[str, int] = {"render": 0, "caller": 0}
         self._boot_epoch: int | None = None
         self._host_facts: dict[str, tuple[float, object]] = {}
-        self._limits: dict[tuple, tuple[float, object]] = {}
+        self._limits: dict[tuple, _KeptLimits] = {}
         self._sysinfo_answers: dict[tuple, tuple[float, object]] = {}
         self._callers: dict[int, tuple[float, tuple]] = {}
         self._timens_offsets: dict[str, tuple[float, float]] = {}
@@ -492,10 +492,11 @@ class ViewEngine:
     # hotplug) and directories the kernel would not watch.
     LIMITS_TTL = 1.0
 
-    def container_limits(self, container: Container, compute):
-        """``compute()`` (the container's memory limits and CPU view), read
-        again when a file of its cgroup directories was written since, and
-        at least every LIMITS_TTL."""
+    def container_limits(self, container: Container, compute) -> _KeptLimits:
+        """``compute()`` (the container's memory limits and CPU view, a
+        pair), read again when a file of its cgroup directories was written
+        since, and at least every LIMITS_TTL; kept with when it was read
+        and the directories it came from."""
         now = self.clock.monotonic()
         self._forget_limits_if_written()
         cached = self._limits.get(container.key)
@@ -509,9 +510,9 @@ class ViewEngine:
                 # share their parents' directories, one string each.
                 watched = (self._limit_writes.add(d) for d in container.cgroup.limit_dirs())
                 directories = tuple(d for d in watched if d is not None)
-            cached = (now, compute(), directories)
+            cached = _KeptLimits(now, *compute(), directories)
             self._limits[container.key] = cached
-        return cached[1]
+        return cached
 
     def _forget_limits_if_written(self) -> None:
         """Drop every kept limit (and the sysinfo answers made from them)
@@ -525,7 +526,7 @@ class ViewEngine:
         """Stop watching directories no kept limit came from (containers
         gone or idle; their limits expired)."""
         if self._limit_writes is not None:
-            self._limit_writes.keep_only({d for entry in self._limits.values() for d in entry[2]})
+            self._limit_writes.keep_only({d for entry in self._limits.values() for d in entry.directories})
 
     def online_cpus(self) -> frozenset[int]:
         """The host's online CPUs (changes only with CPU hotplug)."""
@@ -670,6 +671,18 @@ class ViewEngine:
         return render_diskstats(host_text, request.container.cgroup.io_stats())
 
 
+class _KeptLimits(NamedTuple):
+    """A container's limits as ``container_limits`` keeps them: when they
+    were read, the memory limits and the CPU view, and the cgroup
+    directories watched for writes to them. (One tuple, not a pair in a
+    tuple: the engine keeps one for every container read.)"""
+
+    taken: float
+    memory: MemoryLimits
+    cpu_view: CpuView
+    directories: tuple[str, ...]
+
+
 class _Seen:
     """A container read lately, as the last read found it, and when
     (``time.monotonic``)."""
@@ -736,8 +749,8 @@ class _Request:
         return self.host_meminfo_scan.values
 
     @functools.cached_property
-    def _limits(self):
-        """(memory limits, CPU view): what changes only when the cgroup is
+    def _limits(self) -> _KeptLimits:
+        """Memory limits and CPU view: what changes only when the cgroup is
         updated, shared by the container's requests for a second."""
         cgroup, engine = self.cgroup, self.engine
         return engine.container_limits(
@@ -747,7 +760,7 @@ class _Request:
 
     @functools.cached_property
     def memory_limits(self):
-        return self._limits[0]
+        return self._limits.memory
 
     @functools.cached_property
     def memory(self) -> ContainerMemory:
@@ -776,7 +789,7 @@ class _Request:
 
     @functools.cached_property
     def cpu_view(self) -> CpuView:
-        return self._limits[1]
+        return self._limits.cpu_view
 
     @functools.cached_property
     def cpu_usage(self):

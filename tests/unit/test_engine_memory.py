@@ -293,3 +293,17 @@ def test_a_container_read_again_updates_its_one_seen_record(machine):
     assert list(engine._seen.values()) == [seen]
     assert seen.container.caller_pid == CONTAINER_INIT and seen.last_read == engine.clock.now
     assert seen.container.key is key
+
+
+def test_kept_limits_are_one_flat_record_per_container(machine):
+    """When read, memory limits, CPU view, directories watched: one tuple,
+    not the (memory limits, CPU view) pair inside another."""
+    from procview.cgroups import MemoryLimits
+    from procview.views.cpuview import CpuView
+
+    _root, engine = machine
+    engine.render("proc/meminfo", CONTAINER_PROCESS)
+    key = engine.identity.container_of(CONTAINER_PROCESS).key
+    taken, memory, cpu_view, directories = engine._limits[key]
+    assert taken == engine.clock.now and directories == ()  # a fixture tree: nothing watched
+    assert isinstance(memory, MemoryLimits) and isinstance(cpu_view, CpuView)
