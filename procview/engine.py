@@ -21,10 +21,10 @@ import os
 import math
 import re
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from procview._io import KeptFiles, return_free_heap
-from procview.cgroups import UNLIMITED, Hierarchies, discover
+from procview.cgroups import UNLIMITED, Hierarchies, MemoryLimits, discover
 from procview.host import (
     HostFiles,
     MeminfoLayouts,
@@ -125,9 +125,9 @@ class ViewEngine:
         self.own_timens = self.host.readlink("/proc/self/ns/time")
         self.stat_history = StatHistory()
         self.loads = LoadTracker()
-        # key -> (container, last read) of every container read lately: the
-        # periodic maintenance samples their load and forgets idle ones.
-        self._seen: dict[tuple, tuple[Container, float]] = {}
+        # key -> every container read lately, and when: the periodic
+        # maintenance samples their load and forgets idle ones.
+        self._seen: dict[tuple, _Seen] = {}
         self._warned: set[str] = set()
         # Failures, by kind: "render" (a renderer raised), "caller" (the
         # caller's container could not be found). Counted only where they
@@ -136,15 +136,14 @@ class ViewEngine:
         self.failures: dict[str, int] = {"render": 0, "caller": 0}
         self._boot_epoch: int | None = None
         self._host_facts: dict[str, tuple[float, object]] = {}
-        self._limits: dict[tuple, tuple[float, object]] = {}
+        self._limits: dict[tuple, _KeptLimits] = {}
         self._sysinfo_answers: dict[tuple, tuple[float, object]] = {}
         self._callers: dict[int, tuple[float, tuple]] = {}
         self._timens_offsets: dict[str, tuple[float, float]] = {}
         self._ram_counters: dict[tuple, tuple[float, object]] = {}  # container key -> (opened, CounterFile)
         self._cpuinfo_renders: dict[tuple, str] = {}  # (host text, CPU view) -> text
         self.meminfo_layouts = MeminfoLayouts()  # the host meminfo's layout: names and columns, never numbers
-        # container key -> (taken, expires, pid ns level, census, each thread's pid in the container's namespace)
-        self._censuses: dict[tuple, tuple[float, float, int, ThreadStates | None, dict]] = {}
+        self._censuses: dict[tuple, _KeptCensus] = {}  # container key -> its last census
 
     # -- public ---------------------------------------------------------------
 
@@ -168,7 +167,7 @@ class ViewEngine:
             request = _Request(self, container, None if host_text is None else {host_path: host_text})
             if not request.is_limited():
                 return self._host_content(path, host_text, pid)
-            self._seen[container.key] = (container, self.clock.monotonic())
+            self._saw(container, self.clock.monotonic())
             renderer: Callable = getattr(self, method)
             if match:
                 text = renderer(request, host_text or "", int(match.group(1)))
@@ -179,6 +178,16 @@ class ViewEngine:
             self.failures["render"] += 1
             self.warn_once(f"render:{path}", "rendering %s for pid %d failed; serving the host's file", path, pid, exc_info=True)
             return self._host_content(path, host_text, pid)
+
+    def _saw(self, container: Container, now: float) -> None:
+        """Note that ``container`` was read at ``now``: its record is
+        updated in place, not made anew at every read."""
+        seen = self._seen.get(container.key)
+        if seen is None:
+            self._seen[container.key] = _Seen(container, now)
+        else:
+            seen.container = container
+            seen.last_read = now
 
     def tracked_containers(self) -> int:
         """How many containers the engine keeps state for (read lately,
@@ -204,7 +213,7 @@ class ViewEngine:
         read_at, parts = cached
         if parts is None:
             return None
-        self._seen[key[0]] = (container, now)
+        self._saw(container, now)
         host, stat, values = parts
         # RAM usage is read on every call: busybox free takes "free" from
         # sysinfo and "cached" from /proc/meminfo, and a stale free next to
@@ -318,16 +327,16 @@ class ViewEngine:
         keeps it, and its memory, in the kernel), and give the memory a
         burst of readers left free back to the kernel."""
         now = self.clock.monotonic()
-        for key, (container, last_read) in list(self._seen.items()):
-            idle = now - last_read
-            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(container)):
+        for key, seen in list(self._seen.items()):
+            idle = now - seen.last_read
+            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(seen.container)):
                 self._forget(key)
         self.identity.forget_exited_inits()
         if self._kept is not None:
             self._kept.close_stale()
         for key in self.loads.keys_due(now):
-            entry = self._seen.get(key)
-            census = _Request(self, entry[0]).census if entry else None
+            seen = self._seen.get(key)
+            census = _Request(self, seen.container).census if seen else None
             if census is not None:
                 self.loads.sample(key, census, now)
         self.loads.forget_expired(now)
@@ -405,33 +414,35 @@ class ViewEngine:
         now = self.clock.monotonic()
         level = container.pidns_level
         kept = self._censuses.get(key)
-        if kept is not None and kept[2] == level:
-            if kept[0] <= now < kept[1]:
-                return kept[3]
-            known_pids = kept[4]
+        if kept is not None and kept.level == level:
+            if kept.taken <= now < kept.taken + self.CENSUS_TTL:
+                return kept.states
+            known_pids = kept.known_pids
         else:
-            known_pids = {}
-        states, ns_pids = self.take_census(container.cgroup, level, known_pids)
+            known_pids = ()
+        states, known_pids = self.take_census(container.cgroup, level, known_pids)
         if len(self._censuses) >= 4096:
             self._censuses.clear()
-        self._censuses[key] = (now, now + self.CENSUS_TTL, level, states, ns_pids)
+        self._censuses[key] = _KeptCensus(now, level, states, known_pids)
         return states
 
-    def take_census(self, cgroup, level: int, known_pids: dict) -> tuple[ThreadStates | None, dict]:
+    def take_census(self, cgroup, level: int, known_pids: tuple[int, ...]) -> tuple[ThreadStates | None, tuple[int, ...]]:
         """Every thread of ``cgroup`` (and its descendants) and its state,
         from /proc/TID/stat (None when the cgroup cannot be listed), and
         the pid of each in the container's namespace (``NSpid`` at
-        ``level``), by (thread id, start time): a thread's pid there never
-        changes, so /proc/TID/status, twice the work of its stat, is
-        read only for threads the last census did not see (``known_pids``,
-        the last census's map)."""
+        ``level``), as flat (thread id, start time, pid there) triples: a
+        thread's pid there never changes, so /proc/TID/status, twice the
+        work of its stat, is read only for threads the last census did not
+        see (``known_pids``, the last census's triples). At level 0 (the
+        host's namespace) a thread's pid is its id: no triple is kept."""
         tids = cgroup.threads()
         if tids is None:
-            return None, {}
+            return None, ()
         threads = running = blocked = 0
         last_pid = 0
-        not_running: dict[int, str] = {}
-        ns_pids: dict[tuple[int, int], int] = {}
+        not_running: list[tuple[int, str]] = []
+        known = _pid_lookup(known_pids)
+        kept_pids: list[int] = []
         # A small container's stat files are kept open and re-read with
         # pread, like its counters; a big one's are read by path, so that
         # its threads do not push every other container's files out.
@@ -441,23 +452,29 @@ class ViewEngine:
             stat = parse_proc_pid_stat(text) if text else None
             if stat is None:
                 continue  # exited since the cgroup listed it
-            thread = (tid, stat.starttime)  # a reused thread id has another start time
-            ns_pid = known_pids.get(thread)
-            if ns_pid is None:
-                ns_pid = tid if level == 0 else self._namespace_pid(tid, level)
+            if level == 0:
+                ns_pid = tid
+            else:
+                # A reused thread id has another start time.
+                ns_pid = known.get((tid, stat.starttime))
                 if ns_pid is None:
-                    continue  # exited since its stat was read
-            ns_pids[thread] = ns_pid
+                    ns_pid = self._namespace_pid(tid, level)
+                    if ns_pid is None:
+                        continue  # exited since its stat was read
+                kept_pids += (tid, stat.starttime, ns_pid)
             threads += 1
             state = stat.state
             if state == "R":
                 running += 1
             else:
-                not_running[tid] = state
+                not_running.append((tid, state))
                 if state == "D":
                     blocked += 1
             last_pid = max(last_pid, ns_pid)
-        return ThreadStates(TaskCensus(threads, running, blocked, last_pid), not_running), ns_pids
+        not_running.sort()
+        census = TaskCensus(threads, running, blocked, last_pid)
+        states = ThreadStates(census, tuple([tid for tid, _state in not_running]), "".join([state for _tid, state in not_running]))
+        return states, tuple(kept_pids)
 
     def _namespace_pid(self, tid: int, level: int) -> int | None:
         """Thread ``tid``'s pid in the pid namespace ``level`` deep (0 where
@@ -475,10 +492,11 @@ class ViewEngine:
     # hotplug) and directories the kernel would not watch.
     LIMITS_TTL = 1.0
 
-    def container_limits(self, container: Container, compute):
-        """``compute()`` (the container's memory limits and CPU view), read
-        again when a file of its cgroup directories was written since, and
-        at least every LIMITS_TTL."""
+    def container_limits(self, container: Container, compute) -> _KeptLimits:
+        """``compute()`` (the container's memory limits and CPU view, a
+        pair), read again when a file of its cgroup directories was written
+        since, and at least every LIMITS_TTL; kept with when it was read
+        and the directories it came from."""
         now = self.clock.monotonic()
         self._forget_limits_if_written()
         cached = self._limits.get(container.key)
@@ -492,9 +510,9 @@ class ViewEngine:
                 # share their parents' directories, one string each.
                 watched = (self._limit_writes.add(d) for d in container.cgroup.limit_dirs())
                 directories = tuple(d for d in watched if d is not None)
-            cached = (now, compute(), directories)
+            cached = _KeptLimits(now, *compute(), directories)
             self._limits[container.key] = cached
-        return cached[1]
+        return cached
 
     def _forget_limits_if_written(self) -> None:
         """Drop every kept limit (and the sysinfo answers made from them)
@@ -508,7 +526,7 @@ class ViewEngine:
         """Stop watching directories no kept limit came from (containers
         gone or idle; their limits expired)."""
         if self._limit_writes is not None:
-            self._limit_writes.keep_only({d for entry in self._limits.values() for d in entry[2]})
+            self._limit_writes.keep_only({d for entry in self._limits.values() for d in entry.directories})
 
     def online_cpus(self) -> frozenset[int]:
         """The host's online CPUs (changes only with CPU hotplug)."""
@@ -653,6 +671,48 @@ class ViewEngine:
         return render_diskstats(host_text, request.container.cgroup.io_stats())
 
 
+class _KeptLimits(NamedTuple):
+    """A container's limits as ``container_limits`` keeps them: when they
+    were read, the memory limits and the CPU view, and the cgroup
+    directories watched for writes to them. (One tuple, not a pair in a
+    tuple: the engine keeps one for every container read.)"""
+
+    taken: float
+    memory: MemoryLimits
+    cpu_view: CpuView
+    directories: tuple[str, ...]
+
+
+class _Seen:
+    """A container read lately, as the last read found it, and when
+    (``time.monotonic``)."""
+
+    __slots__ = ("container", "last_read")
+
+    def __init__(self, container: Container, last_read: float):
+        self.container = container
+        self.last_read = last_read
+
+
+class _KeptCensus(NamedTuple):
+    """A container's last census, as ``thread_states`` keeps it: when it
+    was taken, at which pid namespace level, the census, and each
+    thread's pid in the container's namespace as flat (thread id, start
+    time, pid) triples (``take_census``). One tuple of ints per container,
+    not a dict of tuples: a daemon keeps one for every container read."""
+
+    taken: float
+    level: int
+    states: ThreadStates | None
+    known_pids: tuple[int, ...]
+
+
+def _pid_lookup(triples: tuple[int, ...]) -> dict[tuple[int, int], int]:
+    """Flat (thread id, start time, pid) triples as a map from (thread id,
+    start time) to pid, made for the length of one census."""
+    return {(triples[i], triples[i + 1]): triples[i + 2] for i in range(0, len(triples), 3)}
+
+
 class _Request:
     """What one request knows about one container; each value is read at
     most once, and only if the file being rendered needs it."""
@@ -689,8 +749,8 @@ class _Request:
         return self.host_meminfo_scan.values
 
     @functools.cached_property
-    def _limits(self):
-        """(memory limits, CPU view): what changes only when the cgroup is
+    def _limits(self) -> _KeptLimits:
+        """Memory limits and CPU view: what changes only when the cgroup is
         updated, shared by the container's requests for a second."""
         cgroup, engine = self.cgroup, self.engine
         return engine.container_limits(
@@ -700,7 +760,7 @@ class _Request:
 
     @functools.cached_property
     def memory_limits(self):
-        return self._limits[0]
+        return self._limits.memory
 
     @functools.cached_property
     def memory(self) -> ContainerMemory:
@@ -729,7 +789,7 @@ class _Request:
 
     @functools.cached_property
     def cpu_view(self) -> CpuView:
-        return self._limits[1]
+        return self._limits.cpu_view
 
     @functools.cached_property
     def cpu_usage(self):

@@ -21,6 +21,7 @@ container's init changes cgroup only when an administrator moves it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -90,10 +91,16 @@ def limits_cgroup(cgroup: Cgroup) -> Cgroup:
 
 
 class _InitRecord(NamedTuple):
+    """What is kept about one container's pid namespace: its init and the
+    init's cgroup as last read (one record per container, not two)."""
+
     pid: int
     start: int
     level: int
     pidfd: int | None = None  # on a real machine: proves the init is still that process
+    cgroup_read: float = -math.inf  # when ``cgroup`` was read (time.monotonic)
+    cgroup: Cgroup | None = None  # the cgroup whose limits apply (init.scope stripped)
+    key: tuple | None = None  # container_key(cgroup, start)
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -122,13 +129,17 @@ class Identity:
         self.hierarchies = hierarchies
         self.host = host
         self.own_pidns = host.readlink("/proc/self/ns/pid")
+        # pid namespace -> its init and the init's cgroup: a container's
+        # init moves between cgroups only if someone moves it, so its
+        # cgroup is read again at most every CGROUP_TTL seconds, not on
+        # every request.
         self._inits: dict[str, _InitRecord] = {}
-        # pidns -> (when read, the init's cgroup): a container's init moves
-        # between cgroups only if someone moves it, so its cgroup is read
-        # again at most every CGROUP_TTL seconds, not on every request.
-        self._cgroups: dict[str, tuple[float, Cgroup, tuple]] = {}  # + the container's key
 
     def pid_namespace(self, pid: int) -> str | None:
+        """``pid``'s pid namespace, as its link reads (``pid:[4026531836]``;
+        None if it is gone). Kept as the text: parsing the inode number out
+        would halve what a namespace's key takes (65 bytes) but cost every
+        read 0.5 µs."""
         return self.host.readlink(f"/proc/{pid}/ns/pid")
 
     def container_of(self, pid: int) -> Container | None:
@@ -147,22 +158,22 @@ class Identity:
         if init is None:
             return None
         now = time.monotonic()
-        cached = self._cgroups.get(pidns)
-        if cached is None or now - cached[0] >= CGROUP_TTL:
+        if now - init.cgroup_read >= CGROUP_TTL:
             cgroup = self.hierarchies.cgroup_of(init.pid)
             if cgroup is None:
                 return None
             cgroup = limits_cgroup(cgroup)
-            if cached is not None and cached[1] == cgroup and cached[2][1] == init.start:
+            if init.cgroup == cgroup:
                 # Unchanged, as nearly always: go on handing out the same
                 # cgroup and key. The engine's tables (stat history, load
                 # averages, limits) each keep the key they were first given,
                 # so a new, equal cgroup at every re-read would keep another
                 # copy of its path strings alive per table.
-                cached = self._cgroups[pidns] = (now, cached[1], cached[2])
+                init = init._replace(cgroup_read=now)
             else:
-                cached = self._cgroups[pidns] = (now, cgroup, container_key(cgroup, init.start))
-        return Container(cached[1], pid, init.pid, init.start, False, init.level, cached[2])
+                init = init._replace(cgroup_read=now, cgroup=cgroup, key=container_key(cgroup, init.start))
+            self._inits[pidns] = init
+        return Container(init.cgroup, pid, init.pid, init.start, False, init.level, init.key)
 
     # -- finding the pid-namespace init --------------------------------------
 
@@ -172,25 +183,25 @@ class Identity:
             if self._still_init(cached, pidns):
                 return cached
             self._forget(pidns)
-        record = self._walk_to_init(pid, pidns) or self._scan_for_init(pidns)
-        if record is None:
+        found = self._walk_to_init(pid, pidns) or self._scan_for_init(pidns)
+        if found is None:
             return None
+        init_pid, start, level = found
         if len(self._inits) >= _MAX_CACHED_NAMESPACES:
             for namespace in list(self._inits):
                 self._forget(namespace)
+        pidfd = None
         if self.host.root == "/":
-            pidfd = _open_pidfd(record.pid)
+            pidfd = _open_pidfd(init_pid)
             # The pidfd is opened after the start time was read: check that
             # it is still the same process before trusting it.
-            if pidfd is not None and self.start_time(record.pid) != record.start:
+            if pidfd is not None and self.start_time(init_pid) != start:
                 os.close(pidfd)
                 return None
-            record = record._replace(pidfd=pidfd)
-        self._inits[pidns] = record
+        record = self._inits[pidns] = _InitRecord(init_pid, start, level, pidfd)
         return record
 
     def _forget(self, pidns: str) -> None:
-        self._cgroups.pop(pidns, None)
         record = self._inits.pop(pidns, None)
         if record is not None and record.pidfd is not None:
             os.close(record.pidfd)
@@ -216,11 +227,12 @@ class Identity:
         # Same start time and same namespace: not a recycled pid.
         return self.start_time(record.pid) == record.start and self.pid_namespace(record.pid) == pidns
 
-    def _record(self, pid: int, nspid: tuple[int, ...]) -> _InitRecord | None:
+    def _found(self, pid: int, nspid: tuple[int, ...]) -> tuple[int, int, int] | None:
+        """(pid, start time, pid namespace level) of the init found."""
         start = self.start_time(pid)
-        return None if start is None else _InitRecord(pid, start, len(nspid) - 1)
+        return None if start is None else (pid, start, len(nspid) - 1)
 
-    def _walk_to_init(self, pid: int, pidns: str) -> _InitRecord | None:
+    def _walk_to_init(self, pid: int, pidns: str) -> tuple[int, int, int] | None:
         current = pid
         for _ in range(4096):  # a parent chain is never this long; guards a loop
             text = self.host.read(f"/proc/{current}/status")
@@ -228,14 +240,14 @@ class Identity:
             if status is None or not status.nspid:
                 return None
             if status.nspid[-1] == 1:
-                return self._record(current, status.nspid)
+                return self._found(current, status.nspid)
             parent = status.ppid
             if parent <= 0 or self.pid_namespace(parent) != pidns:
                 return None  # joined with setns(): the chain leaves the namespace
             current = parent
         return None
 
-    def _scan_for_init(self, pidns: str) -> _InitRecord | None:
+    def _scan_for_init(self, pidns: str) -> tuple[int, int, int] | None:
         log.debug("scanning processes for the init of %s", pidns)
         try:
             entries = os.listdir(self.host.path("/proc"))
@@ -247,5 +259,5 @@ class Identity:
             text = self.host.read(f"/proc/{entry}/status")
             status = parse_proc_status(text) if text else None
             if status is not None and status.nspid and status.nspid[-1] == 1:
-                return self._record(int(entry), status.nspid)
+                return self._found(int(entry), status.nspid)
         return None

@@ -53,6 +53,10 @@ class LoadAverage(NamedTuple):
     fifteen: float
 
 
+# A container's averages before its first sample (shared by all of them).
+_NO_LOAD = LoadAverage(0.0, 0.0, 0.0)
+
+
 def calc_load(load: int, exp: int, active: int) -> int:
     """One 5-second step of one average, exactly as the kernel's
     ``calc_load``: ``load`` and ``active`` are fixed point (active tasks
@@ -77,23 +81,28 @@ def active_tasks(census: TaskCensus) -> int:
 class _Tracked:
     """What ``LoadTracker`` remembers about one container."""
 
-    __slots__ = ("_loads", "average", "next_sample", "last_read")
+    __slots__ = ("average", "next_sample", "last_read")
 
     def __init__(self, now: float):
         # Like the kernel at boot: the averages start at 0 and the first
         # sample is taken one interval after tracking starts.
-        self.loads = (0, 0, 0)  # fixed point: 1-, 5-, 15-minute
+        self.average = _NO_LOAD
         self.next_sample = now + LoadTracker.INTERVAL
         self.last_read = now
 
+    # The averages are kept once, as the floats a read returns (made once
+    # per sample, not on every read), not also as the kernel's fixed
+    # point: each float is a whole number of 1/2048ths, so its fixed
+    # point is recovered exactly (one object less per tracked container,
+    # and three ints).
+
     @property
     def loads(self) -> tuple[int, int, int]:
-        return self._loads
+        """The averages in fixed point: 1-, 5-, 15-minute."""
+        return tuple([int(value * FIXED_1) for value in self.average])
 
     @loads.setter
     def loads(self, loads: tuple[int, int, int]) -> None:
-        # The averages as floats, made once per sample, not on every read.
-        self._loads = loads
         self.average = LoadAverage(*(load / FIXED_1 for load in loads))
 
     def as_average(self) -> LoadAverage:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import threading
+from array import array
 from collections.abc import Hashable
 
 from procview.cgroups import CpuUsage
@@ -89,8 +90,13 @@ class StatHistory:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._per_cpu: dict[Hashable, tuple[tuple[int, ...], ...]] = {}
-        self._processes: dict[Hashable, int] = {}
+        # key -> what was last shown for it, in one array of int64 (the
+        # kernel's counters are u64 nanoseconds at most, far fewer ticks):
+        # PROCESSES, CPU_COUNT, then each CPU's columns in turn. One object
+        # per container, its numbers unboxed: a tuple per CPU line and an
+        # int object per counter took three times the memory, for every
+        # container the daemon serves.
+        self._shown: dict[Hashable, array] = {}
 
     def monotonic(self, key: Hashable, per_cpu_columns: list[list[int]]) -> list[list[int]]:
         """Per-CPU columns that are >= every earlier result for ``key``.
@@ -98,36 +104,44 @@ class StatHistory:
         Returns the element-wise max of the last result and
         ``per_cpu_columns`` and remembers it. When the number of CPUs (or of
         columns) differs from last time, the old lines describe other CPUs:
-        start again from ``per_cpu_columns``.
+        start again from ``per_cpu_columns``. (Every line has the same
+        number of columns, as cpu lines do.)
         """
-        current = tuple(tuple(columns) for columns in per_cpu_columns)
+        new = [value for columns in per_cpu_columns for value in columns]
         with self._lock:
-            previous = self._per_cpu.get(key)
-            if previous is not None and _same_shape(previous, current):
-                current = tuple(
-                    tuple(max(old, new) for old, new in zip(old_line, new_line))
-                    for old_line, new_line in zip(previous, current)
-                )
-            self._per_cpu[key] = current
-        return [list(columns) for columns in current]
+            shown = self._shown.get(key)
+            if shown is not None and shown[CPU_COUNT] == len(per_cpu_columns) and len(shown) == _HEADER + len(new):
+                for index, value in enumerate(new, _HEADER):
+                    if value > shown[index]:
+                        shown[index] = value
+            else:
+                processes = 1 if shown is None else shown[PROCESSES]
+                shown = self._shown[key] = array("q", [processes, len(per_cpu_columns)] + new)
+            lines, start = [], _HEADER
+            for columns in per_cpu_columns:
+                lines.append(shown[start : start + len(columns)].tolist())
+                start += len(columns)
+        return lines
 
     def processes(self, key: Hashable, forks: int | None) -> int:
         """The ``processes`` count to show: never below the last one shown
         for ``key`` (a pid counter that wraps would otherwise go down), 1
         when nothing is known."""
         with self._lock:
-            shown = max(self._processes.get(key, 1), forks or 0)
-            self._processes[key] = shown
-        return shown
+            shown = self._shown.get(key)
+            if shown is None:
+                shown = self._shown[key] = array("q", [1, 0])  # no CPU lines shown yet
+            shown[PROCESSES] = max(shown[PROCESSES], forks or 0)
+            return shown[PROCESSES]
 
     def forget(self, key: Hashable) -> None:
         with self._lock:
-            self._per_cpu.pop(key, None)
-            self._processes.pop(key, None)
+            self._shown.pop(key, None)
 
 
-def _same_shape(a: tuple[tuple[int, ...], ...], b: tuple[tuple[int, ...], ...]) -> bool:
-    return len(a) == len(b) and all(len(x) == len(y) for x, y in zip(a, b))
+# The layout of what StatHistory keeps per container: two numbers, then
+# the per-CPU columns.
+PROCESSES, CPU_COUNT, _HEADER = 0, 1, 2
 
 
 def render_stat(

@@ -41,7 +41,7 @@ def _read_everything(engine) -> tuple:
 def _assert_forgotten(engine, key) -> None:
     assert key not in engine._seen
     assert key not in engine.loads
-    assert key not in engine.stat_history._per_cpu and key not in engine.stat_history._processes
+    assert key not in engine.stat_history._shown
     assert key not in engine._ram_counters and key not in engine._limits and key not in engine._censuses
 
 
@@ -96,7 +96,7 @@ def test_the_inits_of_exited_namespaces_are_dropped(machine):
     assert engine.identity.forget_exited_inits() == 0
     _end_init(root)
     assert engine.identity.forget_exited_inits() == 1
-    assert engine.identity._inits == {} and engine.identity._cgroups == {}
+    assert engine.identity._inits == {}
 
 
 def test_load_tracker_forgets_one_key():

@@ -55,7 +55,7 @@ def test_every_table_of_the_engine_holds_the_one_key(machine):
         for path in ("proc/stat", "proc/loadavg", "proc/meminfo"):
             engine.render(path, CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    for table in (engine._seen, engine._limits, engine.stat_history._per_cpu):
+    for table in (engine._seen, engine._limits, engine.stat_history._shown):
         assert [k for k in table if k is key] == list(table) == [key]
 
 
@@ -175,3 +175,135 @@ def test_open_files_take_no_small_object_each_and_a_burst_leaves_tables_as_befor
         files.release(fh)
     assert len(files) == 0
     assert (len(files.data), len(files.pids)) == initial
+
+
+# -- what the engine keeps per container, in small objects ------------------
+# (bench/container_footprint.py measures it on real containers; every byte
+# here is kept once per container the daemon serves.)
+
+
+def held_objects(root) -> list:
+    """``root`` and every tuple, list, dict and array inside it (ints,
+    floats and strings are leaves; other objects are not followed)."""
+    held, pending = [], [root]
+    while pending:
+        obj = pending.pop()
+        held.append(obj)
+        if isinstance(obj, (tuple, list)):
+            pending += obj
+        elif isinstance(obj, dict):
+            pending += list(obj.keys()) + list(obj.values())
+    return held
+
+
+def test_a_kept_census_is_tuples_of_ints_and_no_dict(machine):
+    """Three threads, two not running (200 and 210 sleep): the census kept
+    between ticks is a handful of tuples, not dicts keyed by tuples."""
+    _root, engine = machine
+    engine.render("proc/stat", CONTAINER_PROCESS)
+    key = engine.identity.container_of(CONTAINER_PROCESS).key
+    kept = engine._censuses[key]
+    held = held_objects(kept)
+    assert not [obj for obj in held if isinstance(obj, dict)]
+    assert kept.states.not_running == (200, 210) and kept.states.states == "SS"
+    # (thread id, start time, pid in the container's namespace) of each thread
+    assert kept.known_pids == (200, 8640012, 1, 201, 8640131, 2, 210, 8652345, 5)
+    assert sum(sys.getsizeof(obj) for obj in held if isinstance(obj, tuple)) < 400
+
+
+def test_a_census_in_the_hosts_pid_namespace_keeps_no_pids(machine):
+    """At level 0 a thread's pid is its id: nothing to remember."""
+    _root, engine = machine
+    container = engine.identity.container_of(CONTAINER_PROCESS)._replace(pidns_level=0)
+    assert engine.thread_states(container, ("level 0",)) is not None
+    assert engine._censuses[("level 0",)].known_pids == ()
+
+
+@pytest.mark.parametrize("reader, seen", [
+    (5, (3, 1, 1, 9)),  # running already: the census as it is
+    (7, (3, 1, 1, 9)),  # not one of its threads
+    (4, (3, 2, 1, 9)),  # sleeping: counts itself running
+    (8, (3, 2, 0, 9)),  # blocked: counts itself running, not blocked
+    (1, (3, 1, 1, 9)), (99, (3, 1, 1, 9)),  # below and above every thread id
+])
+def test_a_reader_among_the_threads_not_running_counts_itself_running(reader, seen):
+    from procview.views._inputs import TaskCensus, ThreadStates
+
+    states = ThreadStates(TaskCensus(3, 1, 1, 9), (4, 8), "SD")
+    assert tuple(states.seen_by(reader)) == seen
+
+
+def test_stat_history_keeps_one_array_per_container_and_no_int_objects():
+    """Two CPU lines of ten counters for each of 1,000 containers: an
+    array and its buffer each (a tuple of a tuple per line were three
+    blocks, and more with the int of each counter above 256, which this
+    test's own lists keep alive)."""
+    from procview.views.stat import StatHistory
+
+    history = StatHistory()
+    keys = [("container", n) for n in range(1000)]
+    lines = [[[100_000 + n, 0, 50_000 + n, 900_000 + n, 0, 0, 0, 0, 0, 0] for _cpu in range(2)] for n in range(1000)]
+    blocks_before = sys.getallocatedblocks()
+    for key, per_cpu in zip(keys, lines):
+        history.monotonic(key, per_cpu)
+        history.processes(key, 4000)
+    blocks_held = sys.getallocatedblocks() - blocks_before
+    assert blocks_held < 1000 * 2.5, blocks_held
+    assert history.monotonic(keys[0], lines[0]) == lines[0] and history.processes(keys[0], None) == 4000
+    history.forget(keys[0])
+    assert history.processes(keys[0], None) == 1
+
+
+def test_the_identity_keeps_one_record_per_namespace(machine):
+    _root, engine = machine
+    container = engine.identity.container_of(CONTAINER_PROCESS)
+    (pidns, record), = engine.identity._inits.items()
+    assert pidns == engine.identity.pid_namespace(CONTAINER_PROCESS)
+    assert record.cgroup is container.cgroup and record.key is container.key
+    assert [name for name in vars(engine.identity) if name.startswith("_")] == ["_inits"]
+
+
+def test_load_averages_are_kept_once_per_container_as_floats():
+    """The averages a read returns, not also their fixed point: about
+    eight blocks per container (record, averages' tuple, floats); a
+    tuple of the fixed-point ints and each of them above 256 were more
+    (ten here)."""
+    from procview.views._inputs import TaskCensus
+    from procview.views.loadavg import LoadTracker
+
+    tracker = LoadTracker()
+    keys = [("container", n) for n in range(1000)]
+    busy = TaskCensus(threads=4, running=3, blocked=0, last_pid=9)
+    blocks_before = sys.getallocatedblocks()
+    for key in keys:
+        tracker.averages(key, busy, now=0.0)
+        tracker.averages(key, busy, now=5.0)  # one sample each
+    blocks_held = sys.getallocatedblocks() - blocks_before
+    assert blocks_held < 1000 * 9, blocks_held
+    assert [value * 2048 for value in tracker.averages(keys[0], busy, now=5.0)] == [492, 102, 33]
+
+
+def test_a_container_read_again_updates_its_one_seen_record(machine):
+    _root, engine = machine
+    engine.render("proc/meminfo", CONTAINER_PROCESS)
+    key = engine.identity.container_of(CONTAINER_PROCESS).key
+    (seen,) = engine._seen.values()
+    engine.clock.now += 5
+    engine.render("proc/meminfo", CONTAINER_INIT)
+    assert list(engine._seen.values()) == [seen]
+    assert seen.container.caller_pid == CONTAINER_INIT and seen.last_read == engine.clock.now
+    assert seen.container.key is key
+
+
+def test_kept_limits_are_one_flat_record_per_container(machine):
+    """When read, memory limits, CPU view, directories watched: one tuple,
+    not the (memory limits, CPU view) pair inside another."""
+    from procview.cgroups import MemoryLimits
+    from procview.views.cpuview import CpuView
+
+    _root, engine = machine
+    engine.render("proc/meminfo", CONTAINER_PROCESS)
+    key = engine.identity.container_of(CONTAINER_PROCESS).key
+    taken, memory, cpu_view, directories = engine._limits[key]
+    assert taken == engine.clock.now and directories == ()  # a fixture tree: nothing watched
+    assert isinstance(memory, MemoryLimits) and isinstance(cpu_view, CpuView)
