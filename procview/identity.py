@@ -27,6 +27,7 @@ import signal
 import time
 from typing import NamedTuple
 
+from procview._io import resized
 from procview.cgroups import Cgroup, Hierarchies
 from procview.host import HostFiles, parse_proc_pid_stat, parse_proc_status
 
@@ -213,6 +214,7 @@ class Identity:
         exited = [pidns for pidns, record in self._inits.items() if not self._still_init(record, pidns)]
         for pidns in exited:
             self._forget(pidns)
+        self._inits = resized(self._inits)  # the room a burst of containers left
         return len(exited)
 
     def start_time(self, pid: int) -> int | None:

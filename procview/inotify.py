@@ -20,6 +20,8 @@ import os
 import select
 import struct
 
+from procview._io import resized
+
 _IN_MODIFY = 0x00000002
 _IN_Q_OVERFLOW = 0x00004000  # the kernel's queue was full: events were lost
 # struct inotify_event: int wd; uint32_t mask, cookie, len; char name[len]
@@ -77,6 +79,7 @@ class WriteWatch:
             # EINVAL when the directory is gone: the kernel dropped the watch.
             _libc.inotify_rm_watch(self.fd, self._watches.pop(directory))
             del self._directories[directory]
+        self._watches, self._directories = resized(self._watches), resized(self._directories)
 
     def written(self) -> bool:
         """Whether a watched directory's file was written since the last

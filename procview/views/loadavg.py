@@ -30,6 +30,7 @@ import math
 from collections.abc import Hashable
 from typing import NamedTuple
 
+from procview._io import resized
 from procview.views._inputs import TaskCensus
 
 # The kernel's fixed-point constants (include/linux/sched/loadavg.h).
@@ -182,6 +183,7 @@ class LoadTracker:
         expired = [key for key, tracked in self._tracked.items() if self._expired(tracked, now)]
         for key in expired:
             del self._tracked[key]
+        self._tracked = resized(self._tracked)  # the room a burst of containers left
         return expired
 
     def forget(self, key) -> None:

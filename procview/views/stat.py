@@ -42,6 +42,7 @@ import threading
 from array import array
 from collections.abc import Hashable
 
+from procview._io import resized
 from procview.cgroups import CpuUsage
 from procview.views._inputs import ContainerTime, TaskCensus
 from procview.views.cpuview import CpuView
@@ -137,6 +138,11 @@ class StatHistory:
     def forget(self, key: Hashable) -> None:
         with self._lock:
             self._shown.pop(key, None)
+
+    def drop_spare_room(self) -> None:
+        """After containers were forgotten: a table sized for what is left."""
+        with self._lock:
+            self._shown = resized(self._shown)
 
 
 # The layout of what StatHistory keeps per container: two numbers, then

@@ -307,3 +307,47 @@ def test_kept_limits_are_one_flat_record_per_container(machine):
     taken, memory, cpu_view, directories = engine._limits[key]
     assert taken == engine.clock.now and directories == ()  # a fixture tree: nothing watched
     assert isinstance(memory, MemoryLimits) and isinstance(cpu_view, CpuView)
+
+
+def test_maintenance_leaves_tables_sized_for_what_is_left_after_a_burst(machine):
+    # A dict keeps the room it grew to: after a thousand containers, ~37 KB
+    # of malloc'd table each, for the life of the daemon.
+    _root, engine = machine
+    tables = [(engine, name) for name in engine._PER_CONTAINER_TABLES]
+    tables += [(engine.stat_history, "_shown"), (engine.loads, "_tracked"), (engine.identity, "_inits")]
+    for owner, name in tables:
+        table = getattr(owner, name)
+        for n in range(1000):
+            table[("gone", n)] = None
+        for n in range(1000):
+            del table[("gone", n)]
+        assert sys.getsizeof(table) > 10 * EMPTY_DICT_SIZE
+    engine.maintain()
+    for owner, name in tables:
+        assert sys.getsizeof(getattr(owner, name)) == EMPTY_DICT_SIZE, name
+
+
+def test_resized_copies_only_a_table_with_room_to_spare():
+    from procview._io import resized
+
+    full = {n: n for n in range(1000)}
+    assert resized(full) is full
+    for n in range(990):
+        del full[n]
+    smaller = resized(full)
+    assert smaller == full and sys.getsizeof(smaller) < sys.getsizeof(full)
+
+
+def test_a_watch_gives_back_the_room_of_watches_it_dropped(tmp_path):
+    from procview.inotify import WriteWatch
+
+    watch = WriteWatch()
+    try:
+        for n in range(300):
+            (tmp_path / f"d{n}").mkdir()
+            assert watch.add(str(tmp_path / f"d{n}"))
+        watch.keep_only({str(tmp_path / "d0")})
+        assert len(watch) == 1
+        assert sys.getsizeof(watch._watches) < 500 and sys.getsizeof(watch._directories) < 500
+    finally:
+        watch.close()
