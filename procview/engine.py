@@ -142,6 +142,7 @@ class ViewEngine:
         self._timens_offsets: dict[str, tuple[float, float]] = {}
         self._ram_counters: dict[tuple, tuple[float, object]] = {}  # container key -> (opened, CounterFile)
         self._cpuinfo_renders: dict[tuple, str] = {}  # (host text, CPU view) -> text
+        self._cpu_views: dict[CpuView, CpuView] = {}  # each distinct CPU view once (shared_cpu_view)
         self.meminfo_layouts = MeminfoLayouts()  # the host meminfo's layout: names and columns, never numbers
         self._censuses: dict[tuple, _KeptCensus] = {}  # container key -> its last census
 
@@ -525,6 +526,20 @@ class ViewEngine:
             self._limits[container.key] = cached
         return cached
 
+    # Distinct CPU views kept for sharing (at most this many).
+    CPU_VIEWS_MAX = 256
+
+    def shared_cpu_view(self, view: CpuView) -> CpuView:
+        """``view``, or an equal one already kept: containers side by side
+        mostly see the same CPUs (a view and its tuple of CPUs are ~200
+        bytes of small objects per container otherwise)."""
+        kept = self._cpu_views.get(view)
+        if kept is None:
+            if len(self._cpu_views) >= self.CPU_VIEWS_MAX:
+                self._cpu_views.clear()
+            kept = self._cpu_views[view] = view
+        return kept
+
     def _forget_limits_if_written(self) -> None:
         """Drop every kept limit (and the sysinfo answers made from them)
         when a watched cgroup directory was written: limits change rarely,
@@ -766,7 +781,7 @@ class _Request:
         cgroup, engine = self.cgroup, self.engine
         return engine.container_limits(
             self.container,
-            lambda: (cgroup.memory_limits(), compute_cpu_view(engine.online_cpus(), cgroup.cpuset(), cgroup.cpu_quota())),
+            lambda: (cgroup.memory_limits(), engine.shared_cpu_view(compute_cpu_view(engine.online_cpus(), cgroup.cpuset(), cgroup.cpu_quota()))),
         )
 
     @functools.cached_property

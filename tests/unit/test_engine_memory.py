@@ -351,3 +351,18 @@ def test_a_watch_gives_back_the_room_of_watches_it_dropped(tmp_path):
         assert sys.getsizeof(watch._watches) < 500 and sys.getsizeof(watch._directories) < 500
     finally:
         watch.close()
+
+
+def test_containers_that_see_the_same_cpus_share_one_cpu_view(machine):
+    _root, engine = machine
+    from procview.views.cpuview import compute_cpu_view
+
+    first = engine.shared_cpu_view(compute_cpu_view(frozenset({0, 1}), None, None))
+    equal = compute_cpu_view(frozenset({0, 1}), None, None)
+    assert equal == first and equal is not first
+    assert engine.shared_cpu_view(equal) is first
+    other = compute_cpu_view(frozenset({0}), None, None)
+    assert engine.shared_cpu_view(other) is other
+    engine.render("proc/cpuinfo", CONTAINER_PROCESS)
+    view = engine._limits[engine.identity.container_of(CONTAINER_PROCESS).key].cpu_view
+    assert engine._cpu_views[view] is view  # the container's view is the shared one
