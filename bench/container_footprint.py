@@ -74,7 +74,7 @@ def sizes(snapshot: tracemalloc.Snapshot) -> tuple[int, int]:
 
 
 def top_sites(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot, per: int, count: int) -> list[dict]:
-    """The allocation sites of small blocks that grew most, bytes per container."""
+    """The allocation sites that grew most (small and larger blocks), per container."""
     stats = after.compare_to(before, "lineno")
     rows = []
     for stat in stats[:count]:
@@ -97,6 +97,7 @@ def measure(args, stack: contextlib.ExitStack) -> dict:
 
     started = time.monotonic()
     meta = _util.run_meta(__file__, args.argv, REPO, "true")
+    del meta["lxcfs_version"]  # no LXCFS in this one
     cgroups = _util.BenchCgroups(stack, log)
     meta["cgroup_layout"] = cgroups.layout
     meta["procview_src"] = args.procview_src
@@ -141,14 +142,13 @@ def measure(args, stack: contextlib.ExitStack) -> dict:
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     small2, large2 = sizes(after)
-    left_top = top_sites(after, before, 1, args.top)
     meta["load_after"] = _util.load_snapshot()
     meta["seconds"] = round(time.monotonic() - started, 1)
     return {
         "meta": meta, "containers": n, "tracked": tracked,
         "small_bytes_per_container": (small1 - small0) / n, "large_bytes_per_container": (large1 - large0) / n,
         "small_bytes_left": small2 - small0, "large_bytes_left": large2 - large0,
-        "top": top, "left_top": left_top,
+        "top": top,
     }
 
 

@@ -110,9 +110,10 @@ class CounterFile:
 
 
 class KeptFiles:
-    """Kernel files kept open by path and re-read with ``pread`` from
-    offset 0, which makes the kernel render them afresh (a seq_file
-    restarts at offset 0): the same text as ``read_text``, without the
+    """Kernel files kept open (by path, or by a cgroup's directory and the
+    file's name) and re-read with ``pread`` from offset 0, which makes the
+    kernel render them afresh (a seq_file restarts at offset 0): the same
+    text as ``read_text``, without the
     path walk, open and close of every read (for a cgroup's
     ``memory.usage_in_bytes`` ~7 µs a read becomes ~1 µs here, for
     ``memory.stat`` ~14 µs becomes ~7).

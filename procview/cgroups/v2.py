@@ -52,13 +52,16 @@ MANAGED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "io")
 _MEMORY_STAT = FlatKeyedSelection({field: field for field in MemoryStat._fields})
 
 
+_NOT_YET = object()  # a directory not looked for yet
+
+
 class CgroupV2(Cgroup):
     version = 2
 
     def __init__(self, hierarchies, path: str):
         super().__init__(hierarchies)
         self._path = path or "/"
-        self._directory: str | None | bool = False  # not found yet (see _dir)
+        self._directory = _NOT_YET  # see _dir
 
     @property
     def key(self) -> str:
@@ -74,7 +77,7 @@ class CgroupV2(Cgroup):
     def _dir(self) -> str | None:
         """The cgroup's directory, made once: the kept files, the watches
         and the limits of a container then share the one string."""
-        if self._directory is not False:
+        if self._directory is not _NOT_YET:
             return self._directory
         mount = self.hierarchies.v2
         directory = None if mount is None else cgroup_dir(mount.mountpoint, mount.root, self._path)
