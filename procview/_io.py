@@ -7,6 +7,7 @@ microseconds where Python's buffered text files cost several times more.
 
 from __future__ import annotations
 
+import array
 import os
 import sys
 
@@ -124,49 +125,56 @@ class KeptFiles:
     again, finding a new cgroup of the same name if there is one), but a
     regular file replaced by rename would keep its old text.
 
-    At most ``limit`` files are kept (the one read least recently is
-    closed first), so fds stay bounded however many containers come and
-    go, and the host files every render reads are never the ones closed.
+    At most ``limit`` files are kept (a file of the directory read least
+    recently is closed first), so fds stay bounded however many containers
+    come and go, and the host files every render reads are never the ones
+    closed.
     Files of directories that are gone are closed by ``close_stale``: an
     open file of a removed cgroup pins that cgroup in the kernel (a
     "dying" cgroup, with its memory) until it is closed."""
 
     def __init__(self, limit: int):
         self.limit = max(1, limit)
-        # A file is kept by its path, or, for a cgroup's file, by the pair
-        # (the directory string the cgroup keeps, the file's name): a pair
-        # of strings that exist anyway costs a third of a path of its own.
-        self._fds: dict[str | tuple[str, str], int] = {}
-        # directory -> its inode when its first file was kept: a directory
-        # removed, or removed and made again under the same name, has
-        # another inode or none. Two flat tables rather than one record
-        # per directory: with a thousand containers they hold thousands of
-        # directories, and every small object a burst of them leaves
-        # behind can keep one of Python's 1 MiB arenas from being freed.
-        self._dir_inodes: dict[str, int | None] = {}
-        self._dir_files: dict[str, int] = {}  # directory -> how many of its files are kept
+        # directory -> its kept files as one array of 64-bit numbers: the
+        # directory's inode when its first file was kept (a directory
+        # removed, or made again under the same name, has another inode or
+        # none), then a (name's column, fd) pair per kept file. One object
+        # per directory, not a key, an fd and an inode object per file:
+        # with a thousand containers this table holds thousands of
+        # directories, and every small object a burst of them leaves behind
+        # can keep one of Python's 1 MiB arenas from being freed. A cgroup's
+        # files are kept by the directory string the cgroup keeps.
+        self._dirs: dict[str, array.array] = {}
+        # file name -> its column: the few dozen names of kernel files
+        # procview reads (meminfo, memory.stat, stat, ...), each stored once.
+        self._columns: dict[str, int] = {}
+        self._count = 0
 
     def read(self, path: str) -> str | None:
         """The file's whole text now, or None, as ``read_text``."""
-        return self._read(path, path)
+        directory, _, name = path.rpartition("/")
+        return self._read(directory, name, path)
 
     def read_in(self, directory: str, name: str) -> str | None:
         """The text of file ``name`` of ``directory`` (a string the caller
         keeps, as a cgroup keeps its directories), as ``read``."""
-        return self._read((directory, name), directory + "/" + name)
+        return self._read(directory, name, directory + "/" + name)
 
-    def _read(self, key: str | tuple[str, str], path: str) -> str | None:
-        fds = self._fds
-        fd = fds.pop(key, None)
-        if fd is not None:
-            text = _pread_text(fd)
-            if text is not None:
-                fds[key] = fd  # now the most recently read (a dict keeps insertion order)
-                return text
-            # ENODEV (a removed cgroup), ESRCH (a process gone): the kept
-            # file is dead; the path may name a new one.
-            os.close(fd)
-            self._release_directory(key)
+    def _read(self, directory: str, name: str, path: str) -> str | None:
+        column = self._columns.get(name)
+        if column is None:
+            column = self._columns[name] = len(self._columns)
+        files = self._dirs.pop(directory, None)
+        if files is not None:
+            self._dirs[directory] = files  # now the most recently read (a dict keeps insertion order)
+            at = _pair_of(files, column)
+            if at:
+                text = _pread_text(files[at + 1])
+                if text is not None:
+                    return text
+                # ENODEV (a removed cgroup), ESRCH (a process gone): the
+                # kept file is dead; the path may name a new one.
+                self._close_pair(directory, files, at)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -175,57 +183,77 @@ class KeptFiles:
         if text is None:
             os.close(fd)
             return None
-        if len(fds) >= self.limit:
-            self._close(next(iter(fds)))  # the least recently read
-        fds[key] = fd
-        self._note_directory(_directory_of(key))
+        if self._count >= self.limit:
+            self._close_oldest()
+        files = self._dirs.get(directory)
+        if files is None:
+            # Stat'ed after the file was opened: if the directory was
+            # replaced in between, the next close_stale closes a live file,
+            # which is only opened again.
+            files = self._dirs[directory] = array.array("q", (_inode(directory),))
+        files += array.array("q", (column, fd))
+        self._count += 1
         return text
 
     def close_stale(self) -> int:
         """Close the kept files whose directory is gone or is another one
         now (one ``stat`` per directory); returns how many were closed.
         For periodic maintenance: reads never pay for it."""
-        stale = {d for d, inode in self._dir_inodes.items() if inode is None or _inode(d) != inode}
-        if not stale:
-            return 0
-        keys = [key for key in self._fds if _directory_of(key) in stale]
-        for key in keys:
-            self._close(key)
-        self._fds, self._dir_inodes, self._dir_files = resized(self._fds), resized(self._dir_inodes), resized(self._dir_files)
-        return len(keys)
+        stale = [d for d, files in self._dirs.items() if files[0] == _NO_INODE or _inode(d) != files[0]]
+        closed = 0
+        for directory in stale:
+            files = self._dirs.pop(directory)
+            for fd in files[2::2]:
+                os.close(fd)
+            closed += (len(files) - 1) // 2
+        self._count -= closed
+        if stale:
+            self._dirs = resized(self._dirs)
+        return closed
 
-    def _note_directory(self, directory: str) -> None:
-        count = self._dir_files.get(directory)
-        if count is None:
-            # Stat'ed after the file was opened: if the directory was
-            # replaced in between, the next close_stale closes a live file,
-            # which is only opened again.
-            self._dir_inodes[directory] = _inode(directory)
-            count = 0
-        self._dir_files[directory] = count + 1
+    def _close_oldest(self) -> None:
+        """Close the first kept file of the directory read least recently."""
+        directory, files = next(iter(self._dirs.items()))
+        self._close_pair(directory, files, 1)
 
-    def _close(self, key: str | tuple[str, str]) -> None:
-        os.close(self._fds.pop(key))
-        self._release_directory(key)
-
-    def _release_directory(self, key: str | tuple[str, str]) -> None:
-        """One file fewer kept in the directory of ``key``'s file."""
-        directory = _directory_of(key)
-        count = self._dir_files.pop(directory) - 1
-        if count:
-            self._dir_files[directory] = count
-        else:
-            del self._dir_inodes[directory]
+    def _close_pair(self, directory: str, files: array.array, at: int) -> None:
+        os.close(files[at + 1])
+        del files[at:at + 2]
+        self._count -= 1
+        if len(files) == 1:
+            del self._dirs[directory]
 
     def __len__(self) -> int:
-        return len(self._fds)
+        return self._count
+
+    def paths(self) -> list[str]:
+        """The kept files' paths, those of the directory read least
+        recently first."""
+        names = {column: name for name, column in self._columns.items()}
+        return [f"{directory}/{names[column]}" for directory, files in self._dirs.items() for column in files[1::2]]
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-        self._dir_inodes.clear()
-        self._dir_files.clear()
+        for files in self._dirs.values():
+            for fd in files[2::2]:
+                os.close(fd)
+        self._dirs.clear()
+        self._count = 0
+
+
+_NO_INODE = -1  # a directory that could not be stat'ed: closed by the next close_stale
+
+
+def _pair_of(files: array.array, column: int) -> int:
+    """Where the (column, fd) pair of ``column`` starts in a directory's
+    kept files, 0 if that file is not kept (a directory keeps a handful)."""
+    at = 0
+    while True:
+        try:
+            at = files.index(column, at + 1)
+        except ValueError:
+            return 0
+        if at % 2:  # a column, not an fd or the inode that equals it
+            return at
 
 
 def resized(table: dict) -> dict:
@@ -243,11 +271,14 @@ def _directory_of(key: str | tuple[str, str]) -> str:
     return key[0] if isinstance(key, tuple) else os.path.dirname(key)
 
 
-def _inode(path: str) -> int | None:
+def _inode(path: str) -> int:
+    """The inode number of ``path`` as a signed 64-bit number (the kept
+    files' arrays hold int64; only equality matters), _NO_INODE if gone."""
     try:
-        return os.stat(path).st_ino
+        inode = os.stat(path).st_ino
     except OSError:
-        return None
+        return _NO_INODE
+    return inode - (1 << 64) if inode >= 1 << 63 else inode
 
 
 def _pread_text(fd: int) -> str | None:

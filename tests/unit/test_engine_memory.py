@@ -107,8 +107,8 @@ def test_a_kept_cgroup_file_is_kept_by_its_cgroups_directory_string_and_name(tmp
     kept = KeptFiles(limit=16)
     for _ in range(3):
         assert kept.read_in(directory, "memory.stat") == "x\n"
-    assert list(kept._fds) == [(directory, "memory.stat")]
-    assert [d for d in kept._dir_files if d is directory] == [directory]
+    assert kept.paths() == [directory + "/memory.stat"]
+    assert [d for d in kept._dirs if d is directory] == [directory]
     os.unlink(os.path.join(directory, "memory.stat"))
     os.rmdir(directory)
     assert kept.close_stale() == 1 and len(kept) == 0
@@ -139,8 +139,7 @@ def test_kept_files_of_a_thousand_gone_directories_leave_tables_of_nothing(tmp_p
         shutil.rmtree(directory)
     assert kept.close_stale() == 1000
     assert len(kept) == 0
-    for table in (kept._fds, kept._dir_inodes, kept._dir_files):
-        assert sys.getsizeof(table) == EMPTY_DICT_SIZE
+    assert sys.getsizeof(kept._dirs) == EMPTY_DICT_SIZE
 
 
 def test_an_open_file_is_its_snapshot_until_released_and_its_handle_is_handed_out_again():
@@ -206,8 +205,9 @@ def test_a_kept_census_is_tuples_of_ints_and_no_dict(machine):
     held = held_objects(kept)
     assert not [obj for obj in held if isinstance(obj, dict)]
     assert kept.states.not_running == (200, 210) and kept.states.states == "SS"
-    # (thread id, start time, pid in the container's namespace) of each thread
-    assert kept.known_pids == (200, 8640012, 1, 201, 8640131, 2, 210, 8652345, 5)
+    # (thread id, start time, pid in the container's namespace) of each
+    # thread but the init (200), whose pid there is 1
+    assert kept.known_pids == (201, 8640131, 2, 210, 8652345, 5)
     assert sum(sys.getsizeof(obj) for obj in held if isinstance(obj, tuple)) < 400
 
 
@@ -366,3 +366,24 @@ def test_containers_that_see_the_same_cpus_share_one_cpu_view(machine):
     engine.render("proc/cpuinfo", CONTAINER_PROCESS)
     view = engine._limits[engine.identity.container_of(CONTAINER_PROCESS).key].cpu_view
     assert engine._cpu_views[view] is view  # the container's view is the shared one
+
+
+def test_the_init_is_pid_1_of_its_namespace_without_reading_its_status(machine, monkeypatch):
+    """The init's pid in its own namespace is 1 by definition: no triple is
+    kept for it, and its /proc/PID/status is not read for it."""
+    _root, engine = machine
+    container = engine.identity.container_of(CONTAINER_PROCESS)
+    asked = []
+    namespace_pid = engine._namespace_pid
+    monkeypatch.setattr(engine, "_namespace_pid", lambda tid, level: asked.append(tid) or namespace_pid(tid, level))
+    states = engine.thread_states(container, container.key)
+    assert CONTAINER_INIT not in asked and asked
+    assert states.census.last_pid == 5
+
+
+def test_containers_with_equal_counts_share_one_task_census(machine):
+    _root, engine = machine
+    container = engine.identity.container_of(CONTAINER_PROCESS)
+    first = engine.thread_states(container, ("one",))
+    second = engine.thread_states(container, ("two",))
+    assert first.census == second.census and first.census is second.census
