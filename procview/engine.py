@@ -145,6 +145,7 @@ class ViewEngine:
         self._cpu_views: dict[CpuView, CpuView] = {}  # each distinct CPU view once (shared_cpu_view)
         self.meminfo_layouts = MeminfoLayouts()  # the host meminfo's layout: names and columns, never numbers
         self._censuses: dict[tuple, _KeptCensus] = {}  # container key -> its last census
+        self._task_censuses: dict[TaskCensus, TaskCensus] = {}  # each distinct count once (_shared_census)
 
     # -- public ---------------------------------------------------------------
 
@@ -432,13 +433,14 @@ class ViewEngine:
             known_pids = kept.known_pids
         else:
             known_pids = ()
-        states, known_pids = self.take_census(container.cgroup, level, known_pids)
+        states, known_pids = self.take_census(container.cgroup, level, known_pids, (container.init_pid, container.init_start))
         if len(self._censuses) >= 4096:
             self._censuses.clear()
         self._censuses[key] = _KeptCensus(now, level, states, known_pids)
         return states
 
-    def take_census(self, cgroup, level: int, known_pids: tuple[int, ...]) -> tuple[ThreadStates | None, tuple[int, ...]]:
+    def take_census(self, cgroup, level: int, known_pids: tuple[int, ...],
+                    init: tuple[int, int | None] = (0, None)) -> tuple[ThreadStates | None, tuple[int, ...]]:
         """Every thread of ``cgroup`` (and its descendants) and its state,
         from /proc/TID/stat (None when the cgroup cannot be listed), and
         the pid of each in the container's namespace (``NSpid`` at
@@ -446,7 +448,9 @@ class ViewEngine:
         thread's pid there never changes, so /proc/TID/status, twice the
         work of its stat, is read only for threads the last census did not
         see (``known_pids``, the last census's triples). At level 0 (the
-        host's namespace) a thread's pid is its id: no triple is kept."""
+        host's namespace) a thread's pid is its id: no triple is kept; nor
+        for the namespace's init (``init``: its host pid and start time),
+        whose pid there is 1."""
         tids = cgroup.threads()
         if tids is None:
             return None, ()
@@ -455,6 +459,7 @@ class ViewEngine:
         not_running: list[tuple[int, str]] = []
         known = _pid_lookup(known_pids)
         kept_pids: list[int] = []
+        init_tid, init_start = init
         # A small container's stat files are kept open and re-read with
         # pread, like its counters; a big one's are read by path, so that
         # its threads do not push every other container's files out.
@@ -466,6 +471,8 @@ class ViewEngine:
                 continue  # exited since the cgroup listed it
             if level == 0:
                 ns_pid = tid
+            elif tid == init_tid and stat.starttime == init_start:
+                ns_pid = 1
             else:
                 # A reused thread id has another start time.
                 ns_pid = known.get((tid, stat.starttime))
@@ -484,9 +491,22 @@ class ViewEngine:
                     blocked += 1
             last_pid = max(last_pid, ns_pid)
         not_running.sort()
-        census = TaskCensus(threads, running, blocked, last_pid)
+        census = self._shared_census(TaskCensus(threads, running, blocked, last_pid))
         states = ThreadStates(census, tuple([tid for tid, _state in not_running]), "".join([state for _tid, state in not_running]))
         return states, tuple(kept_pids)
+
+    # Distinct task censuses kept for sharing (at most this many).
+    TASK_CENSUSES_MAX = 256
+
+    def _shared_census(self, census: TaskCensus) -> TaskCensus:
+        """``census``, or an equal one already kept: most containers' counts
+        are alike (one thread, sleeping), and a census is kept for each."""
+        kept = self._task_censuses.get(census)
+        if kept is None:
+            if len(self._task_censuses) >= self.TASK_CENSUSES_MAX:
+                self._task_censuses.clear()
+            kept = self._task_censuses[census] = census
+        return kept
 
     def _namespace_pid(self, tid: int, level: int) -> int | None:
         """Thread ``tid``'s pid in the pid namespace ``level`` deep (0 where
