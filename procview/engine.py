@@ -169,7 +169,7 @@ class ViewEngine:
             request = _Request(self, container, None if host_text is None else {host_path: host_text})
             if not request.is_limited():
                 return self._host_content(path, host_text, pid)
-            self._saw(container, self.clock.monotonic())
+            self._saw(container, request.now)
             renderer: Callable = getattr(self, method)
             if match:
                 text = renderer(request, host_text or "", int(match.group(1)))
@@ -421,10 +421,12 @@ class ViewEngine:
     # itself as running (``ThreadStates.seen_by``).
     CENSUS_TTL = 1.0 / USER_HZ
 
-    def thread_states(self, container: Container, key: tuple) -> ThreadStates | None:
+    def thread_states(self, container: Container, key: tuple, now: float | None = None) -> ThreadStates | None:
         """The census of ``container``'s threads (``key``: its key), taken
-        at most CENSUS_TTL ago (None when its cgroup cannot be listed)."""
-        now = self.clock.monotonic()
+        at most CENSUS_TTL ago (None when its cgroup cannot be listed).
+        ``now``: the request's clock reading (read here if not given)."""
+        if now is None:
+            now = self.clock.monotonic()
         level = container.pidns_level
         kept = self._censuses.get(key)
         if kept is not None and kept.level == level:
@@ -524,12 +526,14 @@ class ViewEngine:
     # hotplug) and directories the kernel would not watch.
     LIMITS_TTL = 1.0
 
-    def container_limits(self, container: Container, compute) -> _KeptLimits:
+    def container_limits(self, container: Container, compute, now: float | None = None) -> _KeptLimits:
         """``compute()`` (the container's memory limits and CPU view, a
         pair), read again when a file of its cgroup directories was written
         since, and at least every LIMITS_TTL; kept with when it was read
-        and the directories it came from."""
-        now = self.clock.monotonic()
+        and the directories it came from. ``now``: the request's clock
+        reading (read here if not given)."""
+        if now is None:
+            now = self.clock.monotonic()
         self._forget_limits_if_written()
         cached = self._limits.get(container.key)
         if cached is None or now - cached[0] >= self.LIMITS_TTL:
@@ -542,7 +546,8 @@ class ViewEngine:
                 # share their parents' directories, one string each.
                 watched = (self._limit_writes.add(d) for d in container.cgroup.limit_dirs())
                 directories = tuple(d for d in watched if d is not None)
-            cached = _KeptLimits(now, *compute(), directories)
+            memory, cpu_view = compute()
+            cached = _KeptLimits(now, memory.memory, memory.swap, cpu_view, directories)
             self._limits[container.key] = cached
         return cached
 
@@ -719,14 +724,20 @@ class ViewEngine:
 
 class _KeptLimits(NamedTuple):
     """A container's limits as ``container_limits`` keeps them: when they
-    were read, the memory limits and the CPU view, and the cgroup
-    directories watched for writes to them. (One tuple, not a pair in a
-    tuple: the engine keeps one for every container read.)"""
+    were read, the memory limits (``MemoryLimits``' two numbers) and the
+    CPU view, and the cgroup directories watched for writes to them. (One
+    flat tuple, not tuples in a tuple: the engine keeps one for every
+    container read.)"""
 
     taken: float
-    memory: MemoryLimits
+    memory: int | str | None
+    swap: int | str | None
     cpu_view: CpuView
     directories: tuple[str, ...]
+
+    @property
+    def memory_limits(self) -> MemoryLimits:
+        return MemoryLimits(self.memory, self.swap)
 
 
 class _Seen:
@@ -769,6 +780,13 @@ class _Request:
         self.cgroup = container.cgroup
         self._host_texts = dict(host_texts or {})
 
+    @functools.cached_property
+    def now(self) -> float:
+        """The engine's clock when this request first asked: what the
+        request keeps (limits, census, the container's last read) is
+        stamped with one reading, one float for all of them."""
+        return self.engine.clock.monotonic()
+
     def host_file(self, path: str) -> str:
         """A host file's text, read at most once per request."""
         if path not in self._host_texts:
@@ -802,11 +820,12 @@ class _Request:
         return engine.container_limits(
             self.container,
             lambda: (cgroup.memory_limits(), engine.shared_cpu_view(compute_cpu_view(engine.online_cpus(), cgroup.cpuset(), cgroup.cpu_quota()))),
+            self.now,
         )
 
     @functools.cached_property
-    def memory_limits(self):
-        return self._limits.memory
+    def memory_limits(self) -> MemoryLimits:
+        return self._limits.memory_limits
 
     @functools.cached_property
     def memory(self) -> ContainerMemory:
@@ -882,7 +901,7 @@ class _Request:
     @functools.cached_property
     def census(self) -> TaskCensus | None:
         """The container's threads as this request's caller sees them."""
-        states = self.engine.thread_states(self.container, self.container_key)
+        states = self.engine.thread_states(self.container, self.container_key, self.now)
         return None if states is None else states.seen_by(self.container.caller_pid)
 
 

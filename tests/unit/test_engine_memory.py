@@ -295,18 +295,25 @@ def test_a_container_read_again_updates_its_one_seen_record(machine):
     assert seen.container.key is key
 
 
-def test_kept_limits_are_one_flat_record_per_container(machine):
+def test_kept_limits_are_one_flat_record_per_container(machine, monkeypatch):
     """When read, memory limits, CPU view, directories watched: one tuple,
     not the (memory limits, CPU view) pair inside another."""
     from procview.cgroups import MemoryLimits
     from procview.views.cpuview import CpuView
 
     _root, engine = machine
-    engine.render("proc/meminfo", CONTAINER_PROCESS)
+    # A clock that makes a new float at every reading, as the real one does.
+    monkeypatch.setattr(engine.clock, "monotonic", lambda: engine.clock.now + 0.0)
+    engine.render("proc/stat", CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    taken, memory, cpu_view, directories = engine._limits[key]
+    kept = engine._limits[key]
+    taken, memory, swap, cpu_view, directories = kept
     assert taken == engine.clock.now and directories == ()  # a fixture tree: nothing watched
-    assert isinstance(memory, MemoryLimits) and isinstance(cpu_view, CpuView)
+    assert isinstance(memory, int) and isinstance(cpu_view, CpuView)
+    assert kept.memory_limits == MemoryLimits(memory, swap)
+    # The limits, the census and the last read share one clock reading.
+    assert engine._censuses[key].taken is taken
+    assert engine._seen[key].last_read is taken
 
 
 def test_maintenance_leaves_tables_sized_for_what_is_left_after_a_burst(machine):
