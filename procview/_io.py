@@ -190,8 +190,9 @@ class KeptFiles:
             # Stat'ed after the file was opened: if the directory was
             # replaced in between, the next close_stale closes a live file,
             # which is only opened again.
-            files = self._dirs[directory] = array.array("q", (_inode(directory),))
-        files += array.array("q", (column, fd))
+            self._dirs[directory] = array.array("q", [_inode(directory), column, fd])
+        else:
+            files += array.array("q", [column, fd])
         self._count += 1
         return text
 

@@ -15,6 +15,7 @@ raises to the caller: the FUSE layer only ever gets bytes.
 
 from __future__ import annotations
 
+import array
 import functools
 import logging
 import os
@@ -530,7 +531,7 @@ class ViewEngine:
         """``compute()`` (the container's memory limits and CPU view, a
         pair), read again when a file of its cgroup directories was written
         since, and at least every LIMITS_TTL; kept with when it was read
-        and the directories it came from. ``now``: the request's clock
+        and the watches on the directories it came from. ``now``: the request's clock
         reading (read here if not given)."""
         if now is None:
             now = self.clock.monotonic()
@@ -539,15 +540,13 @@ class ViewEngine:
         if cached is None or now - cached[0] >= self.LIMITS_TTL:
             if len(self._limits) >= 4096:
                 self._limits.clear()
-            directories = ()
+            watches = ()  # a fixture tree: nothing watched
             if self._limit_writes is not None:
                 # Watch before reading: a write after the read is then seen.
-                # Kept as the watches keep them: containers side by side
-                # share their parents' directories, one string each.
                 watched = (self._limit_writes.add(d) for d in container.cgroup.limit_dirs())
-                directories = tuple(d for d in watched if d is not None)
+                watches = array.array("i", [wd for wd in watched if wd is not None])  # a list: sized exactly
             memory, cpu_view = compute()
-            cached = _KeptLimits(now, memory.memory, memory.swap, cpu_view, directories)
+            cached = _KeptLimits(now, memory.memory, memory.swap, cpu_view, watches)
             self._limits[container.key] = cached
         return cached
 
@@ -577,7 +576,7 @@ class ViewEngine:
         """Stop watching directories no kept limit came from (containers
         gone or idle; their limits expired)."""
         if self._limit_writes is not None:
-            self._limit_writes.keep_only({d for entry in self._limits.values() for d in entry.directories})
+            self._limit_writes.keep_only({wd for entry in self._limits.values() for wd in entry.watches})
 
     def online_cpus(self) -> frozenset[int]:
         """The host's online CPUs (changes only with CPU hotplug)."""
@@ -725,15 +724,15 @@ class ViewEngine:
 class _KeptLimits(NamedTuple):
     """A container's limits as ``container_limits`` keeps them: when they
     were read, the memory limits (``MemoryLimits``' two numbers) and the
-    CPU view, and the cgroup directories watched for writes to them. (One
-    flat tuple, not tuples in a tuple: the engine keeps one for every
-    container read.)"""
+    CPU view, and the watches on the cgroup directories they came from
+    (their descriptors, in an array: no object each). One flat tuple, not
+    tuples in a tuple: the engine keeps one for every container read."""
 
     taken: float
     memory: int | str | None
     swap: int | str | None
     cpu_view: CpuView
-    directories: tuple[str, ...]
+    watches: array.array | tuple[()]
 
     @property
     def memory_limits(self) -> MemoryLimits:

@@ -20,8 +20,6 @@ import os
 import select
 import struct
 
-from procview._io import resized
-
 _IN_MODIFY = 0x00000002
 _IN_Q_OVERFLOW = 0x00004000  # the kernel's queue was full: events were lost
 # struct inotify_event: int wd; uint32_t mask, cookie, len; char name[len]
@@ -36,17 +34,19 @@ _libc.inotify_rm_watch.argtypes = (ctypes.c_int, ctypes.c_int)
 
 class WriteWatch:
     """IN_MODIFY watches on directories, and one question: was anything in
-    them written since the last ``written()``?"""
+    them written since the last ``written()``?
+
+    Watches are known by their descriptors only: the kernel gives a
+    directory already watched its watch descriptor again, so no table of
+    directory strings is needed to watch each once (with a thousand
+    containers, thousands of strings a burst would leave arenas for)."""
 
     def __init__(self):
         fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.fd = fd
-        self._watches: dict[str, int] = {}  # directory -> watch descriptor
-        # directory -> the string it was first given as: a dict does not
-        # hand back its own key for an equal one.
-        self._directories: dict[str, str] = {}
+        self._watches: set[int] = set()  # watch descriptors
         # poll(0) answers "nothing written" without a failing read(2) and
         # the exception Python makes of it (0.4 µs against 1.2 µs here).
         self._poller = select.poll()
@@ -55,31 +55,22 @@ class WriteWatch:
     def __len__(self) -> int:
         return len(self._watches)
 
-    def watching(self, directory: str) -> bool:
-        return directory in self._watches
-
-    def add(self, directory: str) -> str | None:
-        """Watch ``directory`` (once). Returns the directory as the watch
-        keeps it (the string it was first given: callers that keep it
-        then share one copy), or None if the kernel refused (it vanished,
-        or the user's watch limit is reached)."""
-        kept = self._directories.get(directory)
-        if kept is not None:
-            return kept
+    def add(self, directory: str) -> int | None:
+        """Watch ``directory``; returns its watch descriptor (the same for
+        a directory watched already), or None if the kernel refused (it
+        vanished, or the user's watch limit is reached)."""
         wd = _libc.inotify_add_watch(self.fd, os.fsencode(directory), _IN_MODIFY)
         if wd < 0:
             return None
-        self._watches[directory] = wd
-        self._directories[directory] = directory
-        return directory
+        self._watches.add(wd)
+        return wd
 
-    def keep_only(self, directories: set[str]) -> None:
-        """Stop watching every directory not in ``directories``."""
-        for directory in [d for d in self._watches if d not in directories]:
+    def keep_only(self, wds: set[int]) -> None:
+        """Stop every watch but those of ``wds``."""
+        for wd in self._watches - wds:
             # EINVAL when the directory is gone: the kernel dropped the watch.
-            _libc.inotify_rm_watch(self.fd, self._watches.pop(directory))
-            del self._directories[directory]
-        self._watches, self._directories = resized(self._watches), resized(self._directories)
+            _libc.inotify_rm_watch(self.fd, wd)
+        self._watches = self._watches & wds  # a new set, sized for what is left
 
     def written(self) -> bool:
         """Whether a watched directory's file was written since the last
@@ -101,7 +92,6 @@ class WriteWatch:
     def close(self) -> None:
         os.close(self.fd)
         self._watches.clear()
-        self._directories.clear()
 
 
 def _any_write(events: bytes) -> bool:

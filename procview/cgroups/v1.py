@@ -105,8 +105,9 @@ class CgroupV1(Cgroup):
             for controller in hierarchies.v1
         )
         # Each hierarchy's directory of this cgroup, in the same order, made
-        # at first use: a container's kept files, watches and limits then
-        # share one string per directory.
+        # at the first read of a file kept open (memory.stat, cpuacct.usage,
+        # ...): the kept files then share one string per directory.
+        # Directories read only for limits, once a second, are made anew.
         self._dirs: list = [_NOT_YET] * len(self._paths)
 
     # -- identity ---------------------------------------------------------
@@ -131,7 +132,9 @@ class CgroupV1(Cgroup):
     def with_path(self, transform) -> "CgroupV1":
         return CgroupV1(self.hierarchies, {c: transform(p) for c, p in self.paths.items()})
 
-    def _dir(self, controller: str) -> str | None:
+    def _dir(self, controller: str, keep: bool = True) -> str | None:
+        """The cgroup's directory in ``controller``'s hierarchy; kept for
+        the next call unless ``keep`` is False."""
         index = self.hierarchies.v1_index.get(controller)
         if index is None:
             return None
@@ -141,14 +144,15 @@ class CgroupV1(Cgroup):
             directory = None if path is None else cgroup_dir(mount.mountpoint, mount.root, path)
             if directory is not None:
                 directory = self.hierarchies.host_path(directory)
-            # Controllers of one hierarchy (cpu and cpuacct) share it.
-            for other in mount.controllers:
-                if (position := self.hierarchies.v1_index.get(other)) is not None:
-                    self._dirs[position] = directory
+            if keep:
+                # Controllers of one hierarchy (cpu and cpuacct) share it.
+                for other in mount.controllers:
+                    if (position := self.hierarchies.v1_index.get(other)) is not None:
+                        self._dirs[position] = directory
         return directory
 
     def _levels(self, controller: str):
-        directory = self._dir(controller)
+        directory = self._dir(controller, keep=False)
         # A removed cgroup has no limits; its parent's must not stand in.
         if directory is None or not os.path.isdir(directory):
             return iter(())

@@ -41,9 +41,10 @@ def test_keep_only_stops_watching_the_others(tmp_path):
     dropped.mkdir()
     watch = WriteWatch()
     try:
-        assert watch.add(str(kept)) and watch.add(str(dropped))
-        watch.keep_only({str(kept)})
-        assert len(watch) == 1 and watch.watching(str(kept))
+        kept_wd, dropped_wd = watch.add(str(kept)), watch.add(str(dropped))
+        assert kept_wd and dropped_wd and kept_wd != dropped_wd
+        watch.keep_only({kept_wd})
+        assert len(watch) == 1
         _write(dropped / "cpu.max")
         assert not watch.written()
         _write(kept / "cpu.max")
@@ -72,3 +73,17 @@ def test_the_kernels_notices_on_event_counters_are_not_writes():
     assert _any_write(_event(0x2, b"memory.events") + _event(0x2, b"memory.max"))
     assert _any_write(_event(0x2))  # a watch on the file itself: no name
     assert _any_write(_event(0x4000))  # the queue overflowed: a write may be lost
+
+
+def test_a_directory_watched_again_has_the_same_descriptor_and_one_watch(tmp_path):
+    """The kernel knows a watched directory: no table of directory strings
+    is needed to watch each once."""
+    watch = WriteWatch()
+    try:
+        first = watch.add(str(tmp_path))
+        assert watch.add(str(tmp_path) + "/") == first and len(watch) == 1
+        watch.keep_only(set())
+        _write(tmp_path / "memory.max")
+        assert len(watch) == 0 and not watch.written()
+    finally:
+        watch.close()
