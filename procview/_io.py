@@ -267,11 +267,6 @@ def resized(table: dict) -> dict:
     return copy if sys.getsizeof(copy) < sys.getsizeof(table) else table
 
 
-def _directory_of(key: str | tuple[str, str]) -> str:
-    """The directory of a kept file's key (a path, or (directory, name))."""
-    return key[0] if isinstance(key, tuple) else os.path.dirname(key)
-
-
 def _inode(path: str) -> int:
     """The inode number of ``path`` as a signed 64-bit number (the kept
     files' arrays hold int64; only equality matters), _NO_INODE if gone."""

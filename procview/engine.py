@@ -504,12 +504,7 @@ class ViewEngine:
     def _shared_census(self, census: TaskCensus) -> TaskCensus:
         """``census``, or an equal one already kept: most containers' counts
         are alike (one thread, sleeping), and a census is kept for each."""
-        kept = self._task_censuses.get(census)
-        if kept is None:
-            if len(self._task_censuses) >= self.TASK_CENSUSES_MAX:
-                self._task_censuses.clear()
-            kept = self._task_censuses[census] = census
-        return kept
+        return _one_of(self._task_censuses, census, self.TASK_CENSUSES_MAX)
 
     def _namespace_pid(self, tid: int, level: int) -> int | None:
         """Thread ``tid``'s pid in the pid namespace ``level`` deep (0 where
@@ -531,8 +526,8 @@ class ViewEngine:
         """``compute()`` (the container's memory limits and CPU view, a
         pair), read again when a file of its cgroup directories was written
         since, and at least every LIMITS_TTL; kept with when it was read
-        and the watches on the directories it came from. ``now``: the request's clock
-        reading (read here if not given)."""
+        and the watches on the directories it came from. ``now``: the
+        request's clock reading (read here if not given)."""
         if now is None:
             now = self.clock.monotonic()
         self._forget_limits_if_written()
@@ -557,12 +552,7 @@ class ViewEngine:
         """``view``, or an equal one already kept: containers side by side
         mostly see the same CPUs (a view and its tuple of CPUs are ~200
         bytes of small objects per container otherwise)."""
-        kept = self._cpu_views.get(view)
-        if kept is None:
-            if len(self._cpu_views) >= self.CPU_VIEWS_MAX:
-                self._cpu_views.clear()
-            kept = self._cpu_views[view] = view
-        return kept
+        return _one_of(self._cpu_views, view, self.CPU_VIEWS_MAX)
 
     def _forget_limits_if_written(self) -> None:
         """Drop every kept limit (and the sysinfo answers made from them)
@@ -761,6 +751,18 @@ class _KeptCensus(NamedTuple):
     level: int
     states: ThreadStates | None
     known_pids: tuple[int, ...]
+
+
+def _one_of(kept: dict, value, most: int):
+    """``value``, or the equal one ``kept`` holds already (kept from now on
+    if not; at most ``most``, the table is emptied when full): one object
+    for the equal values many containers would each keep."""
+    found = kept.get(value)
+    if found is None:
+        if len(kept) >= most:
+            kept.clear()
+        found = kept[value] = value
+    return found
 
 
 def _pid_lookup(triples: tuple[int, ...]) -> dict[tuple[int, int], int]:
