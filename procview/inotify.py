@@ -39,7 +39,10 @@ class WriteWatch:
     Watches are known by their descriptors only: the kernel gives a
     directory already watched its watch descriptor again, so no table of
     directory strings is needed to watch each once (with a thousand
-    containers, thousands of strings a burst would leave arenas for)."""
+    containers, thousands of strings a burst would leave arenas for). The
+    price is a syscall for a directory watched already (~3 µs on a cgroup
+    directory here), paid when a container's limits are read again: once
+    a second per container read, a few directories each."""
 
     def __init__(self):
         fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
