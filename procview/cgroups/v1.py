@@ -105,9 +105,10 @@ class CgroupV1(Cgroup):
             for controller in hierarchies.v1
         )
         # Each hierarchy's directory of this cgroup, in the same order, made
-        # at the first read of a file kept open (memory.stat, cpuacct.usage,
-        # ...): the kept files then share one string per directory.
-        # Directories read only for limits, once a second, are made anew.
+        # at first use: the files kept open (memory.stat, cpuacct.usage, ...)
+        # then share one string per directory. The limits' reads, once a
+        # second, keep none: a directory only they read (cpu, cpuset) would
+        # be one more string per container.
         self._dirs: list = [_NOT_YET] * len(self._paths)
 
     # -- identity ---------------------------------------------------------

@@ -75,8 +75,8 @@ class CgroupV2(Cgroup):
         return CgroupV2(self.hierarchies, transform(self._path))
 
     def _dir(self) -> str | None:
-        """The cgroup's directory, made once: the kept files, the watches
-        and the limits of a container then share the one string."""
+        """The cgroup's directory, made once: a container's kept files and
+        its limits' reads then share the one string."""
         if self._directory is not _NOT_YET:
             return self._directory
         mount = self.hierarchies.v2
