@@ -1,0 +1,105 @@
+"""Numbers kept per container, in columns rather than in objects.
+
+The daemon keeps a few numbers for every container it serves (when its
+limits were read and what they were, when it was last read, ...). Kept as
+an object per container (a tuple, a float, an int each), a thousand
+containers are tens of thousands of Python's small objects; those come
+from 16 KiB pools in 1 MiB arenas, and an arena goes back to the kernel
+only when every object in it is gone. After a burst of containers leaves,
+the few objects made meanwhile (a sleeping task's state, a counter) keep
+the burst's arenas: the daemon's RSS stays at its peak.
+
+``Columns`` keeps those numbers in ``array``s, one per column, each
+container's at its *slot*. An array's numbers are unboxed, in one block
+that ``malloc`` gives (and takes back, ``return_free_heap``) once it is
+past 512 bytes. What is left per container is its key's entry in one
+dict and the slot number.
+
+Slots are renumbered by ``drop_spare_room``: a slot is good for the
+length of one request, never to be kept.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Hashable, Iterator
+
+from procview._io import resized
+
+
+class Columns:
+    """Columns of numbers indexed by a key's slot.
+
+    ``Columns(taken=("d", NAN), memory=("q", -1))``: a column ``taken`` of
+    doubles and a column ``memory`` of int64s, each column an attribute (an
+    ``array``); a new slot's numbers start at the column's fill value.
+    """
+
+    def __init__(self, **columns: tuple[str, float | int]):
+        self._fills = {name: fill for name, (_typecode, fill) in columns.items()}
+        for name, (typecode, _fill) in columns.items():
+            setattr(self, name, array(typecode))
+        self._slot_of: dict[Hashable, int] = {}
+        self._free: list[int] = []  # slots of removed keys, used again first
+        self._slots = 0  # the columns' length: slots in use and free
+
+    def slot(self, key: Hashable) -> int:
+        """``key``'s slot, -1 when it has none."""
+        return self._slot_of.get(key, -1)
+
+    def add(self, key: Hashable) -> int:
+        """A slot for ``key`` (which has none), its numbers at their fills."""
+        if self._free:
+            slot = self._free.pop()
+            for name, fill in self._fills.items():
+                getattr(self, name)[slot] = fill
+        else:
+            slot = self._slots
+            self._slots += 1
+            for name, fill in self._fills.items():
+                getattr(self, name).append(fill)
+        self._slot_of[key] = slot
+        return slot
+
+    def slot_or_add(self, key: Hashable) -> int:
+        slot = self._slot_of.get(key, -1)
+        return slot if slot >= 0 else self.add(key)
+
+    def remove(self, key: Hashable) -> None:
+        slot = self._slot_of.pop(key, -1)
+        if slot >= 0:
+            self._free.append(slot)
+
+    def clear(self) -> None:
+        for name in self._fills:
+            del getattr(self, name)[:]
+        self._slot_of.clear()
+        self._free.clear()
+        self._slots = 0
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._slot_of
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._slot_of)
+
+    def items(self):
+        """(key, slot) pairs."""
+        return self._slot_of.items()
+
+    def drop_spare_room(self) -> None:
+        """Columns sized for the keys left (after a burst of containers,
+        for periodic maintenance): the slots are numbered again from 0, the
+        arrays copied short. A no-op when no slot is free."""
+        if not self._free:
+            return
+        old = list(self._slot_of.items())
+        for name in self._fills:
+            column = getattr(self, name)
+            setattr(self, name, array(column.typecode, [column[slot] for _key, slot in old]))
+        self._slot_of = resized({key: new for new, (key, _old) in enumerate(old)})
+        self._free = []
+        self._slots = len(old)

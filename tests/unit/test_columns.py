@@ -1,0 +1,63 @@
+"""Columns: per-key numbers in arrays, at a slot per key."""
+
+from __future__ import annotations
+
+import math
+
+from procview.columns import Columns
+
+
+def _columns() -> Columns:
+    return Columns(taken=("d", math.nan), memory=("q", -1))
+
+
+def test_a_new_slot_starts_at_each_columns_fill():
+    columns = _columns()
+    slot = columns.add("a")
+    assert math.isnan(columns.taken[slot]) and columns.memory[slot] == -1
+    assert columns.slot("a") == slot and columns.slot("b") == -1
+    assert "a" in columns and len(columns) == 1
+
+
+def test_a_removed_keys_slot_is_used_again_and_refilled():
+    columns = _columns()
+    columns.add("a")
+    columns.add("b")
+    columns.memory[columns.slot("a")] = 512
+    columns.remove("a")
+    slot = columns.add("c")
+    assert len(columns.memory) == 2  # no new row
+    assert columns.memory[slot] == -1  # not a's number
+    assert columns.slot("a") == -1 and len(columns) == 2
+
+
+def test_slot_or_add_keeps_an_existing_slot():
+    columns = _columns()
+    slot = columns.add("a")
+    columns.memory[slot] = 7
+    assert columns.slot_or_add("a") == slot and columns.memory[slot] == 7
+
+
+def test_drop_spare_room_packs_the_slots_and_keeps_every_keys_numbers():
+    columns = _columns()
+    for n in range(1000):
+        columns.memory[columns.add(n)] = n * 10
+    for n in range(1000):
+        if n % 100:
+            columns.remove(n)
+    columns.drop_spare_room()
+    assert len(columns.memory) == len(columns.taken) == 10
+    assert sorted(columns) == list(range(0, 1000, 100))
+    for key, slot in columns.items():
+        assert columns.memory[slot] == key * 10
+    slot = columns.add("new")  # after the packed slots, not over one
+    assert slot == 10 and len(columns.memory) == 11
+
+
+def test_clear_forgets_every_key_and_row():
+    columns = _columns()
+    columns.add("a")
+    columns.remove("a")
+    columns.clear()
+    assert len(columns) == 0 and len(columns.memory) == 0
+    assert columns.add("b") == 0
