@@ -30,15 +30,17 @@ from procview._io import resized
 class Columns:
     """Columns of numbers indexed by a key's slot.
 
-    ``Columns(taken=("d", NAN), memory=("q", -1))``: a column ``taken`` of
-    doubles and a column ``memory`` of int64s, each column an attribute (an
-    ``array``); a new slot's numbers start at the column's fill value.
+    ``Columns(taken=("d", NAN), memory=("q", -1), view=(None, None))``: a
+    column ``taken`` of doubles, a column ``memory`` of int64s and a column
+    ``view`` of references (a list: for objects many keys share, which cost
+    a key nothing but the reference), each column an attribute; a new
+    slot's values start at the column's fill value.
     """
 
-    def __init__(self, **columns: tuple[str, float | int]):
+    def __init__(self, **columns: tuple[str | None, object]):
         self._fills = {name: fill for name, (_typecode, fill) in columns.items()}
         for name, (typecode, _fill) in columns.items():
-            setattr(self, name, array(typecode))
+            setattr(self, name, _column(typecode, []))
         self._slot_of: dict[Hashable, int] = {}
         self._free: list[int] = []  # slots of removed keys, used again first
         self._slots = 0  # the columns' length: slots in use and free
@@ -64,6 +66,11 @@ class Columns:
     def slot_or_add(self, key: Hashable) -> int:
         slot = self._slot_of.get(key, -1)
         return slot if slot >= 0 else self.add(key)
+
+    def refill(self, name: str) -> None:
+        """Every slot's value in column ``name`` back to the column's fill."""
+        column = getattr(self, name)
+        column[:] = _column(getattr(column, "typecode", None), [self._fills[name]]) * len(column)
 
     def remove(self, key: Hashable) -> None:
         slot = self._slot_of.pop(key, -1)
@@ -99,7 +106,13 @@ class Columns:
         old = list(self._slot_of.items())
         for name in self._fills:
             column = getattr(self, name)
-            setattr(self, name, array(column.typecode, [column[slot] for _key, slot in old]))
+            setattr(self, name, _column(getattr(column, "typecode", None), [column[slot] for _key, slot in old]))
         self._slot_of = resized({key: new for new, (key, _old) in enumerate(old)})
         self._free = []
         self._slots = len(old)
+
+
+def _column(typecode: str | None, values: list):
+    """A column holding ``values``: an array of ``typecode``, or a list of
+    references when ``typecode`` is None."""
+    return values if typecode is None else array(typecode, values)

@@ -15,17 +15,17 @@ raises to the caller: the FUSE layer only ever gets bytes.
 
 from __future__ import annotations
 
-import array
 import functools
 import logging
 import os
 import math
 import re
 import time
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from procview._io import KeptFiles, resized, return_free_heap
 from procview.cgroups import UNLIMITED, Hierarchies, MemoryLimits, discover
+from procview.columns import Columns
 from procview.host import (
     HostFiles,
     MeminfoLayouts,
@@ -126,9 +126,32 @@ class ViewEngine:
         self.own_timens = self.host.readlink("/proc/self/ns/time")
         self.stat_history = StatHistory()
         self.loads = LoadTracker()
-        # key -> every container read lately, and when: the periodic
-        # maintenance samples their load and forgets idle ones.
-        self._seen: dict[tuple, _Seen] = {}
+        # What the engine keeps for each container, in columns at a slot
+        # per container key (procview/columns.py: no object per container,
+        # or a burst of them keeps the daemon's RSS up after it is gone).
+        self._tracked = Columns(
+            # When it was last read (``_saw``; _NEVER for a container whose
+            # limits or census only were wanted: a caller with no limit),
+            # and the Container that read found: the periodic maintenance
+            # samples its load and forgets it when idle or gone.
+            last_read=("d", _NEVER),
+            container=(None, None),
+            # Its limits (``container_limits``): when they were read, the
+            # memory and swap limits (``_limit_number``), the CPU view (one
+            # object for equal views, ``shared_cpu_view``).
+            limits_taken=("d", _NEVER),
+            memory=("q", _UNKNOWN_LIMIT),
+            swap=("q", _UNKNOWN_LIMIT),
+            cpu_view=(None, None),
+            # Its last census (``thread_states``): when it was taken, at
+            # which pid namespace level, the ThreadStates, and each
+            # thread's pid in the container's namespace as flat (thread id,
+            # start time, pid) triples (``take_census``).
+            census_taken=("d", _NEVER),
+            census_level=("i", -1),
+            census=(None, None),
+            census_pids=(None, ()),
+        )
         self._warned: set[str] = set()
         # Failures, by kind: "render" (a renderer raised), "caller" (the
         # caller's container could not be found). Counted only where they
@@ -137,7 +160,6 @@ class ViewEngine:
         self.failures: dict[str, int] = {"render": 0, "caller": 0}
         self._boot_epoch: int | None = None
         self._host_facts: dict[str, tuple[float, object]] = {}
-        self._limits: dict[tuple, _KeptLimits] = {}
         self._sysinfo_answers: dict[tuple, tuple[float, object]] = {}
         self._callers: dict[int, tuple[float, tuple]] = {}
         self._timens_offsets: dict[str, tuple[float, float]] = {}
@@ -145,7 +167,6 @@ class ViewEngine:
         self._cpuinfo_renders: dict[tuple, str] = {}  # (host text, CPU view) -> text
         self._cpu_views: dict[CpuView, CpuView] = {}  # each distinct CPU view once (shared_cpu_view)
         self.meminfo_layouts = MeminfoLayouts()  # the host meminfo's layout: names and columns, never numbers
-        self._censuses: dict[tuple, _KeptCensus] = {}  # container key -> its last census
         self._task_censuses: dict[TaskCensus, TaskCensus] = {}  # each distinct count once (_shared_census)
 
     # -- public ---------------------------------------------------------------
@@ -183,19 +204,17 @@ class ViewEngine:
             return self._host_content(path, host_text, pid)
 
     def _saw(self, container: Container, now: float) -> None:
-        """Note that ``container`` was read at ``now``: its record is
-        updated in place, not made anew at every read."""
-        seen = self._seen.get(container.key)
-        if seen is None:
-            self._seen[container.key] = _Seen(container, now)
-        else:
-            seen.container = container
-            seen.last_read = now
+        """Note that ``container`` was read at ``now``."""
+        tracked = self._tracked
+        slot = tracked.slot_or_add(container.key)
+        tracked.last_read[slot] = now
+        tracked.container[slot] = container
 
     def tracked_containers(self) -> int:
         """How many containers the engine keeps state for (read lately,
         with limits)."""
-        return len(self._seen)
+        last_read = self._tracked.last_read
+        return sum(1 for _key, slot in self._tracked.items() if last_read[slot] != _NEVER)
 
     def sysinfo(self, pid: int):
         """What ``sysinfo(2)`` should tell thread ``pid`` (a SysinfoValues),
@@ -330,40 +349,55 @@ class ViewEngine:
         keeps it, and its memory, in the kernel), and give the memory a
         burst of readers left free back to the kernel."""
         now = self.clock.monotonic()
-        for key, seen in list(self._seen.items()):
-            idle = now - seen.last_read
-            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(seen.container)):
+        tracked = self._tracked
+        for key, slot in list(tracked.items()):
+            last_read = tracked.last_read[slot]
+            if last_read == _NEVER:  # never read with a limit: kept for its limits' time only
+                if now - tracked.limits_taken[slot] >= self.LIMITS_TTL:
+                    self._forget(key)
+                continue
+            idle = now - last_read
+            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(tracked.container[slot])):
                 self._forget(key)
         self.identity.forget_exited_inits()
         if self._kept is not None:
             self._kept.close_stale()
         for key in self.loads.keys_due(now):
-            seen = self._seen.get(key)
-            census = _Request(self, seen.container).census if seen else None
+            container = self._last_seen(key)
+            census = _Request(self, container).census if container else None
             if census is not None:
                 self.loads.sample(key, census, now)
         self.loads.forget_expired(now)
         for cache, ttl in (
-            (self._limits, self.LIMITS_TTL), (self._sysinfo_answers, self.SYSINFO_TTL), (self._timens_offsets, self.LIMITS_TTL),
-            (self._callers, self.CALLER_TTL),
+            (self._sysinfo_answers, self.SYSINFO_TTL), (self._timens_offsets, self.LIMITS_TTL), (self._callers, self.CALLER_TTL),
         ):
             for key, entry in list(cache.items()):
                 if now - entry[0] >= ttl:
                     del cache[key]
         self._drop_spare_room()
-        self._watch_only_kept_limits()
+        if self._limit_writes is not None:
+            # Every kept limit's directories were watched when it was read,
+            # less than LIMITS_TTL ago: the older watches serve none.
+            self._limit_writes.forget_unused(since=now - self.LIMITS_TTL)
         if self._kept is not None:  # a real machine (not a test's fixture tree)
             return_free_heap()
 
     # The tables that hold an entry per container read lately.
-    _PER_CONTAINER_TABLES = ("_seen", "_limits", "_sysinfo_answers", "_callers", "_timens_offsets", "_ram_counters", "_censuses")
+    _PER_CONTAINER_TABLES = ("_sysinfo_answers", "_callers", "_timens_offsets", "_ram_counters")
 
     def _drop_spare_room(self) -> None:
         """Tables sized for the containers left: a burst of a thousand
         leaves each ~37 KB of room it no longer needs (``resized``)."""
         for name in self._PER_CONTAINER_TABLES:
             setattr(self, name, resized(getattr(self, name)))
+        self._tracked.drop_spare_room()
         self.stat_history.drop_spare_room()
+
+    def _last_seen(self, key: tuple) -> Container | None:
+        """The container of ``key`` as its last read found it (None if it
+        was not read with a limit lately)."""
+        slot = self._tracked.slot(key)
+        return None if slot < 0 else self._tracked.container[slot]
 
     def _is_gone(self, container: Container) -> bool:
         """No request can name this container again: its cgroup was
@@ -377,11 +411,9 @@ class ViewEngine:
 
     def _forget(self, key: tuple) -> None:
         """Drop what is tracked for one container."""
-        del self._seen[key]
+        self._tracked.remove(key)
         self.stat_history.forget(key)
         self.loads.forget(key)
-        self._limits.pop(key, None)
-        self._censuses.pop(key, None)
         entry = self._ram_counters.pop(key, None)
         if entry is not None:
             entry[1].close()
@@ -429,17 +461,17 @@ class ViewEngine:
         if now is None:
             now = self.clock.monotonic()
         level = container.pidns_level
-        kept = self._censuses.get(key)
-        if kept is not None and kept.level == level:
-            if kept.taken <= now < kept.taken + self.CENSUS_TTL:
-                return kept.states
-            known_pids = kept.known_pids
-        else:
-            known_pids = ()
+        tracked = self._tracked
+        slot = tracked.slot_or_add(key)
+        known_pids = ()
+        if tracked.census_level[slot] == level:
+            taken = tracked.census_taken[slot]
+            if taken <= now < taken + self.CENSUS_TTL:
+                return tracked.census[slot]
+            known_pids = tracked.census_pids[slot]
         states, known_pids = self.take_census(container.cgroup, level, known_pids, (container.init_pid, container.init_start))
-        if len(self._censuses) >= 4096:
-            self._censuses.clear()
-        self._censuses[key] = _KeptCensus(now, level, states, known_pids)
+        tracked.census_taken[slot], tracked.census_level[slot] = now, level
+        tracked.census[slot], tracked.census_pids[slot] = states, known_pids
         return states
 
     def take_census(self, cgroup, level: int, known_pids: tuple[int, ...],
@@ -522,28 +554,28 @@ class ViewEngine:
     # hotplug) and directories the kernel would not watch.
     LIMITS_TTL = 1.0
 
-    def container_limits(self, container: Container, compute, now: float | None = None) -> _KeptLimits:
+    def container_limits(self, container: Container, compute, now: float | None = None) -> tuple[MemoryLimits, CpuView]:
         """``compute()`` (the container's memory limits and CPU view, a
         pair), read again when a file of its cgroup directories was written
-        since, and at least every LIMITS_TTL; kept with when it was read
-        and the watches on the directories it came from. ``now``: the
-        request's clock reading (read here if not given)."""
+        since, and at least every LIMITS_TTL; the directories it came from
+        are watched (``WriteWatch``) from just before each read. ``now``:
+        the request's clock reading (read here if not given)."""
         if now is None:
             now = self.clock.monotonic()
         self._forget_limits_if_written()
-        cached = self._limits.get(container.key)
-        if cached is None or now - cached[0] >= self.LIMITS_TTL:
-            if len(self._limits) >= 4096:
-                self._limits.clear()
-            watches = ()  # a fixture tree: nothing watched
-            if self._limit_writes is not None:
-                # Watch before reading: a write after the read is then seen.
-                watched = (self._limit_writes.add(d) for d in container.cgroup.limit_dirs())
-                watches = array.array("i", [wd for wd in watched if wd is not None])  # a list: sized exactly
-            memory, cpu_view = compute()
-            cached = _KeptLimits(now, memory.memory, memory.swap, cpu_view, watches)
-            self._limits[container.key] = cached
-        return cached
+        tracked = self._tracked
+        slot = tracked.slot_or_add(container.key)
+        if now - tracked.limits_taken[slot] < self.LIMITS_TTL:
+            return MemoryLimits(_limit_of(tracked.memory[slot]), _limit_of(tracked.swap[slot])), tracked.cpu_view[slot]
+        if self._limit_writes is not None:
+            # Watch before reading: a write after the read is then seen.
+            for directory in container.cgroup.limit_dirs():
+                self._limit_writes.add(directory, now)
+        memory, cpu_view = compute()
+        tracked.limits_taken[slot] = now
+        tracked.memory[slot], tracked.swap[slot] = _limit_number(memory.memory), _limit_number(memory.swap)
+        tracked.cpu_view[slot] = cpu_view
+        return memory, cpu_view
 
     # Distinct CPU views kept for sharing (at most this many).
     CPU_VIEWS_MAX = 256
@@ -559,14 +591,8 @@ class ViewEngine:
         when a watched cgroup directory was written: limits change rarely,
         so reading all of them again then costs little."""
         if self._limit_writes is not None and self._limit_writes.written():
-            self._limits.clear()
+            self._tracked.refill("limits_taken")
             self._sysinfo_answers.clear()
-
-    def _watch_only_kept_limits(self) -> None:
-        """Stop watching directories no kept limit came from (containers
-        gone or idle; their limits expired)."""
-        if self._limit_writes is not None:
-            self._limit_writes.keep_only({wd for entry in self._limits.values() for wd in entry.watches})
 
     def online_cpus(self) -> frozenset[int]:
         """The host's online CPUs (changes only with CPU hotplug)."""
@@ -711,46 +737,25 @@ class ViewEngine:
         return render_diskstats(host_text, request.container.cgroup.io_stats())
 
 
-class _KeptLimits(NamedTuple):
-    """A container's limits as ``container_limits`` keeps them: when they
-    were read, the memory limits (``MemoryLimits``' two numbers) and the
-    CPU view, and the watches on the cgroup directories they came from
-    (their descriptors, in an array: no object each). One flat tuple, not
-    tuples in a tuple: the engine keeps one for every container read."""
-
-    taken: float
-    memory: int | str | None
-    swap: int | str | None
-    cpu_view: CpuView
-    watches: array.array | tuple[()]
-
-    @property
-    def memory_limits(self) -> MemoryLimits:
-        return MemoryLimits(self.memory, self.swap)
+# Columns' marks: a time never (``-inf``: always longer ago than any
+# TTL), and a memory limit as an int64 (``_limit_number``).
+_NEVER = -math.inf
+_UNLIMITED_LIMIT = -1
+_UNKNOWN_LIMIT = -2
 
 
-class _Seen:
-    """A container read lately, as the last read found it, and when
-    (``time.monotonic``)."""
-
-    __slots__ = ("container", "last_read")
-
-    def __init__(self, container: Container, last_read: float):
-        self.container = container
-        self.last_read = last_read
+def _limit_number(limit) -> int:
+    """A memory limit (bytes, UNLIMITED or None) as one int64."""
+    if limit is None:
+        return _UNKNOWN_LIMIT
+    return _UNLIMITED_LIMIT if limit is UNLIMITED else limit
 
 
-class _KeptCensus(NamedTuple):
-    """A container's last census, as ``thread_states`` keeps it: when it
-    was taken, at which pid namespace level, the census, and each
-    thread's pid in the container's namespace as flat (thread id, start
-    time, pid) triples (``take_census``). One tuple of ints per container,
-    not a dict of tuples: a daemon keeps one for every container read."""
-
-    taken: float
-    level: int
-    states: ThreadStates | None
-    known_pids: tuple[int, ...]
+def _limit_of(number: int):
+    """The memory limit ``_limit_number`` made ``number`` of."""
+    if number == _UNKNOWN_LIMIT:
+        return None
+    return UNLIMITED if number == _UNLIMITED_LIMIT else number
 
 
 def _one_of(kept: dict, value, most: int):
@@ -814,7 +819,7 @@ class _Request:
         return self.host_meminfo_scan.values
 
     @functools.cached_property
-    def _limits(self) -> _KeptLimits:
+    def _limits(self) -> tuple[MemoryLimits, CpuView]:
         """Memory limits and CPU view: what changes only when the cgroup is
         updated, shared by the container's requests for a second."""
         cgroup, engine = self.cgroup, self.engine
@@ -826,7 +831,7 @@ class _Request:
 
     @functools.cached_property
     def memory_limits(self) -> MemoryLimits:
-        return self._limits.memory_limits
+        return self._limits[0]
 
     @functools.cached_property
     def memory(self) -> ContainerMemory:
@@ -855,7 +860,7 @@ class _Request:
 
     @functools.cached_property
     def cpu_view(self) -> CpuView:
-        return self._limits.cpu_view
+        return self._limits[1]
 
     @functools.cached_property
     def cpu_usage(self):

@@ -19,6 +19,8 @@ import ctypes
 import os
 import select
 import struct
+from array import array
+from bisect import bisect_left
 
 _IN_MODIFY = 0x00000002
 _IN_Q_OVERFLOW = 0x00004000  # the kernel's queue was full: events were lost
@@ -42,38 +44,59 @@ class WriteWatch:
     containers, thousands of strings a burst would leave arenas for). The
     price is a syscall for a directory watched already (~3 µs on a cgroup
     directory here), paid when a container's limits are read again: once
-    a second per container read, a few directories each."""
+    a second per container read, a few directories each.
+
+    A watch is kept while someone adds it again: ``forget_unused`` stops
+    the watches not added since a time, so a caller that adds a
+    directory's watch each time it reads from the directory needs no list
+    of its own of what it watches (the engine: none per container)."""
 
     def __init__(self):
         fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.fd = fd
-        self._watches: set[int] = set()  # watch descriptors
+        # The watch descriptors, ascending, and when each was last added,
+        # in the same order: two arrays, no object per watch (see
+        # procview/columns.py for why that matters to the daemon's RSS).
+        self._wds = array("i")
+        self._added = array("d")
         # poll(0) answers "nothing written" without a failing read(2) and
         # the exception Python makes of it (0.4 µs against 1.2 µs here).
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN)
 
     def __len__(self) -> int:
-        return len(self._watches)
+        return len(self._wds)
 
-    def add(self, directory: str) -> int | None:
-        """Watch ``directory``; returns its watch descriptor (the same for
-        a directory watched already), or None if the kernel refused (it
-        vanished, or the user's watch limit is reached)."""
+    def add(self, directory: str, now: float) -> int | None:
+        """Watch ``directory``, added at ``now`` (a ``time.monotonic``
+        reading); returns its watch descriptor (the same for a directory
+        watched already), or None if the kernel refused (it vanished, or
+        the user's watch limit is reached)."""
         wd = _libc.inotify_add_watch(self.fd, os.fsencode(directory), _IN_MODIFY)
         if wd < 0:
             return None
-        self._watches.add(wd)
+        at = bisect_left(self._wds, wd)
+        if at < len(self._wds) and self._wds[at] == wd:
+            self._added[at] = now
+        else:
+            self._wds.insert(at, wd)
+            self._added.insert(at, now)
         return wd
 
-    def keep_only(self, wds: set[int]) -> None:
-        """Stop every watch but those of ``wds``."""
-        for wd in self._watches - wds:
+    def forget_unused(self, since: float) -> int:
+        """Stop every watch not added at or after ``since``; returns how
+        many were stopped."""
+        unused = [wd for wd, added in zip(self._wds, self._added) if added < since]
+        for wd in unused:
             # EINVAL when the directory is gone: the kernel dropped the watch.
             _libc.inotify_rm_watch(self.fd, wd)
-        self._watches = self._watches & wds  # a new set, sized for what is left
+        if unused:  # new arrays, sized for what is left
+            kept = [(wd, added) for wd, added in zip(self._wds, self._added) if added >= since]
+            self._wds = array("i", [wd for wd, _added in kept])
+            self._added = array("d", [added for _wd, added in kept])
+        return len(unused)
 
     def written(self) -> bool:
         """Whether a watched directory's file was written since the last
@@ -94,7 +117,7 @@ class WriteWatch:
 
     def close(self) -> None:
         os.close(self.fd)
-        self._watches.clear()
+        del self._wds[:], self._added[:]
 
 
 def _any_write(events: bytes) -> bool:

@@ -8,7 +8,7 @@ from procview.columns import Columns
 
 
 def _columns() -> Columns:
-    return Columns(taken=("d", math.nan), memory=("q", -1))
+    return Columns(taken=("d", math.nan), memory=("q", -1), view=(None, ()))
 
 
 def test_a_new_slot_starts_at_each_columns_fill():
@@ -61,3 +61,19 @@ def test_clear_forgets_every_key_and_row():
     columns.clear()
     assert len(columns) == 0 and len(columns.memory) == 0
     assert columns.add("b") == 0
+
+
+def test_a_reference_column_is_a_list_that_packs_and_refills_like_the_others():
+    columns = _columns()
+    shared = ("cpu0", "cpu1")
+    for n in range(4):
+        slot = columns.add(n)
+        columns.view[slot], columns.memory[slot] = shared, n
+    columns.remove(1)
+    columns.drop_spare_room()
+    assert isinstance(columns.view, list) and len(columns.view) == 3
+    assert all(columns.view[slot] is shared for _key, slot in columns.items())
+    columns.refill("view")
+    columns.refill("memory")
+    assert columns.view == [(), (), ()] and list(columns.memory) == [-1, -1, -1]
+    assert columns.memory.typecode == "q"

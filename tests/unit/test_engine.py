@@ -153,10 +153,10 @@ def test_stat_never_goes_backwards_and_state_is_forgotten(engine):
     first = text(engine, "proc/stat", 200)
     assert text(engine, "proc/stat", 200) == first
     key = engine.identity.container_of(200).key
-    assert key in engine._seen
+    assert engine._last_seen(key) is not None
     engine.clock.now += ViewEngine.FORGET_AFTER + 1
     engine.maintain()
-    assert key not in engine._seen
+    assert key not in engine._tracked
 
 
 def test_a_failing_renderer_serves_the_host_file(engine, layout, monkeypatch, caplog):

@@ -34,15 +34,15 @@ def _read_everything(engine) -> tuple:
         engine.render(path, CONTAINER_PROCESS)
     engine.sysinfo(CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    assert key in engine._seen and key in engine.loads and key in engine._ram_counters and key in engine._censuses
+    assert engine._last_seen(key) is not None and key in engine.loads and key in engine._ram_counters
     return key
 
 
 def _assert_forgotten(engine, key) -> None:
-    assert key not in engine._seen
+    assert key not in engine._tracked  # its last read, limits and census
     assert key not in engine.loads
     assert key not in engine.stat_history._shown
-    assert key not in engine._ram_counters and key not in engine._limits and key not in engine._censuses
+    assert key not in engine._ram_counters
 
 
 def _remove_cgroup(root) -> None:
@@ -69,7 +69,7 @@ def test_a_live_container_stays_tracked_however_idle_until_forget_after(machine)
     key = _read_everything(engine)
     engine.clock.now += ViewEngine.FORGET_AFTER - 1
     engine.maintain()
-    assert key in engine._seen and key in engine.loads
+    assert engine._last_seen(key) is not None and key in engine.loads
     engine.clock.now += 1
     engine.maintain()
     _assert_forgotten(engine, key)

@@ -55,7 +55,7 @@ def test_every_table_of_the_engine_holds_the_one_key(machine):
         for path in ("proc/stat", "proc/loadavg", "proc/meminfo"):
             engine.render(path, CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    for table in (engine._seen, engine._limits, engine.stat_history._shown):
+    for table in (engine._tracked, engine.stat_history._shown):
         assert [k for k in table if k is key] == list(table) == [key]
 
 
@@ -127,7 +127,7 @@ def test_a_watch_keeps_no_directory_string(tmp_path):
     try:
         directory = str(tmp_path)
         refs = sys.getrefcount(directory)
-        assert isinstance(watch.add(directory), int)
+        assert isinstance(watch.add(directory, 0.0), int)
         assert sys.getrefcount(directory) == refs
     finally:
         watch.close()
@@ -205,13 +205,15 @@ def test_a_kept_census_is_tuples_of_ints_and_no_dict(machine):
     _root, engine = machine
     engine.render("proc/stat", CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    kept = engine._censuses[key]
-    held = held_objects(kept)
+    tracked = engine._tracked
+    slot = tracked.slot(key)
+    states, known_pids = tracked.census[slot], tracked.census_pids[slot]
+    held = held_objects((states, known_pids))
     assert not [obj for obj in held if isinstance(obj, dict)]
-    assert kept.states.not_running == (200, 210) and kept.states.states == "SS"
+    assert states.not_running == (200, 210) and states.states == "SS"
     # (thread id, start time, pid in the container's namespace) of each
     # thread but the init (200), whose pid there is 1
-    assert kept.known_pids == (201, 8640131, 2, 210, 8652345, 5)
+    assert known_pids == (201, 8640131, 2, 210, 8652345, 5)
     assert sum(sys.getsizeof(obj) for obj in held if isinstance(obj, tuple)) < 400
 
 
@@ -220,7 +222,7 @@ def test_a_census_in_the_hosts_pid_namespace_keeps_no_pids(machine):
     _root, engine = machine
     container = engine.identity.container_of(CONTAINER_PROCESS)._replace(pidns_level=0)
     assert engine.thread_states(container, ("level 0",)) is not None
-    assert engine._censuses[("level 0",)].known_pids == ()
+    assert engine._tracked.census_pids[engine._tracked.slot(("level 0",))] == ()
 
 
 @pytest.mark.parametrize("reader, seen", [
@@ -287,37 +289,71 @@ def test_load_averages_are_kept_once_per_container_as_floats():
     assert [value * 2048 for value in tracker.averages(keys[0], busy, now=5.0)] == [492, 102, 33]
 
 
-def test_a_container_read_again_updates_its_one_seen_record(machine):
+def test_a_container_read_again_keeps_its_one_slot(machine):
     _root, engine = machine
     engine.render("proc/meminfo", CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    (seen,) = engine._seen.values()
+    (slot,) = [slot for _key, slot in engine._tracked.items()]
     engine.clock.now += 5
     engine.render("proc/meminfo", CONTAINER_INIT)
-    assert list(engine._seen.values()) == [seen]
-    assert seen.container.caller_pid == CONTAINER_INIT and seen.last_read == engine.clock.now
-    assert seen.container.key is key
+    assert list(engine._tracked.items()) == [(key, slot)]
+    seen = engine._last_seen(key)
+    assert seen.caller_pid == CONTAINER_INIT and engine._tracked.last_read[slot] == engine.clock.now
+    assert seen.key is key
 
 
-def test_kept_limits_are_one_flat_record_per_container(machine, monkeypatch):
-    """When read, memory limits, CPU view, directories watched: one tuple,
-    not the (memory limits, CPU view) pair inside another."""
+def test_kept_limits_are_numbers_in_columns_stamped_with_the_requests_one_clock_reading(machine, monkeypatch):
+    """Memory limits as int64s, the CPU view by reference; the limits, the
+    census and the last read are stamped with the request's one reading
+    of a clock that moves at every reading."""
     from procview.cgroups import MemoryLimits
     from procview.views.cpuview import CpuView
 
     _root, engine = machine
-    # A clock that makes a new float at every reading, as the real one does.
-    monkeypatch.setattr(engine.clock, "monotonic", lambda: engine.clock.now + 0.0)
+    readings = []
+    monkeypatch.setattr(engine.clock, "monotonic", lambda: readings.append(engine.clock.now + len(readings) / 1000) or readings[-1])
     engine.render("proc/stat", CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    kept = engine._limits[key]
-    taken, memory, swap, cpu_view, directories = kept
-    assert taken == engine.clock.now and directories == ()  # a fixture tree: nothing watched
-    assert isinstance(memory, int) and isinstance(cpu_view, CpuView)
-    assert kept.memory_limits == MemoryLimits(memory, swap)
-    # The limits, the census and the last read share one clock reading.
-    assert engine._censuses[key].taken is taken
-    assert engine._seen[key].last_read is taken
+    tracked = engine._tracked
+    slot = tracked.slot(key)
+    taken = tracked.limits_taken[slot]
+    assert taken in readings
+    assert tracked.memory.typecode == tracked.swap.typecode == "q"
+    assert isinstance(tracked.cpu_view[slot], CpuView)
+    memory_limits, cpu_view = engine.container_limits(engine._last_seen(key), None, taken)  # kept: compute not called
+    assert memory_limits == MemoryLimits(tracked.memory[slot], tracked.swap[slot]) and cpu_view is tracked.cpu_view[slot]
+    assert tracked.census_taken[slot] == taken and tracked.last_read[slot] == taken
+
+
+@pytest.mark.parametrize("limit", [536870912, None, "unlimited"])
+def test_a_memory_limit_survives_its_int64_form(limit):
+    from procview import engine as engine_module
+    from procview.cgroups import UNLIMITED
+
+    limit = UNLIMITED if limit == "unlimited" else limit
+    assert engine_module._limit_of(engine_module._limit_number(limit)) is limit or limit == 536870912
+    assert engine_module._limit_of(engine_module._limit_number(limit)) == limit
+
+
+def test_a_tracked_container_is_a_slot_not_records(machine):
+    """The last read and the limits of 1,000 containers: about a block
+    each (its slot's int), where a record per table, its float and its
+    watches' array were four and more."""
+    from procview.engine import _Request
+
+    _root, engine = machine
+    container = engine.identity.container_of(CONTAINER_PROCESS)
+    memory_and_view = _Request(engine, container)._limits
+    # Made before counting, as identity makes them: a key and a Container
+    # per container.
+    boxes = [container._replace(key=("container", n)) for n in range(1000)]
+    blocks_before = sys.getallocatedblocks()
+    for n, box in enumerate(boxes):
+        engine.container_limits(box, lambda: memory_and_view, 2.0 + n)
+        engine._saw(box, 2.0 + n)
+    blocks_held = sys.getallocatedblocks() - blocks_before
+    assert len(engine._tracked) == 1001
+    assert blocks_held < 1000 * 1.5, blocks_held
 
 
 def test_maintenance_leaves_tables_sized_for_what_is_left_after_a_burst(machine):
@@ -356,11 +392,11 @@ def test_a_watch_gives_back_the_room_of_watches_it_dropped(tmp_path):
     try:
         for n in range(300):
             (tmp_path / f"d{n}").mkdir()
-            assert watch.add(str(tmp_path / f"d{n}"))
-        wd = watch.add(str(tmp_path / "d0"))
-        watch.keep_only({wd})
+            assert watch.add(str(tmp_path / f"d{n}"), 1.0)
+        watch.add(str(tmp_path / "d0"), 2.0)
+        assert watch.forget_unused(since=2.0) == 299
         assert len(watch) == 1
-        assert sys.getsizeof(watch._watches) < 500
+        assert sys.getsizeof(watch._wds) + sys.getsizeof(watch._added) < 200
     finally:
         watch.close()
 
@@ -376,7 +412,7 @@ def test_containers_that_see_the_same_cpus_share_one_cpu_view(machine):
     other = compute_cpu_view(frozenset({0}), None, None)
     assert engine.shared_cpu_view(other) is other
     engine.render("proc/cpuinfo", CONTAINER_PROCESS)
-    view = engine._limits[engine.identity.container_of(CONTAINER_PROCESS).key].cpu_view
+    view = engine._tracked.cpu_view[engine._tracked.slot(engine.identity.container_of(CONTAINER_PROCESS).key)]
     assert engine._cpu_views[view] is view  # the container's view is the shared one
 
 
@@ -399,3 +435,14 @@ def test_containers_with_equal_counts_share_one_task_census(machine):
     first = engine.thread_states(container, ("one",))
     second = engine.thread_states(container, ("two",))
     assert first.census == second.census and first.census is second.census
+
+
+def test_maintenance_packs_the_columns_a_burst_left(machine):
+    _root, engine = machine
+    engine.render("proc/meminfo", CONTAINER_PROCESS)
+    for n in range(1000):
+        engine._tracked.add(("gone", n))
+    for n in range(1000):
+        engine._tracked.remove(("gone", n))
+    engine.maintain()
+    assert len(engine._tracked.last_read) == len(engine._tracked.cpu_view) == len(engine._tracked) == 1

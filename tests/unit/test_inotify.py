@@ -15,7 +15,7 @@ def test_a_write_in_a_watched_directory_is_seen_once(tmp_path):
     (tmp_path / "memory.max").write_text("max")
     watch = WriteWatch()
     try:
-        assert watch.add(str(tmp_path))
+        assert watch.add(str(tmp_path), 0.0)
         assert not watch.written()
         _write(tmp_path / "memory.max", "268435456")
         assert watch.written()
@@ -28,22 +28,23 @@ def test_reading_is_not_writing(tmp_path):
     (tmp_path / "memory.max").write_text("max")
     watch = WriteWatch()
     try:
-        watch.add(str(tmp_path))
+        watch.add(str(tmp_path), 0.0)
         (tmp_path / "memory.max").read_text()
         assert not watch.written()
     finally:
         watch.close()
 
 
-def test_keep_only_stops_watching_the_others(tmp_path):
+def test_forget_unused_stops_the_watches_not_added_since(tmp_path):
     kept, dropped = tmp_path / "kept", tmp_path / "dropped"
     kept.mkdir()
     dropped.mkdir()
     watch = WriteWatch()
     try:
-        kept_wd, dropped_wd = watch.add(str(kept)), watch.add(str(dropped))
+        kept_wd, dropped_wd = watch.add(str(kept), 1.0), watch.add(str(dropped), 1.0)
         assert kept_wd and dropped_wd and kept_wd != dropped_wd
-        watch.keep_only({kept_wd})
+        assert watch.add(str(kept), 5.0) == kept_wd  # added again: still used
+        assert watch.forget_unused(since=5.0) == 1
         assert len(watch) == 1
         _write(dropped / "cpu.max")
         assert not watch.written()
@@ -56,7 +57,7 @@ def test_keep_only_stops_watching_the_others(tmp_path):
 def test_a_directory_that_does_not_exist_is_refused(tmp_path):
     watch = WriteWatch()
     try:
-        assert not watch.add(str(tmp_path / "gone"))
+        assert not watch.add(str(tmp_path / "gone"), 0.0)
         assert len(watch) == 0
     finally:
         watch.close()
@@ -80,10 +81,29 @@ def test_a_directory_watched_again_has_the_same_descriptor_and_one_watch(tmp_pat
     is needed to watch each once."""
     watch = WriteWatch()
     try:
-        first = watch.add(str(tmp_path))
-        assert watch.add(str(tmp_path) + "/") == first and len(watch) == 1
-        watch.keep_only(set())
+        first = watch.add(str(tmp_path), 0.0)
+        assert watch.add(str(tmp_path) + "/", 0.0) == first and len(watch) == 1
+        watch.forget_unused(since=1.0)
         _write(tmp_path / "memory.max")
         assert len(watch) == 0 and not watch.written()
+    finally:
+        watch.close()
+
+
+def test_watches_are_kept_in_descriptor_order_with_when_each_was_added(tmp_path):
+    """Two arrays in step, searched by bisection: a descriptor added out of
+    order still finds its own time."""
+    directories = [tmp_path / name for name in "abcd"]
+    watch = WriteWatch()
+    try:
+        wds = []
+        for at, directory in enumerate(directories):
+            directory.mkdir()
+            wds.append(watch.add(str(directory), float(at)))
+        assert list(watch._wds) == sorted(wds)
+        watch.add(str(directories[0]), 10.0)
+        assert watch.forget_unused(since=3.0) == 2  # b and c, last added at 1 and 2
+        assert sorted(watch._wds) == sorted([wds[0], wds[3]])
+        assert dict(zip(watch._wds, watch._added)) == {wds[0]: 10.0, wds[3]: 3.0}
     finally:
         watch.close()
