@@ -39,6 +39,7 @@ class Columns:
 
     def __init__(self, **columns: tuple[str | None, object]):
         self._fills = {name: fill for name, (_typecode, fill) in columns.items()}
+        self._references = [name for name, (typecode, _fill) in columns.items() if typecode is None]
         for name, (typecode, _fill) in columns.items():
             setattr(self, name, _column(typecode, []))
         self._slot_of: dict[Hashable, int] = {}
@@ -76,6 +77,8 @@ class Columns:
         slot = self._slot_of.pop(key, -1)
         if slot >= 0:
             self._free.append(slot)
+            for name in self._references:  # what only this key held goes now
+                getattr(self, name)[slot] = self._fills[name]
 
     def clear(self) -> None:
         for name in self._fills:

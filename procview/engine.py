@@ -132,10 +132,17 @@ class ViewEngine:
         self._tracked = Columns(
             # When it was last read (``_saw``; _NEVER for a container whose
             # limits or census only were wanted: a caller with no limit),
-            # and the Container that read found: the periodic maintenance
-            # samples its load and forgets it when idle or gone.
+            # and the Container that read found, field by field (its
+            # cgroup is identity's; ``_last_seen`` makes the Container
+            # again): the periodic maintenance samples its load and forgets
+            # it when idle or gone.
             last_read=("d", _NEVER),
-            container=(None, None),
+            cgroup=(None, None),
+            caller_pid=("q", 0),
+            init_pid=("q", 0),
+            init_start=("q", _NO_START),
+            host_pidns=("b", 0),
+            pidns_level=("i", 0),
             # Its limits (``container_limits``): when they were read, the
             # memory and swap limits (``_limit_number``), the CPU view (one
             # object for equal views, ``shared_cpu_view``).
@@ -208,7 +215,9 @@ class ViewEngine:
         tracked = self._tracked
         slot = tracked.slot_or_add(container.key)
         tracked.last_read[slot] = now
-        tracked.container[slot] = container
+        tracked.cgroup[slot], tracked.caller_pid[slot], tracked.init_pid[slot] = container.cgroup, container.caller_pid, container.init_pid
+        tracked.init_start[slot] = _NO_START if container.init_start is None else container.init_start
+        tracked.host_pidns[slot], tracked.pidns_level[slot] = container.host_pidns, container.pidns_level
 
     def tracked_containers(self) -> int:
         """How many containers the engine keeps state for (read lately,
@@ -357,7 +366,7 @@ class ViewEngine:
                     self._forget(key)
                 continue
             idle = now - last_read
-            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(tracked.container[slot])):
+            if idle >= self.FORGET_AFTER or (idle >= self.GONE_CHECK_AFTER and self._is_gone(self._last_seen(key))):
                 self._forget(key)
         self.identity.forget_exited_inits()
         if self._kept is not None:
@@ -396,8 +405,13 @@ class ViewEngine:
     def _last_seen(self, key: tuple) -> Container | None:
         """The container of ``key`` as its last read found it (None if it
         was not read with a limit lately)."""
-        slot = self._tracked.slot(key)
-        return None if slot < 0 else self._tracked.container[slot]
+        tracked = self._tracked
+        slot = tracked.slot(key)
+        if slot < 0 or tracked.last_read[slot] == _NEVER:
+            return None
+        start = tracked.init_start[slot]
+        return Container(tracked.cgroup[slot], tracked.caller_pid[slot], tracked.init_pid[slot], None if start == _NO_START else start,
+                         bool(tracked.host_pidns[slot]), tracked.pidns_level[slot], key)
 
     def _is_gone(self, container: Container) -> bool:
         """No request can name this container again: its cgroup was
@@ -740,6 +754,7 @@ class ViewEngine:
 # Columns' marks: a time never (``-inf``: always longer ago than any
 # TTL), and a memory limit as an int64 (``_limit_number``).
 _NEVER = -math.inf
+_NO_START = -1  # a container in the host's pid namespace: no init start time
 _UNLIMITED_LIMIT = -1
 _UNKNOWN_LIMIT = -2
 

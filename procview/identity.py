@@ -27,8 +27,8 @@ import signal
 import time
 from typing import NamedTuple
 
-from procview._io import resized
 from procview.cgroups import Cgroup, Hierarchies
+from procview.columns import Columns
 from procview.host import HostFiles, parse_proc_pid_stat, parse_proc_status
 
 log = logging.getLogger(__name__)
@@ -91,24 +91,14 @@ def limits_cgroup(cgroup: Cgroup) -> Cgroup:
     return cgroup.with_path(shared)
 
 
-class _InitRecord(NamedTuple):
-    """What is kept about one container's pid namespace: its init and the
-    init's cgroup as last read (one record per container, not two)."""
-
-    pid: int
-    start: int
-    level: int
-    pidfd: int | None = None  # on a real machine: proves the init is still that process
-    cgroup_read: float = -math.inf  # when ``cgroup`` was read (time.monotonic)
-    cgroup: Cgroup | None = None  # the cgroup whose limits apply (init.scope stripped)
-    key: tuple | None = None  # container_key(cgroup, start)
+_NO_PIDFD = -1
 
 
-def _open_pidfd(pid: int) -> int | None:
+def _open_pidfd(pid: int) -> int:
     try:
         return os.pidfd_open(pid)
     except (OSError, AttributeError):
-        return None
+        return _NO_PIDFD
 
 
 def _alive(pidfd: int) -> bool:
@@ -133,8 +123,17 @@ class Identity:
         # pid namespace -> its init and the init's cgroup: a container's
         # init moves between cgroups only if someone moves it, so its
         # cgroup is read again at most every CGROUP_TTL seconds, not on
-        # every request.
-        self._inits: dict[str, _InitRecord] = {}
+        # every request. One slot per namespace in columns
+        # (procview/columns.py), not a record object per container.
+        self._inits = Columns(
+            pid=("q", 0),
+            start=("q", 0),  # the init's start time
+            level=("i", 0),  # its pid namespace's depth
+            pidfd=("i", _NO_PIDFD),  # on a real machine: proves the init is still that process
+            cgroup_read=("d", -math.inf),  # when ``cgroup`` was read (time.monotonic)
+            cgroup=(None, None),  # the cgroup whose limits apply (init.scope stripped)
+            key=(None, None),  # container_key(cgroup, start)
+        )
 
     def pid_namespace(self, pid: int) -> str | None:
         """``pid``'s pid namespace, as its link reads (``pid:[4026531836]``;
@@ -155,66 +154,71 @@ class Identity:
                 return None
             cgroup = limits_cgroup(cgroup)
             return Container(cgroup, pid, pid, None, True, 0, container_key(cgroup, None))
-        init = self._init_of(pid, pidns)
-        if init is None:
+        slot = self._init_slot(pid, pidns)
+        if slot < 0:
             return None
+        inits = self._inits
         now = time.monotonic()
-        if now - init.cgroup_read >= CGROUP_TTL:
-            cgroup = self.hierarchies.cgroup_of(init.pid)
+        if now - inits.cgroup_read[slot] >= CGROUP_TTL:
+            cgroup = self.hierarchies.cgroup_of(inits.pid[slot])
             if cgroup is None:
                 return None
             cgroup = limits_cgroup(cgroup)
-            if init.cgroup == cgroup:
-                # Unchanged, as nearly always: go on handing out the same
-                # cgroup and key. The engine's tables (stat history, load
-                # averages, limits) each keep the key they were first given,
-                # so a new, equal cgroup at every re-read would keep another
-                # copy of its path strings alive per table.
-                init = init._replace(cgroup_read=now)
-            else:
-                init = init._replace(cgroup_read=now, cgroup=cgroup, key=container_key(cgroup, init.start))
-            self._inits[pidns] = init
-        return Container(init.cgroup, pid, init.pid, init.start, False, init.level, init.key)
+            # Unchanged, as nearly always: go on handing out the same
+            # cgroup and key. The engine's tables (stat history, load
+            # averages, limits) each keep the key they were first given, so
+            # a new, equal cgroup at every re-read would keep another copy
+            # of its path strings alive per table.
+            if inits.cgroup[slot] != cgroup:
+                inits.cgroup[slot], inits.key[slot] = cgroup, container_key(cgroup, inits.start[slot])
+            inits.cgroup_read[slot] = now
+        return Container(inits.cgroup[slot], pid, inits.pid[slot], inits.start[slot], False, inits.level[slot], inits.key[slot])
 
     # -- finding the pid-namespace init --------------------------------------
 
-    def _init_of(self, pid: int, pidns: str) -> _InitRecord | None:
-        cached = self._inits.get(pidns)
-        if cached is not None:
-            if self._still_init(cached, pidns):
-                return cached
+    def _init_slot(self, pid: int, pidns: str) -> int:
+        """The slot of ``pidns``'s init in ``_inits`` (found now if not
+        known, or no longer running), -1 if it cannot be found."""
+        inits = self._inits
+        slot = inits.slot(pidns)
+        if slot >= 0:
+            if self._still_init(slot, pidns):
+                return slot
             self._forget(pidns)
         found = self._walk_to_init(pid, pidns) or self._scan_for_init(pidns)
         if found is None:
-            return None
+            return -1
         init_pid, start, level = found
-        if len(self._inits) >= _MAX_CACHED_NAMESPACES:
-            for namespace in list(self._inits):
+        if len(inits) >= _MAX_CACHED_NAMESPACES:
+            for namespace in list(inits):
                 self._forget(namespace)
-        pidfd = None
+        pidfd = _NO_PIDFD
         if self.host.root == "/":
             pidfd = _open_pidfd(init_pid)
             # The pidfd is opened after the start time was read: check that
             # it is still the same process before trusting it.
-            if pidfd is not None and self.start_time(init_pid) != start:
+            if pidfd != _NO_PIDFD and self.start_time(init_pid) != start:
                 os.close(pidfd)
-                return None
-        record = self._inits[pidns] = _InitRecord(init_pid, start, level, pidfd)
-        return record
+                return -1
+        slot = inits.add(pidns)
+        inits.pid[slot], inits.start[slot], inits.level[slot], inits.pidfd[slot] = init_pid, start, level, pidfd
+        return slot
 
     def _forget(self, pidns: str) -> None:
-        record = self._inits.pop(pidns, None)
-        if record is not None and record.pidfd is not None:
-            os.close(record.pidfd)
+        slot = self._inits.slot(pidns)
+        if slot >= 0:
+            if self._inits.pidfd[slot] != _NO_PIDFD:
+                os.close(self._inits.pidfd[slot])
+            self._inits.remove(pidns)
 
     def forget_exited_inits(self) -> int:
         """Drop the namespaces whose init has exited, closing their pidfds
         (each pins the dead process's pid), so neither fds nor entries grow
         with containers that came and went; returns how many."""
-        exited = [pidns for pidns, record in self._inits.items() if not self._still_init(record, pidns)]
+        exited = [pidns for pidns, slot in self._inits.items() if not self._still_init(slot, pidns)]
         for pidns in exited:
             self._forget(pidns)
-        self._inits = resized(self._inits)  # the room a burst of containers left
+        self._inits.drop_spare_room()  # the room a burst of containers left
         return len(exited)
 
     def start_time(self, pid: int) -> int | None:
@@ -223,11 +227,13 @@ class Identity:
         parsed = parse_proc_pid_stat(text) if text else None
         return parsed.starttime if parsed else None
 
-    def _still_init(self, record: _InitRecord, pidns: str) -> bool:
-        if record.pidfd is not None:
-            return _alive(record.pidfd)  # one syscall, no file to open
+    def _still_init(self, slot: int, pidns: str) -> bool:
+        inits = self._inits
+        if inits.pidfd[slot] != _NO_PIDFD:
+            return _alive(inits.pidfd[slot])  # one syscall, no file to open
         # Same start time and same namespace: not a recycled pid.
-        return self.start_time(record.pid) == record.start and self.pid_namespace(record.pid) == pidns
+        pid = inits.pid[slot]
+        return self.start_time(pid) == inits.start[slot] and self.pid_namespace(pid) == pidns
 
     def _found(self, pid: int, nspid: tuple[int, ...]) -> tuple[int, int, int] | None:
         """(pid, start time, pid namespace level) of the init found."""

@@ -77,3 +77,18 @@ def test_a_reference_column_is_a_list_that_packs_and_refills_like_the_others():
     columns.refill("memory")
     assert columns.view == [(), (), ()] and list(columns.memory) == [-1, -1, -1]
     assert columns.memory.typecode == "q"
+
+
+def test_a_removed_key_lets_go_of_what_its_references_held():
+    import weakref
+
+    class View:
+        pass
+
+    columns = _columns()
+    view = View()
+    columns.view[columns.add("a")] = view
+    gone = weakref.ref(view)
+    del view
+    columns.remove("a")
+    assert gone() is None

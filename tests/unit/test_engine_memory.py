@@ -263,9 +263,11 @@ def test_stat_history_keeps_one_array_per_container_and_no_int_objects():
 def test_the_identity_keeps_one_record_per_namespace(machine):
     _root, engine = machine
     container = engine.identity.container_of(CONTAINER_PROCESS)
-    (pidns, record), = engine.identity._inits.items()
+    inits = engine.identity._inits
+    (pidns, slot), = inits.items()
     assert pidns == engine.identity.pid_namespace(CONTAINER_PROCESS)
-    assert record.cgroup is container.cgroup and record.key is container.key
+    assert inits.cgroup[slot] is container.cgroup and inits.key[slot] is container.key
+    assert (inits.pid[slot], inits.start[slot]) == (container.init_pid, container.init_start)
     assert [name for name in vars(engine.identity) if name.startswith("_")] == ["_inits"]
 
 
@@ -361,7 +363,7 @@ def test_maintenance_leaves_tables_sized_for_what_is_left_after_a_burst(machine)
     # of malloc'd table each, for the life of the daemon.
     _root, engine = machine
     tables = [(engine, name) for name in engine._PER_CONTAINER_TABLES]
-    tables += [(engine.stat_history, "_shown"), (engine.loads, "_tracked"), (engine.identity, "_inits")]
+    tables += [(engine.stat_history, "_shown"), (engine.loads, "_tracked")]
     for owner, name in tables:
         table = getattr(owner, name)
         for n in range(1000):
@@ -444,5 +446,9 @@ def test_maintenance_packs_the_columns_a_burst_left(machine):
         engine._tracked.add(("gone", n))
     for n in range(1000):
         engine._tracked.remove(("gone", n))
+    inits = engine.identity._inits
+    for n in range(1000):
+        inits.add(f"pid:[{n}]")  # no pidfd, a pid that is no init: exited
     engine.maintain()
     assert len(engine._tracked.last_read) == len(engine._tracked.cpu_view) == len(engine._tracked) == 1
+    assert len(inits.pid) == len(inits.cgroup) == len(inits) == 1
