@@ -151,12 +151,16 @@ class ViewEngine:
             swap=("q", _UNKNOWN_LIMIT),
             cpu_view=(None, None),
             # Its last census (``thread_states``): when it was taken, at
-            # which pid namespace level, the ThreadStates, and each
-            # thread's pid in the container's namespace as flat (thread id,
-            # start time, pid) triples (``take_census``).
+            # which pid namespace level, its ThreadStates field by field
+            # (``_keep_states``), and each thread's pid in the container's
+            # namespace as flat (thread id, start time, pid) triples
+            # (``take_census``).
             census_taken=("d", _NEVER),
             census_level=("i", -1),
             census=(None, None),
+            not_running=(None, ()),
+            lone_not_running=("q", 0),
+            not_running_states=(None, ""),
             census_pids=(None, ()),
         )
         self._warned: set[str] = set()
@@ -481,12 +485,41 @@ class ViewEngine:
         if tracked.census_level[slot] == level:
             taken = tracked.census_taken[slot]
             if taken <= now < taken + self.CENSUS_TTL:
-                return tracked.census[slot]
+                return self._kept_states(slot)
             known_pids = tracked.census_pids[slot]
         states, known_pids = self.take_census(container.cgroup, level, known_pids, (container.init_pid, container.init_start))
         tracked.census_taken[slot], tracked.census_level[slot] = now, level
-        tracked.census[slot], tracked.census_pids[slot] = states, known_pids
+        tracked.census_pids[slot] = known_pids
+        self._keep_states(slot, states)
         return states
+
+    def _keep_states(self, slot: int, states: ThreadStates | None) -> None:
+        """A census's ThreadStates into the columns at ``slot``: the counts
+        by reference (shared, ``_shared_census``), the states' letters too
+        (a one-letter string is one of CPython's own), and the threads not
+        running as a tuple, but for the common one such thread (most
+        containers: one process, asleep), whose id is a number in a column."""
+        tracked = self._tracked
+        if states is None:
+            tracked.census[slot] = None
+            return
+        census, not_running, letters = states
+        tracked.census[slot], tracked.not_running_states[slot] = census, letters
+        if len(not_running) == 1:
+            tracked.lone_not_running[slot], tracked.not_running[slot] = not_running[0], None
+        else:
+            tracked.not_running[slot] = not_running
+
+    def _kept_states(self, slot: int) -> ThreadStates | None:
+        """The ThreadStates ``_keep_states`` kept at ``slot``."""
+        tracked = self._tracked
+        census = tracked.census[slot]
+        if census is None:
+            return None
+        not_running = tracked.not_running[slot]
+        if not_running is None:
+            not_running = (tracked.lone_not_running[slot],)
+        return ThreadStates(census, not_running, tracked.not_running_states[slot])
 
     def take_census(self, cgroup, level: int, known_pids: tuple[int, ...],
                     init: tuple[int, int | None] = (0, None)) -> tuple[ThreadStates | None, tuple[int, ...]]:

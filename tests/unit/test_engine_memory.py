@@ -207,7 +207,7 @@ def test_a_kept_census_is_tuples_of_ints_and_no_dict(machine):
     key = engine.identity.container_of(CONTAINER_PROCESS).key
     tracked = engine._tracked
     slot = tracked.slot(key)
-    states, known_pids = tracked.census[slot], tracked.census_pids[slot]
+    states, known_pids = engine._kept_states(slot), tracked.census_pids[slot]
     held = held_objects((states, known_pids))
     assert not [obj for obj in held if isinstance(obj, dict)]
     assert states.not_running == (200, 210) and states.states == "SS"
@@ -452,3 +452,21 @@ def test_maintenance_packs_the_columns_a_burst_left(machine):
     engine.maintain()
     assert len(engine._tracked.last_read) == len(engine._tracked.cpu_view) == len(engine._tracked) == 1
     assert len(inits.pid) == len(inits.cgroup) == len(inits) == 1
+
+
+def test_a_census_with_one_thread_not_running_keeps_its_id_as_a_number(machine):
+    """Most containers are one process, asleep: its id goes in a column,
+    the census and the state letter are shared objects, and no tuple or
+    ThreadStates is kept; any other census keeps its tuple."""
+    from procview.views._inputs import TaskCensus, ThreadStates
+
+    _root, engine = machine
+    tracked = engine._tracked
+    slot = tracked.add(("one asleep",))
+    asleep = ThreadStates(TaskCensus(1, 0, 0, 1), (4321,), "S")
+    engine._keep_states(slot, asleep)
+    assert tracked.not_running[slot] is None and tracked.lone_not_running[slot] == 4321
+    assert engine._kept_states(slot) == asleep
+    for states in (ThreadStates(TaskCensus(2, 0, 1, 2), (4321, 4322), "SD"), ThreadStates(TaskCensus(1, 1, 0, 1), (), ""), None):
+        engine._keep_states(slot, states)
+        assert engine._kept_states(slot) == states
