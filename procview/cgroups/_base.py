@@ -35,6 +35,11 @@ class Cgroup(abc.ABC):
 
     version: int
 
+    # Slots, not an instance dict: the daemon keeps a cgroup per container,
+    # and a dict of its own (~40 B more, in a block of its own) is one more
+    # small object a burst of containers leaves in the arenas.
+    __slots__ = ("hierarchies",)
+
     def __init__(self, hierarchies: "Hierarchies"):  # procview.cgroups.Hierarchies
         self.hierarchies = hierarchies
 

@@ -87,6 +87,7 @@ _BLKIO_TIMES = (
 
 class CgroupV1(Cgroup):
     version = 1
+    __slots__ = ("_paths",)
 
     def __init__(self, hierarchies, paths: dict[str, str]):
         super().__init__(hierarchies)

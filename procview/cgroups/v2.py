@@ -53,6 +53,7 @@ _MEMORY_STAT = FlatKeyedSelection({field: field for field in MemoryStat._fields}
 
 class CgroupV2(Cgroup):
     version = 2
+    __slots__ = ("_path",)
 
     def __init__(self, hierarchies, path: str):
         super().__init__(hierarchies)

@@ -85,7 +85,9 @@ def test_a_v1_cgroup_keeps_its_paths_as_one_tuple_its_key_with_one_string_per_di
 def _strings_and_lists_of(cgroup) -> list:
     """The strings and lists a cgroup holds of its own (not its hierarchies')."""
     found = []
-    for value in vars(cgroup).values():
+    names = [name for klass in type(cgroup).__mro__ for name in getattr(klass, "__slots__", ())]
+    names += list(getattr(cgroup, "__dict__", {}))
+    for value in (getattr(cgroup, name) for name in names):
         if value is cgroup.hierarchies:
             continue
         for item in value if isinstance(value, tuple) else (value,):
@@ -108,6 +110,8 @@ def test_a_tracked_cgroup_keeps_its_paths_and_no_directory(machine):
     held = _strings_and_lists_of(cgroup)
     assert held and all(isinstance(item, str) for item in held), held
     assert set(held) <= {"/parent/ctr", "/"}, held
+    # Nor a dict of its own: slots (a dict is one more small object).
+    assert not hasattr(cgroup, "__dict__")
 
 
 def test_a_cgroups_directory_is_made_anew_and_not_kept(machine):
