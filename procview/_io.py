@@ -111,13 +111,18 @@ class CounterFile:
 
 
 class KeptFiles:
-    """Kernel files kept open (by path, or by a cgroup's directory and the
-    file's name) and re-read with ``pread`` from offset 0, which makes the
-    kernel render them afresh (a seq_file restarts at offset 0): the same
-    text as ``read_text``, without the
-    path walk, open and close of every read (for a cgroup's
-    ``memory.usage_in_bytes`` ~7 µs a read becomes ~1 µs here, for
-    ``memory.stat`` ~14 µs becomes ~7).
+    """Kernel files kept open and re-read with ``pread`` from offset 0,
+    which makes the kernel render them afresh (a seq_file restarts at
+    offset 0): the same text as ``read_text``, without the path walk, open
+    and close of every read (for a cgroup's ``memory.usage_in_bytes``
+    ~7 µs a read becomes ~1 µs here, for ``memory.stat`` ~14 µs becomes ~7).
+
+    A file is named by its path (``read``: the host's files, /proc/meminfo,
+    /proc/TID/stat), or by a *tree*, a *key* in it and the file's name
+    (``read_in``: a cgroup's counters, by its hierarchy's ``CgroupTree``,
+    the cgroup's path and the file's name). A tree is any hashable object
+    whose ``directory(key)`` says where the key's directory is; it is asked
+    only when a file must be opened, or checked by ``close_stale``.
 
     Only for files of the kernel's pseudo file systems (proc, cgroupfs):
     a kept fd follows the *file*, not the path, which is what a removed
@@ -125,58 +130,69 @@ class KeptFiles:
     again, finding a new cgroup of the same name if there is one), but a
     regular file replaced by rename would keep its old text.
 
-    At most ``limit`` files are kept (a file of the directory read least
-    recently is closed first), so fds stay bounded however many containers
-    come and go, and the host files every render reads are never the ones
-    closed.
-    Files of directories that are gone are closed by ``close_stale``: an
-    open file of a removed cgroup pins that cgroup in the kernel (a
-    "dying" cgroup, with its memory) until it is closed."""
+    At most ``limit`` files are kept (the first kept file of the key read
+    least recently is closed first: a cgroup's files in all its
+    hierarchies, or a host directory's files, go together), so fds stay
+    bounded however many containers come and go, and the host files every
+    render reads are never the ones closed.
+    Files whose directory is gone or was replaced are closed by
+    ``close_stale``: an open file of a removed cgroup pins that cgroup in
+    the kernel (a "dying" cgroup, with its memory) until it is closed."""
 
     def __init__(self, limit: int):
         self.limit = max(1, limit)
-        # directory -> its kept files as one array of 64-bit numbers: the
-        # directory's inode when its first file was kept (a directory
-        # removed, or made again under the same name, has another inode or
-        # none), then a (name's column, fd) pair per kept file. One object
-        # per directory, not a key, an fd and an inode object per file:
-        # with a thousand containers this table holds thousands of
-        # directories, and every small object a burst of them leaves behind
-        # can keep one of Python's 1 MiB arenas from being freed. A cgroup's
-        # files are kept by the directory string the cgroup keeps.
-        self._dirs: dict[str, array.array] = {}
-        # file name -> its column: the few dozen names of kernel files
-        # procview reads (meminfo, memory.stat, stat, ...), each stored once.
-        self._columns: dict[str, int] = {}
+        # key -> the files kept under it, as one array of 64-bit numbers,
+        # three per file: the file's number (its tree and name, below),
+        # its fd, and the inode its directory had when it was opened (a
+        # directory removed, or made again under the same name, has another
+        # inode or none). A key is a string its owner keeps anyway: a
+        # cgroup's path (one key for its files in every hierarchy), a host
+        # file's directory. So a container's kept files are one dict entry
+        # and one array: no directory string, no key tuple, no fd or inode
+        # object per file. With a thousand containers this table holds a
+        # thousand keys, and every small object a burst of them leaves
+        # behind can keep one of Python's 1 MiB arenas from being freed.
+        self._files: dict[str, array.array] = {}
+        # tree -> {file name -> the file's number}, and number -> (tree,
+        # name): the few dozen kernel files procview reads (meminfo,
+        # memory.stat, cpuacct.usage, ...) in each tree, numbered once.
+        # The host's files are in tree None, whose key is the directory.
+        self._numbers: dict[object, dict[str, int]] = {}
+        self._named: list[tuple[object, str]] = []
         self._count = 0
 
     def read(self, path: str) -> str | None:
         """The file's whole text now, or None, as ``read_text``."""
         directory, _, name = path.rpartition("/")
-        return self._read(directory, name, path)
+        return self._read(None, directory, name, path)
 
-    def read_in(self, directory: str, name: str) -> str | None:
-        """The text of file ``name`` of ``directory`` (a string the caller
-        keeps, as a cgroup keeps its directories), as ``read``."""
-        return self._read(directory, name, directory + "/" + name)
+    def read_in(self, tree, key: str, name: str) -> str | None:
+        """The text of file ``name`` of directory ``tree.directory(key)``,
+        as ``read``; kept under ``key`` (a string the caller keeps, as a
+        cgroup keeps its path), so no directory string is kept."""
+        return self._read(tree, key, name, None)
 
-    def _read(self, directory: str, name: str, path: str) -> str | None:
-        column = self._columns.get(name)
-        if column is None:
-            column = self._columns[name] = len(self._columns)
-        files = self._dirs.pop(directory, None)
+    def _read(self, tree, key: str, name: str, path: str | None) -> str | None:
+        try:
+            number = self._numbers[tree][name]
+        except KeyError:
+            number = self._number(tree, name)
+        files = self._files.pop(key, None)
         if files is not None:
-            self._dirs[directory] = files  # now the most recently read (a dict keeps insertion order)
-            at = _pair_of(files, column)
-            if at:
+            self._files[key] = files  # now the most recently read (a dict keeps insertion order)
+            at = _record_of(files, number)
+            if at >= 0:
                 text = _pread_text(files[at + 1])
                 if text is not None:
                     return text
                 # ENODEV (a removed cgroup), ESRCH (a process gone): the
                 # kept file is dead; the path may name a new one.
-                self._close_pair(directory, files, at)
+                self._close_record(key, files, at)
+        directory = _directory_of(tree, key)
+        if directory is None:  # a cgroup the tree's mount does not reach
+            return None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path or directory + "/" + name, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         text = _pread_text(fd)
@@ -185,75 +201,99 @@ class KeptFiles:
             return None
         if self._count >= self.limit:
             self._close_oldest()
-        files = self._dirs.get(directory)
-        if files is None:
-            # Stat'ed after the file was opened: if the directory was
-            # replaced in between, the next close_stale closes a live file,
-            # which is only opened again.
-            self._dirs[directory] = array.array("q", [_inode(directory), column, fd])
-        else:
-            files += array.array("q", [column, fd])
+        # Stat'ed after the file was opened: if the directory was replaced
+        # in between, the next close_stale closes a live file, which is
+        # only opened again.
+        record = array.array("q", (number, fd, _inode(directory)))
+        files = self._files.get(key)
+        # A new array of the exact size (``+=`` would leave spare room).
+        self._files[key] = record if files is None else files + record
         self._count += 1
         return text
 
+    def _number(self, tree, name: str) -> int:
+        """The number of file ``name`` of ``tree``, given at its first read."""
+        numbers = self._numbers.setdefault(tree, {})
+        number = numbers[name] = len(self._named)
+        self._named.append((tree, name))
+        return number
+
     def close_stale(self) -> int:
         """Close the kept files whose directory is gone or is another one
-        now (one ``stat`` per directory); returns how many were closed.
+        now (one ``stat`` per key and tree); returns how many were closed.
         For periodic maintenance: reads never pay for it."""
-        stale = [d for d, files in self._dirs.items() if files[0] == _NO_INODE or _inode(d) != files[0]]
         closed = 0
-        for directory in stale:
-            files = self._dirs.pop(directory)
-            for fd in files[2::2]:
-                os.close(fd)
-            closed += (len(files) - 1) // 2
+        emptied = []
+        for key, files in self._files.items():
+            inodes = {}  # tree -> the inode of its directory of ``key`` now
+            # From the last record back: deleting one leaves those before in place.
+            for at in range(len(files) - 3, -1, -3):
+                tree = self._named[files[at]][0]
+                if tree not in inodes:
+                    inodes[tree] = _inode(_directory_of(tree, key))
+                if files[at + 2] == _NO_INODE or files[at + 2] != inodes[tree]:
+                    os.close(files[at + 1])
+                    del files[at:at + 3]
+                    closed += 1
+            if not files:
+                emptied.append(key)
+        for key in emptied:
+            del self._files[key]
         self._count -= closed
-        if stale:
-            self._dirs = resized(self._dirs)
+        if emptied:
+            self._files = resized(self._files)
         return closed
 
     def _close_oldest(self) -> None:
-        """Close the first kept file of the directory read least recently."""
-        directory, files = next(iter(self._dirs.items()))
-        self._close_pair(directory, files, 1)
+        """Close the first kept file of the key read least recently."""
+        key, files = next(iter(self._files.items()))
+        self._close_record(key, files, 0)
 
-    def _close_pair(self, directory: str, files: array.array, at: int) -> None:
+    def _close_record(self, key: str, files: array.array, at: int) -> None:
         os.close(files[at + 1])
-        del files[at:at + 2]
+        del files[at:at + 3]
         self._count -= 1
-        if len(files) == 1:
-            del self._dirs[directory]
+        if not files:
+            del self._files[key]
 
     def __len__(self) -> int:
         return self._count
 
     def paths(self) -> list[str]:
-        """The kept files' paths, those of the directory read least
-        recently first."""
-        names = {column: name for name, column in self._columns.items()}
-        return [f"{directory}/{names[column]}" for directory, files in self._dirs.items() for column in files[1::2]]
+        """The kept files' paths, those of the key read least recently
+        first."""
+        return [
+            f"{_directory_of(tree, key)}/{name}"
+            for key, files in self._files.items()
+            for tree, name in (self._named[number] for number in files[::3])
+        ]
 
     def close(self) -> None:
-        for files in self._dirs.values():
-            for fd in files[2::2]:
+        for files in self._files.values():
+            for fd in files[1::3]:
                 os.close(fd)
-        self._dirs.clear()
+        self._files.clear()
         self._count = 0
 
 
 _NO_INODE = -1  # a directory that could not be stat'ed: closed by the next close_stale
 
 
-def _pair_of(files: array.array, column: int) -> int:
-    """Where the (column, fd) pair of ``column`` starts in a directory's
-    kept files, 0 if that file is not kept (a directory keeps a handful)."""
-    at = 0
+def _directory_of(tree, key: str) -> str | None:
+    """The directory of ``key`` in ``tree``; tree None: ``key`` is one."""
+    return key if tree is None else tree.directory(key)
+
+
+def _record_of(files: array.array, number: int) -> int:
+    """Where the record (number, fd, inode) of file ``number`` starts in a
+    key's kept files, -1 if that file is not kept (a key keeps a handful)."""
+    at = -1
     while True:
         try:
-            at = files.index(column, at + 1)
+            at = files.index(number, at + 1)
         except ValueError:
-            return 0
-        if at % 2:  # a column, not an fd or the inode that equals it
+            return -1
+        if at % 3 == 0:  # a file's number, not an fd or inode that equals it
             return at
 
 

@@ -37,13 +37,14 @@ from ._values import (
     MemoryUsage,
     min_limit,
 )
-from ._base import Cgroup, CgroupError, HierarchyFiles, read_cgroup_file
+from ._base import Cgroup, CgroupError, CgroupTree, HierarchyFiles, read_cgroup_file
 
 __all__ = [
     "UNLIMITED",
     "Cgroup",
     "CgroupError",
     "CgroupMount",
+    "CgroupTree",
     "CpuQuota",
     "CpuTimes",
     "CpuUsage",
@@ -80,9 +81,9 @@ class Hierarchies:
         self.root = root
         self.mounts = mounts
         # How a cgroup's counters (usage, memory.stat, cpuacct, pids) are
-        # read: whole, by directory (a string the cgroup keeps) and name.
-        # The view engine swaps in ``KeptFiles.read_in`` (the same text,
-        # from files kept open).
+        # read: whole, by (tree, cgroup path, file name), so that no cgroup
+        # keeps a directory string of its own. The view engine swaps in
+        # ``KeptFiles.read_in`` (the same text, from files kept open).
         self.read_cgroup_file = read_cgroup_file
         # Which interface files its cgroups have, per hierarchy (v1 blkio).
         self.files = HierarchyFiles()
@@ -96,6 +97,11 @@ class Hierarchies:
                     self.v1[controller] = mount
         # A v1 cgroup keeps its paths in this order (``CgroupV1``).
         self.v1_index: dict[str, int] = {controller: index for index, controller in enumerate(self.v1)}
+        # Where the cgroups' directories are: a tree per mount, in the same
+        # order (controllers mounted together, cpu and cpuacct, share one).
+        trees = {id(mount): CgroupTree(self.host_path(mount.mountpoint), mount.root) for mount in mounts}
+        self.v1_trees: tuple[CgroupTree, ...] = tuple(trees[id(mount)] for mount in self.v1.values())
+        self.v2_tree: CgroupTree | None = None if self.v2 is None else trees[id(self.v2)]
         has_v1_resources = any(c in self.v1 for c in ("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio"))
         if has_v1_resources:
             self.layout = Layout.HYBRID if self.v2 is not None else Layout.V1

@@ -35,6 +35,11 @@ class Cgroup(abc.ABC):
 
     version: int
 
+    # Slots, not an instance dict: the daemon keeps a cgroup per container,
+    # and a dict of its own (~40 B more, in a block of its own) is one more
+    # small object a burst of containers leaves in the arenas.
+    __slots__ = ("hierarchies",)
+
     def __init__(self, hierarchies: "Hierarchies"):  # procview.cgroups.Hierarchies
         self.hierarchies = hierarchies
 
@@ -290,6 +295,34 @@ def cgroup_dir(mountpoint: str, mount_root: str, path: str) -> str | None:
     return os.path.join(mountpoint, rel) if rel else mountpoint
 
 
+class CgroupTree:
+    """The directory tree of one mounted hierarchy, as this machine's paths
+    reach it: where the directory of each of its cgroups is.
+
+    A cgroup keeps only its path (a string it shares) and names a file of
+    its own by (tree, path, file name); the directory string is made when
+    a file must be opened (``directory``), not kept per cgroup. A daemon
+    tracks a cgroup per container, and every small object a burst of a
+    thousand of them keeps can pin one of Python's 1 MiB arenas after the
+    burst is gone. Hashed by identity: ``Hierarchies`` makes one per mount
+    (controllers mounted together share it), and ``KeptFiles`` tells a
+    cgroup's files in one hierarchy from its files in another by it."""
+
+    __slots__ = ("mountpoint", "root")
+
+    def __init__(self, mountpoint: str, root: str):
+        self.mountpoint = mountpoint  # under the Hierarchies' root (a fixture tree in tests)
+        self.root = root  # the cgroup that is the mount's root
+
+    def directory(self, path: str) -> str | None:
+        """The directory of cgroup ``path``, None when the mount does not
+        reach it (``cgroup_dir``)."""
+        return cgroup_dir(self.mountpoint, self.root, path)
+
+    def __repr__(self) -> str:
+        return f"CgroupTree({self.mountpoint!r}, root={self.root!r})"
+
+
 def levels(directory: str, mountpoint: str) -> Iterator[str]:
     """``directory`` and each parent directory up to ``mountpoint``."""
     mountpoint = mountpoint.rstrip("/") or "/"
@@ -301,18 +334,22 @@ def levels(directory: str, mountpoint: str) -> Iterator[str]:
         current = os.path.dirname(current)
 
 
-def read_cgroup_file(directory: str, name: str) -> str | None:
-    """The text of file ``name`` of cgroup directory ``directory``, or None."""
-    return read_text(os.path.join(directory, name))
+def read_cgroup_file(tree: CgroupTree, path: str, name: str) -> str | None:
+    """The text of file ``name`` of cgroup ``path`` in ``tree``, or None;
+    read afresh by its path (``KeptFiles.read_in`` is the same read from
+    a file kept open)."""
+    directory = tree.directory(path)
+    return None if directory is None else read_text(os.path.join(directory, name))
 
 
-def read_id_lists(directory: str, filename: str, read=read_cgroup_file) -> list[int] | None:
-    """Ids listed in ``filename`` in a cgroup directory and all below it
-    (``read(directory, name)``: ``read_cgroup_file`` or a kept-files reader)."""
+def read_id_lists(tree: CgroupTree, path: str, filename: str, read=read_cgroup_file) -> list[int] | None:
+    """Ids listed in ``filename`` of cgroup ``path`` and of every cgroup
+    below it (``read(tree, path, name)``: ``read_cgroup_file`` or a
+    kept-files reader)."""
     ids: list[int] = []
     found_any = False
-    for cgroup_dir in _with_descendants(directory):
-        text = read(cgroup_dir, filename)
+    for cgroup_path in _with_descendants(tree, path):
+        text = read(tree, cgroup_path, filename)
         if text is None:
             continue
         found_any = True
@@ -324,23 +361,28 @@ def read_id_lists(directory: str, filename: str, read=read_cgroup_file) -> list[
     return ids if found_any else None
 
 
-def _with_descendants(directory: str) -> Iterator[str]:
-    """``directory`` and every cgroup directory below it, parents first.
+def _with_descendants(tree: CgroupTree, path: str) -> Iterator[str]:
+    """Cgroup ``path`` and the path of every cgroup below it, parents
+    first (none when ``tree`` does not reach it).
 
     A cgroup directory's link count is 2 plus its number of child cgroups
     (kernfs keeps it so, on cgroupfs and cgroup2 alike), so a cgroup
     without children, the usual container, costs one stat() instead of a
     listing of its thirty-odd files. (A file system that does not count
     links this way, btrfs says 1 for every directory, gets listed.)"""
-    yield directory
+    directory = tree.directory(path)
+    if directory is None:
+        return
+    yield path
     try:
         if os.stat(directory).st_nlink == 2:
             return
-        children = [entry.path for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
+        names = [entry.name for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
     except OSError:
         return  # removed meanwhile
-    for child in children:
-        yield from _with_descendants(child)
+    parent = path.rstrip("/")
+    for name in names:
+        yield from _with_descendants(tree, f"{parent}/{name}")
 
 
 def remove_tree(directory: str) -> None:

@@ -18,7 +18,6 @@ import os
 from ._base import (
     Cgroup,
     CgroupError,
-    cgroup_dir,
     effective_cpuset,
     levels,
     read_id_lists,
@@ -86,11 +85,9 @@ _BLKIO_TIMES = (
 )
 
 
-_NOT_YET = object()  # a directory not looked for yet
-
-
 class CgroupV1(Cgroup):
     version = 1
+    __slots__ = ("_paths",)
 
     def __init__(self, hierarchies, paths: dict[str, str]):
         super().__init__(hierarchies)
@@ -104,12 +101,12 @@ class CgroupV1(Cgroup):
             None if (path := paths.get(controller)) is None else distinct.setdefault(path, path)
             for controller in hierarchies.v1
         )
-        # Each hierarchy's directory of this cgroup, in the same order, made
-        # at first use: the files kept open (memory.stat, cpuacct.usage, ...)
-        # then share one string per directory. The limits' reads, once a
-        # second, keep none: a directory only they read (cpu, cpuset) would
-        # be one more string per container.
-        self._dirs: list = [_NOT_YET] * len(self._paths)
+        # No directory is kept: a counter is read by (tree, path, file
+        # name), and ``KeptFiles`` files the ones it keeps open under that
+        # same path string; a directory is made only when a file must be
+        # opened (and for the limits' reads, once a second), then dropped.
+        # A directory string per hierarchy would be ~95 B more per
+        # container, in the small objects a burst leaves behind.
 
     # -- identity ---------------------------------------------------------
 
@@ -133,27 +130,22 @@ class CgroupV1(Cgroup):
     def with_path(self, transform) -> "CgroupV1":
         return CgroupV1(self.hierarchies, {c: transform(p) for c, p in self.paths.items()})
 
-    def _dir(self, controller: str, keep: bool = True) -> str | None:
-        """The cgroup's directory in ``controller``'s hierarchy; kept for
-        the next call unless ``keep`` is False."""
+    def _tree_and_path(self, controller: str):
+        """``controller``'s hierarchy (its ``CgroupTree``) and this
+        cgroup's path in it, or None where it has none."""
         index = self.hierarchies.v1_index.get(controller)
-        if index is None:
+        if index is None or (path := self._paths[index]) is None:
             return None
-        directory = self._dirs[index]
-        if directory is _NOT_YET:
-            mount, path = self.hierarchies.v1[controller], self._paths[index]
-            directory = None if path is None else cgroup_dir(mount.mountpoint, mount.root, path)
-            if directory is not None:
-                directory = self.hierarchies.host_path(directory)
-            if keep:
-                # Controllers of one hierarchy (cpu and cpuacct) share it.
-                for other in mount.controllers:
-                    if (position := self.hierarchies.v1_index.get(other)) is not None:
-                        self._dirs[position] = directory
-        return directory
+        return self.hierarchies.v1_trees[index], path
+
+    def _dir(self, controller: str) -> str | None:
+        """The cgroup's directory in ``controller``'s hierarchy, made anew
+        at each call (never kept: see ``__init__``)."""
+        found = self._tree_and_path(controller)
+        return None if found is None else found[0].directory(found[1])
 
     def _levels(self, controller: str):
-        directory = self._dir(controller, keep=False)
+        directory = self._dir(controller)
         # A removed cgroup has no limits; its parent's must not stand in.
         if directory is None or not os.path.isdir(directory):
             return iter(())
@@ -171,8 +163,13 @@ class CgroupV1(Cgroup):
         return [d for controller in ("memory", "cpu", "cpuset") for d in self._levels(controller)]
 
     def _read(self, controller: str, name: str) -> str | None:
-        directory = self._dir(controller)
-        return None if directory is None else self.hierarchies.read_cgroup_file(directory, name)
+        """A counter file's text (kept open by the view engine), by the
+        hierarchy, the cgroup's own path string and the file's name.
+        (``_tree_and_path`` inline: the daemon's hottest read.)"""
+        index = self.hierarchies.v1_index.get(controller)
+        if index is None or (path := self._paths[index]) is None:
+            return None
+        return self.hierarchies.read_cgroup_file(self.hierarchies.v1_trees[index], path, name)
 
     def exists(self) -> bool:
         directory = self._dir("memory") or self._dir("cpu") or self._dir("cpuset")
@@ -278,29 +275,29 @@ class CgroupV1(Cgroup):
 
     # -- io ---------------------------------------------------------------
 
-    def _blkio(self, directory: str, top: str, names: tuple[str, ...]):
+    def _blkio(self, tree, path: str, names: tuple[str, ...]):
         """The first of ``names`` this kernel has, parsed, or None. Only the
         names the hierarchy's top cgroup has are tried (``HierarchyFiles``):
         a kernel lacks most of them, and a failed open costs more than a
         read of a kept file."""
-        for name in self.hierarchies.files.present(top, names):
-            parsed = parse_blkio_recursive(self.hierarchies.read_cgroup_file(directory, name))
+        for name in self.hierarchies.files.present(tree.mountpoint, names):
+            parsed = parse_blkio_recursive(self.hierarchies.read_cgroup_file(tree, path, name))
             if parsed is not None:
                 return parsed
         return None
 
     def io_stats(self):
-        directory = self._dir("blkio")
-        if directory is None:
+        found = self._tree_and_path("blkio")
+        if found is None:
             return None
-        top = self.hierarchies.host_path(self.hierarchies.v1["blkio"].mountpoint)
-        serviced = self._blkio(directory, top, _BLKIO_SERVICED)
-        service_bytes = self._blkio(directory, top, _BLKIO_BYTES)
+        tree, path = found
+        serviced = self._blkio(tree, path, _BLKIO_SERVICED)
+        service_bytes = self._blkio(tree, path, _BLKIO_BYTES)
         if serviced is None and service_bytes is None:
             return None
-        merged = self._blkio(directory, top, _BLKIO_MERGED) or {}
-        service_time = self._blkio(directory, top, _BLKIO_TIMES[0]) or {}
-        wait_time = self._blkio(directory, top, _BLKIO_TIMES[1]) or {}
+        merged = self._blkio(tree, path, _BLKIO_MERGED) or {}
+        service_time = self._blkio(tree, path, _BLKIO_TIMES[0]) or {}
+        wait_time = self._blkio(tree, path, _BLKIO_TIMES[1]) or {}
         serviced = serviced or {}
         service_bytes = service_bytes or {}
         result = {}
@@ -325,11 +322,13 @@ class CgroupV1(Cgroup):
 
     # -- tasks ------------------------------------------------------------
 
-    def _task_dir(self) -> str | None:
+    def _task_tree_and_path(self):
+        """The first hierarchy that reaches this cgroup, of those that list
+        its tasks, and its path there; None if none does."""
         for controller in ("cpu", "cpuacct", "memory", "pids", "cpuset"):
-            directory = self._dir(controller)
-            if directory is not None:
-                return directory
+            found = self._tree_and_path(controller)
+            if found is not None and found[0].directory(found[1]) is not None:
+                return found
         return None
 
     def _pids_current(self) -> int | None:
@@ -342,12 +341,12 @@ class CgroupV1(Cgroup):
         # file until it has not been read for a second
         # (CGROUP_PIDLIST_DESTROY_DELAY), so a kept ``tasks`` file read more
         # often than that would never show a new thread.
-        directory = self._task_dir()
-        return None if directory is None else read_id_lists(directory, "tasks")
+        found = self._task_tree_and_path()
+        return None if found is None else read_id_lists(*found, "tasks")
 
     def processes(self) -> list[int] | None:
-        directory = self._task_dir()
-        return None if directory is None else read_id_lists(directory, "cgroup.procs")
+        found = self._task_tree_and_path()
+        return None if found is None else read_id_lists(*found, "cgroup.procs")
 
     # -- writing ----------------------------------------------------------
 

@@ -16,7 +16,6 @@ import os
 from ._base import (
     Cgroup,
     CgroupError,
-    cgroup_dir,
     effective_cpuset,
     levels,
     read_id_lists,
@@ -52,16 +51,19 @@ MANAGED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "io")
 _MEMORY_STAT = FlatKeyedSelection({field: field for field in MemoryStat._fields})
 
 
-_NOT_YET = object()  # a directory not looked for yet
-
-
 class CgroupV2(Cgroup):
     version = 2
+    __slots__ = ("_path",)
 
     def __init__(self, hierarchies, path: str):
         super().__init__(hierarchies)
+        # The cgroup keeps its path only: a counter is read by (tree, path,
+        # file name), and ``KeptFiles`` files the ones it keeps open under
+        # this same string; the directory is made when a file must be
+        # opened (and for the limits' reads, once a second), then dropped.
+        # A directory string kept per cgroup would be ~95 B more per
+        # container, in the small objects a burst leaves behind.
         self._path = path or "/"
-        self._directory = _NOT_YET  # see _dir
 
     @property
     def key(self) -> str:
@@ -75,16 +77,10 @@ class CgroupV2(Cgroup):
         return CgroupV2(self.hierarchies, transform(self._path))
 
     def _dir(self) -> str | None:
-        """The cgroup's directory, made once: a container's kept files and
-        its limits' reads then share the one string."""
-        if self._directory is not _NOT_YET:
-            return self._directory
-        mount = self.hierarchies.v2
-        directory = None if mount is None else cgroup_dir(mount.mountpoint, mount.root, self._path)
-        if directory is not None:
-            directory = self.hierarchies.host_path(directory)
-        self._directory = directory
-        return directory
+        """The cgroup's directory, made anew at each call (never kept: see
+        ``__init__``)."""
+        tree = self.hierarchies.v2_tree
+        return None if tree is None else tree.directory(self._path)
 
     def _levels(self):
         directory = self._dir()
@@ -97,8 +93,10 @@ class CgroupV2(Cgroup):
         return list(self._levels())
 
     def _read(self, name: str) -> str | None:
-        directory = self._dir()
-        return None if directory is None else self.hierarchies.read_cgroup_file(directory, name)
+        """A counter file's text (kept open by the view engine), by the
+        hierarchy, the cgroup's own path string and the file's name."""
+        tree = self.hierarchies.v2_tree
+        return None if tree is None else self.hierarchies.read_cgroup_file(tree, self._path, name)
 
     def exists(self) -> bool:
         directory = self._dir()
@@ -184,12 +182,12 @@ class CgroupV2(Cgroup):
         return value if isinstance(value, int) else None
 
     def threads(self) -> list[int] | None:
-        directory = self._dir()
-        return None if directory is None else read_id_lists(directory, "cgroup.threads", self.hierarchies.read_cgroup_file)
+        tree = self.hierarchies.v2_tree
+        return None if tree is None else read_id_lists(tree, self._path, "cgroup.threads", self.hierarchies.read_cgroup_file)
 
     def processes(self) -> list[int] | None:
-        directory = self._dir()
-        return None if directory is None else read_id_lists(directory, "cgroup.procs")
+        tree = self.hierarchies.v2_tree
+        return None if tree is None else read_id_lists(tree, self._path, "cgroup.procs")
 
     # -- writing ----------------------------------------------------------
 

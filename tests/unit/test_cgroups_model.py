@@ -269,6 +269,38 @@ def test_comounted_cpu_cpuacct(tmp_path):
     assert ctr.cpu_quota() == CpuQuota(150000, 100000)
     assert ctr.cpu_usage().total == CpuTimes(2405000000, 595000000)
     assert sorted(ctr.threads()) == [200, 201, 202, 210, 211]
+    # One tree for the two controllers: their counters are kept under it.
+    index = hier.v1_index
+    assert hier.v1_trees[index["cpu"]] is hier.v1_trees[index["cpuacct"]]
+    assert hier.v1_trees[index["cpu"]].mountpoint == str(tmp_path / "v1/sys/fs/cgroup/cpu,cpuacct")
+
+
+def test_each_mount_has_a_tree_of_its_cgroups_directories(layout):
+    hier = hierarchies(layout)
+    mounts = list(hier.v1.values()) + ([hier.v2] if hier.v2 is not None else [])
+    trees = list(hier.v1_trees) + ([hier.v2_tree] if hier.v2_tree is not None else [])
+    for mount, tree in zip(mounts, trees):
+        assert tree.mountpoint == hier.host_path(mount.mountpoint) and tree.root == mount.root
+        assert tree.directory("/parent/ctr") == hier.host_path(mount.mountpoint) + "/parent/ctr"
+    assert len({id(tree) for tree in hier.v1_trees}) == len(set(hier.v1.values()))
+
+
+def test_counters_through_kept_files_reach_a_cgroup_by_the_mounts_root(tmp_path):
+    # The cgroup /parent bind-mounted at /sys/fs/cgroup/parent (the mount's
+    # root is /parent): /parent/ctr is its mountpoint's ctr directory,
+    # /sysctr is out of reach, and what cannot be reached is not kept.
+    from procview._io import KeptFiles
+
+    hier = Hierarchies([CgroupMount(2, "/sys/fs/cgroup/parent", "/parent", frozenset())], root=str(FIXTURES / "v2"))
+    kept = KeptFiles(limit=16)
+    hier.read_cgroup_file = kept.read_in
+    usage = hier.cgroup("/parent/ctr").memory_usage()
+    assert usage.memory is not None and usage == hierarchies("v2").cgroup("/parent/ctr").memory_usage()
+    directory = FIXTURES / "v2/sys/fs/cgroup/parent/ctr"
+    assert kept.paths() == [str(directory / "memory.current"), str(directory / "memory.swap.current")]
+    kept.close()
+    assert hier.cgroup("/sysctr").memory_usage() == MemoryUsage(None, None)
+    assert len(kept) == 0
 
 
 # -- pure path helpers ---------------------------------------------------------
@@ -655,9 +687,9 @@ def reads_of(hier: Hierarchies) -> list[str]:
     tried = []
     read = hier.read_cgroup_file
 
-    def recording_read(directory, name):
+    def recording_read(tree, path, name):
         tried.append(name)
-        return read(directory, name)
+        return read(tree, path, name)
 
     hier.read_cgroup_file = recording_read
     return tried

@@ -82,41 +82,91 @@ def test_a_v1_cgroup_keeps_its_paths_as_one_tuple_its_key_with_one_string_per_di
     assert cgroup == hierarchies.cgroup_from_proc_text(text) and hash(cgroup) == hash(hierarchies.cgroup_from_proc_text(text))
 
 
-def test_a_cgroup_makes_each_directory_once(machine):
+def _strings_and_lists_of(cgroup) -> list:
+    """The strings and lists a cgroup holds of its own (not its hierarchies')."""
+    found = []
+    names = [name for klass in type(cgroup).__mro__ for name in getattr(klass, "__slots__", ())]
+    names += list(getattr(cgroup, "__dict__", {}))
+    for value in (getattr(cgroup, name) for name in names):
+        if value is cgroup.hierarchies:
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, (str, list)):
+                found.append(item)
+    return found
+
+
+def test_a_tracked_cgroup_keeps_its_paths_and_no_directory(machine):
+    """A container's cgroup holds its path strings only: its directories
+    (~95 B each, three or four per container) are made when a file must be
+    opened and dropped after, so a burst of containers leaves no directory
+    strings in the arenas."""
+    _root, engine = machine
+    for _ in range(2):
+        for path in ("proc/meminfo", "proc/stat", "proc/uptime", "proc/cpuinfo"):
+            engine.render(path, CONTAINER_PROCESS)
+    cgroup = engine.identity.container_of(CONTAINER_PROCESS).cgroup
+    assert cgroup.memory_usage().memory is not None and cgroup.limit_dirs()
+    held = _strings_and_lists_of(cgroup)
+    assert held and all(isinstance(item, str) for item in held), held
+    assert set(held) <= {"/parent/ctr", "/"}, held
+    # Nor a dict of its own: slots (a dict is one more small object).
+    assert not hasattr(cgroup, "__dict__")
+
+
+def test_a_cgroups_directory_is_made_anew_and_not_kept(machine):
     _root, engine = machine
     cgroup = engine.identity.container_of(CONTAINER_PROCESS).cgroup
     first = cgroup._dir("memory") if cgroup.version == 1 else cgroup._dir()
     again = cgroup._dir("memory") if cgroup.version == 1 else cgroup._dir()
-    assert first is again and first.endswith("/parent/ctr")
-    if cgroup.version == 1:
-        assert cgroup._dir("cpu") is cgroup._dir("cpu")
-        # Two controllers of one hierarchy: one directory, one string.
-        mounts = {c: m for c, m in cgroup.hierarchies.v1.items()}
-        mounts["cpuacct"] = mounts["cpu"] = mounts["cpu"]._replace(controllers=frozenset({"cpu", "cpuacct"}))
-        cgroup.hierarchies.v1 = mounts
-        comounted = cgroup.with_path(lambda path: path)
-        assert comounted._dir("cpuacct") is comounted._dir("cpu")
-    # Directories read only for limits are not kept: a container's cpu and
-    # cpuset directories would be two more strings per container.
+    assert first == again and first.endswith("/parent/ctr")
+    assert first is not again
     assert cgroup.limit_dirs()[0] == first
-    if cgroup.version == 1:
-        from procview.cgroups.v1 import _NOT_YET
-
-        assert cgroup._dirs[cgroup.hierarchies.v1_index["cpuset"]] is _NOT_YET
 
 
-def test_a_kept_cgroup_file_is_kept_by_its_cgroups_directory_string_and_name(tmp_path):
-    directory = str(tmp_path / "ctr")
-    os.mkdir(directory)
-    with open(os.path.join(directory, "memory.stat"), "w") as f:
-        f.write("x\n")
+def _with_kept_files(engine: ViewEngine) -> KeptFiles:
+    """The engine over a fixture tree, reading its counters through
+    KeptFiles as it does on a real machine."""
+    engine._kept = kept = KeptFiles(limit=64)
+    engine.hierarchies.read_cgroup_file = kept.read_in
+    return kept
+
+
+def test_a_tracked_containers_kept_files_are_filed_under_its_cgroups_own_path_string(machine):
+    _root, engine = machine
+    kept = _with_kept_files(engine)
+    for _ in range(2):
+        for path in ("proc/meminfo", "proc/stat", "proc/uptime", "proc/cpuinfo"):
+            engine.render(path, CONTAINER_PROCESS)
+    cgroup = engine.identity.container_of(CONTAINER_PROCESS).cgroup
+    path = cgroup.path
+    # One key for the container's files in every hierarchy: its path
+    # string, the very one the cgroup holds (no copy, no directory). (v2
+    # lists its threads from cgroup.threads of each child cgroup too.)
+    assert [key for key in kept._files if key == path] == [path]
+    assert [key for key in kept._files if key == path][0] is path
+    assert all(key.startswith(path) for key in kept._files), list(kept._files)
+    kept_paths = kept.paths()
+    assert any(p.endswith("/parent/ctr/memory.stat") for p in kept_paths), kept_paths
+    assert all(os.path.exists(p) for p in kept_paths), kept_paths
+    kept.close()
+
+
+def test_a_kept_cgroup_file_is_kept_by_its_trees_path_string_and_name(tmp_path):
+    from procview.cgroups import CgroupTree
+
+    directory = tmp_path / "parent" / "ctr"
+    directory.mkdir(parents=True)
+    (directory / "memory.stat").write_text("x\n")
+    tree = CgroupTree(str(tmp_path), "/")
+    path = "/parent/ctr"
     kept = KeptFiles(limit=16)
     for _ in range(3):
-        assert kept.read_in(directory, "memory.stat") == "x\n"
-    assert kept.paths() == [directory + "/memory.stat"]
-    assert [d for d in kept._dirs if d is directory] == [directory]
-    os.unlink(os.path.join(directory, "memory.stat"))
-    os.rmdir(directory)
+        assert kept.read_in(tree, path, "memory.stat") == "x\n"
+    assert kept.paths() == [str(directory / "memory.stat")]
+    assert [key for key in kept._files if key is path] == [path]
+    (directory / "memory.stat").unlink()
+    directory.rmdir()
     assert kept.close_stale() == 1 and len(kept) == 0
 
 
@@ -143,7 +193,7 @@ def test_kept_files_of_a_thousand_gone_directories_leave_tables_of_nothing(tmp_p
         shutil.rmtree(directory)
     assert kept.close_stale() == 1000
     assert len(kept) == 0
-    assert sys.getsizeof(kept._dirs) == EMPTY_DICT_SIZE
+    assert sys.getsizeof(kept._files) == EMPTY_DICT_SIZE
 
 
 def test_an_open_file_is_its_snapshot_until_released_and_its_handle_is_handed_out_again():

@@ -78,39 +78,144 @@ def test_fds_stay_bounded_and_a_file_of_the_least_recently_read_directory_goes_f
     assert _open_fds() == before
 
 
-def test_a_directorys_kept_files_are_one_small_object_each_directory(tmp_path):
-    """Not a key, an fd and an inode object per file: a thousand
-    containers' files would otherwise be thousands of small objects, whose
-    arenas a burst leaves behind (docs/performance.md, "Scale")."""
-    directories = []
-    for index in range(200):
-        directory = tmp_path / f"c{index}"
-        directory.mkdir()
-        for name in ("memory.usage_in_bytes", "memory.stat", "memory.memsw.usage_in_bytes"):
-            (directory / name).write_text("1\n")
-        directories.append(str(directory))
-    kept = KeptFiles(limit=4096)
-    kept.read_in(directories[0], "memory.stat")  # the tables exist
-    blocks_before = sys.getallocatedblocks()
-    for directory in directories[1:]:
-        for name in ("memory.usage_in_bytes", "memory.stat", "memory.memsw.usage_in_bytes"):
-            assert kept.read_in(directory, name) == "1\n"
-    blocks_per_directory = (sys.getallocatedblocks() - blocks_before) / 199
-    assert len(kept) == 1 + 3 * 199
-    # The array and its buffer (the old form took 7: three keys, three fds
-    # and an inode).
-    assert blocks_per_directory <= 2.5
+class Tree:
+    """A tree as KeptFiles takes it: where a key's directory is (a cgroup
+    hierarchy's ``CgroupTree`` in the daemon)."""
+
+    def __init__(self, top: str):
+        self.top = top
+
+    def directory(self, key: str) -> str | None:
+        return None if key.startswith("/outside") else self.top + key
+
+
+def _trees(tmp_path, names=("memory", "cpuacct", "pids")) -> list[Tree]:
+    return [Tree(str(tmp_path / name)) for name in names]
+
+
+def _make(tree: Tree, key: str, files: dict[str, str]) -> None:
+    os.makedirs(tree.directory(key), exist_ok=True)
+    for name, text in files.items():
+        with open(os.path.join(tree.directory(key), name), "w") as f:
+            f.write(text)
+
+
+def test_a_file_in_a_tree_is_read_and_kept_by_its_key_and_name(tmp_path):
+    memory, cpuacct, _pids = _trees(tmp_path)
+    _make(memory, "/box/ctr", {"memory.stat": "m\n"})
+    _make(cpuacct, "/box/ctr", {"cpuacct.usage": "7\n"})
+    kept = KeptFiles(limit=8)
+    key = "/box/ctr"
+    for _ in range(2):
+        assert kept.read_in(memory, key, "memory.stat") == "m\n"
+        assert kept.read_in(cpuacct, key, "cpuacct.usage") == "7\n"
+    assert len(kept) == 2
+    # Its files in both trees go under the one key string.
+    assert list(kept._files) == [key] and next(iter(kept._files)) is key
+    assert kept.paths() == [memory.directory(key) + "/memory.stat", cpuacct.directory(key) + "/cpuacct.usage"]
     kept.close()
 
 
-def test_a_files_column_is_not_mistaken_for_an_fd_or_inode_of_the_same_number():
+def test_one_name_in_two_trees_and_a_host_directory_of_the_keys_name_are_three_files(tmp_path):
+    memory, cpuacct, _pids = _trees(tmp_path)
+    _make(memory, "/c", {"cgroup.procs": "1\n"})
+    _make(cpuacct, "/c", {"cgroup.procs": "2\n"})
+    host = tmp_path / "host"
+    _make(Tree(str(host)), "/c", {"cgroup.procs": "3\n"})
+    kept = KeptFiles(limit=8)
+    host_key = str(host / "c")
+    for _ in range(2):
+        assert kept.read_in(memory, "/c", "cgroup.procs") == "1\n"
+        assert kept.read_in(cpuacct, "/c", "cgroup.procs") == "2\n"
+        assert kept.read(host_key + "/cgroup.procs") == "3\n"
+    assert len(kept) == 3
+    kept.close()
+
+
+def test_a_key_the_tree_does_not_reach_reads_as_none_and_keeps_nothing(tmp_path):
+    (memory,) = _trees(tmp_path, ("memory",))
+    kept = KeptFiles(limit=8)
+    assert kept.read_in(memory, "/outside/ctr", "memory.stat") is None
+    assert kept.read_in(memory, "/absent", "memory.stat") is None
+    assert len(kept) == 0 and not kept._files
+
+
+def test_a_directory_replaced_in_one_tree_closes_only_that_trees_files(tmp_path):
+    memory, cpuacct, _pids = _trees(tmp_path)
+    for tree in (memory, cpuacct):
+        _make(tree, "/ctr", {"a": "old\n", "b": "old\n"})
+    kept = KeptFiles(limit=8)
+    for tree in (memory, cpuacct):
+        for name in ("a", "b"):
+            assert kept.read_in(tree, "/ctr", name) == "old\n"
+    assert kept.close_stale() == 0
+    os.rename(memory.directory("/ctr"), str(tmp_path / "holder"))  # the old inode stays in use
+    _make(memory, "/ctr", {"a": "new\n", "b": "new\n"})
+    assert kept.close_stale() == 2
+    assert kept.paths() == [cpuacct.directory("/ctr") + "/a", cpuacct.directory("/ctr") + "/b"]
+    assert kept.read_in(memory, "/ctr", "a") == "new\n"
+    kept.close()
+
+
+def test_a_file_of_the_key_read_least_recently_goes_first(tmp_path):
+    memory, cpuacct, _pids = _trees(tmp_path)
+    for key in ("/one", "/two", "/three"):
+        _make(memory, key, {"memory.stat": key + "\n"})
+        _make(cpuacct, key, {"cpuacct.usage": key + "\n"})
+    kept = KeptFiles(limit=3)
+    kept.read_in(memory, "/one", "memory.stat")
+    kept.read_in(memory, "/two", "memory.stat")
+    kept.read_in(cpuacct, "/one", "cpuacct.usage")  # /one read again: /two is the least recent now
+    kept.read_in(memory, "/three", "memory.stat")
+    # The fourth file closed /two's; /one's two files, in both trees, stay.
+    assert len(kept) == 3
+    assert kept.paths() == [
+        memory.directory("/one") + "/memory.stat", cpuacct.directory("/one") + "/cpuacct.usage",
+        memory.directory("/three") + "/memory.stat",
+    ]
+    assert list(kept._files) == ["/one", "/three"]
+    kept.close()
+
+
+def test_a_containers_kept_files_are_one_small_object_however_many_trees(tmp_path):
+    """Not a directory string, a key, an fd and an inode object per file,
+    nor an array per hierarchy: a thousand containers' files would
+    otherwise be thousands of small objects, whose arenas a burst leaves
+    behind (docs/performance.md, "Scale")."""
+    trees = _trees(tmp_path)
+    names = {"memory": ("memory.usage_in_bytes", "memory.stat", "memory.memsw.usage_in_bytes"),
+             "cpuacct": ("cpuacct.usage",), "pids": ("pids.current",)}
+    keys = []
+    for index in range(200):
+        key = f"/c{index}"
+        for tree in trees:
+            _make(tree, key, {name: "1\n" for name in names[os.path.basename(tree.top)]})
+        keys.append(key)
+    kept = KeptFiles(limit=4096)
+    for tree in trees:  # the tables exist
+        for name in names[os.path.basename(tree.top)]:
+            kept.read_in(tree, keys[0], name)
+    blocks_before = sys.getallocatedblocks()
+    for key in keys[1:]:
+        for tree in trees:
+            for name in names[os.path.basename(tree.top)]:
+                assert kept.read_in(tree, key, name) == "1\n"
+    blocks_per_container = (sys.getallocatedblocks() - blocks_before) / 199
+    assert len(kept) == 5 * 200
+    # The array and its buffer (keyed by a directory string per hierarchy,
+    # an array each, it took 9).
+    assert blocks_per_container <= 2.5
+    kept.close()
+
+
+def test_a_files_number_is_not_mistaken_for_an_fd_or_inode_of_the_same_number():
     from array import array
 
-    from procview._io import _pair_of
+    from procview._io import _record_of
 
-    # inode 5, then (column 3, fd 5) and (column 5, fd 9)
-    files = array("q", [5, 3, 5, 5, 9])
-    assert _pair_of(files, 5) == 3
-    assert _pair_of(files, 3) == 1
-    assert _pair_of(files, 9) == 0  # only an fd is 9
-    assert _pair_of(array("q", [7]), 7) == 0  # only the inode is 7
+    # (number 3, fd 5, inode 5), then (number 5, fd 9, inode 3)
+    files = array("q", [3, 5, 5, 5, 9, 3])
+    assert _record_of(files, 5) == 3
+    assert _record_of(files, 3) == 0
+    assert _record_of(files, 9) == -1  # only an fd is 9
+    assert _record_of(array("q", [1, 7, 7]), 7) == -1  # only an fd and an inode are 7
