@@ -95,12 +95,16 @@ class CgroupV1(Cgroup):
         # (None where there is none), and one string for each distinct path:
         # a daemon keeps a cgroup per container it serves, and every small
         # object a burst of them needs at once can keep one of Python's
-        # 1 MiB arenas alive after. The tuple is the cgroup's key too.
+        # 1 MiB arenas alive after. So the common case, one path in every
+        # hierarchy (a process is in each, and runtimes name a container's
+        # cgroup alike in all), is that one string, not a tuple of it
+        # (``_path_at``). The tuple or the string is the cgroup's key too.
         distinct: dict[str, str] = {}
-        self._paths: tuple[str | None, ...] = tuple(
+        by_index = tuple(
             None if (path := paths.get(controller)) is None else distinct.setdefault(path, path)
             for controller in hierarchies.v1
         )
+        self._paths: str | tuple[str | None, ...] = by_index[0] if len(distinct) == 1 and None not in by_index else by_index
         # No directory is kept: a counter is read by (tree, path, file
         # name), and ``KeptFiles`` files the ones it keeps open under that
         # same path string; a directory is made only when a file must be
@@ -113,19 +117,24 @@ class CgroupV1(Cgroup):
     @property
     def paths(self) -> dict[str, str]:
         """The cgroup's path in each hierarchy, by controller."""
-        return {c: p for c, p in zip(self.hierarchies.v1, self._paths) if p is not None}
+        return {c: p for index, c in enumerate(self.hierarchies.v1) if (p := self._path_at(index)) is not None}
 
     @property
-    def key(self) -> tuple[str | None, ...]:
+    def key(self) -> str | tuple[str | None, ...]:
         return self._paths
+
+    def _path_at(self, index: int) -> str | None:
+        """The cgroup's path in the hierarchy at ``index`` of ``hierarchies.v1``."""
+        paths = self._paths
+        return paths if type(paths) is str else paths[index]
 
     @property
     def path(self) -> str:
         index = self.hierarchies.v1_index
         for controller in ("memory", "cpu", "cpuset", "pids"):
-            if controller in index and self._paths[index[controller]] is not None:
-                return self._paths[index[controller]]
-        return next((p for p in self._paths if p is not None), "/")
+            if controller in index and (path := self._path_at(index[controller])) is not None:
+                return path
+        return next((p for p in self.paths.values()), "/")
 
     def with_path(self, transform) -> "CgroupV1":
         return CgroupV1(self.hierarchies, {c: transform(p) for c, p in self.paths.items()})
@@ -134,7 +143,7 @@ class CgroupV1(Cgroup):
         """``controller``'s hierarchy (its ``CgroupTree``) and this
         cgroup's path in it, or None where it has none."""
         index = self.hierarchies.v1_index.get(controller)
-        if index is None or (path := self._paths[index]) is None:
+        if index is None or (path := self._path_at(index)) is None:
             return None
         return self.hierarchies.v1_trees[index], path
 
@@ -165,9 +174,14 @@ class CgroupV1(Cgroup):
     def _read(self, controller: str, name: str) -> str | None:
         """A counter file's text (kept open by the view engine), by the
         hierarchy, the cgroup's own path string and the file's name.
-        (``_tree_and_path`` inline: the daemon's hottest read.)"""
+        (``_tree_and_path`` and ``_path_at`` inline: the daemon's hottest
+        read.)"""
         index = self.hierarchies.v1_index.get(controller)
-        if index is None or (path := self._paths[index]) is None:
+        if index is None:
+            return None
+        paths = self._paths
+        path = paths if type(paths) is str else paths[index]
+        if path is None:
             return None
         return self.hierarchies.read_cgroup_file(self.hierarchies.v1_trees[index], path, name)
 

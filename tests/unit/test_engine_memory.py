@@ -82,6 +82,23 @@ def test_a_v1_cgroup_keeps_its_paths_as_one_tuple_its_key_with_one_string_per_di
     assert cgroup == hierarchies.cgroup_from_proc_text(text) and hash(cgroup) == hash(hierarchies.cgroup_from_proc_text(text))
 
 
+def test_a_v1_cgroup_with_one_path_in_every_hierarchy_keeps_that_one_string():
+    """The common case (a runtime names a container's cgroup alike in
+    every hierarchy): the cgroup's paths and key are the one string, not a
+    tuple of a dozen references to it."""
+    from procview.cgroups import Hierarchies, parse_mountinfo
+
+    hierarchies = Hierarchies(parse_mountinfo(open(os.path.join(FIXTURES, "hybrid", "proc", "self", "mountinfo")).read()))
+    text = "".join(f"{i}:{c}:/box/ctr\n" for i, c in enumerate(hierarchies.v1, 1))
+    cgroup = hierarchies.cgroup_from_proc_text(text)
+    assert cgroup.key == "/box/ctr" and cgroup.key is cgroup._paths
+    assert cgroup.paths == {controller: "/box/ctr" for controller in hierarchies.v1}
+    assert cgroup.path == "/box/ctr" and cgroup._tree_and_path("memory")[1] == "/box/ctr"
+    assert cgroup == hierarchies.cgroup_from_proc_text(text)
+    one_missing = "".join(line + "\n" for line in text.splitlines()[1:])
+    assert hierarchies.cgroup_from_proc_text(one_missing).key != cgroup.key  # a tuple with a None
+
+
 def _strings_and_lists_of(cgroup) -> list:
     """The strings and lists a cgroup holds of its own (not its hierarchies')."""
     found = []
