@@ -300,26 +300,6 @@ def test_the_identity_keeps_one_record_per_namespace(machine):
     assert [name for name in vars(engine.identity) if name.startswith("_")] == ["_inits"]
 
 
-def test_load_averages_are_kept_once_per_container_as_floats():
-    """The averages a read returns, not also their fixed point: about
-    eight blocks per container (record, averages' tuple, floats); a
-    tuple of the fixed-point ints and each of them above 256 were more
-    (ten here)."""
-    from procview.views._inputs import TaskCensus
-    from procview.views.loadavg import LoadTracker
-
-    tracker = LoadTracker()
-    keys = [("container", n) for n in range(1000)]
-    busy = TaskCensus(threads=4, running=3, blocked=0, last_pid=9)
-    blocks_before = sys.getallocatedblocks()
-    for key in keys:
-        tracker.averages(key, busy, now=0.0)
-        tracker.averages(key, busy, now=5.0)  # one sample each
-    blocks_held = sys.getallocatedblocks() - blocks_before
-    assert blocks_held < 1000 * 9, blocks_held
-    assert [value * 2048 for value in tracker.averages(keys[0], busy, now=5.0)] == [492, 102, 33]
-
-
 def test_a_container_read_again_keeps_its_one_slot(machine):
     _root, engine = machine
     engine.render("proc/meminfo", CONTAINER_PROCESS)
@@ -392,7 +372,6 @@ def test_maintenance_leaves_tables_sized_for_what_is_left_after_a_burst(machine)
     # of malloc'd table each, for the life of the daemon.
     _root, engine = machine
     tables = [(engine, name) for name in engine._PER_CONTAINER_TABLES]
-    tables += [(engine.loads, "_tracked")]
     for owner, name in tables:
         table = getattr(owner, name)
         for n in range(1000):
@@ -402,12 +381,15 @@ def test_maintenance_leaves_tables_sized_for_what_is_left_after_a_burst(machine)
         assert sys.getsizeof(table) > 10 * EMPTY_DICT_SIZE
     for n in range(1000):  # the views' columns (procview/columns.py)
         engine.stat_history.monotonic(("gone", n), [[n] * 10])
+        engine.loads.averages(("gone", n), None, engine.clock.monotonic())
     for n in range(1000):
         engine.stat_history.forget(("gone", n))
+        engine.loads.forget(("gone", n))
     engine.maintain()
     for owner, name in tables:
         assert sys.getsizeof(getattr(owner, name)) == EMPTY_DICT_SIZE, name
     assert not engine.stat_history._tables
+    assert len(engine.loads._tracked.next_sample) == 0
 
 
 def test_resized_copies_only_a_table_with_room_to_spare():
