@@ -112,27 +112,32 @@ class StatHistory:
         start again from ``per_cpu_columns``. (Every line has the same
         number of columns, as cpu lines do.)
         """
-        new = array("q", [value for columns in per_cpu_columns for value in columns])
+        return self.shown(key, per_cpu_columns, None)[0]
+
+    def shown(self, key: Hashable, per_cpu_columns: list[list[int]], forks: int | None) -> tuple[list[list[int]], int]:
+        """``monotonic(key, per_cpu_columns)`` and ``processes(key, forks)``
+        at once: what a read of /proc/stat shows, for one lock and one
+        look-up of ``key``'s row."""
+        new = [value for columns in per_cpu_columns for value in columns]
         width = len(new)
         with self._lock:
-            table = self._table(width)
-            slot = table.slot(key)
-            if slot >= 0 and table.cpus[slot] == len(per_cpu_columns):
-                counters, start = table.counters, slot * width
-                for index, value in enumerate(new, start):
+            table = self._tables.get(width)
+            slot = table.slot(key) if table is not None else -1
+            if slot < 0 or table.cpus[slot] != len(per_cpu_columns):
+                table, slot = self._start_again(key, len(per_cpu_columns), new)
+            else:
+                counters = table.counters
+                for index, value in enumerate(new, slot * width):
                     if value > counters[index]:
                         counters[index] = value
-            else:  # new, or other CPUs than last time: start again
-                processes = self._forget(key)
-                slot = table.add(key)
-                table.processes[slot], table.cpus[slot] = processes, len(per_cpu_columns)
-                counters, start = table.counters, slot * width
-                counters[start : start + width] = new
-            lines = []
+            processes = table.processes
+            if forks is not None and forks > processes[slot]:
+                processes[slot] = forks
+            lines, start, counters = [], slot * width, table.counters
             for columns in per_cpu_columns:
                 lines.append(counters[start : start + len(columns)].tolist())
                 start += len(columns)
-        return lines
+            return lines, processes[slot]
 
     def processes(self, key: Hashable, forks: int | None) -> int:
         """The ``processes`` count to show: never below the last one shown
@@ -174,6 +179,17 @@ class StatHistory:
         if table is None:
             table = self._tables[width] = Columns(processes=("q", 1), cpus=("q", 0), counters=("q", 0, width))
         return table
+
+    def _start_again(self, key: Hashable, cpus: int, counters: list[int]) -> tuple[Columns, int]:
+        """A row for ``key`` of these counters as they are (its processes
+        count kept), in the table of rows as wide: (table, slot)."""
+        processes = self._forget(key)
+        width = len(counters)
+        table = self._table(width)
+        slot = table.add(key)
+        table.processes[slot], table.cpus[slot] = processes, cpus
+        table.counters[slot * width : slot * width + width] = array("q", counters)
+        return table, slot
 
     def _find(self, key: Hashable) -> tuple[Columns | None, int]:
         """The table that has ``key``'s row, and its slot there."""
@@ -257,8 +273,7 @@ def render_stat(
     per_cpu = _per_cpu_columns(view, usage, time, hz)
     forks = census.last_pid if census is not None else None
     if history is not None and key is not None:
-        per_cpu = history.monotonic(key, per_cpu)
-        forks = history.processes(key, forks)
+        per_cpu, forks = history.shown(key, per_cpu, forks)
     task_counts = _task_counts(census, forks)
 
     cpu_lines = _cpu_lines(per_cpu)
