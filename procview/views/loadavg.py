@@ -111,10 +111,11 @@ class LoadTracker:
         self.expire_after = expire_after
         # Per tracked container, in columns (procview/columns.py: no object
         # per container but its key's slot, which a burst of containers
-        # would leave in arenas the daemon then keeps): its three averages
-        # in the kernel's fixed point, when its next sample is due, when it
-        # was last read.
-        self._tracked = Columns(loads=("q", 0, _AVERAGES), next_sample=("d", 0.0), last_read=("d", 0.0))
+        # would leave in arenas the daemon then keeps): its three averages,
+        # when its next sample is due, when it was last read. The averages
+        # are kept as the floats a read returns: each is a whole number of
+        # 1/2048ths, so the kernel's fixed point is recovered exactly.
+        self._tracked = Columns(averages=("d", 0.0, _AVERAGES), next_sample=("d", 0.0), last_read=("d", 0.0))
 
     def averages(self, key, census: TaskCensus | None, now: float) -> LoadAverage:
         """Called on every read: starts tracking ``key`` if new, feeds
@@ -133,16 +134,18 @@ class LoadTracker:
             return _NO_LOAD
         if now > tracked.last_read[slot]:
             tracked.last_read[slot] = now
-        self._catch_up(slot, census, now)
-        # Made at each read from the fixed point: short-lived, not kept.
-        start = slot * _AVERAGES
-        loads = tracked.loads[start : start + _AVERAGES]
-        return LoadAverage(loads[0] / FIXED_1, loads[1] / FIXED_1, loads[2] / FIXED_1)
+        if now >= tracked.next_sample[slot]:  # the cheap test first: a read is frequent
+            self._catch_up(slot, census, now)
+        # Made at each read: short-lived, not kept (an idle container's
+        # are the shared zeros).
+        averages, start = tracked.averages, slot * _AVERAGES
+        one, five, fifteen = averages[start], averages[start + 1], averages[start + 2]
+        return LoadAverage(one, five, fifteen) if one or five or fifteen else _NO_LOAD
 
     def is_due(self, key, now: float) -> bool:
         """Whether ``averages(key, ...)`` at ``now`` needs a census."""
         slot = self._tracked.slot(key)
-        return slot >= 0 and self._steps_due(slot, now) > 0
+        return slot >= 0 and now >= self._tracked.next_sample[slot] and math.isfinite(now)
 
     def keys_due(self, now: float) -> list:
         """Keys whose next 5-second sample is due (expired keys excluded:
@@ -190,9 +193,10 @@ class LoadTracker:
     def _catch_up(self, slot: int, census: TaskCensus | None, now: float) -> None:
         steps = self._steps_due(slot, now)
         if steps and census is not None:
-            loads, start = self._tracked.loads, slot * _AVERAGES
-            decayed = _decay(tuple(loads[start : start + _AVERAGES]), active_tasks(census) * FIXED_1, steps)
-            loads[start : start + _AVERAGES] = array("q", decayed)
+            averages, start = self._tracked.averages, slot * _AVERAGES
+            loads = tuple([int(value * FIXED_1) for value in averages[start : start + _AVERAGES]])
+            decayed = _decay(loads, active_tasks(census) * FIXED_1, steps)
+            averages[start : start + _AVERAGES] = array("d", [load / FIXED_1 for load in decayed])
             self._tracked.next_sample[slot] += steps * self.INTERVAL
 
     def _steps_due(self, slot: int, now: float) -> int:

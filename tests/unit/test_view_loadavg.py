@@ -290,7 +290,7 @@ def test_forget_expired_packs_the_columns_a_burst_left():
     for n in range(0, 1000, 100):  # ten stay read, and sampled
         tracker.averages(n, ONE_BUSY, now=300.0)
     assert len(tracker.forget_expired(600.0)) == 990
-    assert len(tracker._tracked.next_sample) == 10 and len(tracker._tracked.loads) == 10 * 3
+    assert len(tracker._tracked.next_sample) == 10 and len(tracker._tracked.averages) == 10 * 3
     # Each survivor's averages and grid kept: 60 samples at 5..300 s, one more due at 605.
     expected = tracker.averages(0, ONE_BUSY, now=600.0)
     assert fixed(expected) != (0, 0, 0)
