@@ -7,7 +7,8 @@ object in it lives, so the more small objects a burst of containers needs
 at once, the more arenas later objects can keep. This measures that need
 directly, without FUSE, LXCFS or readers: N fresh containers (cgroups with
 limits, each with a process that is pid 1 of its own pid namespace), one
-``ViewEngine`` in this process, every container's four files rendered
+``ViewEngine`` in this process, every container's files (meminfo, stat,
+uptime and cpuinfo; ``--files`` chooses others, e.g. loadavg) rendered
 twice (the second time as a reader coming back finds its state), and
 tracemalloc's count of what is still allocated (after a full garbage
 collection, which also empties the free lists of tuples, floats and dicts
@@ -16,7 +17,7 @@ that keep freed objects for reuse), by size: blocks of at most
 at the daemon's maintenance pass). Then the containers go, the engine's
 maintenance runs, and what is left is counted again (it should be nothing).
 
-    sudo .venv/bin/python bench/container_footprint.py --containers 1000 [--top 25]
+    sudo .venv/bin/python bench/container_footprint.py --containers 1000 [--top 25] [--files NAMES]
 
 The numbers are a property of the code, not of the machine's load, so one
 run is enough to compare two versions (``--procview-src DIR``: measure
@@ -38,7 +39,10 @@ import _util
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-FILES = ("proc/meminfo", "proc/stat", "proc/uptime", "proc/cpuinfo")
+# The files read by default, and those ``--files`` may add: each keeps
+# its own per-container state in the engine (loadavg: the load tracker).
+FILES = ("meminfo", "stat", "uptime", "cpuinfo")
+MORE_FILES = ("loadavg", "swaps", "diskstats")
 SMALL = 512  # pymalloc serves requests up to this size
 
 
@@ -113,16 +117,17 @@ def measure(args, stack: contextlib.ExitStack) -> dict:
         inits.append((popen, init))
 
     engine = ViewEngine()
+    paths = [f"proc/{name}" for name in args.files]
     # The engine's tables and the host's kept files exist before any
     # container reads: one warm-up render as the host.
-    for path in FILES:
+    for path in paths:
         engine.render(path, os.getpid())
     tracemalloc.start()
     gc.collect()
     before = tracemalloc.take_snapshot()
     for _ in range(2):
         for _popen, init in inits:
-            for path in FILES:
+            for path in paths:
                 engine.render(path, init)
     gc.collect()
     peak = tracemalloc.take_snapshot()
@@ -145,7 +150,7 @@ def measure(args, stack: contextlib.ExitStack) -> dict:
     meta["load_after"] = _util.load_snapshot()
     meta["seconds"] = round(time.monotonic() - started, 1)
     return {
-        "meta": meta, "containers": n, "tracked": tracked,
+        "meta": meta, "containers": n, "tracked": tracked, "files": list(args.files),
         "small_bytes_per_container": (small1 - small0) / n, "large_bytes_per_container": (large1 - large0) / n,
         "small_bytes_left": small2 - small0, "large_bytes_left": large2 - large0,
         "top": top,
@@ -158,7 +163,7 @@ def render(results: dict) -> str:
     source = f"`{meta['procview_src']}`" if meta["procview_src"] else _util.checkout_description(meta)
     lines += _util.meta_lines(meta, meta["cgroup_layout"], f"procview's ViewEngine from {source}, in the benchmark's process")
     lines += [
-        f"- {n:,} containers, each read twice (meminfo, stat, uptime, cpuinfo); {results['tracked']:,} tracked",
+        f"- {n:,} containers, each read twice ({', '.join(results['files'])}); {results['tracked']:,} tracked",
         "",
         "| per container | small blocks (≤ 512 B, pymalloc) | larger blocks (malloc) |",
         "|---|--:|--:|",
@@ -177,12 +182,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--containers", type=int, default=1000, metavar="N", help="how many containers (default 1000)")
     parser.add_argument("--top", type=int, default=25, help="allocation sites listed (default 25)")
+    parser.add_argument("--files", default=",".join(FILES), metavar="NAMES",
+                        help=f"the /proc files read, comma-separated (default {','.join(FILES)}; "
+                             f"also {', '.join(MORE_FILES)})")
     parser.add_argument("--json", metavar="FILE", help="write the raw results here")
     parser.add_argument("--procview-src", metavar="DIR", help="measure procview from this source tree")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if not 1 <= args.containers <= 10000:
         parser.error("--containers: N must be between 1 and 10000")
+    args.files = [name.strip() for name in args.files.split(",") if name.strip()]
+    unknown = [name for name in args.files if name not in FILES + MORE_FILES]
+    if unknown or not args.files:
+        parser.error(f"--files: not one of {', '.join(FILES + MORE_FILES)}: {', '.join(unknown) or '(none given)'}")
     return args
 
 

@@ -81,8 +81,11 @@ def _small_objects() -> dict[str, int]:
 
 
 def _sizes(*owners) -> dict[str, int]:
+    """The length of each table (a dict, list, set or Columns) the owners hold."""
+    from procview.columns import Columns
+
     return {f"{type(owner).__name__}.{name}": len(value) for owner in owners if owner is not None
-            for name, value in vars(owner).items() if isinstance(value, (dict, list, set))}
+            for name, value in vars(owner).items() if isinstance(value, (dict, list, set, Columns))}
 
 
 def _live_objects() -> dict[int, object]:

@@ -35,12 +35,22 @@ class Columns:
     ``view`` of references (a list: for objects many keys share, which cost
     a key nothing but the reference), each column an attribute; a new
     slot's values start at the column's fill value.
+
+    A column may hold a fixed number of values per slot, its *width*:
+    ``Columns(loads=("q", 0, 3))`` gives each slot three int64s, slot
+    ``s``'s at ``loads[s * 3 : s * 3 + 3]`` (numbers that belong together,
+    for a key, without a tuple of them).
     """
 
-    def __init__(self, **columns: tuple[str | None, object]):
-        self._fills = {name: fill for name, (_typecode, fill) in columns.items()}
-        self._references = [name for name, (typecode, _fill) in columns.items() if typecode is None]
-        for name, (typecode, _fill) in columns.items():
+    def __init__(self, **columns: tuple):
+        # A column's fills: one row of ``width`` fill values, copied into
+        # each new slot.
+        self._fills: dict[str, array | list] = {}
+        self._references: list[str] = []
+        for name, (typecode, fill, *width) in columns.items():
+            self._fills[name] = _column(typecode, [fill] * (width[0] if width else 1))
+            if typecode is None:
+                self._references.append(name)
             setattr(self, name, _column(typecode, []))
         self._slot_of: dict[Hashable, int] = {}
         self._free: list[int] = []  # slots of removed keys, used again first
@@ -54,13 +64,14 @@ class Columns:
         """A slot for ``key`` (which has none), its numbers at their fills."""
         if self._free:
             slot = self._free.pop()
-            for name, fill in self._fills.items():
-                getattr(self, name)[slot] = fill
+            for name, fills in self._fills.items():
+                start = slot * len(fills)
+                getattr(self, name)[start : start + len(fills)] = fills
         else:
             slot = self._slots
             self._slots += 1
-            for name, fill in self._fills.items():
-                getattr(self, name).append(fill)
+            for name, fills in self._fills.items():
+                getattr(self, name).extend(fills)
         self._slot_of[key] = slot
         return slot
 
@@ -70,15 +81,15 @@ class Columns:
 
     def refill(self, name: str) -> None:
         """Every slot's value in column ``name`` back to the column's fill."""
-        column = getattr(self, name)
-        column[:] = _column(getattr(column, "typecode", None), [self._fills[name]]) * len(column)
+        getattr(self, name)[:] = self._fills[name] * self._slots
 
     def remove(self, key: Hashable) -> None:
         slot = self._slot_of.pop(key, -1)
         if slot >= 0:
             self._free.append(slot)
             for name in self._references:  # what only this key held goes now
-                getattr(self, name)[slot] = self._fills[name]
+                fills = self._fills[name]
+                getattr(self, name)[slot * len(fills) : (slot + 1) * len(fills)] = fills
 
     def clear(self) -> None:
         for name in self._fills:
@@ -107,9 +118,12 @@ class Columns:
         if not self._free:
             return
         old = list(self._slot_of.items())
-        for name in self._fills:
-            column = getattr(self, name)
-            setattr(self, name, _column(getattr(column, "typecode", None), [column[slot] for _key, slot in old]))
+        for name, fills in self._fills.items():
+            column, width = getattr(self, name), len(fills)
+            packed = fills[:0]  # an empty column of the same kind
+            for _key, slot in old:
+                packed += column[slot * width : slot * width + width]
+            setattr(self, name, packed)
         self._slot_of = resized({key: new for new, (key, _old) in enumerate(old)})
         self._free = []
         self._slots = len(old)

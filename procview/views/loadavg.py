@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Hashable
+from array import array
 from typing import NamedTuple
 
-from procview._io import resized
+from procview.columns import Columns
 from procview.views._inputs import TaskCensus
 
 # The kernel's fixed-point constants (include/linux/sched/loadavg.h).
@@ -40,6 +40,7 @@ EXP_1 = 1884  # FIXED_1 / exp(5 s / 1 min)
 EXP_5 = 2014  # FIXED_1 / exp(5 s / 5 min)
 EXP_15 = 2037  # FIXED_1 / exp(5 s / 15 min)
 _DECAYS = (EXP_1, EXP_5, EXP_15)
+_AVERAGES = len(_DECAYS)  # 1-, 5- and 15-minute
 
 
 class LoadAverage(NamedTuple):
@@ -79,37 +80,6 @@ def active_tasks(census: TaskCensus) -> int:
     return max(0, census.running) + max(0, census.blocked)
 
 
-class _Tracked:
-    """What ``LoadTracker`` remembers about one container."""
-
-    __slots__ = ("average", "next_sample", "last_read")
-
-    def __init__(self, now: float):
-        # Like the kernel at boot: the averages start at 0 and the first
-        # sample is taken one interval after tracking starts.
-        self.average = _NO_LOAD
-        self.next_sample = now + LoadTracker.INTERVAL
-        self.last_read = now
-
-    # The averages are kept once, as the floats a read returns (made once
-    # per sample, not on every read), not also as the kernel's fixed
-    # point: each float is a whole number of 1/2048ths, so its fixed
-    # point is recovered exactly (one object less per tracked container,
-    # and three ints).
-
-    @property
-    def loads(self) -> tuple[int, int, int]:
-        """The averages in fixed point: 1-, 5-, 15-minute."""
-        return tuple([int(value * FIXED_1) for value in self.average])
-
-    @loads.setter
-    def loads(self, loads: tuple[int, int, int]) -> None:
-        self.average = LoadAverage(*(load / FIXED_1 for load in loads))
-
-    def as_average(self) -> LoadAverage:
-        return self.average
-
-
 class LoadTracker:
     """Kernel-style exponentially decaying load averages, one per tracked container.
 
@@ -139,7 +109,13 @@ class LoadTracker:
 
     def __init__(self, expire_after: float = 600.0):
         self.expire_after = expire_after
-        self._tracked: dict[Hashable, _Tracked] = {}
+        # Per tracked container, in columns (procview/columns.py: no object
+        # per container but its key's slot, which a burst of containers
+        # would leave in arenas the daemon then keeps): its three averages,
+        # when its next sample is due, when it was last read. The averages
+        # are kept as the floats a read returns: each is a whole number of
+        # 1/2048ths, so the kernel's fixed point is recovered exactly.
+        self._tracked = Columns(averages=("d", 0.0, _AVERAGES), next_sample=("d", 0.0), last_read=("d", 0.0))
 
     def averages(self, key, census: TaskCensus | None, now: float) -> LoadAverage:
         """Called on every read: starts tracking ``key`` if new, feeds
@@ -147,48 +123,61 @@ class LoadTracker:
         Costs a dict lookup unless a sample is due. ``census`` may be None
         when ``is_due`` said no sample is due (a census costs a read of
         every thread's status, which a frequent caller should not pay)."""
-        tracked = self._tracked.get(key)
-        if tracked is None:
-            tracked = self._tracked[key] = _Tracked(now)
-        else:
-            tracked.last_read = max(tracked.last_read, now)
-            self._catch_up(tracked, census, now)
-        return tracked.as_average()
+        tracked = self._tracked
+        slot = tracked.slot(key)
+        if slot < 0:
+            # Like the kernel at boot: the averages start at 0 and the
+            # first sample is taken one interval after tracking starts.
+            slot = tracked.add(key)
+            tracked.next_sample[slot] = now + self.INTERVAL
+            tracked.last_read[slot] = now
+            return _NO_LOAD
+        if now > tracked.last_read[slot]:
+            tracked.last_read[slot] = now
+        if now >= tracked.next_sample[slot]:  # the cheap test first: a read is frequent
+            self._catch_up(slot, census, now)
+        # Made at each read: short-lived, not kept (an idle container's
+        # are the shared zeros).
+        averages, start = tracked.averages, slot * _AVERAGES
+        one, five, fifteen = averages[start], averages[start + 1], averages[start + 2]
+        return LoadAverage(one, five, fifteen) if one or five or fifteen else _NO_LOAD
 
     def is_due(self, key, now: float) -> bool:
         """Whether ``averages(key, ...)`` at ``now`` needs a census."""
-        tracked = self._tracked.get(key)
-        return tracked is not None and self._steps_due(tracked, now) > 0
+        slot = self._tracked.slot(key)
+        return slot >= 0 and now >= self._tracked.next_sample[slot] and math.isfinite(now)
 
     def keys_due(self, now: float) -> list:
         """Keys whose next 5-second sample is due (expired keys excluded:
         nobody reads them, so they are not worth a census)."""
+        next_sample = self._tracked.next_sample
         return [
             key
-            for key, tracked in self._tracked.items()
-            if now >= tracked.next_sample and not self._expired(tracked, now)
+            for key, slot in self._tracked.items()
+            if now >= next_sample[slot] and not self._expired(slot, now)
         ]
 
     def sample(self, key, census: TaskCensus, now: float) -> None:
         """Take the sample(s) due for ``key`` by ``now``: one 5-second step,
         or several if intervals were missed. Does nothing if no sample is due
         or ``key`` is not tracked (it may have expired since ``keys_due``)."""
-        tracked = self._tracked.get(key)
-        if tracked is not None:
-            self._catch_up(tracked, census, now)
+        slot = self._tracked.slot(key)
+        if slot >= 0:
+            self._catch_up(slot, census, now)
 
     def forget_expired(self, now: float) -> list:
         """Stop tracking containers not read for ``expire_after`` seconds;
-        return the keys dropped."""
-        expired = [key for key, tracked in self._tracked.items() if self._expired(tracked, now)]
+        return the keys dropped. Then the columns are sized for the
+        containers left (the room a burst of them left)."""
+        expired = [key for key, slot in self._tracked.items() if self._expired(slot, now)]
         for key in expired:
-            del self._tracked[key]
-        self._tracked = resized(self._tracked)  # the room a burst of containers left
+            self._tracked.remove(key)
+        self._tracked.drop_spare_room()
         return expired
 
     def forget(self, key) -> None:
         """Stop tracking ``key`` (its container is gone)."""
-        self._tracked.pop(key, None)
+        self._tracked.remove(key)
 
     def __len__(self) -> int:
         return len(self._tracked)
@@ -196,23 +185,27 @@ class LoadTracker:
     def __contains__(self, key) -> bool:
         return key in self._tracked
 
-    # -- internals ---------------------------------------------------------
+    # -- internals: a tracked container by its slot, good for one call -----
 
-    def _expired(self, tracked: _Tracked, now: float) -> bool:
-        return now - tracked.last_read >= self.expire_after
+    def _expired(self, slot: int, now: float) -> bool:
+        return now - self._tracked.last_read[slot] >= self.expire_after
 
-    def _catch_up(self, tracked: _Tracked, census: TaskCensus | None, now: float) -> None:
-        steps = self._steps_due(tracked, now)
+    def _catch_up(self, slot: int, census: TaskCensus | None, now: float) -> None:
+        steps = self._steps_due(slot, now)
         if steps and census is not None:
-            tracked.loads = _decay(tracked.loads, active_tasks(census) * FIXED_1, steps)
-            tracked.next_sample += steps * self.INTERVAL
+            averages, start = self._tracked.averages, slot * _AVERAGES
+            loads = tuple([int(value * FIXED_1) for value in averages[start : start + _AVERAGES]])
+            decayed = _decay(loads, active_tasks(census) * FIXED_1, steps)
+            averages[start : start + _AVERAGES] = array("d", [load / FIXED_1 for load in decayed])
+            self._tracked.next_sample[slot] += steps * self.INTERVAL
 
-    def _steps_due(self, tracked: _Tracked, now: float) -> int:
+    def _steps_due(self, slot: int, now: float) -> int:
         """Whole sample points passed by ``now`` (0 if none; a clock that
         went backwards or is not finite takes no step)."""
-        if not math.isfinite(now) or now < tracked.next_sample:
+        next_sample = self._tracked.next_sample[slot]
+        if not math.isfinite(now) or now < next_sample:
             return 0
-        return 1 + int((now - tracked.next_sample) // self.INTERVAL)
+        return 1 + int((now - next_sample) // self.INTERVAL)
 
 
 def _decay(loads: tuple[int, int, int], active: int, steps: int) -> tuple[int, int, int]:

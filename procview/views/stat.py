@@ -42,8 +42,8 @@ import threading
 from array import array
 from collections.abc import Hashable
 
-from procview._io import resized
 from procview.cgroups import CpuUsage
+from procview.columns import Columns
 from procview.views._inputs import ContainerTime, TaskCensus
 from procview.views.cpuview import CpuView
 
@@ -85,19 +85,23 @@ class StatHistory:
     values: a stalled counter is honest, a shrinking one is not.
 
     The engine calls ``forget(key)`` when a container goes away (or is
-    replaced by a new one with the same key, whose counters start again).
-    Safe to share between threads.
+    replaced by a new one with the same key, whose counters start again),
+    and ``drop_spare_room()`` at its maintenance. Safe to share between
+    threads.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # key -> what was last shown for it, in one array of int64 (the
-        # kernel's counters are u64 nanoseconds at most, far fewer ticks):
-        # PROCESSES, CPU_COUNT, then each CPU's columns in turn. One object
-        # per container, its numbers unboxed: a tuple per CPU line and an
-        # int object per counter took three times the memory, for every
-        # container the daemon serves.
-        self._shown: dict[Hashable, array] = {}
+        # What was last shown, in columns (procview/columns.py: no object
+        # per container but its key's slot, which a burst of containers
+        # would leave in arenas the daemon then keeps). A container's row:
+        # its processes count, its number of CPU lines, and each CPU's
+        # counters in turn (int64s: the kernel's counters are u64
+        # nanoseconds at most, far fewer ticks). Rows of as many counters
+        # share a table, one per width (a column has one width); each
+        # container is in one table, and moves only when its CPU count
+        # does. Width 0: no CPU lines shown yet.
+        self._tables: dict[int, Columns] = {}
 
     def monotonic(self, key: Hashable, per_cpu_columns: list[list[int]]) -> list[list[int]]:
         """Per-CPU columns that are >= every earlier result for ``key``.
@@ -108,46 +112,101 @@ class StatHistory:
         start again from ``per_cpu_columns``. (Every line has the same
         number of columns, as cpu lines do.)
         """
+        return self.shown(key, per_cpu_columns, None)[0]
+
+    def shown(self, key: Hashable, per_cpu_columns: list[list[int]], forks: int | None) -> tuple[list[list[int]], int]:
+        """``monotonic(key, per_cpu_columns)`` and ``processes(key, forks)``
+        at once: what a read of /proc/stat shows, for one lock and one
+        look-up of ``key``'s row."""
         new = [value for columns in per_cpu_columns for value in columns]
+        width = len(new)
         with self._lock:
-            shown = self._shown.get(key)
-            if shown is not None and shown[CPU_COUNT] == len(per_cpu_columns) and len(shown) == _HEADER + len(new):
-                for index, value in enumerate(new, _HEADER):
-                    if value > shown[index]:
-                        shown[index] = value
+            table = self._tables.get(width)
+            slot = table.slot(key) if table is not None else -1
+            if slot < 0 or table.cpus[slot] != len(per_cpu_columns):
+                table, slot = self._start_again(key, len(per_cpu_columns), new)
             else:
-                processes = 1 if shown is None else shown[PROCESSES]
-                shown = self._shown[key] = array("q", [processes, len(per_cpu_columns)] + new)
-            lines, start = [], _HEADER
+                counters = table.counters
+                for index, value in enumerate(new, slot * width):
+                    if value > counters[index]:
+                        counters[index] = value
+            processes = table.processes
+            if forks is not None and forks > processes[slot]:
+                processes[slot] = forks
+            lines, start, counters = [], slot * width, table.counters
             for columns in per_cpu_columns:
-                lines.append(shown[start : start + len(columns)].tolist())
+                lines.append(counters[start : start + len(columns)].tolist())
                 start += len(columns)
-        return lines
+            return lines, processes[slot]
 
     def processes(self, key: Hashable, forks: int | None) -> int:
         """The ``processes`` count to show: never below the last one shown
         for ``key`` (a pid counter that wraps would otherwise go down), 1
         when nothing is known."""
         with self._lock:
-            shown = self._shown.get(key)
-            if shown is None:
-                shown = self._shown[key] = array("q", [1, 0])  # no CPU lines shown yet
-            shown[PROCESSES] = max(shown[PROCESSES], forks or 0)
-            return shown[PROCESSES]
+            table, slot = self._find(key)
+            if table is None:  # no CPU lines shown yet: a row of none
+                table = self._table(0)
+                slot = table.add(key)
+            processes = table.processes
+            if forks is not None and forks > processes[slot]:
+                processes[slot] = forks
+            return processes[slot]
 
     def forget(self, key: Hashable) -> None:
         with self._lock:
-            self._shown.pop(key, None)
+            self._forget(key)
 
     def drop_spare_room(self) -> None:
-        """After containers were forgotten: a table sized for what is left."""
+        """After containers were forgotten: tables sized for what is left
+        (their slots numbered again), and none of rows nobody has."""
         with self._lock:
-            self._shown = resized(self._shown)
+            for width, table in list(self._tables.items()):
+                if table:
+                    table.drop_spare_room()
+                else:
+                    del self._tables[width]
 
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return self._find(key)[0] is not None
 
-# The layout of what StatHistory keeps per container: two numbers, then
-# the per-CPU columns.
-PROCESSES, CPU_COUNT, _HEADER = 0, 1, 2
+    # -- internals, under the lock -------------------------------------------
+
+    def _table(self, width: int) -> Columns:
+        """The table of rows of ``width`` counters (made if none)."""
+        table = self._tables.get(width)
+        if table is None:
+            table = self._tables[width] = Columns(processes=("q", 1), cpus=("q", 0), counters=("q", 0, width))
+        return table
+
+    def _start_again(self, key: Hashable, cpus: int, counters: list[int]) -> tuple[Columns, int]:
+        """A row for ``key`` of these counters as they are (its processes
+        count kept), in the table of rows as wide: (table, slot)."""
+        processes = self._forget(key)
+        width = len(counters)
+        table = self._table(width)
+        slot = table.add(key)
+        table.processes[slot], table.cpus[slot] = processes, cpus
+        table.counters[slot * width : slot * width + width] = array("q", counters)
+        return table, slot
+
+    def _find(self, key: Hashable) -> tuple[Columns | None, int]:
+        """The table that has ``key``'s row, and its slot there."""
+        for table in self._tables.values():
+            slot = table.slot(key)
+            if slot >= 0:
+                return table, slot
+        return None, -1
+
+    def _forget(self, key: Hashable) -> int:
+        """Drop ``key``'s row; returns its processes count (1 if none)."""
+        table, slot = self._find(key)
+        if table is None:
+            return 1
+        processes = table.processes[slot]
+        table.remove(key)
+        return processes
 
 
 def render_stat(
@@ -214,8 +273,7 @@ def render_stat(
     per_cpu = _per_cpu_columns(view, usage, time, hz)
     forks = census.last_pid if census is not None else None
     if history is not None and key is not None:
-        per_cpu = history.monotonic(key, per_cpu)
-        forks = history.processes(key, forks)
+        per_cpu, forks = history.shown(key, per_cpu, forks)
     task_counts = _task_counts(census, forks)
 
     cpu_lines = _cpu_lines(per_cpu)

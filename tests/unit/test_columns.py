@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 from procview.columns import Columns
 
@@ -92,3 +93,40 @@ def test_a_removed_key_lets_go_of_what_its_references_held():
     del view
     columns.remove("a")
     assert gone() is None
+
+
+def test_a_column_of_width_three_gives_each_slot_three_numbers():
+    columns = Columns(loads=("q", 7, 3), taken=("d", 0.0))
+    a, b = columns.add("a"), columns.add("b")
+    assert list(columns.loads) == [7] * 6 and len(columns.taken) == 2
+    columns.loads[a * 3 : a * 3 + 3] = array("q", [1, 2, 3])
+    columns.loads[b * 3 : b * 3 + 3] = array("q", [4, 5, 6])
+    columns.remove("a")
+    assert columns.add("c") == a and list(columns.loads) == [7, 7, 7, 4, 5, 6]  # a's row refilled, b's kept
+
+
+def test_drop_spare_room_packs_each_slots_whole_row():
+    columns = Columns(row=("q", 0, 4))
+    for n in range(100):
+        slot = columns.add(n)
+        columns.row[slot * 4 : slot * 4 + 4] = array("q", [n, n + 1, n + 2, n + 3])
+    for n in range(100):
+        if n % 10:
+            columns.remove(n)
+    columns.drop_spare_room()
+    assert len(columns.row) == 10 * 4
+    for key, slot in columns.items():
+        assert list(columns.row[slot * 4 : slot * 4 + 4]) == [key, key + 1, key + 2, key + 3]
+
+
+def test_a_reference_column_of_width_two_lets_go_of_a_removed_keys_row():
+    columns = Columns(pair=(None, None, 2))
+    a, b = columns.add("a"), columns.add("b")
+    columns.pair[a * 2 : a * 2 + 2] = ["a0", "a1"]
+    columns.pair[b * 2 : b * 2 + 2] = ["b0", "b1"]
+    columns.remove("a")
+    assert columns.pair == [None, None, "b0", "b1"]
+    columns.drop_spare_room()
+    assert columns.pair == ["b0", "b1"] and columns.slot("b") == 0
+    columns.refill("pair")
+    assert columns.pair == [None, None]

@@ -34,11 +34,19 @@ def test_the_report_gives_the_per_container_numbers_and_sites(footprint):
     meta = {"command": "sudo bench/container_footprint.py", "date": "2026-12-07 18:00 UTC", "seconds": 9.5,
             "machine": {"os": "Debian", "kernel": "6.1", "cpus": 2, "cpu_model": "x", "memory_gib": 8, "python": "3.11"},
             "load_before": {}, "load_after": {}, "cgroup_layout": "hybrid", "procview_src": "/tmp/pv"}
-    results = {"meta": meta, "containers": 1000, "tracked": 1000, "small_bytes_per_container": 2809.4,
+    results = {"meta": meta, "containers": 1000, "tracked": 1000, "files": ["stat", "loadavg"], "small_bytes_per_container": 2809.4,
                "large_bytes_per_container": 917.0, "small_bytes_left": 73916, "large_bytes_left": 35194,
                "top": [{"site": "procview/engine.py:12", "bytes_per_container": 480.2, "blocks_per_container": 6.0}]}
     text = footprint.render(results)
+    assert "- 1,000 containers, each read twice (stat, loadavg); 1,000 tracked" in text
     assert "| while tracked | 2,809 B | 917 B |" in text
     assert "| after they are gone (all 1,000 together) | 73,916 B | 35,194 B |" in text
     assert "| `procview/engine.py:12` | 480 | 6.0 |" in text
     assert "`/tmp/pv`" in text
+
+
+def test_files_are_the_four_unless_chosen(footprint):
+    assert footprint.parse_args([]).files == ["meminfo", "stat", "uptime", "cpuinfo"]
+    assert footprint.parse_args(["--files", "stat,loadavg"]).files == ["stat", "loadavg"]
+    with pytest.raises(SystemExit):
+        footprint.parse_args(["--files", "stat,nonsense"])

@@ -41,7 +41,7 @@ def _read_everything(engine) -> tuple:
 def _assert_forgotten(engine, key) -> None:
     assert key not in engine._tracked  # its last read, limits and census
     assert key not in engine.loads
-    assert key not in engine.stat_history._shown
+    assert key not in engine.stat_history
     assert key not in engine._ram_counters
 
 

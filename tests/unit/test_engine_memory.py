@@ -55,7 +55,7 @@ def test_every_table_of_the_engine_holds_the_one_key(machine):
         for path in ("proc/stat", "proc/loadavg", "proc/meminfo"):
             engine.render(path, CONTAINER_PROCESS)
     key = engine.identity.container_of(CONTAINER_PROCESS).key
-    for table in (engine._tracked, engine.stat_history._shown):
+    for table in (engine._tracked, *engine.stat_history._tables.values()):
         assert [k for k in table if k is key] == list(table) == [key]
 
 
@@ -306,27 +306,6 @@ def test_a_reader_among_the_threads_not_running_counts_itself_running(reader, se
     assert tuple(states.seen_by(reader)) == seen
 
 
-def test_stat_history_keeps_one_array_per_container_and_no_int_objects():
-    """Two CPU lines of ten counters for each of 1,000 containers: an
-    array and its buffer each (a tuple of a tuple per line were three
-    blocks, and more with the int of each counter above 256, which this
-    test's own lists keep alive)."""
-    from procview.views.stat import StatHistory
-
-    history = StatHistory()
-    keys = [("container", n) for n in range(1000)]
-    lines = [[[100_000 + n, 0, 50_000 + n, 900_000 + n, 0, 0, 0, 0, 0, 0] for _cpu in range(2)] for n in range(1000)]
-    blocks_before = sys.getallocatedblocks()
-    for key, per_cpu in zip(keys, lines):
-        history.monotonic(key, per_cpu)
-        history.processes(key, 4000)
-    blocks_held = sys.getallocatedblocks() - blocks_before
-    assert blocks_held < 1000 * 2.5, blocks_held
-    assert history.monotonic(keys[0], lines[0]) == lines[0] and history.processes(keys[0], None) == 4000
-    history.forget(keys[0])
-    assert history.processes(keys[0], None) == 1
-
-
 def test_the_identity_keeps_one_record_per_namespace(machine):
     _root, engine = machine
     container = engine.identity.container_of(CONTAINER_PROCESS)
@@ -336,26 +315,6 @@ def test_the_identity_keeps_one_record_per_namespace(machine):
     assert inits.cgroup[slot] is container.cgroup and inits.key[slot] is container.key
     assert (inits.pid[slot], inits.start[slot]) == (container.init_pid, container.init_start)
     assert [name for name in vars(engine.identity) if name.startswith("_")] == ["_inits"]
-
-
-def test_load_averages_are_kept_once_per_container_as_floats():
-    """The averages a read returns, not also their fixed point: about
-    eight blocks per container (record, averages' tuple, floats); a
-    tuple of the fixed-point ints and each of them above 256 were more
-    (ten here)."""
-    from procview.views._inputs import TaskCensus
-    from procview.views.loadavg import LoadTracker
-
-    tracker = LoadTracker()
-    keys = [("container", n) for n in range(1000)]
-    busy = TaskCensus(threads=4, running=3, blocked=0, last_pid=9)
-    blocks_before = sys.getallocatedblocks()
-    for key in keys:
-        tracker.averages(key, busy, now=0.0)
-        tracker.averages(key, busy, now=5.0)  # one sample each
-    blocks_held = sys.getallocatedblocks() - blocks_before
-    assert blocks_held < 1000 * 9, blocks_held
-    assert [value * 2048 for value in tracker.averages(keys[0], busy, now=5.0)] == [492, 102, 33]
 
 
 def test_a_container_read_again_keeps_its_one_slot(machine):
@@ -430,7 +389,6 @@ def test_maintenance_leaves_tables_sized_for_what_is_left_after_a_burst(machine)
     # of malloc'd table each, for the life of the daemon.
     _root, engine = machine
     tables = [(engine, name) for name in engine._PER_CONTAINER_TABLES]
-    tables += [(engine.stat_history, "_shown"), (engine.loads, "_tracked")]
     for owner, name in tables:
         table = getattr(owner, name)
         for n in range(1000):
@@ -438,9 +396,17 @@ def test_maintenance_leaves_tables_sized_for_what_is_left_after_a_burst(machine)
         for n in range(1000):
             del table[("gone", n)]
         assert sys.getsizeof(table) > 10 * EMPTY_DICT_SIZE
+    for n in range(1000):  # the views' columns (procview/columns.py)
+        engine.stat_history.monotonic(("gone", n), [[n] * 10])
+        engine.loads.averages(("gone", n), None, engine.clock.monotonic())
+    for n in range(1000):
+        engine.stat_history.forget(("gone", n))
+        engine.loads.forget(("gone", n))
     engine.maintain()
     for owner, name in tables:
         assert sys.getsizeof(getattr(owner, name)) == EMPTY_DICT_SIZE, name
+    assert not engine.stat_history._tables
+    assert len(engine.loads._tracked.next_sample) == 0
 
 
 def test_resized_copies_only_a_table_with_room_to_spare():

@@ -25,6 +25,7 @@ from procview.views.loadavg import (
     format_load,
     render_loadavg,
 )
+from small_objects import small_bytes_left_by
 
 ONE_BUSY = TaskCensus(threads=3, running=1, blocked=0, last_pid=42)
 IDLE = TaskCensus(threads=3, running=0, blocked=0, last_pid=42)
@@ -260,3 +261,51 @@ def test_render_format():
     text = render_loadavg(LoadAverage(0.52, 0.58, 12.25), census)
     assert LOADAVG_LINE.match(text)
     assert text == "0.52 0.58 12.25 2/143 4321\n"
+
+
+# -- what the tracker keeps per container ------------------------------------
+
+
+def test_the_tracker_keeps_no_object_per_container_but_its_slot():
+    """A thousand containers' averages and times are numbers in the
+    tracker's columns (malloc'd blocks): what is left in small objects per
+    container is at most its slot's int (ints up to 256 are shared), not
+    a record with its averages' tuple and floats (about 250 bytes)."""
+    tracker = LoadTracker()
+    keys = [("container", n) for n in range(1000)]
+
+    def track_and_sample_each():
+        for key in keys:
+            tracker.averages(key, ONE_BUSY, now=0.0)
+            tracker.averages(key, ONE_BUSY, now=5.0)  # one sample each
+
+    assert small_bytes_left_by(track_and_sample_each) <= 1000 * 32  # a slot's int: 32 bytes
+    assert fixed(tracker.averages(keys[7], ONE_BUSY, now=5.0)) == (164, 34, 11)
+
+
+def test_forget_expired_packs_the_columns_a_burst_left():
+    tracker = LoadTracker(expire_after=600.0)
+    for n in range(1000):
+        tracker.averages(n, ONE_BUSY, now=0.0)
+    for n in range(0, 1000, 100):  # ten stay read, and sampled
+        tracker.averages(n, ONE_BUSY, now=300.0)
+    assert len(tracker.forget_expired(600.0)) == 990
+    assert len(tracker._tracked.next_sample) == 10 and len(tracker._tracked.averages) == 10 * 3
+    # Each survivor's averages and grid kept: 60 samples at 5..300 s, one more due at 605.
+    expected = tracker.averages(0, ONE_BUSY, now=600.0)
+    assert fixed(expected) != (0, 0, 0)
+    for n in range(0, 1000, 100):
+        assert tracker.averages(n, ONE_BUSY, now=600.0) == expected
+        assert not tracker.is_due(n, 604.9) and tracker.is_due(n, 605.0)
+
+
+def test_a_forgotten_container_read_again_starts_from_zero():
+    tracker = LoadTracker()
+    tracker.averages("c1", ONE_BUSY, now=0.0)
+    tracker.averages("c2", IDLE, now=0.0)
+    tracker.sample("c1", ONE_BUSY, now=5.0)
+    tracker.forget("c1")
+    tracker.forget("never tracked")  # harmless
+    assert "c1" not in tracker and len(tracker) == 1
+    assert fixed(tracker.averages("c1", ONE_BUSY, now=6.0)) == (0, 0, 0)
+    assert tracker.keys_due(10.9) == ["c2"] and sorted(tracker.keys_due(11.0)) == ["c1", "c2"]

@@ -17,6 +17,7 @@ from procview.views import stat
 from procview.views._inputs import ContainerTime, TaskCensus
 from procview.views.cpuview import CpuView
 from procview.views.stat import StatHistory, render_stat
+from small_objects import small_bytes_left_by
 
 HOST = Path(__file__).resolve().parent.parent / "fixtures" / "host"
 STAT_2CPU = (HOST / "stat_2cpu.txt").read_text()  # this machine's
@@ -423,3 +424,58 @@ def test_busy_plus_idle_is_the_capacity_unless_over_quota(view, age, user, syste
         assert idle == max(0, capacity - u - s)
     total = [int(v) for v in cpu_lines(out)[0].split()[1:]]
     assert total[0] == user * HZ // SECOND and total[2] == system * HZ // SECOND
+
+
+# -- what the history keeps per container ----------------------------------
+
+
+def _two_cpu_lines(n: int) -> list[list[int]]:
+    return [[100_000 + n, 0, 50_000 + n, 900_000 + n, 0, 0, 0, 0, 0, 0] for _cpu in range(2)]
+
+
+def test_the_history_keeps_no_object_per_container_but_its_slot():
+    """A thousand containers' counters are rows in one table's arrays
+    (malloc'd blocks): what is left in small objects per container is at
+    most its slot's int (ints up to 256 are shared), not an array of its
+    own (an object and, below 512 bytes, its buffer: 253 bytes here)."""
+    history = StatHistory()
+    keys = [("container", n) for n in range(1000)]
+    lines = [_two_cpu_lines(n) for n in range(1000)]
+
+    def show_each_once():
+        for key, per_cpu in zip(keys, lines):
+            history.monotonic(key, per_cpu)
+            history.processes(key, 4000)
+
+    assert small_bytes_left_by(show_each_once) <= 1000 * 32  # a slot's int: 32 bytes
+    assert history.monotonic(keys[7], lines[0]) == lines[7] and history.processes(keys[7], None) == 4000
+
+
+def test_drop_spare_room_packs_the_rows_a_burst_left():
+    history = StatHistory()
+    for n in range(1000):
+        history.monotonic(n, _two_cpu_lines(n))
+        history.processes(n, n)
+    history.processes("no cpu lines yet", 5)
+    for n in range(1000):
+        if n % 100:
+            history.forget(n)
+    history.forget("no cpu lines yet")
+    history.drop_spare_room()
+    (table,) = history._tables.values()  # no empty table of rows without CPU lines
+    assert len(table.counters) == 10 * 20 and len(table.processes) == 10
+    for n in range(0, 1000, 100):  # each survivor's row kept whole
+        assert history.monotonic(n, _two_cpu_lines(0)) == _two_cpu_lines(n)
+        assert history.processes(n, None) == max(1, n)
+        assert n in history
+
+
+def test_a_new_cpu_count_moves_the_row_and_keeps_processes():
+    history = StatHistory()
+    assert history.processes("c1", 300) == 300  # before any CPU line
+    history.monotonic("c1", _two_cpu_lines(5))
+    assert history.monotonic("c1", [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]) == [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+    assert history.processes("c1", 12) == 300
+    assert [len(table) for table in history._tables.values()] == [0, 0, 1]  # in one table only
+    history.forget("c1")
+    assert "c1" not in history and history.processes("c1", None) == 1
