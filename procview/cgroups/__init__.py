@@ -95,8 +95,10 @@ class Hierarchies:
             else:
                 for controller in mount.controllers:
                     self.v1[controller] = mount
-        # A v1 cgroup keeps its paths in this order (``CgroupV1``).
+        # A v1 cgroup keeps its paths in this order (``CgroupV1``), the
+        # paths that are not its own in a template its cgroups share.
         self.v1_index: dict[str, int] = {controller: index for index, controller in enumerate(self.v1)}
+        self.v1_templates: dict[tuple, tuple] = {}
         # Where the cgroups' directories are: a tree per mount, in the same
         # order (controllers mounted together, cpu and cpuacct, share one).
         trees = {id(mount): CgroupTree(self.host_path(mount.mountpoint), mount.root) for mount in mounts}

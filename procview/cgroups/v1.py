@@ -85,6 +85,31 @@ _BLKIO_TIMES = (
 )
 
 
+class _OwnPath:
+    """In a v1 cgroup's template of paths: "the cgroup's own path here"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "_OWN"
+
+
+_OWN = _OwnPath()
+# Distinct templates kept (a host has a handful: one per runtime or slice
+# that places cgroups alike); the table is emptied when full.
+_TEMPLATES_MAX = 256
+
+
+def _own_path(hierarchies, by_index: list[str | None]) -> str:
+    """A v1 cgroup's own path, the one it is shown by: its path in the
+    first of memory, cpu, cpuset and pids it has one in, else in any."""
+    index = hierarchies.v1_index
+    for controller in ("memory", "cpu", "cpuset", "pids"):
+        if controller in index and (path := by_index[index[controller]]) is not None:
+            return path
+    return next((path for path in by_index if path is not None), "/")
+
+
 class CgroupV1(Cgroup):
     version = 1
     __slots__ = ("_paths",)
@@ -92,19 +117,26 @@ class CgroupV1(Cgroup):
     def __init__(self, hierarchies, paths: dict[str, str]):
         super().__init__(hierarchies)
         # The path in each hierarchy, in the order of ``hierarchies.v1``
-        # (None where there is none), and one string for each distinct path:
-        # a daemon keeps a cgroup per container it serves, and every small
-        # object a burst of them needs at once can keep one of Python's
-        # 1 MiB arenas alive after. So the common case, one path in every
-        # hierarchy (a process is in each, and runtimes name a container's
-        # cgroup alike in all), is that one string, not a tuple of it
-        # (``_path_at``). The tuple or the string is the cgroup's key too.
-        distinct: dict[str, str] = {}
-        by_index = tuple(
-            None if (path := paths.get(controller)) is None else distinct.setdefault(path, path)
-            for controller in hierarchies.v1
-        )
-        self._paths: str | tuple[str | None, ...] = by_index[0] if len(distinct) == 1 and None not in by_index else by_index
+        # (None where there is none). A daemon keeps a cgroup per container
+        # it serves, and every small object a burst of them needs at once
+        # can keep one of Python's 1 MiB arenas alive after; so a cgroup
+        # keeps its own path (``path``) once, and where it is elsewhere in
+        # a template that cgroups placed alike share (_OWN standing for the
+        # own path: a runtime that makes its cgroups in some hierarchies
+        # leaves every container at the same other paths in the rest).
+        # When the own path is in every hierarchy (a runtime that names a
+        # container's cgroup alike in all), the cgroup keeps that one string
+        # alone. ``_path_at`` reads either; either is the cgroup's key.
+        by_index = [paths.get(controller) for controller in hierarchies.v1]
+        own = _own_path(hierarchies, by_index)
+        template = tuple(_OWN if path == own else path for path in by_index)
+        if all(path is _OWN for path in template):
+            self._paths: str | tuple[str, tuple] = own
+        else:
+            templates = hierarchies.v1_templates
+            if len(templates) >= _TEMPLATES_MAX:
+                templates.clear()
+            self._paths = (own, templates.setdefault(template, template))
         # No directory is kept: a counter is read by (tree, path, file
         # name), and ``KeptFiles`` files the ones it keeps open under that
         # same path string; a directory is made only when a file must be
@@ -126,15 +158,16 @@ class CgroupV1(Cgroup):
     def _path_at(self, index: int) -> str | None:
         """The cgroup's path in the hierarchy at ``index`` of ``hierarchies.v1``."""
         paths = self._paths
-        return paths if type(paths) is str else paths[index]
+        if type(paths) is str:
+            return paths
+        own, template = paths
+        path = template[index]
+        return own if path is _OWN else path
 
     @property
     def path(self) -> str:
-        index = self.hierarchies.v1_index
-        for controller in ("memory", "cpu", "cpuset", "pids"):
-            if controller in index and (path := self._path_at(index[controller])) is not None:
-                return path
-        return next((p for p in self.paths.values()), "/")
+        paths = self._paths
+        return paths if type(paths) is str else paths[0]
 
     def with_path(self, transform) -> "CgroupV1":
         return CgroupV1(self.hierarchies, {c: transform(p) for c, p in self.paths.items()})
@@ -180,8 +213,11 @@ class CgroupV1(Cgroup):
         if index is None:
             return None
         paths = self._paths
-        path = paths if type(paths) is str else paths[index]
-        if path is None:
+        if type(paths) is str:
+            path = paths
+        elif (path := paths[1][index]) is _OWN:
+            path = paths[0]
+        elif path is None:
             return None
         return self.hierarchies.read_cgroup_file(self.hierarchies.v1_trees[index], path, name)
 

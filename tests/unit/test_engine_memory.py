@@ -69,17 +69,27 @@ def test_an_init_moved_to_another_cgroup_is_another_container(machine):
     assert after.key != before.key
 
 
-def test_a_v1_cgroup_keeps_its_paths_as_one_tuple_its_key_with_one_string_per_distinct_path():
+def test_v1_cgroups_placed_alike_keep_their_own_path_and_share_one_template_of_the_others():
+    """A runtime that makes its cgroups in some hierarchies leaves every
+    container at the same path in the others (here name=systemd's "/"):
+    each cgroup keeps its own path and a template all of them share, not a
+    tuple of a path per hierarchy."""
     from procview.cgroups import Hierarchies, parse_mountinfo
 
     hierarchies = Hierarchies(parse_mountinfo(open(os.path.join(FIXTURES, "hybrid", "proc", "self", "mountinfo")).read()))
-    text = "".join(f"{i}:{c}:{'/' if c.startswith('name=') else '/box/ctr'}\n" for i, c in enumerate(hierarchies.v1, 1))
-    cgroup = hierarchies.cgroup_from_proc_text(text)
-    assert cgroup.key is cgroup._paths and type(cgroup.key) is tuple
-    assert len(cgroup.key) == len(hierarchies.v1)
-    assert len({id(path) for path in cgroup.key}) == 2  # "/box/ctr" once, "/" once
-    assert cgroup.path == "/box/ctr" and cgroup.paths["name=systemd"] == "/"
-    assert cgroup == hierarchies.cgroup_from_proc_text(text) and hash(cgroup) == hash(hierarchies.cgroup_from_proc_text(text))
+
+    def cgroup_of(path):
+        text = "".join(f"{i}:{c}:{'/' if c.startswith('name=') else path}\n" for i, c in enumerate(hierarchies.v1, 1))
+        return hierarchies.cgroup_from_proc_text(text)
+
+    first, second = cgroup_of("/box/one"), cgroup_of("/box/two")
+    assert first.key is first._paths and first.key[0] == "/box/one"
+    assert first.key[1] is second.key[1]  # the template, shared
+    assert first.path == "/box/one" and first.paths["name=systemd"] == "/" and first.paths["memory"] == "/box/one"
+    assert set(first.paths) == set(hierarchies.v1)
+    assert second.paths["cpu"] == "/box/two" and first != second
+    assert first == cgroup_of("/box/one") and hash(first) == hash(cgroup_of("/box/one"))
+    assert first._tree_and_path("memory")[1] == "/box/one" and first._tree_and_path("name=systemd")[1] == "/"
 
 
 def test_a_v1_cgroup_with_one_path_in_every_hierarchy_keeps_that_one_string():
