@@ -94,6 +94,15 @@ def limits_cgroup(cgroup: Cgroup) -> Cgroup:
 _NO_PIDFD = -1
 
 
+def _namespace_inode(link: str | None) -> int | None:
+    """The inode number a namespace link names (``pid:[4026531836]``:
+    4026531836), None for no link or another text."""
+    try:
+        return int(link[link.index("[") + 1:-1])
+    except (AttributeError, ValueError):  # None, or not a namespace's link
+        return None
+
+
 def _open_pidfd(pid: int) -> int:
     try:
         return os.pidfd_open(pid)
@@ -119,7 +128,7 @@ class Identity:
     def __init__(self, hierarchies: Hierarchies, host: HostFiles):
         self.hierarchies = hierarchies
         self.host = host
-        self.own_pidns = host.readlink("/proc/self/ns/pid")
+        self.own_pidns = _namespace_inode(host.readlink("/proc/self/ns/pid"))
         # pid namespace -> its init and the init's cgroup: a container's
         # init moves between cgroups only if someone moves it, so its
         # cgroup is read again at most every CGROUP_TTL seconds, not on
@@ -135,12 +144,12 @@ class Identity:
             key=(None, None),  # container_key(cgroup, start)
         )
 
-    def pid_namespace(self, pid: int) -> str | None:
-        """``pid``'s pid namespace, as its link reads (``pid:[4026531836]``;
-        None if it is gone). Kept as the text: parsing the inode number out
-        would halve what a namespace's key takes (65 bytes) but cost every
-        read 0.5 µs."""
-        return self.host.readlink(f"/proc/{pid}/ns/pid")
+    def pid_namespace(self, pid: int) -> int | None:
+        """``pid``'s pid namespace: the inode number its link names
+        (``pid:[4026531836]``), None if it is gone. The number, not the
+        link's text: a namespace is a key per container kept (32 bytes
+        against 65), for ~0.1 µs a read."""
+        return _namespace_inode(self.host.readlink(f"/proc/{pid}/ns/pid"))
 
     def container_of(self, pid: int) -> Container | None:
         """The caller's container, or None if the caller is gone (or its
@@ -176,7 +185,7 @@ class Identity:
 
     # -- finding the pid-namespace init --------------------------------------
 
-    def _init_slot(self, pid: int, pidns: str) -> int:
+    def _init_slot(self, pid: int, pidns: int) -> int:
         """The slot of ``pidns``'s init in ``_inits`` (found now if not
         known, or no longer running), -1 if it cannot be found."""
         inits = self._inits
@@ -204,7 +213,7 @@ class Identity:
         inits.pid[slot], inits.start[slot], inits.level[slot], inits.pidfd[slot] = init_pid, start, level, pidfd
         return slot
 
-    def _forget(self, pidns: str) -> None:
+    def _forget(self, pidns: int) -> None:
         slot = self._inits.slot(pidns)
         if slot >= 0:
             if self._inits.pidfd[slot] != _NO_PIDFD:
@@ -227,7 +236,7 @@ class Identity:
         parsed = parse_proc_pid_stat(text) if text else None
         return parsed.starttime if parsed else None
 
-    def _still_init(self, slot: int, pidns: str) -> bool:
+    def _still_init(self, slot: int, pidns: int) -> bool:
         inits = self._inits
         if inits.pidfd[slot] != _NO_PIDFD:
             return _alive(inits.pidfd[slot])  # one syscall, no file to open
@@ -240,7 +249,7 @@ class Identity:
         start = self.start_time(pid)
         return None if start is None else (pid, start, len(nspid) - 1)
 
-    def _walk_to_init(self, pid: int, pidns: str) -> tuple[int, int, int] | None:
+    def _walk_to_init(self, pid: int, pidns: int) -> tuple[int, int, int] | None:
         current = pid
         for _ in range(4096):  # a parent chain is never this long; guards a loop
             text = self.host.read(f"/proc/{current}/status")
@@ -255,7 +264,7 @@ class Identity:
             current = parent
         return None
 
-    def _scan_for_init(self, pidns: str) -> tuple[int, int, int] | None:
+    def _scan_for_init(self, pidns: int) -> tuple[int, int, int] | None:
         log.debug("scanning processes for the init of %s", pidns)
         try:
             entries = os.listdir(self.host.path("/proc"))

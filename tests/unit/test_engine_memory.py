@@ -321,7 +321,7 @@ def test_the_identity_keeps_one_record_per_namespace(machine):
     container = engine.identity.container_of(CONTAINER_PROCESS)
     inits = engine.identity._inits
     (pidns, slot), = inits.items()
-    assert pidns == engine.identity.pid_namespace(CONTAINER_PROCESS)
+    assert pidns == engine.identity.pid_namespace(CONTAINER_PROCESS) == 4026532200  # the link's number, not its text
     assert inits.cgroup[slot] is container.cgroup and inits.key[slot] is container.key
     assert (inits.pid[slot], inits.start[slot]) == (container.init_pid, container.init_start)
     assert [name for name in vars(engine.identity) if name.startswith("_")] == ["_inits"]
@@ -491,7 +491,7 @@ def test_maintenance_packs_the_columns_a_burst_left(machine):
         engine._tracked.remove(("gone", n))
     inits = engine.identity._inits
     for n in range(1000):
-        inits.add(f"pid:[{n}]")  # no pidfd, a pid that is no init: exited
+        inits.add(n)  # no pidfd, a pid that is no init: exited
     engine.maintain()
     assert len(engine._tracked.last_read) == len(engine._tracked.cpu_view) == len(engine._tracked) == 1
     assert len(inits.pid) == len(inits.cgroup) == len(inits) == 1
@@ -513,3 +513,10 @@ def test_a_census_with_one_thread_not_running_keeps_its_id_as_a_number(machine):
     for states in (ThreadStates(TaskCensus(2, 0, 1, 2), (4321, 4322), "SD"), ThreadStates(TaskCensus(1, 1, 0, 1), (), ""), None):
         engine._keep_states(slot, states)
         assert engine._kept_states(slot) == states
+
+
+@pytest.mark.parametrize("link, inode", [("pid:[4026531836]", 4026531836), ("time:[4026532205]", 4026532205), (None, None), ("pid:[]", None), ("nonsense", None)])
+def test_a_namespace_is_known_by_the_inode_number_its_link_names(link, inode):
+    from procview.identity import _namespace_inode
+
+    assert _namespace_inode(link) == inode
