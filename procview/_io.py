@@ -130,12 +130,11 @@ class KeptFiles:
     again, finding a new cgroup of the same name if there is one), but a
     regular file replaced by rename would keep its old text.
 
-    At most ``limit`` files are kept (of the key read least recently, its
-    first kept file, in the order procview first read each file, is
-    closed first: a cgroup's files in all its hierarchies, or a host
-    directory's files, go together), so fds stay bounded however many
-    containers come and go, and the host files every render reads are
-    never the ones closed.
+    At most ``limit`` files are kept (the key read least recently loses a
+    file first, of its files the one procview ever read first: a cgroup's
+    files in all its hierarchies, or a host directory's files, go
+    together), so fds stay bounded however many containers come and go,
+    and the host files every render reads are never the ones closed.
     Files whose directory is gone or was replaced are closed by
     ``close_stale``: an open file of a removed cgroup pins that cgroup in
     the kernel (a "dying" cgroup, with its memory) until it is closed."""
