@@ -130,35 +130,42 @@ class KeptFiles:
     again, finding a new cgroup of the same name if there is one), but a
     regular file replaced by rename would keep its old text.
 
-    At most ``limit`` files are kept (the first kept file of the key read
-    least recently is closed first: a cgroup's files in all its
-    hierarchies, or a host directory's files, go together), so fds stay
-    bounded however many containers come and go, and the host files every
-    render reads are never the ones closed.
+    At most ``limit`` files are kept (the key read least recently loses a
+    file first, of its files the one procview ever read first: a cgroup's
+    files in all its hierarchies, or a host directory's files, go
+    together), so fds stay bounded however many containers come and go,
+    and the host files every render reads are never the ones closed.
     Files whose directory is gone or was replaced are closed by
     ``close_stale``: an open file of a removed cgroup pins that cgroup in
     the kernel (a "dying" cgroup, with its memory) until it is closed."""
 
     def __init__(self, limit: int):
+        from procview.columns import Columns  # here: columns.py imports this module
+
         self.limit = max(1, limit)
-        # key -> the files kept under it, as one array of 64-bit numbers,
-        # three per file: the file's number (its tree and name, below),
-        # its fd, and the inode its directory had when it was opened (a
-        # directory removed, or made again under the same name, has another
-        # inode or none). A key is a string its owner keeps anyway: a
-        # cgroup's path (one key for its files in every hierarchy), a host
-        # file's directory. So a container's kept files are one dict entry
-        # and one array: no directory string, no key tuple, no fd or inode
-        # object per file. With a thousand containers this table holds a
-        # thousand keys, and every small object a burst of them leaves
-        # behind can keep one of Python's 1 MiB arenas from being freed.
-        self._files: dict[str, array.array] = {}
-        # tree -> {file name -> the file's number}, and number -> (tree,
-        # name): the few dozen kernel files procview reads (meminfo,
-        # memory.stat, cpuacct.usage, ...) in each tree, numbered once.
+        # Every file procview reads has a number: its tree and name (the
+        # few dozen kernel files procview reads, meminfo, memory.stat,
+        # cpuacct.usage, ..., in each tree), numbered at its first read.
         # The host's files are in tree None, whose key is the directory.
-        self._numbers: dict[object, dict[str, int]] = {}
-        self._named: list[tuple[object, str]] = []
+        self._numbers: dict[object, dict[str, int]] = {}  # tree -> {name -> number}
+        self._named: list[tuple[object, str]] = []  # number -> (tree, name)
+        # The kept files, a table: a row per key, the keys in the order
+        # they were read (least recently first), and two columns per file
+        # number: ``fd<number>``, the file's fd in that key's directory (-1:
+        # not kept), and ``inode<number>``, the inode the directory had when
+        # the file was opened (a directory removed, or made again under the
+        # same name, has another or none). A key is a string its owner
+        # keeps anyway: a cgroup's path (one key for its files in every
+        # hierarchy), a host file's directory. So a container's kept files
+        # cost a dict entry and a slot's int, no object of their own: with
+        # a thousand containers, every small object a burst of them leaves
+        # behind can keep one of Python's 1 MiB arenas from being freed
+        # (procview/columns.py).
+        self._rows = Columns(files=("H", 0))  # files: how many the key keeps
+        # The fd and inode columns by file number (the same arrays as the
+        # rows', taken again whenever ``drop_spare_room`` makes new ones).
+        self._fds: list[array.array] = []
+        self._inodes: list[array.array] = []
         self._count = 0
 
     def read(self, path: str) -> str | None:
@@ -177,17 +184,16 @@ class KeptFiles:
             number = self._numbers[tree][name]
         except KeyError:
             number = self._number(tree, name)
-        files = self._files.pop(key, None)
-        if files is not None:
-            self._files[key] = files  # now the most recently read (a dict keeps insertion order)
-            at = _record_of(files, number)
-            if at >= 0:
-                text = _pread_text(files[at + 1])
+        slot = self._rows.slot_as_latest(key)  # now the most recently read
+        if slot >= 0:
+            fd = self._fds[number][slot]
+            if fd >= 0:
+                text = _pread_text(fd)
                 if text is not None:
                     return text
                 # ENODEV (a removed cgroup), ESRCH (a process gone): the
                 # kept file is dead; the path may name a new one.
-                self._close_record(key, files, at)
+                self._close_file(key, slot, number)
         directory = _directory_of(tree, key)
         if directory is None:  # a cgroup the tree's mount does not reach
             return None
@@ -200,23 +206,32 @@ class KeptFiles:
             os.close(fd)
             return None
         if self._count >= self.limit:
-            self._close_oldest()
+            self._close_oldest()  # which may be the key's own row: its slot is asked for again
+        slot = self._rows.slot_or_add(key)
+        self._fds[number][slot] = fd
         # Stat'ed after the file was opened: if the directory was replaced
         # in between, the next close_stale closes a live file, which is
         # only opened again.
-        record = array.array("q", (number, fd, _inode(directory)))
-        files = self._files.get(key)
-        # A new array of the exact size (``+=`` would leave spare room).
-        self._files[key] = record if files is None else files + record
+        self._inodes[number][slot] = _inode(directory)
+        self._rows.files[slot] += 1
         self._count += 1
         return text
 
     def _number(self, tree, name: str) -> int:
-        """The number of file ``name`` of ``tree``, given at its first read."""
+        """The number of file ``name`` of ``tree``, given at its first read,
+        and its two columns."""
         numbers = self._numbers.setdefault(tree, {})
         number = numbers[name] = len(self._named)
         self._named.append((tree, name))
+        self._rows.add_column(f"fd{number}", "i", -1)
+        self._rows.add_column(f"inode{number}", "q", _NO_INODE)
+        self._take_columns()
         return number
+
+    def _take_columns(self) -> None:
+        rows = self._rows
+        self._fds = [getattr(rows, f"fd{number}") for number in range(len(self._named))]
+        self._inodes = [getattr(rows, f"inode{number}") for number in range(len(self._named))]
 
     def close_stale(self) -> int:
         """Close the kept files whose directory is gone or is another one
@@ -224,37 +239,47 @@ class KeptFiles:
         For periodic maintenance: reads never pay for it."""
         closed = 0
         emptied = []
-        for key, files in self._files.items():
+        for key, slot in self._rows.items():
             inodes = {}  # tree -> the inode of its directory of ``key`` now
-            # From the last record back: deleting one leaves those before in place.
-            for at in range(len(files) - 3, -1, -3):
-                tree = self._named[files[at]][0]
+            for number, fds in enumerate(self._fds):
+                if fds[slot] < 0:
+                    continue
+                tree = self._named[number][0]
                 if tree not in inodes:
                     inodes[tree] = _inode(_directory_of(tree, key))
-                if files[at + 2] == _NO_INODE or files[at + 2] != inodes[tree]:
-                    os.close(files[at + 1])
-                    del files[at:at + 3]
+                inode = self._inodes[number][slot]
+                if inode == _NO_INODE or inode != inodes[tree]:
+                    os.close(fds[slot])
+                    fds[slot] = -1
+                    self._rows.files[slot] -= 1
                     closed += 1
-            if not files:
+            if not self._rows.files[slot]:
                 emptied.append(key)
         for key in emptied:
-            del self._files[key]
+            self._rows.remove(key)
         self._count -= closed
-        if emptied:
-            self._files = resized(self._files)
+        # The rows and columns sized for the keys left (after a burst of
+        # containers the arrays would keep their room).
+        self._rows.drop_spare_room()
+        self._take_columns()
         return closed
 
     def _close_oldest(self) -> None:
         """Close the first kept file of the key read least recently."""
-        key, files = next(iter(self._files.items()))
-        self._close_record(key, files, 0)
+        key, slot = next(iter(self._rows.items()))
+        number = next(number for number, fds in enumerate(self._fds) if fds[slot] >= 0)
+        self._close_file(key, slot, number)
 
-    def _close_record(self, key: str, files: array.array, at: int) -> None:
-        os.close(files[at + 1])
-        del files[at:at + 3]
+    def _close_file(self, key: str, slot: int, number: int) -> None:
+        """Close file ``number`` of ``key`` (at ``slot``), and free the
+        key's row if that was its last."""
+        fds = self._fds[number]
+        os.close(fds[slot])
+        fds[slot] = -1
         self._count -= 1
-        if not files:
-            del self._files[key]
+        self._rows.files[slot] -= 1
+        if not self._rows.files[slot]:
+            self._rows.remove(key)
 
     def __len__(self) -> int:
         return self._count
@@ -264,15 +289,17 @@ class KeptFiles:
         first."""
         return [
             f"{_directory_of(tree, key)}/{name}"
-            for key, files in self._files.items()
-            for tree, name in (self._named[number] for number in files[::3])
+            for key, slot in self._rows.items()
+            for number, fds in enumerate(self._fds) if fds[slot] >= 0
+            for tree, name in (self._named[number],)
         ]
 
     def close(self) -> None:
-        for files in self._files.values():
-            for fd in files[1::3]:
-                os.close(fd)
-        self._files.clear()
+        for _key, slot in self._rows.items():
+            for fds in self._fds:
+                if fds[slot] >= 0:
+                    os.close(fds[slot])
+        self._rows.clear()  # the columns emptied in place: self._fds still names them
         self._count = 0
 
 
@@ -282,19 +309,6 @@ _NO_INODE = -1  # a directory that could not be stat'ed: closed by the next clos
 def _directory_of(tree, key: str) -> str | None:
     """The directory of ``key`` in ``tree``; tree None: ``key`` is one."""
     return key if tree is None else tree.directory(key)
-
-
-def _record_of(files: array.array, number: int) -> int:
-    """Where the record (number, fd, inode) of file ``number`` starts in a
-    key's kept files, -1 if that file is not kept (a key keeps a handful)."""
-    at = -1
-    while True:
-        try:
-            at = files.index(number, at + 1)
-        except ValueError:
-            return -1
-        if at % 3 == 0:  # a file's number, not an fd or inode that equals it
-            return at
 
 
 def resized(table: dict) -> dict:

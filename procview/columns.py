@@ -79,6 +79,26 @@ class Columns:
         slot = self._slot_of.get(key, -1)
         return slot if slot >= 0 else self.add(key)
 
+    def slot_as_latest(self, key: Hashable) -> int:
+        """``key``'s slot, -1 when it has none; the key moved last in the
+        keys' order (which is then the order of their last use: a
+        least-recently-used order, oldest first)."""
+        slot = self._slot_of.pop(key, -1)
+        if slot >= 0:
+            self._slot_of[key] = slot
+        return slot
+
+    def add_column(self, name: str, typecode: str | None, fill: object) -> None:
+        """A new column ``name`` of one value a slot, every slot's value at
+        ``fill``: for columns only known as they come (a file procview
+        reads for the first time)."""
+        if name in self._fills or hasattr(self, name):
+            raise ValueError(f"column {name!r} exists or names a method")
+        self._fills[name] = fills = _column(typecode, [fill])
+        if typecode is None:
+            self._references.append(name)
+        setattr(self, name, fills * self._slots)
+
     def refill(self, name: str) -> None:
         """Every slot's value in column ``name`` back to the column's fill."""
         getattr(self, name)[:] = self._fills[name] * self._slots

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from array import array
 
+import pytest
+
 from procview.columns import Columns
 
 
@@ -130,3 +132,39 @@ def test_a_reference_column_of_width_two_lets_go_of_a_removed_keys_row():
     assert columns.pair == ["b0", "b1"] and columns.slot("b") == 0
     columns.refill("pair")
     assert columns.pair == [None, None]
+
+
+def test_a_column_added_later_has_a_value_for_every_slot_and_packs_like_the_others():
+    columns = _columns()
+    for n in range(3):
+        columns.add(n)
+    columns.remove(1)  # a free slot gets the new column's fill too
+    columns.add_column("fd", "i", -1)
+    assert list(columns.fd) == [-1, -1, -1] and columns.fd.typecode == "i"
+    columns.fd[columns.slot(2)] = 9
+    slot = columns.add("new")  # the free slot, its new column at the fill
+    assert columns.fd[slot] == -1
+    columns.remove(0)
+    columns.drop_spare_room()
+    assert len(columns.fd) == 2 and columns.fd[columns.slot(2)] == 9
+    columns.add_column("names", None, ())
+    assert columns.names == [(), ()]
+
+
+def test_a_column_may_not_take_an_existing_name_or_a_methods():
+    columns = _columns()
+    for name in ("memory", "add", "items"):
+        with pytest.raises(ValueError):
+            columns.add_column(name, "q", 0)
+
+
+def test_slot_as_latest_moves_its_key_last_in_the_order():
+    columns = _columns()
+    for key in "abc":
+        columns.add(key)
+    assert columns.slot_as_latest("a") == 0
+    assert list(columns) == ["b", "c", "a"]
+    assert columns.slot_as_latest("z") == -1 and "z" not in columns
+    columns.remove("b")
+    columns.drop_spare_room()  # renumbered in that order
+    assert list(columns.items()) == [("c", 0), ("a", 1)]

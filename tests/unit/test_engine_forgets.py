@@ -161,5 +161,5 @@ def test_a_file_closed_as_the_oldest_leaves_no_directory_behind(tmp_path):
         (directory / "f").write_text("x\n")
         kept.read(str(directory / "f"))
     assert len(kept) == 2
-    assert sorted(os.path.basename(d) for d in kept._files) == ["d3", "d4"]
+    assert sorted(os.path.basename(d) for d in kept._rows) == ["d3", "d4"]
     kept.close()

@@ -170,9 +170,9 @@ def test_a_tracked_containers_kept_files_are_filed_under_its_cgroups_own_path_st
     # One key for the container's files in every hierarchy: its path
     # string, the very one the cgroup holds (no copy, no directory). (v2
     # lists its threads from cgroup.threads of each child cgroup too.)
-    assert [key for key in kept._files if key == path] == [path]
-    assert [key for key in kept._files if key == path][0] is path
-    assert all(key.startswith(path) for key in kept._files), list(kept._files)
+    assert [key for key in kept._rows if key == path] == [path]
+    assert [key for key in kept._rows if key == path][0] is path
+    assert all(key.startswith(path) for key in kept._rows), list(kept._rows)
     kept_paths = kept.paths()
     assert any(p.endswith("/parent/ctr/memory.stat") for p in kept_paths), kept_paths
     assert all(os.path.exists(p) for p in kept_paths), kept_paths
@@ -191,7 +191,7 @@ def test_a_kept_cgroup_file_is_kept_by_its_trees_path_string_and_name(tmp_path):
     for _ in range(3):
         assert kept.read_in(tree, path, "memory.stat") == "x\n"
     assert kept.paths() == [str(directory / "memory.stat")]
-    assert [key for key in kept._files if key is path] == [path]
+    assert [key for key in kept._rows if key is path] == [path]
     (directory / "memory.stat").unlink()
     directory.rmdir()
     assert kept.close_stale() == 1 and len(kept) == 0
@@ -219,8 +219,10 @@ def test_kept_files_of_a_thousand_gone_directories_leave_tables_of_nothing(tmp_p
         kept.read(str(directory / "memory.stat"))
         shutil.rmtree(directory)
     assert kept.close_stale() == 1000
-    assert len(kept) == 0
-    assert sys.getsizeof(kept._files) == EMPTY_DICT_SIZE
+    assert len(kept) == 0 and len(kept._rows) == 0
+    # The table's rows and columns sized for no key (Columns.drop_spare_room).
+    assert sys.getsizeof(kept._rows._slot_of) == EMPTY_DICT_SIZE
+    assert all(len(column) == 0 for column in kept._fds + kept._inodes)
 
 
 def test_an_open_file_is_its_snapshot_until_released_and_its_handle_is_handed_out_again():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -72,7 +73,7 @@ def test_fds_stay_bounded_and_a_file_of_the_least_recently_read_directory_goes_f
     assert len(kept) == 3
     assert _open_fds() == before + 3
     # kernel was read again after fs and vm: fs's file went first, then
-    # vm's; kernel's two files are kept in the order they were opened.
+    # vm's; kernel's two files are kept in the order they were first read.
     assert kept.paths() == ["/proc/sys/kernel/ostype", "/proc/sys/kernel/osrelease", "/proc/sys/net/core/somaxconn"]
     kept.close()
     assert _open_fds() == before
@@ -111,7 +112,7 @@ def test_a_file_in_a_tree_is_read_and_kept_by_its_key_and_name(tmp_path):
         assert kept.read_in(cpuacct, key, "cpuacct.usage") == "7\n"
     assert len(kept) == 2
     # Its files in both trees go under the one key string.
-    assert list(kept._files) == [key] and next(iter(kept._files)) is key
+    assert list(kept._rows) == [key] and next(iter(kept._rows)) is key
     assert kept.paths() == [memory.directory(key) + "/memory.stat", cpuacct.directory(key) + "/cpuacct.usage"]
     kept.close()
 
@@ -137,7 +138,7 @@ def test_a_key_the_tree_does_not_reach_reads_as_none_and_keeps_nothing(tmp_path)
     kept = KeptFiles(limit=8)
     assert kept.read_in(memory, "/outside/ctr", "memory.stat") is None
     assert kept.read_in(memory, "/absent", "memory.stat") is None
-    assert len(kept) == 0 and not kept._files
+    assert len(kept) == 0 and not kept._rows
 
 
 def test_a_directory_replaced_in_one_tree_closes_only_that_trees_files(tmp_path):
@@ -173,15 +174,16 @@ def test_a_file_of_the_key_read_least_recently_goes_first(tmp_path):
         memory.directory("/one") + "/memory.stat", cpuacct.directory("/one") + "/cpuacct.usage",
         memory.directory("/three") + "/memory.stat",
     ]
-    assert list(kept._files) == ["/one", "/three"]
+    assert list(kept._rows) == ["/one", "/three"]
     kept.close()
 
 
-def test_a_containers_kept_files_are_one_small_object_however_many_trees(tmp_path):
+def test_a_containers_kept_files_are_no_small_object_however_many_trees(tmp_path):
     """Not a directory string, a key, an fd and an inode object per file,
-    nor an array per hierarchy: a thousand containers' files would
-    otherwise be thousands of small objects, whose arenas a burst leaves
-    behind (docs/performance.md, "Scale")."""
+    nor an array per key (as it was: 2 blocks) or per hierarchy (9): a
+    thousand containers' files would otherwise be thousands of small
+    objects, whose arenas a burst leaves behind (docs/performance.md,
+    "Scale"). A row of the table, at a slot below 257 (a cached int)."""
     trees = _trees(tmp_path)
     names = {"memory": ("memory.usage_in_bytes", "memory.stat", "memory.memsw.usage_in_bytes"),
              "cpuacct": ("cpuacct.usage",), "pids": ("pids.current",)}
@@ -192,7 +194,7 @@ def test_a_containers_kept_files_are_one_small_object_however_many_trees(tmp_pat
             _make(tree, key, {name: "1\n" for name in names[os.path.basename(tree.top)]})
         keys.append(key)
     kept = KeptFiles(limit=4096)
-    for tree in trees:  # the tables exist
+    for tree in trees:  # the files' numbers and columns exist
         for name in names[os.path.basename(tree.top)]:
             kept.read_in(tree, keys[0], name)
     blocks_before = sys.getallocatedblocks()
@@ -202,20 +204,66 @@ def test_a_containers_kept_files_are_one_small_object_however_many_trees(tmp_pat
                 assert kept.read_in(tree, key, name) == "1\n"
     blocks_per_container = (sys.getallocatedblocks() - blocks_before) / 199
     assert len(kept) == 5 * 200
-    # The array and its buffer (keyed by a directory string per hierarchy,
-    # an array each, it took 9).
-    assert blocks_per_container <= 2.5
+    assert blocks_per_container <= 0.5  # the dict's and arrays' growth
     kept.close()
 
 
-def test_a_files_number_is_not_mistaken_for_an_fd_or_inode_of_the_same_number():
-    from array import array
+def test_a_thousand_keys_with_a_file_each_cost_about_a_slots_int_each(tmp_path):
+    """A key's row is its entry in the rows' dict and its slot's int (one
+    small block past 256), its fd and inode cells in arrays ``malloc``
+    holds: no array per key (that form took two blocks a key)."""
+    (memory,) = _trees(tmp_path, ("memory",))
+    keys = [f"/c{index}" for index in range(1000)]
+    for key in keys:
+        _make(memory, key, {"memory.stat": "1\n"})
+    kept = KeptFiles(limit=4096)
+    for key in keys[:300]:  # past the cached ints, the file's columns made
+        kept.read_in(memory, key, "memory.stat")
+    blocks_before = sys.getallocatedblocks()
+    for key in keys[300:]:
+        assert kept.read_in(memory, key, "memory.stat") == "1\n"
+    blocks_per_key = (sys.getallocatedblocks() - blocks_before) / 700
+    assert len(kept) == 1000
+    assert 0.9 <= blocks_per_key <= 1.2
+    kept.close()
 
-    from procview._io import _record_of
 
-    # (number 3, fd 5, inode 5), then (number 5, fd 9, inode 3)
-    files = array("q", [3, 5, 5, 5, 9, 3])
-    assert _record_of(files, 5) == 3
-    assert _record_of(files, 3) == 0
-    assert _record_of(files, 9) == -1  # only an fd is 9
-    assert _record_of(array("q", [1, 7, 7]), 7) == -1  # only an fd and an inode are 7
+def test_after_a_burst_the_columns_shrink_and_the_keys_left_read_from_their_new_slots(tmp_path):
+    (memory,) = _trees(tmp_path, ("memory",))
+    keys = [f"/c{index}" for index in range(300)]
+    for key in keys:
+        _make(memory, key, {"memory.stat": key + "\n", "memory.usage_in_bytes": "1\n"})
+    kept = KeptFiles(limit=4096)
+    for key in keys:
+        kept.read_in(memory, key, "memory.stat")
+    kept.read_in(memory, keys[-1], "memory.usage_in_bytes")
+    for key in keys[:-2]:  # the burst goes; the last two stay
+        shutil.rmtree(memory.directory(key))
+    assert kept.close_stale() == 298
+    assert len(kept) == 3 and list(kept._rows) == keys[-2:]
+    assert all(len(column) == 2 for column in kept._fds + kept._inodes)
+    fds = _open_fds()
+    for _ in range(2):  # read from the files kept at their new slots, none opened
+        assert kept.read_in(memory, keys[-2], "memory.stat") == keys[-2] + "\n"
+        assert kept.read_in(memory, keys[-1], "memory.stat") == keys[-1] + "\n"
+        assert kept.read_in(memory, keys[-1], "memory.usage_in_bytes") == "1\n"
+    assert _open_fds() == fds and len(kept) == 3
+    assert kept.paths() == [memory.directory(keys[-2]) + "/memory.stat", memory.directory(keys[-1]) + "/memory.stat",
+                            memory.directory(keys[-1]) + "/memory.usage_in_bytes"]
+    kept.close()
+    assert _open_fds() == fds - 3
+
+
+def test_at_the_limit_a_keys_only_file_makes_room_for_its_next():
+    # The key read least recently is the one being read: its row is freed
+    # and made again for the new file.
+    kept = KeptFiles(limit=1)
+    before = _open_fds()
+    assert kept.read("/proc/sys/kernel/ostype") == "Linux\n"
+    assert kept.read("/proc/sys/kernel/osrelease")
+    assert kept.paths() == ["/proc/sys/kernel/osrelease"] and len(kept) == 1
+    assert _open_fds() == before + 1
+    assert kept.read("/proc/sys/kernel/ostype") == "Linux\n"
+    assert kept.paths() == ["/proc/sys/kernel/ostype"]
+    kept.close()
+    assert _open_fds() == before
