@@ -163,7 +163,7 @@ class KeptFiles:
         # (procview/columns.py).
         self._rows = Columns(files=("H", 0))  # files: how many the key keeps
         # The fd and inode columns by file number (the same arrays as the
-        # rows', taken again whenever ``drop_spare_room`` makes new ones).
+        # rows': ``drop_spare_room`` packs them in place).
         self._fds: list[array.array] = []
         self._inodes: list[array.array] = []
         self._count = 0
@@ -261,7 +261,6 @@ class KeptFiles:
         # The rows and columns sized for the keys left (after a burst of
         # containers the arrays would keep their room).
         self._rows.drop_spare_room()
-        self._take_columns()
         return closed
 
     def _close_oldest(self) -> None:

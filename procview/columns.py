@@ -24,7 +24,6 @@ from __future__ import annotations
 from array import array
 from collections.abc import Hashable, Iterator
 
-from procview._io import resized
 
 
 class Columns:
@@ -137,15 +136,20 @@ class Columns:
         arrays copied short. A no-op when no slot is free."""
         if not self._free:
             return
+        # In place: the same column and dict objects, their contents packed
+        # (an array or a list given fewer items gives its memory back, and
+        # a dict emptied and filled again is sized for what it holds), so
+        # whoever holds a column (KeptFiles) holds it still.
         old = list(self._slot_of.items())
         for name, fills in self._fills.items():
             column, width = getattr(self, name), len(fills)
             packed = fills[:0]  # an empty column of the same kind
             for _key, slot in old:
                 packed += column[slot * width : slot * width + width]
-            setattr(self, name, packed)
-        self._slot_of = resized({key: new for new, (key, _old) in enumerate(old)})
-        self._free = []
+            column[:] = packed
+        self._slot_of.clear()
+        self._slot_of.update((key, new) for new, (key, _old) in enumerate(old))
+        self._free.clear()
         self._slots = len(old)
 
 

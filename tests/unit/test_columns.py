@@ -168,3 +168,17 @@ def test_slot_as_latest_moves_its_key_last_in_the_order():
     columns.remove("b")
     columns.drop_spare_room()  # renumbered in that order
     assert list(columns.items()) == [("c", 0), ("a", 1)]
+
+
+def test_drop_spare_room_packs_the_same_column_objects():
+    """Whoever holds a column (KeptFiles holds its fd columns) still holds
+    the packed one."""
+    columns = _columns()
+    held = columns.memory, columns.view
+    for n in range(100):
+        columns.memory[columns.add(n)] = n
+    for n in range(99):
+        columns.remove(n)
+    columns.drop_spare_room()
+    assert (columns.memory, columns.view) == held and columns.memory is held[0] and columns.view is held[1]
+    assert list(columns.memory) == [99]
