@@ -395,7 +395,9 @@ class ViewEngine:
         if self._kept is not None:  # a real machine (not a test's fixture tree)
             return_free_heap()
 
-    # The tables that hold an entry per container read lately.
+    # The tables, besides ``_tracked``, that hold an entry per container
+    # (or caller) read lately: the sysinfo path's, still a tuple an entry;
+    # most expire within a second (see ``maintain``).
     _PER_CONTAINER_TABLES = ("_sysinfo_answers", "_callers", "_timens_offsets", "_ram_counters")
 
     def _drop_spare_room(self) -> None:
