@@ -279,3 +279,53 @@ def test_diskstats_shows_the_containers_direct_io_on_its_disk(sandbox, loop_disk
     reads, read_sectors, writes, write_sectors = int(fields[3]), int(fields[5]), int(fields[7]), int(fields[9])
     assert reads >= 1 and read_sectors >= 16 * 128, text  # 128 sectors of 512 bytes in 64 KiB
     assert writes >= 1 and write_sectors >= 16 * 128, text
+
+
+class _MaintenanceClock:
+    """The real clocks, but for ``monotonic``, which the test moves: the
+    engine's limits, watches and maintenance all go by it."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    @staticmethod
+    def boottime() -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+    @staticmethod
+    def realtime() -> float:
+        return time.time()
+
+
+def test_the_maintenance_keeps_the_watches_of_kept_limits_and_stops_the_rest(sandbox):
+    """A kept limit's directories stay watched across a maintenance pass
+    (a write shows at the next read, before its second is up); once no
+    read has renewed them for LIMITS_TTL, the pass stops the watches, and
+    the next read reads the limits again and watches anew."""
+    cg = sandbox.cgroup("watched", memory=256 * MiB)
+    ctr = sandbox.start(cg, ["sleep", "600"], pidns=True)
+    clock = _MaintenanceClock(1000.0)
+    engine = ViewEngine(clock=clock)
+    watches = engine._limit_writes
+    assert watches is not None
+    assert _meminfo(engine, ctr.pid)["MemTotal"] == 256 * 1024
+    watched = len(watches)
+    assert watched >= 1
+    clock.now += 0.5
+    engine.maintain()
+    assert len(watches) == watched  # the kept limits' watches stay
+    cg.set_memory_limit(200 * MiB)
+    clock.now += 0.1
+    assert _meminfo(engine, ctr.pid)["MemTotal"] == 200 * 1024  # seen by the watch, not the TTL
+    clock.now += 10
+    engine.maintain()
+    assert len(watches) == 0  # no read renewed them
+    clock.now += 0.1
+    assert _meminfo(engine, ctr.pid)["MemTotal"] == 200 * 1024
+    assert len(watches) == watched
+    cg.set_memory_limit(180 * MiB)
+    clock.now += 0.1
+    assert _meminfo(engine, ctr.pid)["MemTotal"] == 180 * 1024
